@@ -1,0 +1,41 @@
+"""What handlers take from a request: the running Context, the JSON body, URLs, the principal."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from tamstore.domain.errors import BadRequest
+from tamstore.ops.context import Context
+
+__all__ = ["base_url", "context", "principal", "read_json"]
+
+_NO_BODY = object()
+
+
+def context(request: Request) -> Context:
+    return request.app.state.ctx  # type: ignore[no-any-return]
+
+
+def base_url(request: Request) -> str:
+    """Scheme, host and any deployment prefix, for absolute URLs we hand out."""
+    return str(request.base_url).rstrip("/")
+
+
+def principal(request: Request) -> str | None:
+    """The authenticated caller's name, when authentication is on."""
+    return request.scope.get("tamstore.principal")
+
+
+async def read_json(request: Request, *, required: bool = True) -> Any:
+    raw = await request.body()
+    if not raw.strip():
+        if required:
+            raise BadRequest("a JSON request body is required")
+        return None
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise BadRequest(f"the request body is not valid JSON: {exc}") from None

@@ -1,0 +1,78 @@
+"""The one place where failures become HTTP: domain errors, validation errors, unknown routes.
+
+Every error body has the spec's error shape (error.json: ``type``, ``summary``, ``time``).
+FastAPI's 422 for a malformed request becomes the 400 that TAMS documents.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tamstore.domain.errors import (
+    BadRequest,
+    Forbidden,
+    NotFound,
+    TamsError,
+    Unavailable,
+    error_body,
+)
+
+__all__ = ["install_error_handlers", "STATUS"]
+
+log = logging.getLogger("tamstore")
+
+STATUS: dict[type[TamsError], int] = {
+    BadRequest: 400,
+    Forbidden: 403,
+    NotFound: 404,
+    Unavailable: 503,
+}
+
+
+def _status_of(exc: TamsError) -> int:
+    for cls in type(exc).__mro__:
+        if cls in STATUS:
+            return STATUS[cls]
+    return 500
+
+
+def error_response(request: Request, exc: TamsError, status: int, headers: dict[str, str] | None = None) -> Response:
+    body = b"" if request.method == "HEAD" else orjson.dumps(error_body(exc))
+    return Response(body, status_code=status, media_type="application/json", headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def tams_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, TamsError)
+        headers = {"Retry-After": "5"} if isinstance(exc, Unavailable) else None
+        return error_response(request, exc, _status_of(exc), headers)
+
+    async def validation_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        return error_response(request, BadRequest(f"invalid request at {where}: {first.get('msg', '')}"), 400)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        kinds = {404: NotFound, 403: Forbidden}
+        err = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
+        return error_response(request, err, exc.status_code, dict(exc.headers or {}))
+
+    async def unexpected(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        err = TamsError("internal server error")
+        err.kind = "internal_error"
+        return error_response(request, err, 500)
+
+    app.add_exception_handler(TamsError, tams_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected)

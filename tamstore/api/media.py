@@ -1,0 +1,59 @@
+"""Routes: the embedded backend's signed media URLs (``/x-tamstore/media/{object id}``).
+
+These are not TAMS API routes: they are what a ``put_url``/``get_url`` of the filesystem
+backend points at. They are authorised by the URL's signature alone (like an S3 presigned
+URL), never by API credentials.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import FileResponse, Response
+
+from tamstore.api.deps import context
+from tamstore.api.params import raw_path_tail
+from tamstore.api.responses import empty
+from tamstore.domain.errors import Forbidden, NotFound
+from tamstore.store.media.filesystem import MEDIA_PREFIX, FilesystemMediaStore
+
+router = APIRouter(include_in_schema=False)
+
+
+def _authorised(request: Request) -> tuple[FilesystemMediaStore, str]:
+    store = context(request).extras.get("filesystem")
+    if not isinstance(store, FilesystemMediaStore):
+        raise NotFound("this service has no filesystem media backend")
+    try:
+        tail = raw_path_tail(request, "media")
+    except UnicodeDecodeError:
+        raise Forbidden("invalid media URL") from None
+    if len(tail) != 1:
+        raise Forbidden("invalid media URL")
+    object_id = tail[0]
+    q = request.query_params
+    if not store.verify(request.method, object_id, q.get("expires", ""), q.get("signature", "")):
+        raise Forbidden("the media URL's signature is invalid or has expired")
+    return store, object_id
+
+
+@router.api_route(MEDIA_PREFIX + "/{object_path:path}", methods=["GET", "HEAD"])
+async def get_media(request: Request, object_path: str) -> Response:
+    store, object_id = _authorised(request)
+    path = store.path_for(object_id)
+    if not path.exists():
+        raise NotFound("no media has been uploaded for this Object")
+    async with context(request).store.read() as tx:
+        obj = await tx.get_object(object_id)
+    media_type = (obj.content_type if obj is not None else None) or "application/octet-stream"
+    return FileResponse(path, media_type=media_type)
+
+
+@router.put(MEDIA_PREFIX + "/{object_path:path}")
+async def put_media(request: Request, object_path: str) -> Response:
+    store, object_id = _authorised(request)
+    async with context(request).store.read() as tx:
+        if await tx.get_object(object_id) is None:
+            raise NotFound("the Object was never allocated or has been garbage-collected")
+    await store.write(object_id, request.stream())
+    return empty(200)

@@ -1,0 +1,64 @@
+"""Routes: ``/objects/{id}`` and ``/objects/{id}/instances``.
+
+Object ids may contain ``/`` (sent as ``%2F``), so one catch-all route reads the raw path:
+``/objects/a%2Fb`` is Object ``a/b``; ``/objects/a%2Fb/instances`` is its instances.
+"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tamstore.api.deps import base_url, context, read_json
+from tamstore.api.params import Query, raw_path_tail
+from tamstore.api.responses import empty, page_response
+from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.ops import objects
+
+router = APIRouter(tags=["objects"])
+
+
+def _target(request: Request) -> tuple[str, bool]:
+    try:
+        tail = raw_path_tail(request, "objects")
+    except UnicodeDecodeError:
+        raise BadRequest("the Object id is not valid percent-encoded UTF-8") from None
+    if len(tail) == 2 and tail[1] == "instances":
+        return tail[0], True
+    if len(tail) != 1 or tail[0] == "":
+        raise NotFound("no such resource; send '/' inside an Object id as %2F")
+    return tail[0], False
+
+
+@router.api_route(
+    "/objects/{object_path:path}",
+    methods=["GET", "HEAD", "POST", "DELETE"],
+    summary="Get an Object; add or remove Object instances (.../instances)",
+)
+async def object_route(request: Request, object_path: str) -> Response:
+    object_id, instances = _target(request)
+    ctx = context(request)
+    if not instances:
+        if request.method not in ("GET", "HEAD"):
+            return _method_not_allowed("GET, HEAD")
+        q = Query(request)
+        page = await objects.get_object(
+            ctx, object_id, q.page(1, reverse_param=False), q.tag_filters("flow_tag"),
+            q.url_filter(), base_url(request),
+        )
+        return page_response(request, page, count_headers=False, body=page.items[0])
+    if request.method == "POST":
+        await objects.add_instance(ctx, object_id, await read_json(request))
+        return empty(201)
+    if request.method == "DELETE":
+        q = Query(request)
+        await objects.remove_instance(ctx, object_id, q.uuid("storage_id"), q.str("label"))
+        return empty(204)
+    return _method_not_allowed("POST, DELETE")
+
+
+def _method_not_allowed(allow: str) -> Response:
+    from starlette.exceptions import HTTPException
+
+    raise HTTPException(405, "method not allowed", headers={"Allow": allow})

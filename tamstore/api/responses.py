@@ -1,0 +1,57 @@
+"""Responses: JSON encoded once with orjson (no response-model re-validation on hot paths),
+HEAD answered with GET's status and headers and no body, and the paging headers of ADR 0010."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from tamstore.domain.paging import Page
+
+__all__ = ["empty", "json_response", "page_response"]
+
+JSON = "application/json"
+
+
+def json_response(
+    request: Request, data: Any, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = b"" if request.method == "HEAD" else orjson.dumps(data)
+    response = Response(body, status_code=status, media_type=JSON, headers=headers)
+    if request.method == "HEAD":
+        # Starlette would say 0; a HEAD should describe the GET it stands for.
+        response.headers["content-length"] = str(len(orjson.dumps(data)))
+    return response
+
+
+def empty(status: int = 204, headers: dict[str, str] | None = None) -> Response:
+    response = Response(status_code=status, headers=headers)
+    response.headers["content-type"] = JSON
+    return response
+
+
+def page_response(
+    request: Request,
+    page: Page[Any],
+    *,
+    count_headers: bool = True,
+    body: Any = None,
+    extra_headers: dict[str, str] | None = None,
+) -> Response:
+    """A listing with ``Link``/``X-Paging-*`` headers. ``count_headers`` False gives the short
+    set (Limit, NextKey, Link) that /service/profiles and /objects use."""
+    headers = {"X-Paging-Limit": str(page.limit)}
+    if count_headers:
+        headers["X-Paging-Count"] = str(len(page.items))
+        headers["X-Paging-Reverse-Order"] = "true" if page.reverse else "false"
+    cursor = page.next_cursor
+    if cursor is not None:
+        headers["X-Paging-NextKey"] = cursor
+        next_url = request.url.remove_query_params("page").include_query_params(page=cursor)
+        headers["Link"] = f'<{next_url}>; rel="next"'
+    if extra_headers:
+        headers.update(extra_headers)
+    return json_response(request, page.items if body is None else body, headers=headers)

@@ -1,0 +1,87 @@
+"""The composition root: builds the stores from settings and mounts the routes.
+
+This is the only module that chooses backends. The lifespan opens the metadata database
+(migrating it unless told not to), the media backends, and the background workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import FastAPI
+
+from tamstore import __version__
+from tamstore.api import errors, flows, media, objects, segments, service, sources
+from tamstore.config import Settings
+from tamstore.ops.context import Context
+from tamstore.ops.storage import collect_expired_allocations
+from tamstore.store.media.base import MediaStore
+from tamstore.store.media.filesystem import FilesystemMediaStore
+from tamstore.store.metadata.sql import open_metadata_store
+from tamstore.store.migrate import upgrade
+
+__all__ = ["create_app", "open_context"]
+
+log = logging.getLogger("tamstore")
+
+GC_INTERVAL_SECONDS = 60
+
+
+async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
+    """Open every store the settings name. The caller closes ``ctx.store``."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    if migrate:
+        await upgrade(store.engine)
+    fs = FilesystemMediaStore(
+        settings.data_dir / "media",
+        FilesystemMediaStore.load_key(settings.data_dir),
+        url_timeout=settings.presigned_url_timeout,
+    )
+    backends: dict[str, MediaStore] = {fs.info.id: fs}
+    return Context(settings=settings, store=store, backends=backends, extras={"filesystem": fs})
+
+
+async def _gc_loop(ctx: Context) -> None:
+    while True:
+        await asyncio.sleep(GC_INTERVAL_SECONDS)
+        try:
+            removed = await collect_expired_allocations(ctx)
+            if removed:
+                log.info("garbage-collected %d unused allocated objects", removed)
+        except Exception:  # keep the loop alive; the next round retries
+            log.exception("garbage collection of allocated objects failed")
+
+
+def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
+    settings = settings or Settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await open_context(settings)
+        app.state.ctx = ctx
+        tasks: list[asyncio.Task[Any]] = []
+        if workers:
+            tasks.append(asyncio.create_task(_gc_loop(ctx)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await ctx.store.close()
+
+    app = FastAPI(
+        title="tamstore",
+        version=__version__,
+        summary="A Time-addressable Media Store (TAMS 8.2) server",
+        lifespan=lifespan,
+    )
+    errors.install_error_handlers(app)
+    for module in (service, sources, flows, segments, objects, media):
+        app.include_router(module.router)
+    return app

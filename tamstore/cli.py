@@ -1,0 +1,143 @@
+"""The ``tamstore`` command. Each subcommand parses options and calls into the app or ops."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import sys
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from tamstore import __version__
+from tamstore.config import Settings
+
+ENV_PREFIX = "TAMSTORE_"
+
+
+def _settings_options(fn: Any) -> Any:
+    """One click option per setting, each also read from ``TAMSTORE_<NAME>``."""
+    types: dict[str, Any] = {"int": int, "Path": click.Path(path_type=Path)}
+    for f in reversed(fields(Settings)):
+        default = f.default
+        typ = types.get(str(f.type), str)
+        option = click.option(
+            f"--{f.name.replace('_', '-')}",
+            f.name,
+            type=typ,
+            default=default,
+            show_default=default is not None,
+            envvar=ENV_PREFIX + f.name.upper(),
+            show_envvar=True,
+            help=f.metadata.get("help", ""),
+        )
+        fn = option(fn)
+    return fn
+
+
+def _fail(message: str) -> None:
+    click.echo(f"tamstore: error: {message}", err=True)
+    sys.exit(2)
+
+
+def _build_settings(values: dict[str, Any]) -> Settings:
+    settings = Settings(**values)
+    try:
+        settings.check()
+    except ValueError as exc:
+        _fail(str(exc))
+    return settings
+
+
+def _check_data_dir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        _fail(f"cannot create data dir {path}: {exc.strerror}")
+    if not os.access(path, os.W_OK | os.X_OK):
+        _fail(f"data dir {path} is not writable")
+
+
+def _check_port(host: str, port: int) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                _fail(f"port {port} on {host} is already in use")
+            _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="tamstore")
+def main() -> None:
+    """tamstore: a Time-addressable Media Store (TAMS 8.2) server.
+
+    Run `tamstore serve` to start a server on this machine with nothing else installed:
+    metadata in SQLite and media files in the data dir.
+    """
+
+
+@main.command()
+@_settings_options
+def serve(**values: Any) -> None:
+    """Start the TAMS HTTP server.
+
+    Every option can also be set with the environment variable shown beside it.
+    The database schema is migrated on start.
+    """
+    settings = _build_settings(values)
+    _check_data_dir(settings.data_dir)
+    _check_port(settings.host, settings.port)
+    import uvicorn
+
+    from tamstore.app import create_app
+
+    click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
+    click.echo(f"data dir: {settings.data_dir.resolve()}  (API docs at /docs)")
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="warning",
+        proxy_headers=True,
+    )
+
+
+@main.group()
+def db() -> None:
+    """Manage the metadata database."""
+
+
+@db.command("upgrade")
+@_settings_options
+def db_upgrade(**values: Any) -> None:
+    """Apply schema migrations now (serve also does this on start)."""
+    settings = _build_settings(values)
+    _check_data_dir(settings.data_dir)
+
+    from tamstore.store.metadata.sql import open_metadata_store
+    from tamstore.store.migrate import upgrade
+
+    async def run() -> None:
+        store = open_metadata_store(settings.sqlalchemy_url())
+        try:
+            await upgrade(store.engine)
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(run())
+    except OSError as exc:
+        _fail(f"cannot reach the database: {exc}")
+    click.echo("database schema is up to date")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,74 @@
+"""Settings: one table that feeds the CLI flags, the ``TAMSTORE_*`` environment and the docs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "Settings"]
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = field(default="127.0.0.1", metadata={"help": "Address to listen on."})
+    port: int = field(default=8000, metadata={"help": "TCP port to listen on."})
+    data_dir: Path = field(
+        default=Path("./tamstore-data"),
+        metadata={"help": "Directory for the SQLite database and media files."},
+    )
+    database_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "Metadata database URL (postgresql://user@host:port/db). "
+            "Default: SQLite in the data dir."
+        },
+    )
+    min_object_timeout: int = field(
+        default=3600,
+        metadata={"help": "Seconds an allocated Object waits for registration before GC (>= 300)."},
+    )
+    presigned_url_timeout: int = field(
+        default=900,
+        metadata={"help": "Seconds signed media URLs stay valid (>= 30, <= min_object_timeout)."},
+    )
+    default_page_limit: int = field(default=100, metadata={"help": "Page size when no limit given."})
+    max_page_limit: int = field(default=1000, metadata={"help": "Largest page size served."})
+    max_storage_limit: int = field(
+        default=1000, metadata={"help": "Most Objects allocated by one /storage request."}
+    )
+    inline_delete_limit: int = field(
+        default=1000,
+        metadata={"help": "Deletions of up to this many segments finish inline (204)."},
+    )
+    service_name: str = field(default="tamstore", metadata={"help": "Default service name."})
+
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            for prefix in ("postgresql://", "postgres://"):
+                if url.startswith(prefix):
+                    return "postgresql+asyncpg://" + url[len(prefix) :]
+            return url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'tamstore.db').resolve()}"
+
+    def check(self) -> None:
+        """Raise ValueError naming the setting when a value cannot work."""
+        if self.min_object_timeout < 300:
+            raise ValueError("min_object_timeout must be at least 300 seconds (TAMS spec)")
+        if not 30 <= self.presigned_url_timeout <= self.min_object_timeout:
+            raise ValueError(
+                "presigned_url_timeout must be at least 30 seconds and at most "
+                "min_object_timeout (TAMS spec)"
+            )
+        if not 0 < self.port < 65536:
+            raise ValueError("port must be between 1 and 65535")
+        for name in ("default_page_limit", "max_page_limit", "max_storage_limit"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be positive")
+
+
+SETTINGS: list[dict[str, Any]] = [
+    {"name": f.name, "default": f.default, "help": f.metadata.get("help", "")}
+    for f in fields(Settings)
+]

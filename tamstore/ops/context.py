@@ -1,0 +1,58 @@
+"""What every operation needs: the metadata store, the media backends, settings, the clock."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from tamstore.config import Settings
+from tamstore.domain.errors import BadRequest
+from tamstore.store.media.base import MediaStore
+from tamstore.store.metadata.sql import MetadataStore
+
+__all__ = ["Context", "now_us", "rfc3339"]
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def rfc3339(us: int | None) -> str | None:
+    """Wall-clock microseconds as an RFC 3339 UTC date-time (``2026-11-25T12:00:00.000001Z``)."""
+    if us is None:
+        return None
+    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
+    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+
+
+@dataclass
+class Context:
+    """The composition of stores one running tamstore uses (built by ``app.create_app``)."""
+
+    settings: Settings
+    store: MetadataStore
+    backends: dict[str, MediaStore]
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def default_backend(self) -> MediaStore | None:
+        for backend in self.backends.values():
+            if backend.info.default_storage:
+                return backend
+        return None
+
+    def backend(self, storage_id: str | None) -> MediaStore:
+        if storage_id is None:
+            found = self.default_backend
+            if found is None:
+                raise BadRequest("no storage_id given and this service has no default backend")
+            return found
+        try:
+            return self.backends[storage_id]
+        except KeyError:
+            raise BadRequest(f"unknown storage_id {storage_id!r}") from None
+
+    def backend_labels(self) -> set[str]:
+        return {b.info.label for b in self.backends.values()}

@@ -1,0 +1,160 @@
+"""Objects and their instances (CHECKLIST §9; ADR 0027, 0038, 0042), and ``get_urls`` rendering."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tamstore import spec
+from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.objects import UrlFilter
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import tags_match
+from tamstore.ops.context import Context
+from tamstore.store.metadata.sql import TagFilter
+
+__all__ = ["add_instance", "get_object", "remove_instance", "render_get_urls"]
+
+
+def render_get_urls(
+    ctx: Context, object_id: str, instances: list[Any], filt: UrlFilter, base_url: str
+) -> list[dict[str, Any]]:
+    """The Object's URLs from its current instances, filtered *before* any URL is signed."""
+    if filt.nothing:
+        return []
+    out: list[dict[str, Any]] = []
+    for inst in instances:
+        if inst.controlled:
+            backend = ctx.backends.get(inst.storage_id)
+            if backend is None:
+                continue
+            info = backend.info
+            if not (filt.wants_label(info.label) and filt.wants_storage(info.id)):
+                continue
+            if not tags_match(info.tags, filt.backend_tags, filt.backend_tags_exist):
+                continue
+            for signed in backend.get_urls(object_id, base_url, filt.presigned):
+                if not filt.wants_presigned(signed.presigned):
+                    continue
+                url: dict[str, Any] = {"url": signed.url, "presigned": signed.presigned}
+                url["label"] = info.label
+                if filt.verbose:
+                    url.update(info.to_json())
+                    url.pop("id")
+                    url.pop("default_storage")
+                    url["storage_id"] = info.id
+                    url["controlled"] = True
+                out.append(url)
+        else:
+            if filt.accept_storage_ids or filt.backend_tags:
+                continue  # not on a backend: fails any positive backend match
+            if any(filt.backend_tags_exist.values()):
+                continue
+            if not (filt.wants_label(inst.label) and filt.wants_presigned(False)):
+                continue
+            url = {"url": inst.url, "presigned": False, "label": inst.label}
+            if filt.verbose:
+                url["controlled"] = False
+            out.append(url)
+    return out
+
+
+async def get_object(
+    ctx: Context,
+    object_id: str,
+    page: PageRequest,
+    flow_tags: list[TagFilter],
+    filt: UrlFilter,
+    base_url: str,
+) -> Page[dict[str, Any]]:
+    """The Object document; the page is over its ``referenced_by_flows``."""
+    async with ctx.store.read() as tx:
+        obj = await tx.get_object(object_id)
+        if obj is None or not obj.registered:
+            raise NotFound(f"Object {object_id!r} does not exist")
+        refs = await tx.referenced_by_flows(object_id, page, flow_tags)
+        wanted = [object_id] + ([obj.init_object_id] if obj.init_object_id else [])
+        instances = await tx.instances(wanted)
+    doc: dict[str, Any] = {
+        "id": object_id,
+        "referenced_by_flows": [r.flow_id for r in refs.items],
+    }
+    if obj.first_referenced_by_flow:
+        doc["first_referenced_by_flow"] = obj.first_referenced_by_flow
+    if not obj.is_init and obj.timerange is not None:
+        doc["timerange"] = obj.timerange
+    if obj.key_frame_count is not None:
+        doc["key_frame_count"] = obj.key_frame_count
+    doc["get_urls"] = render_get_urls(ctx, object_id, instances[object_id], filt, base_url)
+    if obj.init_object_id:
+        doc["init_object"] = {
+            "id": obj.init_object_id,
+            "get_urls": render_get_urls(
+                ctx, obj.init_object_id, instances[obj.init_object_id], filt, base_url
+            ),
+        }
+    return Page([doc], refs.limit, refs.next_key)
+
+
+async def add_instance(ctx: Context, object_id: str, body: Any) -> None:
+    """Register an uncontrolled URL, or copy the Object to another controlled backend."""
+    spec.validate("objects-instances-post.json", body)
+    async with ctx.store.write() as tx:
+        obj = await tx.get_object(object_id)
+        if obj is None or not obj.registered:
+            raise NotFound(f"Object {object_id!r} does not exist")
+        existing = (await tx.instances([object_id]))[object_id]
+        if "storage_id" in body:
+            target = ctx.backend(body["storage_id"])
+            if any(i.storage_id == target.info.id for i in existing):
+                raise BadRequest(f"Object already has an instance on storage {target.info.id}")
+            sources = [ctx.backends[i.storage_id] for i in existing if i.storage_id in ctx.backends]
+            if not sources:
+                raise BadRequest("the Object has no controlled instance to copy from")
+            try:
+                await target.copy_from(object_id, sources[0])
+            except NotImplementedError as exc:
+                raise BadRequest(str(exc)) from None
+            await tx.insert_instance(
+                {"object_id": object_id, "storage_id": target.info.id, "controlled": True}
+            )
+            return
+        label = body["label"]
+        if label in ctx.backend_labels():
+            raise BadRequest(f"label {label!r} is a Storage Backend's label")
+        if any(i.label == label for i in existing):
+            raise BadRequest(f"the Object already has an instance labelled {label!r}")
+        await tx.insert_instance(
+            {"object_id": object_id, "url": body["url"], "label": label, "controlled": False}
+        )
+
+
+async def remove_instance(
+    ctx: Context, object_id: str, storage_id: str | None, label: str | None
+) -> None:
+    if storage_id is None and label is None:
+        raise BadRequest("give storage_id or label to say which instance to delete")
+    async with ctx.store.write() as tx:
+        obj = await tx.get_object(object_id)
+        if obj is None or not obj.registered:
+            raise NotFound(f"Object {object_id!r} does not exist")
+        existing = (await tx.instances([object_id]))[object_id]
+        match = [
+            i
+            for i in existing
+            if (storage_id is not None and i.storage_id == storage_id)
+            or (storage_id is None and i.label == label and not i.controlled)
+            or (storage_id is None and i.controlled and _backend_label(ctx, i.storage_id) == label)
+        ]
+        if not match:
+            raise NotFound(f"Object {object_id!r} has no such instance")
+        if len(existing) == 1:
+            raise BadRequest("cannot delete the last instance of an Object that is in use")
+        inst = match[0]
+        await tx.delete_instance(inst.id)
+    if inst.controlled and inst.storage_id in ctx.backends:
+        await ctx.backends[inst.storage_id].delete([object_id])
+
+
+def _backend_label(ctx: Context, storage_id: str | None) -> str | None:
+    backend = ctx.backends.get(storage_id) if storage_id else None
+    return backend.info.label if backend else None

@@ -1,0 +1,308 @@
+"""Flow Segments: register, read by time, delete (CHECKLIST §7; ADR 0029, 0030, 0036, 0045).
+
+Registering a batch costs a fixed number of queries whatever its size: one for the segments
+already in the batch's span, one for the Objects it names, one insert of all new segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tamstore.domain.errors import BadRequest, error_body
+from tamstore.domain.objects import UrlFilter
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.segments import SegmentPost, overlaps_any, parse_segment
+from tamstore.domain.timerange import TimeRange, format_timestamp
+from tamstore.ops import events
+from tamstore.ops.context import Context, now_us
+from tamstore.ops.flows import writable_flow
+from tamstore.ops.objects import render_get_urls
+from tamstore.ops.render import extent_timerange
+from tamstore.store.metadata.sql import Tx
+
+__all__ = ["SegmentQuery", "list_segments", "post_segments"]
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    timerange: TimeRange
+    object_id: str | None
+    urls: UrlFilter
+    include_object_timerange: bool = False
+
+
+@dataclass
+class _ObjectState:
+    """What the batch knows about one Object as it goes (it may register it part-way)."""
+
+    row: Any | None
+    registered: bool
+    is_init: bool
+    timerange: TimeRange | None
+    init_object_id: str | None
+    allocated_for: str | None
+    changes: dict[str, Any]
+    new_instances: list[dict[str, Any]]
+
+
+async def list_segments(
+    ctx: Context, flow_id: str, query: SegmentQuery, page: PageRequest, base_url: str
+) -> Page[dict[str, Any]]:
+    tr = query.timerange
+    async with ctx.store.read() as tx:
+        if tr.is_empty():
+            return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
+        result = await tx.list_segments(
+            flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id
+        )
+        result.items = await render_segments(ctx, tx, result.items, query, base_url)
+    rows = result.items
+    span = TimeRange.never()
+    if rows:
+        first, last = (rows[0], rows[-1]) if not page.reverse else (rows[-1], rows[0])
+        span = extent_timerange(first["timerange"], last["timerange"])
+    result.extra["timerange"] = span
+    return result
+
+
+async def render_segments(
+    ctx: Context, tx: Tx, rows: list[Any], query: SegmentQuery, base_url: str
+) -> list[dict[str, Any]]:
+    """flow-segment.json documents for segment rows, with URLs from each Object's instances."""
+    objects = await tx.get_objects(r.object_id for r in rows)
+    init_ids = {o.init_object_id for o in objects.values() if o.init_object_id}
+    instances = await tx.instances([*objects, *init_ids]) if not query.urls.nothing else {}
+    out = []
+    for r in rows:
+        seg: dict[str, Any] = {"object_id": r.object_id, "timerange": r.timerange}
+        if r.ts_offset:
+            seg["ts_offset"] = format_timestamp(r.ts_offset)
+        if r.last_duration is not None:
+            seg["last_duration"] = format_timestamp(r.last_duration)
+        for key in ("key_frame_count", "sample_offset", "sample_count"):
+            value = getattr(r, key)
+            if value is not None:
+                seg[key] = value
+        if query.include_object_timerange:
+            seg["object_timerange"] = r.object_timerange or (
+                TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
+            )
+        seg["get_urls"] = render_get_urls(
+            ctx, r.object_id, instances.get(r.object_id, []), query.urls, base_url
+        )
+        obj = objects.get(r.object_id)
+        if obj is not None and obj.init_object_id:
+            seg["init_object"] = {
+                "object_id": obj.init_object_id,
+                "get_urls": render_get_urls(
+                    ctx, obj.init_object_id, instances.get(obj.init_object_id, []), query.urls, base_url
+                ),
+            }
+        out.append(seg)
+    return out
+
+
+async def post_segments(ctx: Context, flow_id: str, body: Any) -> list[dict[str, Any]] | None:
+    """Register one segment or an array. Returns None when all succeeded, else the failures
+    (only for an array: a single bad segment raises ``BadRequest``)."""
+    single = not isinstance(body, list)
+    items = [body] if single else body
+    async with ctx.store.write() as tx:
+        flow = await writable_flow(tx, flow_id)
+        if not flow.container:
+            raise BadRequest(f"Flow {flow_id} has no container set, so it cannot hold segments")
+        failures: list[dict[str, Any]] = []
+        parsed: list[tuple[int, SegmentPost]] = []
+        for i, raw in enumerate(items):
+            try:
+                parsed.append((i, parse_segment(raw)))
+            except BadRequest as exc:
+                failures.append(_failure(raw, exc))
+        accepted = await _check_batch(ctx, tx, flow, parsed, failures)
+        if single and failures:
+            raise BadRequest(failures[0]["error"]["summary"])
+        if accepted:
+            await _commit_batch(tx, flow, accepted)
+    return failures or None
+
+
+async def _check_batch(
+    ctx: Context, tx: Tx, flow: Any, parsed: list[tuple[int, SegmentPost]], failures: list[dict[str, Any]]
+) -> list[SegmentPost]:
+    if not parsed:
+        return []
+    lo = min(s.lo for _, s in parsed)
+    hi = max(s.hi for _, s in parsed)
+    taken = await tx.overlapping_segments(flow.id, lo, hi)
+    starts = [a for a, _ in taken]
+    ids = {s.object_id for _, s in parsed} | {s.init_object_id for _, s in parsed if s.init_object_id}
+    rows = await tx.get_objects(ids)
+    states: dict[str, _ObjectState] = {}
+    for oid in ids:
+        row = rows.get(oid)
+        states[oid] = _ObjectState(
+            row=row,
+            registered=bool(row and row.registered),
+            is_init=bool(row and row.is_init),
+            timerange=TimeRange.from_str(row.timerange) if row and row.timerange else None,
+            init_object_id=row.init_object_id if row else None,
+            allocated_for=row.allocated_for_flow if row else None,
+            changes={},
+            new_instances=[],
+        )
+    labels = ctx.backend_labels()
+    accepted: list[SegmentPost] = []
+    for _, seg in sorted(parsed, key=lambda p: p[1].lo):
+        try:
+            if overlaps_any(seg.lo, seg.hi, starts, taken):
+                raise BadRequest(f"segment {seg.timerange} overlaps an existing segment of the Flow")
+            _check_objects(flow, seg, states, labels)
+        except BadRequest as exc:
+            failures.append(_failure(seg, exc))
+            continue
+        _claim_objects(flow, seg, states)
+        i = len([s for s in starts if s < seg.lo])
+        starts.insert(i, seg.lo)
+        taken.insert(i, (seg.lo, seg.hi))
+        accepted.append(seg)
+    await _save_objects(tx, states)
+    return accepted
+
+
+def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState], labels: set[str]) -> None:
+    """The Object rules of CHECKLIST §7.3 for one segment, against the batch's running state."""
+    obj = states[seg.object_id]
+    if seg.get_urls:
+        clash = [u["label"] for u in seg.get_urls if u["label"] in labels]
+        if clash:
+            raise BadRequest(f"get_urls label {clash[0]!r} is a Storage Backend's label")
+    if obj.is_init:
+        raise BadRequest(f"Object {seg.object_id!r} is an init Object and cannot hold media")
+    used = seg.on_object_timeline()
+    if obj.row is None and not obj.registered:
+        if not seg.get_urls:
+            raise BadRequest(
+                f"Object {seg.object_id!r} is unknown: allocate it with /storage or give get_urls"
+            )
+    elif not obj.registered:
+        if obj.allocated_for != flow.id:
+            raise BadRequest(f"Object {seg.object_id!r} was allocated for another Flow")
+    else:
+        if seg.object_timerange is not None and obj.timerange != seg.object_timerange:
+            raise BadRequest(f"object_timerange conflicts with Object {seg.object_id!r}")
+        if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
+            raise BadRequest(f"init_object_id conflicts with Object {seg.object_id!r}")
+        if obj.timerange is not None and not obj.timerange.contains(used):
+            raise BadRequest(
+                f"segment uses {used} of Object {seg.object_id!r}, outside its timerange {obj.timerange}"
+            )
+    if seg.object_timerange is not None and not seg.object_timerange.contains(used):
+        raise BadRequest(f"object_timerange {seg.object_timerange} does not cover {used}")
+    init_segments = bool(flow.init_segments)
+    init_id = seg.init_object_id if seg.init_object_id is not None else obj.init_object_id
+    if seg.init_object_id is not None and not init_segments:
+        raise BadRequest("init_object_id given but the Flow does not use init segments")
+    if init_segments and init_id is None:
+        raise BadRequest("the Flow uses init segments, so the segment needs init_object_id")
+    if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
+        init = states[seg.init_object_id]
+        if init.row is None:
+            raise BadRequest(f"init Object {seg.init_object_id!r} is unknown")
+        if init.registered and not init.is_init:
+            raise BadRequest(f"Object {seg.init_object_id!r} holds media and cannot be an init Object")
+        if not init.registered and init.allocated_for != flow.id:
+            raise BadRequest(f"init Object {seg.init_object_id!r} was allocated for another Flow")
+
+
+def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState]) -> None:
+    """Record what registering ``seg`` changes in its Objects (first use fixes properties)."""
+    obj = states[seg.object_id]
+    if not obj.registered:
+        obj.registered = True
+        obj.timerange = seg.object_timerange or seg.on_object_timeline()
+        obj.init_object_id = seg.init_object_id
+        obj.changes.update(
+            registered=True,
+            first_referenced_by_flow=flow.id,
+            timerange=obj.timerange.to_str(),
+            key_frame_count=seg.key_frame_count,
+            init_object_id=seg.init_object_id,
+        )
+    for u in seg.get_urls or []:
+        obj.new_instances.append({"url": u["url"], "label": u["label"], "controlled": False})
+    if seg.init_object_id is not None:
+        init = states[seg.init_object_id]
+        if not init.registered:
+            init.registered = True
+            init.is_init = True
+            init.changes.update(registered=True, is_init=True, first_referenced_by_flow=flow.id)
+
+
+async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
+    new_rows, updates, instances = [], [], []
+    now = now_us()
+    for oid, st in states.items():
+        if st.row is None and st.registered:
+            new_rows.append({"id": oid, "allocated_at": now, **st.changes})
+        elif st.changes:
+            updates.append({"id": oid, **st.changes})
+        have = set()
+        for inst in st.new_instances:
+            if inst["label"] in have:
+                continue
+            have.add(inst["label"])
+            instances.append({"object_id": oid, **inst})
+    if instances:
+        known = await tx.instances({i["object_id"] for i in instances})
+        labels = {(oid, i.label) for oid, insts in known.items() for i in insts}
+        instances = [i for i in instances if (i["object_id"], i["label"]) not in labels]
+    await tx.insert_objects(new_rows, instances)
+    await tx.register_objects(updates)
+
+
+async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost]) -> None:
+    rows = [
+        {
+            "flow_id": flow.id,
+            "ts_start": s.lo,
+            "ts_end": s.hi,
+            "timerange": s.timerange.to_str(),
+            "object_id": s.object_id,
+            "ts_offset": s.ts_offset,
+            "last_duration": s.last_duration,
+            "object_timerange": s.object_timerange.to_str() if s.object_timerange else None,
+            "key_frame_count": s.key_frame_count,
+            "sample_offset": s.sample_offset,
+            "sample_count": s.sample_count,
+        }
+        for s in accepted
+    ]
+    await tx.insert_segments(rows)
+    lo = min(s.lo for s in accepted)
+    hi = max(s.hi for s in accepted)
+    values: dict[str, Any] = {
+        "segments_updated": now_us(),
+        "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
+        "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
+    }
+    await tx.update_flow(flow.id, values)
+    await events.segments_added(tx, flow.id, rows)
+
+
+def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:
+    if isinstance(raw, SegmentPost):
+        item: dict[str, Any] = {"object_id": raw.object_id, "timerange": raw.timerange.to_str()}
+    else:
+        item = {"object_id": raw.get("object_id", "") if isinstance(raw, dict) else ""}
+        if not isinstance(item["object_id"], str):
+            item["object_id"] = str(item["object_id"])
+        tr = raw.get("timerange") if isinstance(raw, dict) else None
+        if isinstance(tr, str):
+            try:
+                item["timerange"] = TimeRange.from_str(tr).to_str()
+            except ValueError:
+                pass
+    item["error"] = error_body(exc)
+    return item
+

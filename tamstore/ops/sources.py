@@ -1,0 +1,104 @@
+"""Source operations (CHECKLIST §5): read, list, and the label/description/tags sub-resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import check_tag_value
+from tamstore.ops import events
+from tamstore.ops.context import Context, now_us
+from tamstore.ops.render import source_docs
+from tamstore.store.metadata.sql import TagFilter, Tx
+
+__all__ = ["get_source", "get_source_property", "list_sources", "set_source_property"]
+
+
+async def _require_source(tx: Tx, source_id: str) -> Any:
+    row = await tx.get_source(source_id)
+    if row is None:
+        raise NotFound(f"Source {source_id} does not exist")
+    return row
+
+
+async def get_source(ctx: Context, source_id: str) -> dict[str, Any]:
+    async with ctx.store.read() as tx:
+        row = await _require_source(tx, source_id)
+        return (await source_docs(tx, [row]))[0]
+
+
+async def list_sources(
+    ctx: Context,
+    page: PageRequest,
+    *,
+    sort_by: str,
+    label: str | None,
+    format: str | None,
+    tags: list[TagFilter],
+    collected_by_ids: list[str] | None,
+) -> Page[dict[str, Any]]:
+    async with ctx.store.read() as tx:
+        result = await tx.list_sources(
+            page,
+            sort_by=sort_by,
+            label=label,
+            format=format,
+            tags=tags,
+            collected_by_ids=collected_by_ids,
+        )
+        result.items = await source_docs(tx, result.items)
+    return result
+
+
+async def get_source_property(ctx: Context, source_id: str, name: str) -> Any:
+    async with ctx.store.read() as tx:
+        row = await _require_source(tx, source_id)
+    if name.startswith("tags"):
+        tags = orjson.loads(row.tags)
+        if name == "tags":
+            return tags
+        tag = name[len("tags/") :]
+        if tag not in tags:
+            raise NotFound(f"Source {source_id} has no tag {tag!r}")
+        return tags[tag]
+    value = getattr(row, name)
+    if value is None:
+        raise NotFound(f"Source {source_id} has no {name}")
+    return value
+
+
+_DELETE = object()
+
+
+async def set_source_property(
+    ctx: Context, source_id: str, name: str, value: Any = _DELETE, principal: str | None = None
+) -> None:
+    """PUT or DELETE ``label``, ``description`` or ``tags/{name}`` of a Source."""
+    deleting = value is _DELETE
+    if not deleting:
+        if name.startswith("tags/"):
+            value = check_tag_value(value)
+        elif not isinstance(value, str):
+            raise BadRequest(f"{name} must be a JSON string")
+    async with ctx.store.write() as tx:
+        row = await _require_source(tx, source_id)
+        values: dict[str, Any] = {"updated": now_us()}
+        if principal is not None:
+            values["updated_by"] = principal
+        if name.startswith("tags/"):
+            tag = name[len("tags/") :]
+            tags = orjson.loads(row.tags)
+            if deleting:
+                if tag not in tags:
+                    raise NotFound(f"Source {source_id} has no tag {tag!r}")
+                del tags[tag]
+            else:
+                tags[tag] = value
+            values["tags"] = orjson.dumps(tags).decode()
+        else:
+            values[name] = None if deleting else value
+        await tx.update_source(source_id, values)
+        await events.source_updated(tx, source_id)

@@ -1,0 +1,93 @@
+"""Storage allocation (CHECKLIST §8, ADR 0011, 0034) and collection of unused allocations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from tamstore import spec
+from tamstore.domain.errors import BadRequest
+from tamstore.ops.context import Context, now_us
+from tamstore.ops.flows import writable_flow
+
+__all__ = ["allocate", "collect_expired_allocations"]
+
+# Allocations live a little longer than advertised, for clients that are slightly late.
+GRACE_SECONDS = 60
+
+
+async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict[str, Any]:
+    body = {} if body is None else body
+    spec.validate("flow-storage-post.json", body)
+    backend = ctx.backend(body.get("storage_id"))
+    if body.get("presigned") is False:
+        raise BadRequest(
+            f"Storage Backend {backend.info.label!r} only issues presigned URLs; "
+            "omit 'presigned' or set it to true"
+        )
+    object_ids = body.get("object_ids")
+    if object_ids is not None:
+        if len(set(object_ids)) != len(object_ids):
+            raise BadRequest("object_ids must not repeat")
+        if any(oid == "" for oid in object_ids):
+            raise BadRequest("object_ids must not be empty strings")
+        if len(object_ids) > ctx.settings.max_storage_limit:
+            raise BadRequest(f"at most {ctx.settings.max_storage_limit} object_ids per request")
+    else:
+        limit = body.get("limit", ctx.settings.default_page_limit)
+        if limit < 1:
+            raise BadRequest("limit must be at least 1")
+        object_ids = [str(uuid.uuid4()) for _ in range(min(limit, ctx.settings.max_storage_limit))]
+    async with ctx.store.write() as tx:
+        flow = await writable_flow(tx, flow_id)
+        if not flow.container:
+            raise BadRequest(f"Flow {flow_id} has no container set, so it cannot hold segments")
+        content_type = body.get("content_type") or flow.container
+        if body.get("object_ids") is not None:
+            taken = await tx.get_objects(object_ids)
+            if taken:
+                raise BadRequest(f"object_ids already in use: {', '.join(sorted(taken)[:10])}")
+        now = now_us()
+        await tx.insert_objects(
+            [
+                {
+                    "id": oid,
+                    "allocated_for_flow": flow_id,
+                    "storage_id": backend.info.id,
+                    "content_type": content_type,
+                    "allocated_at": now,
+                }
+                for oid in object_ids
+            ],
+            [{"object_id": oid, "storage_id": backend.info.id, "controlled": True} for oid in object_ids],
+        )
+    media_objects = []
+    for oid in object_ids:
+        signed = backend.put_url(oid, content_type, base_url)
+        entry: dict[str, Any] = {
+            "object_id": oid,
+            "put_url": {"url": signed.url, "content-type": content_type},
+        }
+        if signed.presigned:
+            entry["presigned"] = True
+        media_objects.append(entry)
+    return {"media_objects": media_objects}
+
+
+async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
+    """Delete Objects allocated more than ``min_object_timeout`` (+grace) ago and never used,
+    with any bytes uploaded for them. Returns how many went."""
+    cutoff = now_us() - (ctx.settings.min_object_timeout + GRACE_SECONDS) * 1_000_000
+    removed = 0
+    while True:
+        async with ctx.store.write() as tx:
+            rows = await tx.expired_allocations(cutoff, batch)
+            ids = [r.id for r in rows]
+            await tx.delete_objects(ids)
+        for r in rows:
+            backend = ctx.backends.get(r.storage_id)
+            if backend is not None:
+                await backend.delete([r.id])
+        removed += len(rows)
+        if len(rows) < batch:
+            return removed

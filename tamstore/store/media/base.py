@@ -1,0 +1,67 @@
+"""The media store seam: where Object bytes live and the URLs clients use to reach them.
+
+A media store is one TAMS Storage Backend. It hands out upload URLs for new Objects and
+download URLs for stored ones, and deletes bytes. It never sees Flows or Segments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+__all__ = ["BackendInfo", "MediaStore", "SignedUrl"]
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """What ``/service/storage-backends`` says about a backend (ADR 0032, 0055)."""
+
+    id: str
+    label: str
+    provider: str
+    store_product: str
+    store_type: str = "http_object_store"
+    default_storage: bool = False
+    region: str | None = None
+    availability_zone: str | None = None
+    tags: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "store_type": self.store_type,
+            "provider": self.provider,
+            "store_product": self.store_product,
+            "label": self.label,
+            "default_storage": self.default_storage,
+        }
+        for key in ("region", "availability_zone"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.tags:
+            out["tags"] = self.tags
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class SignedUrl:
+    url: str
+    presigned: bool
+
+
+class MediaStore(Protocol):
+    info: BackendInfo
+
+    def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
+        """A URL a client can PUT the Object's bytes to, valid at least the presigned timeout."""
+
+    def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
+        """URLs to GET the bytes; ``presigned`` None means every kind the backend offers."""
+
+    async def delete(self, object_ids: list[str]) -> None:
+        """Delete stored bytes; objects that were never uploaded are not an error."""
+
+    async def exists(self, object_id: str) -> bool: ...
+
+    async def copy_from(self, object_id: str, source: MediaStore) -> None:
+        """Copy bytes from another controlled backend (object instance replication)."""

@@ -1,0 +1,147 @@
+"""The embedded media backend: Object bytes in files under the data dir, served by tamstore.
+
+An Object id is an arbitrary client-visible string (it may hold ``/``, ``..``, NUL ...), so it is
+never used as a path: a file is named by the SHA-256 of the id, sharded two levels deep. No id
+can reach outside the media root.
+
+Upload and download URLs point at tamstore's own ``/x-tamstore/media`` routes and carry an
+HMAC-SHA256 signature over (method, object id, expiry): they are presigned in the TAMS sense,
+self-authorising for ``url_timeout`` seconds and useless for anything else once tampered with.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from urllib.parse import quote
+
+from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl
+
+__all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
+
+MEDIA_PREFIX = "/x-tamstore/media"
+# A stable id for the embedded backend, the same in every installation (uuid5 of its name).
+FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
+
+
+class FilesystemMediaStore:
+    def __init__(self, root: Path, key: bytes, *, url_timeout: int, info: BackendInfo | None = None):
+        self.root = root
+        self.tmp = root / ".tmp"
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._key = key
+        self.url_timeout = url_timeout
+        self.info = info or BackendInfo(
+            id=FILESYSTEM_BACKEND_ID,
+            label="local",
+            provider="tamstore",
+            store_product="tamstore-filesystem",
+            default_storage=True,
+        )
+
+    @staticmethod
+    def load_key(data_dir: Path) -> bytes:
+        """The signing key, made once per data dir and kept (0600) so URLs survive restarts."""
+        path = data_dir / "media-signing.key"
+        if not path.exists():
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(secrets.token_bytes(32))
+        return path.read_bytes()
+
+    # -- paths --------------------------------------------------------------------------------
+
+    def path_for(self, object_id: str) -> Path:
+        digest = hashlib.sha256(object_id.encode("utf-8", "surrogatepass")).hexdigest()
+        return self.root / digest[:2] / digest[2:4] / digest
+
+    # -- signing ------------------------------------------------------------------------------
+
+    def _signature(self, method: str, object_id: str, expires: int) -> str:
+        msg = f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass")
+        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+
+    def _signed(self, method: str, object_id: str, base_url: str) -> str:
+        expires = int(time.time()) + self.url_timeout
+        sig = self._signature(method, object_id, expires)
+        return (
+            f"{base_url}{MEDIA_PREFIX}/{quote(object_id, safe='')}"
+            f"?expires={expires}&signature={sig}"
+        )
+
+    def verify(self, method: str, object_id: str, expires: str, signature: str) -> bool:
+        """True when the signature is ours for this method and id and has not expired.
+        HEAD is allowed on a GET URL, as HTTP clients expect."""
+        try:
+            exp = int(expires)
+        except ValueError:
+            return False
+        if exp < time.time():
+            return False
+        methods = ("GET",) if method == "HEAD" else (method,)
+        return any(
+            hmac.compare_digest(self._signature(m, object_id, exp), signature) for m in methods
+        )
+
+    # -- MediaStore ---------------------------------------------------------------------------
+
+    def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
+        return SignedUrl(self._signed("PUT", object_id, base_url), True)
+
+    def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
+        if presigned is False:
+            return []
+        return [SignedUrl(self._signed("GET", object_id, base_url), True)]
+
+    async def write(self, object_id: str, chunks: AsyncIterator[bytes]) -> int:
+        """Stream an upload to a temporary file, fsync it, then rename it into place, so a
+        reader sees the whole Object or nothing. Returns the byte count."""
+        final = self.path_for(object_id)
+        tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
+        size = 0
+        f = await asyncio.to_thread(open, tmp, "wb")
+        try:
+            async for chunk in chunks:
+                size += len(chunk)
+                await asyncio.to_thread(f.write, chunk)
+            await asyncio.to_thread(_flush_and_sync, f)
+        except BaseException:
+            f.close()
+            tmp.unlink(missing_ok=True)
+            raise
+        f.close()
+        await asyncio.to_thread(_install, tmp, final)
+        return size
+
+    async def delete(self, object_ids: list[str]) -> None:
+        def _rm() -> None:
+            for oid in object_ids:
+                self.path_for(oid).unlink(missing_ok=True)
+
+        await asyncio.to_thread(_rm)
+
+    async def exists(self, object_id: str) -> bool:
+        return self.path_for(object_id).exists()
+
+    async def copy_from(self, object_id: str, source: MediaStore) -> None:
+        raise NotImplementedError("copy between backends is not supported by this backend")
+
+
+def _flush_and_sync(f: object) -> None:
+    f.flush()  # type: ignore[attr-defined]
+    os.fsync(f.fileno())  # type: ignore[attr-defined]
+
+
+def _install(tmp: Path, final: Path) -> None:
+    final.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(tmp, final)
+
+
+_: type[MediaStore] = FilesystemMediaStore  # the class satisfies the protocol

@@ -1,0 +1,666 @@
+"""The metadata store on SQLAlchemy Core: one implementation for SQLite and PostgreSQL.
+
+``MetadataStore.read()`` and ``.write()`` open a transaction and hand out a ``Tx`` whose methods
+speak in rows and domain values. Everything one API operation does happens in one ``Tx``, so an
+operation is all-or-nothing. On SQLite, writers are serialised by an asyncio lock and
+``BEGIN IMMEDIATE`` so that readers (WAL) never wait for them and writers never see SQLITE_BUSY.
+Every query here is a keyed lookup or an indexed range scan bounded by a page size.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    case,
+    delete,
+    event,
+    exists,
+    false,
+    func,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+    update,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from tamstore.domain.errors import Conflict, Unavailable
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.store.metadata import tables as t
+
+__all__ = ["MetadataStore", "TagFilter", "Tx", "open_metadata_store"]
+
+
+@dataclass(frozen=True, slots=True)
+class TagFilter:
+    """``tag.{name}=v1,v2`` (``values`` set) or ``tag_exists.{name}=true|false``."""
+
+    name: str
+    values: tuple[str, ...] | None = None
+    exists: bool | None = None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, value in tags.items():
+        for v in value if isinstance(value, list) else [value]:
+            rows.append({owner_col: owner_id, "name": name, "value": v})
+    return rows
+
+
+class Tx:
+    """One transaction on the metadata store."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+
+    async def _all(self, stmt: Any) -> Sequence[Any]:
+        return (await self.conn.execute(stmt)).all()
+
+    async def _one(self, stmt: Any) -> Any:
+        return (await self.conn.execute(stmt)).first()
+
+    # -- service ------------------------------------------------------------------------------
+
+    async def service_info(self) -> dict[str, str]:
+        rows = await self._all(select(t.service_info))
+        return {r.key: r.value for r in rows}
+
+    async def set_service_info(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            await self.conn.execute(delete(t.service_info).where(t.service_info.c.key == key))
+            await self.conn.execute(insert(t.service_info).values(key=key, value=value))
+
+    # -- paging -------------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        stmt: Select[Any],
+        keys: list[ColumnElement[Any]],
+        page: PageRequest,
+        *,
+        descending: bool,
+    ) -> Page[Any]:
+        """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction)."""
+        desc = descending != page.reverse
+        if page.after is not None:
+            cursor = tuple_(*keys)
+            after = tuple_(*[literal(v) for v in page.after])
+            stmt = stmt.where(cursor < after if desc else cursor > after)
+        order = [k.desc() if desc else k.asc() for k in keys]
+        rows = list(await self._all(stmt.order_by(*order).limit(page.limit + 1)))
+        next_key = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            next_key = tuple(rows[-1]._mapping[f"_k{i}"] for i in range(len(keys)))
+        return Page(rows, page.limit, next_key, page.reverse)
+
+    @staticmethod
+    def _with_keys(stmt: Select[Any], keys: list[ColumnElement[Any]]) -> Select[Any]:
+        return stmt.add_columns(*[k.label(f"_k{i}") for i, k in enumerate(keys)])
+
+    @staticmethod
+    def _tag_clause(tag_table: Any, owner_col: Any, owner_id_col: Any, f: TagFilter) -> Any:
+        match = select(literal(1)).where(owner_col == owner_id_col, tag_table.c.name == f.name)
+        if f.values is not None:
+            return exists(match.where(tag_table.c.value.in_(f.values)))
+        clause = exists(match)
+        return clause if f.exists else not_(clause)
+
+    # -- sources ------------------------------------------------------------------------------
+
+    async def get_source(self, source_id: str) -> Any:
+        return await self._one(select(t.sources).where(t.sources.c.id == source_id))
+
+    async def insert_source(self, row: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.sources).values(**row))
+        await self._replace_tags(t.source_tags, "source_id", row["id"], orjson.loads(row["tags"]))
+
+    async def update_source(self, source_id: str, values: dict[str, Any]) -> None:
+        await self.conn.execute(update(t.sources).where(t.sources.c.id == source_id).values(**values))
+        if "tags" in values:
+            await self._replace_tags(
+                t.source_tags, "source_id", source_id, orjson.loads(values["tags"])
+            )
+
+    async def delete_source(self, source_id: str) -> None:
+        await self.conn.execute(delete(t.source_tags).where(t.source_tags.c.source_id == source_id))
+        await self.conn.execute(delete(t.sources).where(t.sources.c.id == source_id))
+
+    async def source_has_flows(self, source_id: str) -> bool:
+        row = await self._one(select(t.flows.c.id).where(t.flows.c.source_id == source_id).limit(1))
+        return row is not None
+
+    async def list_sources(
+        self,
+        page: PageRequest,
+        *,
+        sort_by: str,
+        label: str | None,
+        format: str | None,
+        tags: list[TagFilter],
+        collected_by_ids: list[str] | None,
+    ) -> Page[Any]:
+        s = t.sources
+        keys, descending = self._sort_keys(s, sort_by, {"created": "created", "updated": "updated"})
+        stmt = self._with_keys(select(s), keys)
+        if label is not None:
+            stmt = stmt.where(s.c.label == label)
+        if format is not None:
+            stmt = stmt.where(s.c.format == format)
+        for f in tags:
+            stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
+        if collected_by_ids is not None:
+            stmt = stmt.where(self._source_collected_by_clause(s.c.id, collected_by_ids))
+        return await self._page(stmt, keys, page, descending=descending)
+
+    @staticmethod
+    def _sort_keys(
+        table: Any, sort_by: str, datetime_columns: dict[str, str]
+    ) -> tuple[list[ColumnElement[Any]], bool]:
+        """Sort keys per ADR 0052: datetimes newest first; labels A-Z with unlabelled last."""
+        if sort_by == "label":
+            unlabelled = case((table.c.label.is_(None), 1), else_=0)
+            return [unlabelled, func.coalesce(table.c.label, ""), table.c.id], False
+        return [table.c[datetime_columns[sort_by]], table.c.id], True
+
+    @staticmethod
+    def _source_collected_by_clause(source_id_col: Any, ids: list[str]) -> Any:
+        member = t.flows.alias("member")
+        collector = t.flows.alias("collector")
+        fc = t.flow_collections
+        q = (
+            select(literal(1))
+            .select_from(
+                member.join(fc, fc.c.member_id == member.c.id).join(
+                    collector, collector.c.id == fc.c.collector_id
+                )
+            )
+            .where(member.c.source_id == source_id_col, collector.c.source_id != source_id_col)
+        )
+        if ids:
+            return exists(q.where(collector.c.source_id.in_(ids)))
+        return not_(exists(q))
+
+    async def source_collections(self, source_ids: list[str]) -> dict[str, dict[str, list[Any]]]:
+        """``source_collection`` and ``collected_by`` for each Source, inferred from Flows."""
+        out: dict[str, dict[str, list[Any]]] = {
+            sid: {"source_collection": [], "collected_by": []} for sid in source_ids
+        }
+        if not source_ids:
+            return out
+        member = t.flows.alias("member")
+        collector = t.flows.alias("collector")
+        fc = t.flow_collections
+        joined = member.join(fc, fc.c.member_id == member.c.id).join(
+            collector, collector.c.id == fc.c.collector_id
+        )
+        rows = await self._all(
+            select(collector.c.source_id, member.c.source_id.label("member_source"), fc.c.role)
+            .select_from(joined)
+            .where(
+                or_(collector.c.source_id.in_(source_ids), member.c.source_id.in_(source_ids)),
+                collector.c.source_id != member.c.source_id,
+            )
+            .order_by(collector.c.created, fc.c.collector_id, fc.c.position)
+        )
+        for r in rows:
+            if r.source_id in out:
+                items = out[r.source_id]["source_collection"]
+                item = {"id": r.member_source}
+                if r.role is not None:
+                    item["role"] = r.role
+                if item not in items:
+                    items.append(item)
+            if r.member_source in out:
+                by = out[r.member_source]["collected_by"]
+                if r.source_id not in by:
+                    by.append(r.source_id)
+        return out
+
+    # -- tags (shared by sources and flows) -----------------------------------------------------
+
+    async def _replace_tags(self, table: Any, owner: str, owner_id: str, tags: dict[str, Any]) -> None:
+        await self.conn.execute(delete(table).where(table.c[owner] == owner_id))
+        rows = _tag_rows(owner, owner_id, tags)
+        if rows:
+            await self.conn.execute(insert(table), rows)
+
+    # -- flows --------------------------------------------------------------------------------
+
+    async def get_flow(self, flow_id: str) -> Any:
+        return await self._one(select(t.flows).where(t.flows.c.id == flow_id))
+
+    async def get_flows(self, flow_ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(set(flow_ids))
+        if not ids:
+            return {}
+        rows = await self._all(select(t.flows).where(t.flows.c.id.in_(ids)))
+        return {r.id: r for r in rows}
+
+    async def insert_flow(self, row: dict[str, Any], tags: dict[str, Any], collection: list[Any]) -> None:
+        await self.conn.execute(insert(t.flows).values(**row))
+        await self._replace_tags(t.flow_tags, "flow_id", row["id"], tags)
+        await self.replace_collection(row["id"], collection)
+
+    async def update_flow(
+        self,
+        flow_id: str,
+        values: dict[str, Any],
+        *,
+        tags: dict[str, Any] | None = None,
+        collection: list[Any] | None = None,
+    ) -> None:
+        await self.conn.execute(update(t.flows).where(t.flows.c.id == flow_id).values(**values))
+        if tags is not None:
+            await self._replace_tags(t.flow_tags, "flow_id", flow_id, tags)
+        if collection is not None:
+            await self.replace_collection(flow_id, collection)
+
+    async def replace_collection(self, flow_id: str, collection: list[Any]) -> None:
+        fc = t.flow_collections
+        await self.conn.execute(delete(fc).where(fc.c.collector_id == flow_id))
+        rows = [
+            {
+                "collector_id": flow_id,
+                "member_id": item["id"],
+                "position": i,
+                "role": item.get("role"),
+                "container_mapping": _json(item["container_mapping"])
+                if "container_mapping" in item
+                else None,
+            }
+            for i, item in enumerate(collection)
+        ]
+        if rows:
+            await self.conn.execute(insert(fc), rows)
+
+    async def delete_flow_row(self, flow_id: str) -> None:
+        await self.conn.execute(delete(t.flow_tags).where(t.flow_tags.c.flow_id == flow_id))
+        await self.conn.execute(
+            delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id)
+        )
+        await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
+
+    async def collected_by(self, flow_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {fid: [] for fid in flow_ids}
+        if not flow_ids:
+            return out
+        fc = t.flow_collections
+        rows = await self._all(
+            select(fc.c.member_id, fc.c.collector_id)
+            .where(fc.c.member_id.in_(flow_ids))
+            .order_by(fc.c.collector_id)
+        )
+        for r in rows:
+            if r.collector_id not in out[r.member_id]:
+                out[r.member_id].append(r.collector_id)
+        return out
+
+    async def list_flows(
+        self,
+        page: PageRequest,
+        *,
+        sort_by: str,
+        filters: dict[str, Any],
+        tags: list[TagFilter],
+        collected_by_ids: list[str] | None,
+        timerange: tuple[int | None, int | None] | None,
+        empty_only: bool = False,
+    ) -> Page[Any]:
+        f = t.flows
+        keys, descending = self._sort_keys(
+            f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"}
+        )
+        stmt = self._with_keys(select(f), keys)
+        for column, value in filters.items():
+            stmt = stmt.where(f.c[column] == value)
+        for tf in tags:
+            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, f.c.id, tf))
+        if collected_by_ids is not None:
+            fc = t.flow_collections
+            q = select(literal(1)).where(fc.c.member_id == f.c.id)
+            if collected_by_ids:
+                stmt = stmt.where(exists(q.where(fc.c.collector_id.in_(collected_by_ids))))
+            else:
+                stmt = stmt.where(not_(exists(q)))
+        if empty_only:
+            stmt = stmt.where(f.c.seg_start.is_(None))
+        elif timerange is not None:
+            lo, hi = timerange
+            stmt = stmt.where(f.c.seg_start.is_not(None))
+            if hi is not None:
+                stmt = stmt.where(f.c.seg_start < hi)
+            if lo is not None:
+                stmt = stmt.where(f.c.seg_end > lo)
+        return await self._page(stmt, keys, page, descending=descending)
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    async def get_profile(self, profile_id: str) -> Any:
+        return await self._one(select(t.profiles).where(t.profiles.c.id == profile_id))
+
+    async def insert_profile(self, row: dict[str, Any]) -> None:
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(insert(t.profiles).values(**row))
+        except IntegrityError as exc:
+            raise Conflict(f"Profile {row['id']} already exists; Profiles are immutable") from exc
+
+    async def list_profiles(
+        self, page: PageRequest, *, format: str | None, codec: str | None, label: str | None
+    ) -> Page[Any]:
+        p = t.profiles
+        keys: list[ColumnElement[Any]] = [p.c.id]
+        stmt = self._with_keys(select(p), keys)
+        if format is not None:
+            stmt = stmt.where(p.c.format == format)
+        if codec is not None:
+            stmt = stmt.where(p.c.codec == codec)
+        if label is not None:
+            stmt = stmt.where(p.c.label == label)
+        return await self._page(stmt, keys, page, descending=False)
+
+    # -- objects ------------------------------------------------------------------------------
+
+    async def get_object(self, object_id: str) -> Any:
+        return await self._one(select(t.objects).where(t.objects.c.id == object_id))
+
+    async def get_objects(self, object_ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(set(object_ids))
+        if not ids:
+            return {}
+        rows = await self._all(select(t.objects).where(t.objects.c.id.in_(ids)))
+        return {r.id: r for r in rows}
+
+    async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.conn.execute(insert(t.objects), rows)
+        if instances:
+            await self.conn.execute(insert(t.object_instances), instances)
+
+    async def update_object(self, object_id: str, values: dict[str, Any]) -> None:
+        await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
+
+    async def register_objects(self, updates: list[dict[str, Any]]) -> None:
+        """Mark newly used Objects registered, with the properties fixed at first use."""
+        for values in updates:
+            object_id = values.pop("id")
+            await self.update_object(object_id, values)
+
+    async def instances(self, object_ids: Iterable[str]) -> dict[str, list[Any]]:
+        ids = list(set(object_ids))
+        out: dict[str, list[Any]] = {i: [] for i in ids}
+        if not ids:
+            return out
+        oi = t.object_instances
+        rows = await self._all(select(oi).where(oi.c.object_id.in_(ids)).order_by(oi.c.id))
+        for r in rows:
+            out[r.object_id].append(r)
+        return out
+
+    async def insert_instance(self, row: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.object_instances).values(**row))
+
+    async def delete_instance(self, instance_id: int) -> None:
+        oi = t.object_instances
+        await self.conn.execute(delete(oi).where(oi.c.id == instance_id))
+
+    async def referenced_by_flows(
+        self, object_id: str, page: PageRequest, tags: list[TagFilter]
+    ) -> Page[Any]:
+        """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
+        s, o = t.segments, t.objects
+        direct = select(s.c.flow_id.label("flow_id")).where(s.c.object_id == object_id)
+        via_init = (
+            select(s.c.flow_id.label("flow_id"))
+            .select_from(s.join(o, o.c.id == s.c.object_id))
+            .where(o.c.init_object_id == object_id)
+        )
+        refs = direct.union(via_init).subquery()
+        f = t.flows
+        keys: list[ColumnElement[Any]] = [refs.c.flow_id]
+        stmt = self._with_keys(select(refs.c.flow_id), keys)
+        for tf in tags:
+            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, refs.c.flow_id, tf))
+        del f
+        return await self._page(stmt, keys, page, descending=False)
+
+    async def object_is_referenced(self, object_id: str) -> bool:
+        s, o = t.segments, t.objects
+        row = await self._one(select(s.c.flow_id).where(s.c.object_id == object_id).limit(1))
+        if row is not None:
+            return True
+        row = await self._one(
+            select(o.c.id).where(o.c.init_object_id == object_id, o.c.registered == true()).limit(1)
+        )
+        return row is not None
+
+    async def expired_allocations(self, allocated_before: int, limit: int) -> list[Any]:
+        o = t.objects
+        return list(
+            await self._all(
+                select(o)
+                .where(o.c.registered == false(), o.c.allocated_at < allocated_before)
+                .order_by(o.c.allocated_at)
+                .limit(limit)
+            )
+        )
+
+    async def delete_objects(self, object_ids: list[str]) -> None:
+        if not object_ids:
+            return
+        oi, o = t.object_instances, t.objects
+        await self.conn.execute(delete(oi).where(oi.c.object_id.in_(object_ids)))
+        await self.conn.execute(delete(o).where(o.c.id.in_(object_ids)))
+
+    # -- segments -----------------------------------------------------------------------------
+
+    def _overlap_lower_bound(self, flow_id: str, lo: int) -> Any:
+        """Start of the first segment that ends after ``lo``: segments never overlap, so every
+        segment that overlaps a query starting at ``lo`` starts at or after it."""
+        s = t.segments
+        return (
+            select(s.c.ts_start)
+            .where(s.c.flow_id == flow_id, s.c.ts_end > lo)
+            .order_by(s.c.ts_end)
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    def _segment_range_clause(self, flow_id: str, lo: int | None, hi: int | None) -> Any:
+        s = t.segments
+        clauses: list[Any] = [s.c.flow_id == flow_id]
+        if lo is not None:
+            clauses.append(s.c.ts_start >= self._overlap_lower_bound(flow_id, lo))
+        if hi is not None:
+            clauses.append(s.c.ts_start < hi)
+        return and_(*clauses)
+
+    async def list_segments(
+        self,
+        flow_id: str,
+        page: PageRequest,
+        *,
+        lo: int | None,
+        hi: int | None,
+        object_id: str | None,
+    ) -> Page[Any]:
+        s = t.segments
+        keys: list[ColumnElement[Any]] = [s.c.ts_start]
+        stmt = self._with_keys(select(s), keys).where(self._segment_range_clause(flow_id, lo, hi))
+        if object_id is not None:
+            stmt = stmt.where(s.c.object_id == object_id)
+        return await self._page(stmt, keys, page, descending=False)
+
+    async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
+        s = t.segments
+        rows = await self._all(
+            select(s.c.ts_start, s.c.ts_end)
+            .where(self._segment_range_clause(flow_id, lo, hi))
+            .order_by(s.c.ts_start)
+        )
+        return [(r.ts_start, r.ts_end) for r in rows]
+
+    async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(insert(t.segments), rows)
+        except IntegrityError as exc:
+            raise Conflict("segment overlaps an existing segment of the Flow") from exc
+
+    async def segment_extent(self, flow_id: str, lo: int | None = None, hi: int | None = None) -> Any:
+        """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
+        s = t.segments
+        where = self._segment_range_clause(flow_id, lo, hi)
+        first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
+        if first is None:
+            return None
+        last = await self._one(
+            select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1)
+        )
+        return first, last
+
+    async def refresh_flow_span(self, flow_id: str) -> tuple[int | None, int | None]:
+        s = t.segments
+        first = await self._one(
+            select(s.c.ts_start).where(s.c.flow_id == flow_id).order_by(s.c.ts_start).limit(1)
+        )
+        last = await self._one(
+            select(s.c.ts_end).where(s.c.flow_id == flow_id).order_by(s.c.ts_end.desc()).limit(1)
+        )
+        span = (first.ts_start if first else None, last.ts_end if last else None)
+        await self.conn.execute(
+            update(t.flows).where(t.flows.c.id == flow_id).values(seg_start=span[0], seg_end=span[1])
+        )
+        return span
+
+    async def segments_to_delete(
+        self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
+    ) -> list[Any]:
+        """Segments wholly inside ``[lo, hi)`` (optionally of one Object), in time order."""
+        s = t.segments
+        stmt = select(s.c.ts_start, s.c.ts_end, s.c.object_id, s.c.timerange).where(
+            self._segment_range_clause(flow_id, lo, hi)
+        )
+        if lo is not None:
+            stmt = stmt.where(s.c.ts_start >= lo)
+        if hi is not None:
+            stmt = stmt.where(s.c.ts_end <= hi)
+        if object_id is not None:
+            stmt = stmt.where(s.c.object_id == object_id)
+        return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
+
+    async def delete_segments(self, flow_id: str, starts: list[int]) -> None:
+        s = t.segments
+        for i in range(0, len(starts), 500):
+            chunk = starts[i : i + 500]
+            await self.conn.execute(delete(s).where(s.c.flow_id == flow_id, s.c.ts_start.in_(chunk)))
+
+    async def count_segments(self, flow_id: str, limit: int) -> int:
+        """How many segments the Flow has, counting no further than ``limit``."""
+        s = t.segments
+        sub = select(s.c.ts_start).where(s.c.flow_id == flow_id).limit(limit).subquery()
+        return int((await self._one(select(func.count()).select_from(sub)))[0])
+
+    async def unreferenced(self, object_ids: Iterable[str]) -> list[str]:
+        out = []
+        for oid in set(object_ids):
+            if not await self.object_is_referenced(oid):
+                out.append(oid)
+        return out
+
+
+class MetadataStore:
+    """Opens transactions on one database. Create with :func:`open_metadata_store`."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @contextlib.asynccontextmanager
+    async def read(self) -> AsyncIterator[Tx]:
+        try:
+            async with self.engine.connect() as conn:
+                yield Tx(conn)
+        except (OperationalError, DBAPIError, OSError) as exc:
+            if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
+                raise
+            raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+
+    @contextlib.asynccontextmanager
+    async def write(self) -> AsyncIterator[Tx]:
+        lock = self._write_lock or contextlib.nullcontext()
+        async with lock:  # type: ignore[attr-defined]
+            try:
+                async with self.engine.connect() as conn:
+                    conn = await conn.execution_options(tamstore_write=True)
+                    async with conn.begin():
+                        yield Tx(conn)
+            except (OperationalError, DBAPIError, OSError) as exc:
+                if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
+                    raise
+                raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def _is_disconnect(exc: DBAPIError) -> bool:
+    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(exc, OperationalError)
+
+
+def _short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+
+
+def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
+    """Open the store for a SQLAlchemy async URL (``sqlite+aiosqlite:///...`` or
+    ``postgresql+asyncpg://...``)."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Writers take the database write lock up front (BEGIN IMMEDIATE), so that two
+            # processes wait for each other instead of failing on a lock upgrade.
+            write = conn.get_execution_options().get("tamstore_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+    else:
+        engine = create_async_engine(
+            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
+        )
+    return MetadataStore(engine)

@@ -1,0 +1,175 @@
+"""SQLAlchemy Core tables: the metadata schema, and Alembic's target metadata.
+
+Conventions: every TAMS timestamp is a BIGINT of nanoseconds; a segment is the half-open
+``[ts_start, ts_end)`` so ordering and overlap are integer comparisons on indexed columns.
+Wall-clock times (created, updated, ...) are BIGINT microseconds since the Unix epoch, so that
+"newest first" is an integer sort too. Documents that the API returns whole (a Flow's technical
+metadata, a Profile) are kept as JSON text beside the columns that queries filter on.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    PrimaryKeyConstraint,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+metadata = MetaData()
+
+service_info = Table(
+    "service_info",
+    metadata,
+    Column("key", String, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+sources = Table(
+    "sources",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("format", String, nullable=False),
+    Column("label", String),
+    Column("description", Text),
+    Column("tags", Text, nullable=False, server_default="{}"),
+    Column("created_by", String),
+    Column("updated_by", String),
+    Column("created", BigInteger, nullable=False),
+    Column("updated", BigInteger, nullable=False),
+    Index("ix_sources_created", "created", "id"),
+    Index("ix_sources_updated", "updated", "id"),
+    Index("ix_sources_label", "label", "id"),
+)
+
+source_tags = Table(
+    "source_tags",
+    metadata,
+    Column("source_id", String(36), ForeignKey("sources.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String, nullable=False),
+    Column("value", String, nullable=False),
+    Index("ix_source_tags_lookup", "name", "value", "source_id"),
+    Index("ix_source_tags_source", "source_id"),
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("source_id", String(36), ForeignKey("sources.id"), nullable=False),
+    Column("format", String, nullable=False),
+    Column("codec", String),
+    Column("container", String),
+    Column("label", String),
+    Column("status", String),
+    Column("profile_id", String(36)),
+    Column("frame_width", Integer),
+    Column("frame_height", Integer),
+    Column("init_segments", Boolean, nullable=False, server_default="0"),
+    Column("read_only", Boolean, nullable=False, server_default="0"),
+    Column("doc", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Column("metadata_updated", BigInteger, nullable=False),
+    Column("segments_updated", BigInteger),
+    # The span of the Flow's segments, kept up to date by every segment write, so that
+    # /flows?timerange= never looks at segments. NULL when the Flow has none.
+    Column("seg_start", BigInteger),
+    Column("seg_end", BigInteger),
+    Index("ix_flows_source", "source_id"),
+    Index("ix_flows_created", "created", "id"),
+    Index("ix_flows_updated", "metadata_updated", "id"),
+    Index("ix_flows_label", "label", "id"),
+    Index("ix_flows_profile", "profile_id"),
+)
+
+flow_tags = Table(
+    "flow_tags",
+    metadata,
+    Column("flow_id", String(36), ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String, nullable=False),
+    Column("value", String, nullable=False),
+    Index("ix_flow_tags_lookup", "name", "value", "flow_id"),
+    Index("ix_flow_tags_flow", "flow_id"),
+)
+
+flow_collections = Table(
+    "flow_collections",
+    metadata,
+    Column("collector_id", String(36), ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("member_id", String(36), nullable=False),
+    Column("position", Integer, nullable=False),
+    Column("role", String),
+    Column("container_mapping", Text),
+    PrimaryKeyConstraint("collector_id", "position"),
+    Index("ix_flow_collections_member", "member_id"),
+)
+
+profiles = Table(
+    "profiles",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("format", String, nullable=False),
+    Column("codec", String),
+    Column("label", String),
+    Column("doc", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+)
+
+objects = Table(
+    "objects",
+    metadata,
+    Column("id", String, primary_key=True),
+    Column("allocated_for_flow", String(36)),
+    Column("storage_id", String(36)),
+    Column("content_type", String),
+    Column("allocated_at", BigInteger, nullable=False),
+    Column("registered", Boolean, nullable=False, server_default="0"),
+    Column("is_init", Boolean, nullable=False, server_default="0"),
+    Column("first_referenced_by_flow", String(36)),
+    Column("timerange", String),
+    Column("key_frame_count", Integer),
+    Column("init_object_id", String),
+    Index("ix_objects_unregistered", "registered", "allocated_at"),
+    Index("ix_objects_init", "init_object_id"),
+)
+
+object_instances = Table(
+    "object_instances",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("object_id", String, ForeignKey("objects.id", ondelete="CASCADE"), nullable=False),
+    Column("storage_id", String(36)),
+    Column("url", Text),
+    Column("label", String),
+    Column("controlled", Boolean, nullable=False),
+    UniqueConstraint("object_id", "storage_id", name="uq_instance_storage"),
+    UniqueConstraint("object_id", "label", name="uq_instance_label"),
+    Index("ix_instances_object", "object_id"),
+)
+
+segments = Table(
+    "segments",
+    metadata,
+    Column("flow_id", String(36), ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("ts_start", BigInteger, nullable=False),
+    Column("ts_end", BigInteger, nullable=False),
+    Column("timerange", String, nullable=False),
+    Column("object_id", String, ForeignKey("objects.id"), nullable=False),
+    Column("ts_offset", BigInteger, nullable=False, server_default="0"),
+    Column("last_duration", BigInteger),
+    Column("object_timerange", String),
+    Column("key_frame_count", Integer),
+    Column("sample_offset", Integer),
+    Column("sample_count", Integer),
+    PrimaryKeyConstraint("flow_id", "ts_start"),
+    Index("ix_segments_end", "flow_id", "ts_end"),
+    Index("ix_segments_object", "object_id", "flow_id"),
+)

@@ -1,0 +1,154 @@
+"""TimeRange: the spec's grammar, canonical rendering, and the algebra, with mediatimestamp as
+an oracle where the two agree (they differ on exclusive instants: AppNote 0012 says empty)."""
+
+from __future__ import annotations
+
+import re
+
+import mediatimestamp
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tamstore.domain.timerange import InvalidTimeRange, TimeRange, format_timestamp, parse_timestamp
+
+SPEC_RE = re.compile(
+    r"^(\[|\()?(-?(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8}))?(_(-?(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8}))?)?(\]|\))?$"
+)
+
+CANONICAL = [
+    ("[0:0_10:0)", "[0:0_10:0)"),
+    ("(5:0_", "(5:0_"),
+    ("_10:0)", "_10:0)"),
+    ("_", "_"),
+    ("[_]", "_"),
+    ("(_)", "_"),
+    ("()", "()"),
+    ("", "()"),
+    ("[", "()"),
+    ("[]", "()"),
+    ("[10:0]", "[10:0]"),
+    ("10:0", "[10:0]"),
+    ("[10:0_10:0]", "[10:0]"),
+    ("0:0_10:0", "[0:0_10:0]"),
+    ("[10:0)", "()"),
+    ("(10:0]", "()"),
+    ("(10:0)", "()"),
+    ("[5:0_3:0]", "()"),
+    ("[5:0_5:0)", "()"),
+    ("[-1:500000000_0:0)", "[-1:500000000_0:0)"),
+    ("[1:5_2:0)", "[1:5_2:0)"),
+    ("(0:0_1:0]", "(0:0_1:0]"),
+]
+
+
+@pytest.mark.parametrize(("text", "canonical"), CANONICAL, ids=[c[0] or "empty-string" for c in CANONICAL])
+def test_canonical_rendering(text: str, canonical: str) -> None:
+    assert TimeRange.from_str(text).to_str() == canonical
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["bad", "1:05", "[0:0_1:0_2:0)", "[00:0_1:0)", "[0.5:0_1:0)", "[0:1000000000_1:0)", "[0:0__1:0)", "-:0", "[ 0:0_1:0)"],
+)
+def test_rejects_what_the_spec_regex_rejects(text: str) -> None:
+    assert SPEC_RE.match(text) is None
+    with pytest.raises(InvalidTimeRange):
+        TimeRange.from_str(text)
+
+
+def test_timestamps_are_integer_nanoseconds() -> None:
+    assert parse_timestamp("1:5") == 1_000_000_005
+    assert parse_timestamp("-1:500000000") == -1_500_000_000
+    assert parse_timestamp("-0:0") == 0
+    assert format_timestamp(-500_000_000) == "-0:500000000"
+    assert format_timestamp(0) == "0:0"
+
+
+def test_adjacent_segments_do_not_overlap_but_inclusive_ends_do() -> None:
+    a = TimeRange.from_str("[0:0_1:0)")
+    b = TimeRange.from_str("[1:0_2:0)")
+    assert not a.overlaps(b)
+    assert TimeRange.from_str("[0:0_1:0]").overlaps(b)
+    assert not TimeRange.never().overlaps(TimeRange.eternity())
+
+
+def test_exclusive_start_means_the_next_nanosecond() -> None:
+    assert TimeRange.from_str("(0:0_1:0)").start == 1
+    assert TimeRange.from_str("(0:0_0:1)").is_empty()
+    assert TimeRange.from_str("(0:0_0:1]").to_str() == "(0:0_0:1]"
+
+
+def test_containment_and_intersection() -> None:
+    whole = TimeRange.from_str("[0:0_10:0)")
+    assert whole.contains(TimeRange.from_str("[2:0_3:0)"))
+    assert not whole.contains(TimeRange.from_str("[9:0_10:0]"))
+    assert whole.contains(TimeRange.never())
+    assert TimeRange.eternity().contains(whole)
+    assert whole.intersect(TimeRange.from_str("[5:0_")).to_str() == "[5:0_10:0)"
+    assert whole.intersect(TimeRange.from_str("[20:0_")).is_empty()
+
+
+def test_union_span_keeps_each_ends_brackets() -> None:
+    a = TimeRange.from_str("[0:0_1:0)")
+    b = TimeRange.from_str("[1:0_2:0)")
+    assert a.extend_to_encompass(b).to_str() == "[0:0_2:0)"
+    assert b.extend_to_encompass(TimeRange.from_str("[5:0]")).to_str() == "[1:0_5:0]"
+
+
+def test_eternity_and_never_are_single_values() -> None:
+    assert TimeRange.from_str("[_]") == TimeRange.eternity()
+    assert TimeRange.from_str("[5:0_3:0)") == TimeRange.never() == TimeRange.from_str("")
+    assert hash(TimeRange.from_str("()")) == hash(TimeRange.never())
+
+
+# -- properties ---------------------------------------------------------------------------------
+
+nanos = st.integers(min_value=-(10**15), max_value=10**15)
+bounds = st.one_of(st.none(), nanos)
+
+
+@st.composite
+def timeranges(draw: st.DrawFn) -> TimeRange:
+    return TimeRange.from_bounds(
+        draw(bounds),
+        draw(bounds),
+        start_inclusive=draw(st.booleans()),
+        end_inclusive=draw(st.booleans()),
+    )
+
+
+@given(timeranges())
+def test_rendering_round_trips_and_matches_the_spec_regex(tr: TimeRange) -> None:
+    text = tr.to_str()
+    assert SPEC_RE.match(text)
+    assert TimeRange.from_str(text) == tr
+
+
+@given(timeranges(), timeranges())
+def test_overlap_is_non_empty_intersection(a: TimeRange, b: TimeRange) -> None:
+    assert a.overlaps(b) == (not a.intersect(b).is_empty())
+    assert a.overlaps(b) == b.overlaps(a)
+
+
+@given(timeranges(), timeranges())
+def test_union_span_contains_both(a: TimeRange, b: TimeRange) -> None:
+    span = a.extend_to_encompass(b)
+    assert span.contains(a) and span.contains(b)
+
+
+@given(timeranges(), nanos)
+def test_agrees_with_mediatimestamp(tr: TimeRange, probe: int) -> None:
+    """mediatimestamp is BBC's reference library; where it can express the range, both agree."""
+    text = tr.to_str()
+    theirs = mediatimestamp.TimeRange.from_str(text)
+    assert theirs.is_empty() == tr.is_empty()
+    ts = mediatimestamp.Timestamp.from_str(format_timestamp(probe))
+    assert theirs.contains_subrange(mediatimestamp.TimeRange.from_single_timestamp(ts)) == tr.contains_timestamp(probe)
+    assert TimeRange.from_str(theirs.to_sec_nsec_range()) == tr or tr.is_empty()
+
+
+def test_mediatimestamp_differs_on_exclusive_instants() -> None:
+    """Documented difference: mediatimestamp reads ``[10:0)`` as an instant; the spec says empty."""
+    assert not mediatimestamp.TimeRange.from_str("[10:0)").is_empty()
+    assert TimeRange.from_str("[10:0)").is_empty()
