@@ -36,6 +36,10 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
             raise BadRequest("a JSON request body is required")
         return None
     try:
-        return orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         raise BadRequest(f"the request body is not valid JSON: {exc}") from None
+    if b"\\u0000" in raw:
+        # No database stores NUL inside text; refuse it rather than store something else.
+        raise BadRequest("strings in the request body must not contain NUL (\\u0000)")
+    return body

@@ -12,10 +12,9 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from tamstore.api.deps import context
-from tamstore.api.params import raw_path_tail
 from tamstore.api.responses import empty
 from tamstore.domain.errors import Forbidden, NotFound
-from tamstore.store.media.filesystem import MEDIA_PREFIX, FilesystemMediaStore
+from tamstore.store.media.filesystem import MEDIA_PREFIX, FilesystemMediaStore, decode_id
 
 router = APIRouter(include_in_schema=False)
 
@@ -24,13 +23,10 @@ def _authorised(request: Request) -> tuple[FilesystemMediaStore, str]:
     store = context(request).extras.get("filesystem")
     if not isinstance(store, FilesystemMediaStore):
         raise NotFound("this service has no filesystem media backend")
-    try:
-        tail = raw_path_tail(request, "media")
-    except UnicodeDecodeError:
-        raise Forbidden("invalid media URL") from None
-    if len(tail) != 1:
+    tail = request.path_params["object_path"]
+    object_id = decode_id(tail) if "/" not in tail else None
+    if object_id is None:
         raise Forbidden("invalid media URL")
-    object_id = tail[0]
     q = request.query_params
     if not store.verify(request.method, object_id, q.get("expires", ""), q.get("signature", "")):
         raise Forbidden("the media URL's signature is invalid or has expired")

@@ -29,6 +29,8 @@ class Query:
 
     def __init__(self, request: Request) -> None:
         self.params = request.query_params
+        if any("\x00" in k or "\x00" in v for k, v in self.params.multi_items()):
+            raise BadRequest("query parameters must not contain NUL characters")
         self.settings = request.app.state.ctx.settings
 
     def str(self, name: str) -> str | None:
@@ -154,7 +156,10 @@ def raw_path_tail(request: Request, marker: str) -> list[str]:
         raw = raw[len(root) :]
     parts = raw.split("/")
     i = parts.index(marker, 1)
-    return [unquote(p, errors="strict") for p in parts[i + 1 :]]
+    tail = [unquote(p, errors="strict") for p in parts[i + 1 :]]
+    if any("\x00" in p for p in tail):
+        raise BadRequest("the path must not contain NUL characters")
+    return tail
 
 
 def path_id(value: str, what: str) -> str:

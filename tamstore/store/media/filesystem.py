@@ -4,7 +4,8 @@ An Object id is an arbitrary client-visible string (it may hold ``/``, ``..``, N
 never used as a path: a file is named by the SHA-256 of the id, sharded two levels deep. No id
 can reach outside the media root.
 
-Upload and download URLs point at tamstore's own ``/x-tamstore/media`` routes and carry an
+Upload and download URLs point at tamstore's own ``/x-tamstore/media/{base64url id}`` routes
+(base64, so that no client normalises ``..`` or ``%2F`` away) and carry an
 HMAC-SHA256 signature over (method, object id, expiry): they are presigned in the TAMS sense,
 self-authorising for ``url_timeout`` seconds and useless for anything else once tampered with.
 """
@@ -12,6 +13,7 @@ self-authorising for ``url_timeout`` seconds and useless for anything else once 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import hmac
 import os
@@ -20,7 +22,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
-from urllib.parse import quote
 
 from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl
 
@@ -71,10 +72,7 @@ class FilesystemMediaStore:
     def _signed(self, method: str, object_id: str, base_url: str) -> str:
         expires = int(time.time()) + self.url_timeout
         sig = self._signature(method, object_id, expires)
-        return (
-            f"{base_url}{MEDIA_PREFIX}/{quote(object_id, safe='')}"
-            f"?expires={expires}&signature={sig}"
-        )
+        return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={sig}"
 
     def verify(self, method: str, object_id: str, expires: str, signature: str) -> bool:
         """True when the signature is ours for this method and id and has not expired.
@@ -132,6 +130,19 @@ class FilesystemMediaStore:
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         raise NotImplementedError("copy between backends is not supported by this backend")
+
+
+def encode_id(object_id: str) -> str:
+    """An Object id as one URL path segment that no client will rewrite (no dots, no slashes)."""
+    raw = object_id.encode("utf-8", "surrogatepass")
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def decode_id(segment: str) -> str | None:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
+    except ValueError:
+        return None
 
 
 def _flush_and_sync(f: object) -> None:

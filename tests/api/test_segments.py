@@ -1,0 +1,352 @@
+"""Segments, storage allocation and media round trips (CHECKLIST §7, §8, §10, §16)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tamstore.testing import SpecSchemas
+from tests.conftest import add_segments, allocate, new_id, put_flow, video_flow
+
+
+async def test_ingest_outgest_round_trip(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+    flow = await put_flow(client)
+    r = await client.post(f"/flows/{flow['id']}/storage", json={"limit": 3})
+    assert r.status_code == 201
+    schemas.check("flow-storage.json", r.json())
+    objs = r.json()["media_objects"]
+    payloads = [f"segment {i} ".encode() * 1000 for i in range(3)]
+    for obj, data in zip(objs, payloads, strict=True):
+        put = obj["put_url"]
+        assert put["content-type"] == "video/mp2t"
+        up = await client.put(put["url"], content=data, headers={"content-type": put["content-type"]})
+        assert up.status_code == 200
+    segs = [{"object_id": o["object_id"], "timerange": f"[{i}:0_{i + 1}:0)"} for i, o in enumerate(objs)]
+    r = await client.post(f"/flows/{flow['id']}/segments", json=segs)
+    assert r.status_code == 201, r.text
+    r = await client.get(f"/flows/{flow['id']}/segments")
+    assert r.status_code == 200
+    schemas.check_items("flow-segment.json", r.json())
+    assert r.headers["x-paging-timerange"] == "[0:0_3:0)"
+    for seg, data in zip(r.json(), payloads, strict=True):
+        [url] = seg["get_urls"]
+        got = await client.get(url["url"])
+        assert got.status_code == 200 and got.content == data
+        assert got.headers["content-type"] == "video/mp2t"
+        part = await client.get(url["url"], headers={"Range": "bytes=0-6"})
+        assert part.status_code == 206 and part.content == data[:7]
+
+
+async def test_single_segment_post_and_errors(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    url = f"/flows/{flow['id']}/segments"
+    assert (await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})).status_code == 201
+    bad_bodies = [
+        {"timerange": "[0:0_1:0)"},
+        {"object_id": obj["object_id"]},
+        {"object_id": obj["object_id"], "timerange": "nope"},
+        {"object_id": obj["object_id"], "timerange": "_"},
+        {"object_id": obj["object_id"], "timerange": "()"},
+        {"object_id": obj["object_id"], "timerange": "[5:0_"},
+        {"object_id": obj["object_id"], "timerange": "[0:500000000_2:0)"},  # overlaps
+        {"object_id": "unknown", "timerange": "[7:0_8:0)"},
+        {"object_id": obj["object_id"], "timerange": "[9:0_10:0)", "ts_offset": "1:05"},
+        {"object_id": obj["object_id"], "timerange": "[9:0_10:0)", "last_duration": "-1:0"},
+    ]
+    for body in bad_bodies:
+        r = await client.post(url, json=body)
+        assert r.status_code == 400, body
+        assert r.json()["summary"]
+    assert (await client.post(url, content=b"{not json")).status_code == 400
+    assert (await client.post(f"/flows/{new_id()}/segments", json=bad_bodies[0])).status_code == 404
+
+
+async def test_overlap_boundaries(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    objs = await allocate(client, flow["id"], 4)
+    url = f"/flows/{flow['id']}/segments"
+
+    async def post(i: int, tr: str) -> int:
+        return (await client.post(url, json={"object_id": objs[i]["object_id"], "timerange": tr})).status_code
+
+    assert await post(0, "[1:0_2:0)") == 201
+    assert await post(1, "[0:0_1:0)") == 201  # adjacent before
+    assert await post(2, "[2:0_3:0]") == 201  # adjacent after, inclusive end
+    assert await post(3, "[3:0_4:0)") == 400  # touches the inclusive end 3:0
+    assert await post(3, "[-60:0_-30:0)") == 201  # negative times are fine
+    r = await client.get(url)
+    assert [s["timerange"] for s in r.json()] == ["[-60:0_-30:0)", "[0:0_1:0)", "[1:0_2:0)", "[2:0_3:0]"]
+    r = await client.get(url + "?reverse_order=true")
+    assert [s["timerange"] for s in r.json()][0] == "[2:0_3:0]"
+    assert r.headers["x-paging-reverse-order"] == "true"
+
+
+async def test_bulk_partial_failure(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+    flow = await put_flow(client)
+    objs = await allocate(client, flow["id"], 4)
+    body = [
+        {"object_id": objs[0]["object_id"], "timerange": "[0:0_1:0)"},
+        {"object_id": objs[1]["object_id"], "timerange": "[0:500000000_1:500000000)"},  # overlaps the first
+        {"object_id": objs[2]["object_id"], "timerange": "[2:0_3:0)"},
+        {"object_id": "never-allocated", "timerange": "[4:0_5:0)"},
+        {"object_id": objs[3]["object_id"], "timerange": "garbage"},
+    ]
+    r = await client.post(f"/flows/{flow['id']}/segments", json=body)
+    assert r.status_code == 200
+    schemas.check("flow-segment-bulk-failure.json", r.json())
+    failed = {f["object_id"] for f in r.json()["failed_segments"]}
+    assert failed == {objs[1]["object_id"], "never-allocated", objs[3]["object_id"]}
+    kept = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert [s["object_id"] for s in kept] == [objs[0]["object_id"], objs[2]["object_id"]]
+
+
+async def test_paging_segments(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], list(range(25)))
+    url = f"/flows/{flow['id']}/segments?limit=10&timerange=[3:0_24:0)"
+    seen = []
+    while url:
+        r = await client.get(url)
+        seen += [s["timerange"] for s in r.json()]
+        assert r.headers["x-paging-count"] == str(len(r.json()))
+        url = r.links.get("next", {}).get("url")
+    assert seen == [f"[{i}:0_{i + 1}:0)" for i in range(3, 24)]
+    r = await client.get(f"/flows/{flow['id']}/segments?limit=5&reverse_order=true")
+    assert r.headers["x-paging-timerange"] == "[20:0_25:0)"
+    r2 = await client.get(r.links["next"]["url"])
+    assert [s["timerange"] for s in r2.json()][0] == "[19:0_20:0)"
+    r = await client.get(f"/flows/{flow['id']}/segments?timerange=[2:500000000_3:0)")
+    assert [s["timerange"] for s in r.json()] == ["[2:0_3:0)"]  # partial overlap counts
+    r = await client.get(f"/flows/{flow['id']}/segments?timerange=()")
+    assert r.json() == [] and r.headers["x-paging-timerange"] == "()"
+
+
+async def test_unknown_flow_segments_is_empty_list(client: httpx.AsyncClient) -> None:
+    r = await client.get(f"/flows/{new_id()}/segments")
+    assert r.status_code == 200 and r.json() == []
+    assert (await client.get("/flows/not-a-uuid/segments")).status_code == 404
+    for q in ["timerange=x", "presigned=maybe", "accept_storage_ids=zz", "verbose_storage=1", "limit=-1"]:
+        assert (await client.get(f"/flows/{new_id()}/segments?{q}")).status_code == 400, q
+
+
+async def test_get_url_filters(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+    flow = await put_flow(client)
+    [oid] = await add_segments(client, flow["id"], [0])
+    backend = (await client.get("/service/storage-backends")).json()[0]
+    assert (await client.post(f"/objects/{oid}/instances", json={"url": "https://cdn.example/x", "label": "cdn"})).status_code == 201
+    base = f"/flows/{flow['id']}/segments"
+
+    async def urls(query: str) -> list[dict]:
+        r = await client.get(f"{base}?{query}")
+        assert r.status_code == 200, r.text
+        schemas.check_items("flow-segment.json", r.json())
+        return r.json()[0]["get_urls"]
+
+    assert {u["label"] for u in await urls("")} == {backend["label"], "cdn"}
+    assert await urls("accept_get_urls=") == []
+    assert [u["label"] for u in await urls("accept_get_urls=cdn")] == ["cdn"]
+    assert {u["label"] for u in await urls("accept_storage_ids=")} == {backend["label"], "cdn"}
+    assert [u["label"] for u in await urls(f"accept_storage_ids={backend['id']}")] == [backend["label"]]
+    assert await urls(f"accept_storage_ids={new_id()}") == []
+    assert [u["label"] for u in await urls("presigned=true")] == [backend["label"]]
+    assert [u["label"] for u in await urls("presigned=false")] == ["cdn"]
+    verbose = await urls("verbose_storage=true")
+    controlled = [u for u in verbose if u["label"] == backend["label"]][0]
+    assert controlled["storage_id"] == backend["id"] and controlled["controlled"] is True
+    assert [u for u in verbose if u["label"] == "cdn"][0]["controlled"] is False
+    assert "storage_id" not in (await urls(""))[0]
+    assert await urls("storage_backend_tag.x=1") == []
+
+
+async def test_include_object_timerange_and_offsets(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    body = {"object_id": obj["object_id"], "timerange": "[100:0_101:0)", "ts_offset": "100:0",
+            "last_duration": "0:40000000", "key_frame_count": 1, "sample_offset": 0, "sample_count": 25}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    [seg] = (await client.get(f"/flows/{flow['id']}/segments?include_object_timerange=true")).json()
+    assert seg["object_timerange"] == "[0:0_1:0)"
+    assert seg["ts_offset"] == "100:0" and seg["last_duration"] == "0:40000000"
+    assert seg["key_frame_count"] == 1 and seg["sample_count"] == 25
+    [plain] = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert "object_timerange" not in plain
+
+
+async def test_object_reuse_across_flows(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+    a = await put_flow(client)
+    b = await put_flow(client)
+    [oid] = await add_segments(client, a["id"], [10], length=10)
+    ok = {"object_id": oid, "timerange": "[0:0_5:0)", "ts_offset": "-10:0"}  # uses [10,15) of the object
+    assert (await client.post(f"/flows/{b['id']}/segments", json=ok)).status_code == 201
+    outside = {"object_id": oid, "timerange": "[5:0_20:0)", "ts_offset": "-10:0"}
+    assert (await client.post(f"/flows/{b['id']}/segments", json=outside)).status_code == 400
+    conflict = {"object_id": oid, "timerange": "[30:0_31:0)", "ts_offset": "-10:0", "object_timerange": "[0:0_100:0)"}
+    assert (await client.post(f"/flows/{b['id']}/segments", json=conflict)).status_code == 400
+    r = await client.get(f"/objects/{oid}")
+    assert r.status_code == 200
+    schemas.check("object.json", r.json())
+    assert set(r.json()["referenced_by_flows"]) == {a["id"], b["id"]}
+    assert r.json()["first_referenced_by_flow"] == a["id"]
+    assert r.json()["timerange"] == "[10:0_20:0)"
+
+
+async def test_object_allocated_for_another_flow_is_refused(client: httpx.AsyncClient) -> None:
+    a = await put_flow(client)
+    b = await put_flow(client)
+    [obj] = await allocate(client, a["id"])
+    body = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+    assert (await client.post(f"/flows/{b['id']}/segments", json=body)).status_code == 400
+    assert (await client.get(f"/objects/{obj['object_id']}")).status_code == 404  # allocated, not registered
+
+
+async def test_external_objects_with_get_urls(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    body = {"object_id": "ext/1", "timerange": "[0:0_1:0)", "get_urls": [{"url": "https://x/1", "label": "ext"}]}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    [seg] = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert seg["get_urls"] == [{"url": "https://x/1", "label": "ext", "presigned": False}]
+    backend_label = (await client.get("/service/storage-backends")).json()[0]["label"]
+    clash = {"object_id": "ext/2", "timerange": "[1:0_2:0)", "get_urls": [{"url": "https://x/2", "label": backend_label}]}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=clash)).status_code == 400
+    dup = {"object_id": "ext/3", "timerange": "[2:0_3:0)", "get_urls": [{"url": "a", "label": "l"}, {"url": "b", "label": "l"}]}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=dup)).status_code == 400
+    assert (await client.get("/objects/ext%2F1")).json()["id"] == "ext/1"
+
+
+async def test_init_segments(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+    flow = video_flow(container="video/mp4")
+    flow["essence_parameters"]["init_segments"] = True
+    assert (await client.put(f"/flows/{flow['id']}", json=flow)).status_code == 201
+    [init] = await allocate(client, flow["id"], content_type="video/mp4")
+    media = await allocate(client, flow["id"], 2)
+    url = f"/flows/{flow['id']}/segments"
+    no_init = {"object_id": media[0]["object_id"], "timerange": "[0:0_1:0)"}
+    assert (await client.post(url, json=no_init)).status_code == 400
+    body = [
+        {"object_id": m["object_id"], "timerange": f"[{i}:0_{i + 1}:0)", "init_object_id": init["object_id"]}
+        for i, m in enumerate(media)
+    ]
+    assert (await client.post(url, json=body)).status_code == 201
+    segs = (await client.get(url)).json()
+    schemas.check_items("flow-segment.json", segs)
+    assert {s["init_object"]["object_id"] for s in segs} == {init["object_id"]}
+    obj = (await client.get(f"/objects/{media[0]['object_id']}")).json()
+    schemas.check("object.json", obj)
+    assert obj["init_object"]["id"] == init["object_id"]
+    init_doc = (await client.get(f"/objects/{init['object_id']}")).json()
+    assert "timerange" not in init_doc and init_doc["referenced_by_flows"] == [flow["id"]]
+    misuse = {"object_id": init["object_id"], "timerange": "[5:0_6:0)", "init_object_id": init["object_id"]}
+    assert (await client.post(url, json=misuse)).status_code == 400
+    assert [f["id"] for f in (await client.get("/flows?init_segments=true")).json()] == [flow["id"]]
+    plain = await put_flow(client)
+    [o] = await allocate(client, plain["id"])
+    wrong = {"object_id": o["object_id"], "timerange": "[0:0_1:0)", "init_object_id": init["object_id"]}
+    assert (await client.post(f"/flows/{plain['id']}/segments", json=wrong)).status_code == 400
+
+
+async def test_flow_without_container_refuses_segments_and_storage(client: httpx.AsyncClient) -> None:
+    body = video_flow()
+    del body["container"]
+    assert (await client.put(f"/flows/{body['id']}", json=body)).status_code == 201
+    assert (await client.post(f"/flows/{body['id']}/storage", json={})).status_code == 400
+    seg = {"object_id": "x", "timerange": "[0:0_1:0)"}
+    assert (await client.post(f"/flows/{body['id']}/segments", json=seg)).status_code == 400
+
+
+async def test_storage_allocation_rules(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    url = f"/flows/{flow['id']}/storage"
+    r = await client.post(url)  # no body: treated as {}
+    assert r.status_code == 201 and len(r.json()["media_objects"]) == 100
+    r = await client.post(url, json={"object_ids": ["mine/1", "mine/2"]})
+    assert [o["object_id"] for o in r.json()["media_objects"]] == ["mine/1", "mine/2"]
+    assert (await client.post(url, json={"object_ids": ["mine/1"]})).status_code == 400
+    assert (await client.post(url, json={"limit": 1, "object_ids": ["z"]})).status_code == 400
+    assert (await client.post(url, json={"storage_id": new_id()})).status_code == 400
+    assert (await client.post(url, json={"content_type": "nonsense"})).status_code == 400
+    assert (await client.post(url, json={"presigned": False})).status_code == 400
+    assert (await client.post(f"/flows/{new_id()}/storage", json={})).status_code == 404
+    r = await client.post(url, json={"limit": 1, "content_type": "video/mp4"})
+    assert r.json()["media_objects"][0]["put_url"]["content-type"] == "video/mp4"
+
+
+async def test_delete_segments_only_wholly_covered(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    oids = await add_segments(client, flow["id"], [0, 1, 2, 3])
+    url = f"/flows/{flow['id']}/segments"
+    assert (await client.delete(url + "?timerange=[0:500000000_3:0)")).status_code == 204
+    left = [s["timerange"] for s in (await client.get(url)).json()]
+    assert left == ["[0:0_1:0)", "[3:0_4:0)"]
+    for oid in oids[1:3]:
+        assert (await client.get(f"/objects/{oid}")).status_code == 404
+    assert (await client.delete(url + f"?object_id={oids[3]}")).status_code == 204
+    assert [s["timerange"] for s in (await client.get(url)).json()] == ["[0:0_1:0)"]
+    assert (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()["timerange"] == "[0:0_1:0)"
+    assert (await client.delete(url + "?timerange=bad")).status_code == 400
+    assert (await client.delete(f"/flows/{new_id()}/segments")).status_code == 404
+
+
+async def test_media_urls_are_signed(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    put_url = obj["put_url"]["url"]
+    tampered = put_url.replace("signature=", "signature=0")
+    assert (await client.put(tampered, content=b"x")).status_code == 403
+    expired = put_url.split("?")[0] + "?expires=1&signature=" + put_url.split("signature=")[1]
+    assert (await client.put(expired, content=b"x")).status_code == 403
+    assert (await client.get(put_url)).status_code == 403  # a PUT URL cannot be used to GET
+    assert (await client.put(put_url, content=b"payload")).status_code == 200
+    body = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    [seg] = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    get_url = seg["get_urls"][0]["url"]
+    assert (await client.get(get_url)).content == b"payload"
+    from tamstore.store.media.filesystem import encode_id
+
+    other = get_url.replace(encode_id(obj["object_id"]), encode_id("someone-else"))
+    assert (await client.get(other)).status_code == 403
+
+
+@pytest.mark.parametrize("object_id", ["../../etc/passwd", "a/../../b", "%2F..%2F..", "/abs", "..", "."])
+async def test_object_ids_cannot_escape_the_media_root(client: httpx.AsyncClient, object_id: str) -> None:
+    flow = await put_flow(client)
+    r = await client.post(f"/flows/{flow['id']}/storage", json={"object_ids": [object_id]})
+    assert r.status_code == 201
+    put = r.json()["media_objects"][0]["put_url"]["url"]
+    assert (await client.put(put, content=b"inside")).status_code == 200
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    fs = ctx.extras["filesystem"]
+    path = fs.path_for(object_id).resolve()
+    assert path.is_relative_to(fs.root.resolve())
+    assert path.read_bytes() == b"inside"
+
+
+async def test_nul_characters_are_refused(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    r = await client.post(f"/flows/{flow['id']}/storage", json={"object_ids": ["x\x00y"]})
+    assert r.status_code == 400
+    assert (await client.get("/objects/x%00y")).status_code == 400
+    assert (await client.get("/flows?label=a%00b")).status_code == 400
+
+
+async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/objects/nothing")).status_code == 404
+    flow = await put_flow(client)
+    [oid] = await add_segments(client, flow["id"], [0])
+    base = f"/objects/{oid}/instances"
+    assert (await client.post(base, json={})).status_code == 400
+    assert (await client.post(base, json={"url": "https://x"})).status_code == 400
+    assert (await client.post(base, json={"url": "https://x", "label": "a", "storage_id": new_id()})).status_code == 400
+    assert (await client.post(base, json={"storage_id": new_id()})).status_code == 400
+    assert (await client.delete(base)).status_code == 400
+    assert (await client.delete(base + "?label=nope")).status_code == 404
+    backend = (await client.get("/service/storage-backends")).json()[0]
+    assert (await client.delete(base + f"?storage_id={backend['id']}")).status_code == 400  # the last one
+    assert (await client.post(base, json={"url": "https://x", "label": "a"})).status_code == 201
+    assert (await client.post(base, json={"url": "https://y", "label": "a"})).status_code == 400
+    assert (await client.delete(base + "?label=a")).status_code == 204
+    assert (await client.get(f"/objects/{oid}?accept_storage_ids=bad")).status_code == 400
+    assert (await client.get(f"/objects/{oid}?limit=x")).status_code == 400
+    assert (await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})).status_code == 404
+    assert (await client.put(f"/objects/{oid}")).status_code == 405
