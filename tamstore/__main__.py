@@ -1,0 +1,3 @@
+from tamstore.cli import main
+
+main()

@@ -1,0 +1,54 @@
+"""A real ``tamstore serve`` process for tests that need one (restarts, crashes, CLI)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.pgcluster import free_port
+
+
+class LiveServer:
+    def __init__(self, data_dir: Path, database_url: str | None = None, **env: str) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.env = {**os.environ, "TAMSTORE_DATA_DIR": str(data_dir), "TAMSTORE_PORT": str(self.port), **env}
+        if database_url:
+            self.env["TAMSTORE_DATABASE_URL"] = database_url
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30) -> LiveServer:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tamstore", "serve"], env=self.env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(self.proc.stderr.read().decode())  # type: ignore[union-attr]
+            try:
+                httpx.get(self.url + "/service", timeout=1)
+                return self
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise RuntimeError("tamstore did not start")
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(timeout=30)
+        if self.proc and self.proc.stderr:
+            self.proc.stderr.close()
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
