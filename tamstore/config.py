@@ -20,8 +20,7 @@ class Settings:
     database_url: str | None = field(
         default=None,
         metadata={
-            "help": "Metadata database URL (postgresql://user@host:port/db). "
-            "Default: SQLite in the data dir."
+            "help": "Metadata database URL (postgresql://user@host:port/db). Default: SQLite in the data dir."
         },
     )
     min_object_timeout: int = field(
@@ -58,8 +57,7 @@ class Settings:
             raise ValueError("min_object_timeout must be at least 300 seconds (TAMS spec)")
         if not 30 <= self.presigned_url_timeout <= self.min_object_timeout:
             raise ValueError(
-                "presigned_url_timeout must be at least 30 seconds and at most "
-                "min_object_timeout (TAMS spec)"
+                "presigned_url_timeout must be at least 30 seconds and at most min_object_timeout (TAMS spec)"
             )
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
@@ -69,6 +67,5 @@ class Settings:
 
 
 SETTINGS: list[dict[str, Any]] = [
-    {"name": f.name, "default": f.default, "help": f.metadata.get("help", "")}
-    for f in fields(Settings)
+    {"name": f.name, "default": f.default, "help": f.metadata.get("help", "")} for f in fields(Settings)
 ]

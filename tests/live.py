@@ -29,8 +29,10 @@ class LiveServer:
 
     def start(self, timeout: float = 30) -> LiveServer:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tamstore", "serve"], env=self.env,
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [sys.executable, "-m", "tamstore", "serve"],
+            env=self.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -6,6 +6,7 @@ and the commands run through ``runuser``. fsync is off: the cluster dies with th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -49,7 +50,9 @@ class PgCluster:
 
     def start(self) -> None:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync")
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
@@ -57,7 +60,9 @@ class PgCluster:
 
     def restart_server(self) -> None:
         self.stop()
-        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        opts = (
+            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        )
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
 
     @property
@@ -65,8 +70,6 @@ class PgCluster:
         return f"postgresql://{self.user}@127.0.0.1:{self.port}"
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)

@@ -9,12 +9,16 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from tests.live import LiveServer
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "tamstore", *args], capture_output=True, text=True, timeout=60,
+        [sys.executable, "-m", "tamstore", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
         env={**os.environ, **(env or {})},
     )
 
@@ -75,8 +79,13 @@ def test_server_keeps_everything_across_a_restart(tmp_path: Path) -> None:
     server = LiveServer(tmp_path / "data").start()
     flow_id = "4b3b9f4e-9d6d-4f0e-9d43-2f1c1b0a6a11"
     body = {
-        "id": flow_id, "source_id": "0b7ba1de-3c36-4f8a-9d1b-8a4fd1a1e8f2", "format": "urn:x-nmos:format:data",
-        "codec": "text/plain", "container": "text/plain", "essence_parameters": {}, "label": "kept",
+        "id": flow_id,
+        "source_id": "0b7ba1de-3c36-4f8a-9d1b-8a4fd1a1e8f2",
+        "format": "urn:x-nmos:format:data",
+        "codec": "text/plain",
+        "container": "text/plain",
+        "essence_parameters": {},
+        "label": "kept",
     }
     try:
         assert httpx.put(f"{server.url}/flows/{flow_id}", json=body).status_code == 201

@@ -44,8 +44,12 @@ def test_install_and_run_command_serves_tams(tmp_path: Path) -> None:
     port = free_port()
     env = {**os.environ, "TAMSTORE_PORT": str(port), "PIP_DISABLE_PIP_VERSION_CHECK": "1"}
     proc = subprocess.Popen(
-        ["bash", "-c", install_run], cwd=copy, env=env, start_new_session=True,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        ["bash", "-c", install_run],
+        cwd=copy,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         deadline = time.monotonic() + 240

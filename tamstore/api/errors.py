@@ -43,7 +43,9 @@ def _status_of(exc: TamsError) -> int:
     return 500
 
 
-def error_response(request: Request, exc: TamsError, status: int, headers: dict[str, str] | None = None) -> Response:
+def error_response(
+    request: Request, exc: TamsError, status: int, headers: dict[str, str] | None = None
+) -> Response:
     body = b"" if request.method == "HEAD" else orjson.dumps(error_body(exc))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
@@ -64,7 +66,10 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, HTTPException)
         kinds = {404: NotFound, 403: Forbidden}
         err = kinds.get(exc.status_code, BadRequest)(str(exc.detail))
-        return error_response(request, err, exc.status_code, dict(exc.headers or {}))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
+        return error_response(request, err, exc.status_code, headers)
 
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -76,3 +81,20 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(Exception, unexpected)
+
+
+def _allowed_methods(request: Request, fallback: str) -> str:
+    """Every method routed for this path: a path may be served by several routes (one per
+    method), and Starlette's own ``Allow`` names only the first route's."""
+    methods: set[str] = set()
+    pending = list(request.app.router.routes)
+    while pending:
+        route = pending.pop()
+        included = getattr(route, "original_router", None)  # FastAPI's included routers
+        if included is not None:
+            pending.extend(included.routes)
+            continue
+        regex = getattr(route, "path_regex", None)
+        if regex is not None and regex.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods)) if methods else fallback

@@ -64,9 +64,7 @@ async def get_flow(request: Request, flow_id: str) -> Response:
 @router.put("/flows/{flow_id}", summary="Create or replace a Flow")
 async def put_flow(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
-    created = await flows.put_flow(
-        context(request), flow_id, await read_json(request), principal(request)
-    )
+    created = await flows.put_flow(context(request), flow_id, await read_json(request), principal(request))
     if created is None:
         return empty(204)
     return json_response(request, created, status=201)
@@ -92,9 +90,7 @@ def _tag_name(request: Request) -> str:
 @router.api_route("/flows/{flow_id}/tags/{name:path}", methods=GET, summary="Get a Flow tag")
 async def get_tag(request: Request, flow_id: str, name: str) -> Response:
     path_id(flow_id, "Flow")
-    return json_response(
-        request, await flows.get_flow_tag(context(request), flow_id, _tag_name(request))
-    )
+    return json_response(request, await flows.get_flow_tag(context(request), flow_id, _tag_name(request)))
 
 
 @router.put("/flows/{flow_id}/tags/{name:path}", summary="Set a Flow tag", status_code=204)

@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import base_url, context, read_json
+from tamstore.api.errors import error_response
 from tamstore.api.params import Query, raw_path_tail
 from tamstore.api.responses import empty, page_response
 from tamstore.domain.errors import BadRequest, NotFound
@@ -33,7 +34,7 @@ def _target(request: Request) -> tuple[str, bool]:
 
 @router.api_route(
     "/objects/{object_path:path}",
-    methods=["GET", "HEAD", "POST", "DELETE"],
+    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
     summary="Get an Object; add or remove Object instances (.../instances)",
 )
 async def object_route(request: Request, object_path: str) -> Response:
@@ -41,11 +42,15 @@ async def object_route(request: Request, object_path: str) -> Response:
     ctx = context(request)
     if not instances:
         if request.method not in ("GET", "HEAD"):
-            return _method_not_allowed("GET, HEAD")
+            return _method_not_allowed(request, "GET, HEAD")
         q = Query(request)
         page = await objects.get_object(
-            ctx, object_id, q.page(1, reverse_param=False), q.tag_filters("flow_tag"),
-            q.url_filter(), base_url(request),
+            ctx,
+            object_id,
+            q.page(1, reverse_param=False),
+            q.tag_filters("flow_tag"),
+            q.url_filter(),
+            base_url(request),
         )
         return page_response(request, page, count_headers=False, body=page.items[0])
     if request.method == "POST":
@@ -53,12 +58,12 @@ async def object_route(request: Request, object_path: str) -> Response:
         return empty(201)
     if request.method == "DELETE":
         q = Query(request)
-        await objects.remove_instance(ctx, object_id, q.uuid("storage_id"), q.str("label"))
+        storage_id = q.str("storage_id") or None
+        await objects.remove_instance(ctx, object_id, storage_id, q.str("label") or None)
         return empty(204)
-    return _method_not_allowed("POST, DELETE")
+    return _method_not_allowed(request, "DELETE, POST")
 
 
-def _method_not_allowed(allow: str) -> Response:
-    from starlette.exceptions import HTTPException
-
-    raise HTTPException(405, "method not allowed", headers={"Allow": allow})
+def _method_not_allowed(request: Request, allow: str) -> Response:
+    """Answer 405 here: the catch-all route serves two resources with different methods."""
+    return error_response(request, BadRequest("method not allowed"), 405, {"Allow": allow})

@@ -51,6 +51,8 @@ class Query:
         if not re.fullmatch(r"-?[0-9]+", value):
             raise BadRequest(f"query parameter {name} must be an integer, not {value!r}")
         number = int(value)
+        if abs(number) >= 2**63:
+            raise BadRequest(f"query parameter {name} is out of range")
         if number < minimum:
             raise BadRequest(f"query parameter {name} must be at least {minimum}")
         return number
@@ -135,12 +137,14 @@ class Query:
         )
 
     def page(self, arity: int, *, reverse_param: bool = True) -> PageRequest:
-        limit = self.int("limit", minimum=1)
+        """Any integer limit is accepted (the spec gives no bounds) and clamped to
+        1..max_page_limit; ``X-Paging-Limit`` tells the client what was applied."""
+        limit = self.int("limit", minimum=-(2**63) + 1)
         s = self.settings
-        limit = s.default_page_limit if limit is None else min(limit, s.max_page_limit)
+        limit = s.default_page_limit if limit is None else max(1, min(limit, s.max_page_limit))
         cursor = self.params.get("page")
         after: tuple[Any, ...] | None = None
-        if cursor is not None:
+        if cursor:
             after = decode_cursor(cursor, arity)
         reverse = bool(self.bool("reverse_order")) if reverse_param else False
         return PageRequest(limit=limit, after=after, reverse=reverse)

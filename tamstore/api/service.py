@@ -18,9 +18,7 @@ GET = ["GET", "HEAD"]
 
 @router.api_route("/", methods=GET, summary="List the API's root resources")
 async def root(request: Request) -> Response:
-    return json_response(
-        request, ["service", "flows", "sources", "objects", "flow-delete-requests"]
-    )
+    return json_response(request, ["service", "flows", "sources", "objects", "flow-delete-requests"])
 
 
 @router.api_route("/service", methods=GET, summary="Describe this TAMS service")

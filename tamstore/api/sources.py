@@ -41,9 +41,7 @@ async def get_source(request: Request, source_id: str) -> Response:
 @router.api_route("/sources/{source_id}/tags", methods=GET, summary="Get a Source's tags")
 async def get_tags(request: Request, source_id: str) -> Response:
     path_id(source_id, "Source")
-    return json_response(
-        request, await sources.get_source_property(context(request), source_id, "tags")
-    )
+    return json_response(request, await sources.get_source_property(context(request), source_id, "tags"))
 
 
 def _tag_name(request: Request) -> str:
@@ -80,9 +78,7 @@ def _property_routes(prop: str) -> None:
 
     async def get_prop(request: Request, source_id: str) -> Response:
         path_id(source_id, "Source")
-        return json_response(
-            request, await sources.get_source_property(context(request), source_id, prop)
-        )
+        return json_response(request, await sources.get_source_property(context(request), source_id, prop))
 
     async def put_prop(request: Request, source_id: str) -> Response:
         path_id(source_id, "Source")
@@ -92,9 +88,7 @@ def _property_routes(prop: str) -> None:
 
     async def delete_prop(request: Request, source_id: str) -> Response:
         path_id(source_id, "Source")
-        await sources.set_source_property(
-            context(request), source_id, prop, principal=principal(request)
-        )
+        await sources.set_source_property(context(request), source_id, prop, principal=principal(request))
         return empty()
 
     router.add_api_route(path, get_prop, methods=GET, summary=f"Get a Source's {prop}")

@@ -1,11 +1,11 @@
 """The domain error tree. It knows nothing of HTTP; ``api/errors.py`` maps it to status codes.
 
-    TamsError
-    ├── BadRequest        the request is malformed or breaks a rule of the spec   (400)
-    │   └── Conflict      it clashes with stored state (overlap, existing id)     (400)
-    ├── Forbidden         allowed in general, refused here (read-only Flow)       (403)
-    ├── NotFound          the resource does not exist                             (404)
-    └── Unavailable       a backing service (database, storage) is unreachable    (503)
+TamsError
+├── BadRequest        the request is malformed or breaks a rule of the spec   (400)
+│   └── Conflict      it clashes with stored state (overlap, existing id)     (400)
+├── Forbidden         allowed in general, refused here (read-only Flow)       (403)
+├── NotFound          the resource does not exist                             (404)
+└── Unavailable       a backing service (database, storage) is unreachable    (503)
 """
 
 from __future__ import annotations

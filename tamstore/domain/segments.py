@@ -73,9 +73,7 @@ def parse_segment(body: Any) -> SegmentPost:
             parse_timestamp(body["last_duration"]) if body.get("last_duration") is not None else None
         )
         otr = (
-            TimeRange.from_str(body["object_timerange"])
-            if body.get("object_timerange") is not None
-            else None
+            TimeRange.from_str(body["object_timerange"]) if body.get("object_timerange") is not None else None
         )
     except (InvalidTimeRange, TypeError) as exc:
         raise BadRequest(f"invalid segment: {exc}") from None

@@ -30,7 +30,4 @@ def tags_match(
         have_list = have if isinstance(have, list) else ([] if have is None else [have])
         if not set(have_list) & set(wanted):
             return False
-    for name, flag in exists.items():
-        if (name in tags) != flag:
-            return False
-    return True
+    return all((name in tags) == flag for name, flag in exists.items())

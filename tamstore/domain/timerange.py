@@ -124,9 +124,7 @@ class TimeRange:
     # -- properties ---------------------------------------------------------------------------
 
     def is_empty(self) -> bool:
-        return self is _NEVER or (
-            self.start is not None and self.end is not None and self.start >= self.end
-        )
+        return self is _NEVER or (self.start is not None and self.end is not None and self.start >= self.end)
 
     def is_eternity(self) -> bool:
         return self.start is None and self.end is None and not self.is_empty()
@@ -195,9 +193,7 @@ class TimeRange:
         )
 
     def fits_int64(self) -> bool:
-        return all(
-            b is None or INT64_MIN <= b <= INT64_MAX for b in (self.start, self.end)
-        )
+        return all(b is None or INT64_MIN <= b <= INT64_MAX for b in (self.start, self.end))
 
     # -- rendering ----------------------------------------------------------------------------
 

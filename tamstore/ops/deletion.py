@@ -66,9 +66,7 @@ async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
         pending = {r.init_object_id for r in rows.values() if r.init_object_id}
 
 
-async def delete_segments(
-    ctx: Context, flow_id: str, timerange: TimeRange, object_id: str | None
-) -> None:
+async def delete_segments(ctx: Context, flow_id: str, timerange: TimeRange, object_id: str | None) -> None:
     objects: set[str] = set()
     while True:
         async with ctx.store.write() as tx:

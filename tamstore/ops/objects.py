@@ -128,9 +128,7 @@ async def add_instance(ctx: Context, object_id: str, body: Any) -> None:
         )
 
 
-async def remove_instance(
-    ctx: Context, object_id: str, storage_id: str | None, label: str | None
-) -> None:
+async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, label: str | None) -> None:
     if storage_id is None and label is None:
         raise BadRequest("give storage_id or label to say which instance to delete")
     async with ctx.store.write() as tx:

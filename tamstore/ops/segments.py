@@ -6,6 +6,7 @@ already in the batch's span, one for the Objects it names, one insert of all new
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,9 +54,7 @@ async def list_segments(
     async with ctx.store.read() as tx:
         if tr.is_empty():
             return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
-        result = await tx.list_segments(
-            flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id
-        )
+        result = await tx.list_segments(flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id)
         result.items = await render_segments(ctx, tx, result.items, query, base_url)
     rows = result.items
     span = TimeRange.never()
@@ -299,10 +298,7 @@ def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:
             item["object_id"] = str(item["object_id"])
         tr = raw.get("timerange") if isinstance(raw, dict) else None
         if isinstance(tr, str):
-            try:
+            with contextlib.suppress(ValueError):
                 item["timerange"] = TimeRange.from_str(tr).to_str()
-            except ValueError:
-                pass
     item["error"] = error_body(exc)
     return item
-

@@ -11,7 +11,9 @@ from tamstore.testing import SpecSchemas
 from tests.conftest import add_segments, new_id, put_flow, video_flow
 
 
-async def test_put_creates_with_201_and_replaces_with_204(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+async def test_put_creates_with_201_and_replaces_with_204(
+    client: httpx.AsyncClient, schemas: SpecSchemas
+) -> None:
     body = video_flow(label="one", tags={"a": "1"})
     r = await client.put(f"/flows/{body['id']}", json=body)
     assert r.status_code == 201
@@ -53,7 +55,14 @@ async def test_format_clash_with_source_is_400(client: httpx.AsyncClient) -> Non
         {"source_id": "not-a-uuid"},
         {"format": "urn:x-nmos:format:nonsense"},
         {"essence_parameters": {"frame_width": 1920, "frame_height": 1080}},  # no frame_rate, no vfr
-        {"essence_parameters": {"frame_width": 1, "frame_height": 1, "vfr": True, "frame_rate": {"numerator": 1}}},
+        {
+            "essence_parameters": {
+                "frame_width": 1,
+                "frame_height": 1,
+                "vfr": True,
+                "frame_rate": {"numerator": 1},
+            }
+        },
         {"essence_parameters": {"frame_width": 1, "frame_height": 1, "vfr": True, "bogus": 1}},
         {"max_bit_rate": -1},
         {"id": "00000000-0000-4000-8000-000000000000"},
@@ -86,21 +95,42 @@ async def test_missing_and_malformed_ids(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/flows/{new_id()}/label")).status_code == 404
 
 
-@pytest.mark.parametrize("example", sorted(
-    [
-        "flow-get-200-audio-aac.json", "flow-get-200-audio-wav.json", "flow-get-200-data-ttml.json",
-        "flow-get-200-image-jpeg.json", "flow-get-200-multi.json", "flow-get-200-video-h264.json",
-        "flow-get-200-video-h264-fmp4.json", "flow-get-200-video-h264-vfr.json",
-        "flow-get-200-video-raw.json", "flow-get-200-video-jpeg-mxf.json",
-        "flow-get-200-video-h264-cleanfeed.json", "flow-get-200-video-h264-mxf.json",
-        "flow-get-200-video-jpeg-jp2.json", "flow-get-200-audio-aac-multi.json",
-        "flow-get-200-multi-container-map.json",
-    ]
-))
-async def test_spec_example_flows_round_trip(client: httpx.AsyncClient, schemas: SpecSchemas, example: str) -> None:
+@pytest.mark.parametrize(
+    "example",
+    sorted(
+        [
+            "flow-get-200-audio-aac.json",
+            "flow-get-200-audio-wav.json",
+            "flow-get-200-data-ttml.json",
+            "flow-get-200-image-jpeg.json",
+            "flow-get-200-multi.json",
+            "flow-get-200-video-h264.json",
+            "flow-get-200-video-h264-fmp4.json",
+            "flow-get-200-video-h264-vfr.json",
+            "flow-get-200-video-raw.json",
+            "flow-get-200-video-jpeg-mxf.json",
+            "flow-get-200-video-h264-cleanfeed.json",
+            "flow-get-200-video-h264-mxf.json",
+            "flow-get-200-video-jpeg-jp2.json",
+            "flow-get-200-audio-aac-multi.json",
+            "flow-get-200-multi-container-map.json",
+        ]
+    ),
+)
+async def test_spec_example_flows_round_trip(
+    client: httpx.AsyncClient, schemas: SpecSchemas, example: str
+) -> None:
     doc = json.loads((schemas.dir / "examples" / example).read_text())
-    managed = {"created", "metadata_updated", "segments_updated", "collected_by", "timerange", "flow_collection",
-               "metadata_version", "read_only"}
+    managed = {
+        "created",
+        "metadata_updated",
+        "segments_updated",
+        "collected_by",
+        "timerange",
+        "flow_collection",
+        "metadata_version",
+        "read_only",
+    }
     body = {k: v for k, v in doc.items() if k not in managed}
     r = await client.put(f"/flows/{doc['id']}", json=body)
     assert r.status_code == 201, r.text
@@ -113,10 +143,16 @@ async def test_listing_filters(client: httpx.AsyncClient, schemas: SpecSchemas) 
     a = await put_flow(client, label="alpha", tags={"genre": ["news", "sport"]})
     b = await put_flow(client, label="beta", tags={"genre": "drama"}, status="ingesting")
     audio_id = new_id()
-    await client.put(f"/flows/{audio_id}", json={
-        "id": audio_id, "source_id": new_id(), "format": "urn:x-nmos:format:audio", "codec": "audio/aac",
-        "essence_parameters": {"sample_rate": 48000, "channels": 2},
-    })
+    await client.put(
+        f"/flows/{audio_id}",
+        json={
+            "id": audio_id,
+            "source_id": new_id(),
+            "format": "urn:x-nmos:format:audio",
+            "codec": "audio/aac",
+            "essence_parameters": {"sample_rate": 48000, "channels": 2},
+        },
+    )
 
     async def ids(query: str) -> set[str]:
         r = await client.get(f"/flows?{query}")
@@ -138,9 +174,22 @@ async def test_listing_filters(client: httpx.AsyncClient, schemas: SpecSchemas) 
 
 @pytest.mark.parametrize(
     "query",
-    ["timerange=bad", "reverse_order=yes", "limit=ten", "limit=0", "format=video", "status=done",
-     "sort_by=timerange", "codec=nonsense", "source_id=123", "frame_width=x", "init_segments=1",
-     "collected_by_ids=abc", "tag_exists.x=maybe", "page=%%%", "page=bm90IGEgY3Vyc29y"],
+    [
+        "timerange=bad",
+        "reverse_order=yes",
+        "limit=ten",
+        "format=video",
+        "status=done",
+        "sort_by=timerange",
+        "codec=nonsense",
+        "source_id=123",
+        "frame_width=x",
+        "init_segments=1",
+        "collected_by_ids=abc",
+        "tag_exists.x=maybe",
+        "page=%%%",
+        "page=bm90IGEgY3Vyc29y",
+    ],
 )
 async def test_listing_rejects_bad_queries(client: httpx.AsyncClient, query: str) -> None:
     r = await client.get(f"/flows?{query}")
@@ -211,9 +260,14 @@ async def test_read_only_flows_refuse_writes(client: httpx.AsyncClient) -> None:
     assert (await client.put(f"{base}/read_only", json=True)).status_code == 204
     assert (await client.get(f"{base}/read_only")).json() is True
     for method, path, body in [
-        ("PUT", "", flow), ("PUT", "/label", "x"), ("DELETE", "/label", None), ("PUT", "/tags/a", "b"),
-        ("PUT", "/max_bit_rate", 5), ("POST", "/storage", {"limit": 1}),
-        ("POST", "/segments", {"object_id": "x", "timerange": "[0:0_1:0)"}), ("DELETE", "/segments", None),
+        ("PUT", "", flow),
+        ("PUT", "/label", "x"),
+        ("DELETE", "/label", None),
+        ("PUT", "/tags/a", "b"),
+        ("PUT", "/max_bit_rate", 5),
+        ("POST", "/storage", {"limit": 1}),
+        ("POST", "/segments", {"object_id": "x", "timerange": "[0:0_1:0)"}),
+        ("DELETE", "/segments", None),
         ("DELETE", "", None),
     ]:
         r = await client.request(method, base + path, json=body)
@@ -227,7 +281,10 @@ async def test_flow_collections_and_collected_by(client: httpx.AsyncClient, sche
     audio = await put_flow(client)
     multi_id = new_id()
     multi = {
-        "id": multi_id, "source_id": new_id(), "format": "urn:x-nmos:format:multi", "container": "video/mp2t",
+        "id": multi_id,
+        "source_id": new_id(),
+        "format": "urn:x-nmos:format:multi",
+        "container": "video/mp2t",
         "flow_collection": [{"id": video["id"], "role": "video"}, {"id": audio["id"], "role": "audio"}],
     }
     assert (await client.put(f"/flows/{multi_id}", json=multi)).status_code == 201
@@ -246,7 +303,9 @@ async def test_flow_collections_and_collected_by(client: httpx.AsyncClient, sche
     assert srcs == {multi["source_id"]}
     bad = [{"id": new_id()}]
     assert (await client.put(f"/flows/{multi_id}/flow_collection", json=bad)).status_code == 400
-    assert (await client.put(f"/flows/{multi_id}/flow_collection", json=[{"id": multi_id}])).status_code == 400
+    assert (
+        await client.put(f"/flows/{multi_id}/flow_collection", json=[{"id": multi_id}])
+    ).status_code == 400
     assert (await client.put(f"/flows/{multi_id}/flow_collection", json={"id": 1})).status_code == 400
     assert (await client.delete(f"/flows/{multi_id}/flow_collection")).status_code == 204
     assert "collected_by" not in (await client.get(f"/flows/{video['id']}")).json()
@@ -257,10 +316,15 @@ async def test_profiles_on_flows(client: httpx.AsyncClient, schemas: SpecSchemas
     profile = {
         "id": pid,
         "flow_metadata": {
-            "format": "urn:x-nmos:format:video", "codec": "video/h264", "container": "video/mp2t",
+            "format": "urn:x-nmos:format:video",
+            "codec": "video/h264",
+            "container": "video/mp2t",
             "avg_bit_rate": 5000,
-            "essence_parameters": {"frame_width": 1280, "frame_height": 720,
-                                   "frame_rate": {"numerator": 50, "denominator": 1}},
+            "essence_parameters": {
+                "frame_width": 1280,
+                "frame_height": 720,
+                "frame_rate": {"numerator": 50, "denominator": 1},
+            },
         },
     }
     assert (await client.post(f"/service/profiles/{pid}", json=profile)).status_code == 201
@@ -289,7 +353,9 @@ async def test_flow_timerange_and_filter(client: httpx.AsyncClient) -> None:
     got = (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()
     assert got["timerange"] == "[10:0_13:0)"
     assert "timerange" not in (await client.get(f"/flows/{flow['id']}")).json()
-    part = (await client.get(f"/flows/{flow['id']}?include_timerange=true&timerange=[11:500000000_12:0)")).json()
+    part = (
+        await client.get(f"/flows/{flow['id']}?include_timerange=true&timerange=[11:500000000_12:0)")
+    ).json()
     assert part["timerange"] == "[11:0_12:0)"
     assert (await client.get(f"/flows/{empty['id']}?include_timerange=true")).json()["timerange"] == "()"
     assert {f["id"] for f in (await client.get("/flows?timerange=()")).json()} == {empty["id"]}
@@ -305,3 +371,23 @@ async def test_flow_survives_restart(settings) -> None:  # type: ignore[no-untyp
         flow = await put_flow(c, label="kept")
     async with app_client(settings) as c:
         assert (await c.get(f"/flows/{flow['id']}")).json()["label"] == "kept"
+
+
+async def test_limit_is_clamped_and_reported(client: httpx.AsyncClient) -> None:
+    for _ in range(3):
+        await put_flow(client)
+    r = await client.get("/flows?limit=0")
+    assert r.headers["x-paging-limit"] == "1" and len(r.json()) == 1
+    r = await client.get("/flows?limit=100000")
+    assert r.headers["x-paging-limit"] == "1000"
+    r = await client.get("/flows?page=")
+    assert len(r.json()) == 3
+
+
+async def test_405_lists_every_allowed_method(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    r = await client.post(f"/flows/{flow['id']}/label")
+    assert r.status_code == 405
+    assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
+    r = await client.options("/service")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}

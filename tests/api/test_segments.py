@@ -41,7 +41,9 @@ async def test_single_segment_post_and_errors(client: httpx.AsyncClient) -> None
     flow = await put_flow(client)
     [obj] = await allocate(client, flow["id"])
     url = f"/flows/{flow['id']}/segments"
-    assert (await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})).status_code == 201
+    assert (
+        await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})
+    ).status_code == 201
     bad_bodies = [
         {"timerange": "[0:0_1:0)"},
         {"object_id": obj["object_id"]},
@@ -126,7 +128,7 @@ async def test_unknown_flow_segments_is_empty_list(client: httpx.AsyncClient) ->
     r = await client.get(f"/flows/{new_id()}/segments")
     assert r.status_code == 200 and r.json() == []
     assert (await client.get("/flows/not-a-uuid/segments")).status_code == 404
-    for q in ["timerange=x", "presigned=maybe", "accept_storage_ids=zz", "verbose_storage=1", "limit=-1"]:
+    for q in ["timerange=x", "presigned=maybe", "accept_storage_ids=zz", "verbose_storage=1", "limit=1.5"]:
         assert (await client.get(f"/flows/{new_id()}/segments?{q}")).status_code == 400, q
 
 
@@ -134,7 +136,9 @@ async def test_get_url_filters(client: httpx.AsyncClient, schemas: SpecSchemas) 
     flow = await put_flow(client)
     [oid] = await add_segments(client, flow["id"], [0])
     backend = (await client.get("/service/storage-backends")).json()[0]
-    assert (await client.post(f"/objects/{oid}/instances", json={"url": "https://cdn.example/x", "label": "cdn"})).status_code == 201
+    assert (
+        await client.post(f"/objects/{oid}/instances", json={"url": "https://cdn.example/x", "label": "cdn"})
+    ).status_code == 201
     base = f"/flows/{flow['id']}/segments"
 
     async def urls(query: str) -> list[dict]:
@@ -162,8 +166,15 @@ async def test_get_url_filters(client: httpx.AsyncClient, schemas: SpecSchemas) 
 async def test_include_object_timerange_and_offsets(client: httpx.AsyncClient) -> None:
     flow = await put_flow(client)
     [obj] = await allocate(client, flow["id"])
-    body = {"object_id": obj["object_id"], "timerange": "[100:0_101:0)", "ts_offset": "100:0",
-            "last_duration": "0:40000000", "key_frame_count": 1, "sample_offset": 0, "sample_count": 25}
+    body = {
+        "object_id": obj["object_id"],
+        "timerange": "[100:0_101:0)",
+        "ts_offset": "100:0",
+        "last_duration": "0:40000000",
+        "key_frame_count": 1,
+        "sample_offset": 0,
+        "sample_count": 25,
+    }
     assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
     [seg] = (await client.get(f"/flows/{flow['id']}/segments?include_object_timerange=true")).json()
     assert seg["object_timerange"] == "[0:0_1:0)"
@@ -181,7 +192,12 @@ async def test_object_reuse_across_flows(client: httpx.AsyncClient, schemas: Spe
     assert (await client.post(f"/flows/{b['id']}/segments", json=ok)).status_code == 201
     outside = {"object_id": oid, "timerange": "[5:0_20:0)", "ts_offset": "-10:0"}
     assert (await client.post(f"/flows/{b['id']}/segments", json=outside)).status_code == 400
-    conflict = {"object_id": oid, "timerange": "[30:0_31:0)", "ts_offset": "-10:0", "object_timerange": "[0:0_100:0)"}
+    conflict = {
+        "object_id": oid,
+        "timerange": "[30:0_31:0)",
+        "ts_offset": "-10:0",
+        "object_timerange": "[0:0_100:0)",
+    }
     assert (await client.post(f"/flows/{b['id']}/segments", json=conflict)).status_code == 400
     r = await client.get(f"/objects/{oid}")
     assert r.status_code == 200
@@ -202,14 +218,26 @@ async def test_object_allocated_for_another_flow_is_refused(client: httpx.AsyncC
 
 async def test_external_objects_with_get_urls(client: httpx.AsyncClient) -> None:
     flow = await put_flow(client)
-    body = {"object_id": "ext/1", "timerange": "[0:0_1:0)", "get_urls": [{"url": "https://x/1", "label": "ext"}]}
+    body = {
+        "object_id": "ext/1",
+        "timerange": "[0:0_1:0)",
+        "get_urls": [{"url": "https://x/1", "label": "ext"}],
+    }
     assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
     [seg] = (await client.get(f"/flows/{flow['id']}/segments")).json()
     assert seg["get_urls"] == [{"url": "https://x/1", "label": "ext", "presigned": False}]
     backend_label = (await client.get("/service/storage-backends")).json()[0]["label"]
-    clash = {"object_id": "ext/2", "timerange": "[1:0_2:0)", "get_urls": [{"url": "https://x/2", "label": backend_label}]}
+    clash = {
+        "object_id": "ext/2",
+        "timerange": "[1:0_2:0)",
+        "get_urls": [{"url": "https://x/2", "label": backend_label}],
+    }
     assert (await client.post(f"/flows/{flow['id']}/segments", json=clash)).status_code == 400
-    dup = {"object_id": "ext/3", "timerange": "[2:0_3:0)", "get_urls": [{"url": "a", "label": "l"}, {"url": "b", "label": "l"}]}
+    dup = {
+        "object_id": "ext/3",
+        "timerange": "[2:0_3:0)",
+        "get_urls": [{"url": "a", "label": "l"}, {"url": "b", "label": "l"}],
+    }
     assert (await client.post(f"/flows/{flow['id']}/segments", json=dup)).status_code == 400
     assert (await client.get("/objects/ext%2F1")).json()["id"] == "ext/1"
 
@@ -282,7 +310,9 @@ async def test_delete_segments_only_wholly_covered(client: httpx.AsyncClient) ->
         assert (await client.get(f"/objects/{oid}")).status_code == 404
     assert (await client.delete(url + f"?object_id={oids[3]}")).status_code == 204
     assert [s["timerange"] for s in (await client.get(url)).json()] == ["[0:0_1:0)"]
-    assert (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()["timerange"] == "[0:0_1:0)"
+    assert (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()[
+        "timerange"
+    ] == "[0:0_1:0)"
     assert (await client.delete(url + "?timerange=bad")).status_code == 400
     assert (await client.delete(f"/flows/{new_id()}/segments")).status_code == 404
 
@@ -337,7 +367,9 @@ async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
     base = f"/objects/{oid}/instances"
     assert (await client.post(base, json={})).status_code == 400
     assert (await client.post(base, json={"url": "https://x"})).status_code == 400
-    assert (await client.post(base, json={"url": "https://x", "label": "a", "storage_id": new_id()})).status_code == 400
+    assert (
+        await client.post(base, json={"url": "https://x", "label": "a", "storage_id": new_id()})
+    ).status_code == 400
     assert (await client.post(base, json={"storage_id": new_id()})).status_code == 400
     assert (await client.delete(base)).status_code == 400
     assert (await client.delete(base + "?label=nope")).status_code == 404
@@ -348,5 +380,7 @@ async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
     assert (await client.delete(base + "?label=a")).status_code == 204
     assert (await client.get(f"/objects/{oid}?accept_storage_ids=bad")).status_code == 400
     assert (await client.get(f"/objects/{oid}?limit=x")).status_code == 400
-    assert (await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})).status_code == 404
+    assert (
+        await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})
+    ).status_code == 404
     assert (await client.put(f"/objects/{oid}")).status_code == 405

@@ -84,7 +84,9 @@ PROFILE = {
 }
 
 
-async def test_profiles_are_created_once_and_read_back(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
+async def test_profiles_are_created_once_and_read_back(
+    client: httpx.AsyncClient, schemas: SpecSchemas
+) -> None:
     pid = new_id()
     r = await client.post(f"/service/profiles/{pid}", json={"id": pid, **PROFILE})
     assert r.status_code == 201, r.text
@@ -108,7 +110,9 @@ async def test_profile_errors(client: httpx.AsyncClient) -> None:
     multi = {"id": pid, "flow_metadata": {"format": "urn:x-nmos:format:multi"}}
     assert (await client.post(f"/service/profiles/{pid}", json=multi)).status_code == 400
     assert (await client.post(f"/service/profiles/{pid}", content=b"{")).status_code == 400
-    assert (await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})).status_code == 400
+    assert (
+        await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})
+    ).status_code == 400
 
 
 async def test_spec_examples_for_service_validate(schemas: SpecSchemas) -> None:

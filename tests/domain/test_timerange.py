@@ -49,7 +49,17 @@ def test_canonical_rendering(text: str, canonical: str) -> None:
 
 @pytest.mark.parametrize(
     "text",
-    ["bad", "1:05", "[0:0_1:0_2:0)", "[00:0_1:0)", "[0.5:0_1:0)", "[0:1000000000_1:0)", "[0:0__1:0)", "-:0", "[ 0:0_1:0)"],
+    [
+        "bad",
+        "1:05",
+        "[0:0_1:0_2:0)",
+        "[00:0_1:0)",
+        "[0.5:0_1:0)",
+        "[0:1000000000_1:0)",
+        "[0:0__1:0)",
+        "-:0",
+        "[ 0:0_1:0)",
+    ],
 )
 def test_rejects_what_the_spec_regex_rejects(text: str) -> None:
     assert SPEC_RE.match(text) is None
@@ -144,7 +154,9 @@ def test_agrees_with_mediatimestamp(tr: TimeRange, probe: int) -> None:
     theirs = mediatimestamp.TimeRange.from_str(text)
     assert theirs.is_empty() == tr.is_empty()
     ts = mediatimestamp.Timestamp.from_str(format_timestamp(probe))
-    assert theirs.contains_subrange(mediatimestamp.TimeRange.from_single_timestamp(ts)) == tr.contains_timestamp(probe)
+    assert theirs.contains_subrange(
+        mediatimestamp.TimeRange.from_single_timestamp(ts)
+    ) == tr.contains_timestamp(probe)
     assert TimeRange.from_str(theirs.to_sec_nsec_range()) == tr or tr.is_empty()
 
 

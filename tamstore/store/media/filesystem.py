@@ -84,9 +84,7 @@ class FilesystemMediaStore:
         if exp < time.time():
             return False
         methods = ("GET",) if method == "HEAD" else (method,)
-        return any(
-            hmac.compare_digest(self._signature(m, object_id, exp), signature) for m in methods
-        )
+        return any(hmac.compare_digest(self._signature(m, object_id, exp), signature) for m in methods)
 
     # -- MediaStore ---------------------------------------------------------------------------
 

@@ -137,9 +137,7 @@ class Tx:
     async def update_source(self, source_id: str, values: dict[str, Any]) -> None:
         await self.conn.execute(update(t.sources).where(t.sources.c.id == source_id).values(**values))
         if "tags" in values:
-            await self._replace_tags(
-                t.source_tags, "source_id", source_id, orjson.loads(values["tags"])
-            )
+            await self._replace_tags(t.source_tags, "source_id", source_id, orjson.loads(values["tags"]))
 
     async def delete_source(self, source_id: str) -> None:
         await self.conn.execute(delete(t.source_tags).where(t.source_tags.c.source_id == source_id))
@@ -534,7 +532,9 @@ class Tx:
         """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
         s = t.segments
         where = self._segment_range_clause(flow_id, lo, hi)
-        first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
+        first = await self._one(
+            select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1)
+        )
         if first is None:
             return None
         last = await self._one(
