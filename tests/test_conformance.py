@@ -24,16 +24,28 @@ def test_schemathesis_against_the_official_spec(spec_dir: Path, tmp_path: Path) 
     try:
         result = subprocess.run(
             [
-                sys.executable, "-m", "schemathesis.cli", "--config-file", str(HERE / "schemathesis.toml"),
-                "run", str(spec_dir / "TimeAddressableMediaStore.yaml"),
-                "--url", server.url,
-                "--max-examples", "5",
-                "--seed", "1",
-                "--workers", "2",
-                "--exclude-path-regex", "webhooks|flow-delete-requests",
+                sys.executable,
+                "-m",
+                "schemathesis.cli",
+                "--config-file",
+                str(HERE / "schemathesis.toml"),
+                "run",
+                str(spec_dir / "TimeAddressableMediaStore.yaml"),
+                "--url",
+                server.url,
+                "--max-examples",
+                "5",
+                "--seed",
+                "1",
+                "--workers",
+                "2",
+                "--exclude-path-regex",
+                "webhooks|flow-delete-requests",
                 "--no-color",
             ],
-            capture_output=True, text=True, timeout=600,
+            capture_output=True,
+            text=True,
+            timeout=600,
         )
     finally:
         server.stop()

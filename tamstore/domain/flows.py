@@ -14,6 +14,7 @@ __all__ = [
     "SERVER_MANAGED",
     "check_uuid",
     "columns_of",
+    "label_key",
     "new_metadata_version",
 ]
 
@@ -53,6 +54,11 @@ def new_metadata_version() -> str:
     return uuid.uuid4().hex
 
 
+def label_key(label: str | None) -> str:
+    """Sort key for ``sort_by=label``: labelled items A-Z, then the unlabelled (ADR 0052)."""
+    return "1" if label is None else "0" + label
+
+
 def columns_of(doc: dict[str, Any]) -> dict[str, Any]:
     """The indexed columns of the flows table, projected from a Flow document."""
     essence = doc.get("essence_parameters") or {}
@@ -63,6 +69,7 @@ def columns_of(doc: dict[str, Any]) -> dict[str, Any]:
         "codec": doc.get("codec"),
         "container": doc.get("container"),
         "label": doc.get("label"),
+        "label_key": label_key(doc.get("label")),
         "status": doc.get("status"),
         "profile_id": doc.get("profile_id"),
         "frame_width": essence.get("frame_width") if is_video else None,

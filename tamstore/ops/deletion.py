@@ -16,6 +16,7 @@ from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
+from tamstore.ops.segments import reference_counts
 from tamstore.store.metadata.sql import Tx
 
 __all__ = ["delete_flow", "delete_segments", "delete_segment_chunk", "purge_objects"]
@@ -33,6 +34,9 @@ async def delete_segment_chunk(
     if not rows:
         return 0, set()
     await tx.delete_segments(flow_id, [r.ts_start for r in rows])
+    objects = await tx.get_objects(r.object_id for r in rows)
+    init_of = {oid: o.init_object_id for oid, o in objects.items()}
+    await tx.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
     await tx.refresh_flow_span(flow_id)
     await tx.update_flow(flow_id, {"segments_updated": now_us()})
     run_first = rows[0]
@@ -45,25 +49,21 @@ async def delete_segment_chunk(
     await events.segments_deleted(
         tx, flow_id, extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
     )
-    objects = {r.object_id for r in rows}
-    return len(rows), objects
+    used = set(init_of) | {i for i in init_of.values() if i}
+    return len(rows), used
 
 
 async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
-    """Delete the Objects (and then their init Objects) that nothing references any more."""
-    pending = set(object_ids)
-    while pending:
-        async with ctx.store.write() as tx:
-            gone = await tx.unreferenced(pending)
-            rows = await tx.get_objects(gone)
-            instances = await tx.instances(gone)
-            await tx.delete_objects(gone)
-        for oid in gone:
-            for inst in instances.get(oid, []):
-                backend = ctx.backends.get(inst.storage_id) if inst.controlled else None
-                if backend is not None:
-                    await backend.delete([oid])
-        pending = {r.init_object_id for r in rows.values() if r.init_object_id}
+    """Delete those Objects that nothing references any more: metadata, then bytes."""
+    async with ctx.store.write() as tx:
+        gone = await tx.unreferenced(object_ids)
+        instances = await tx.instances(gone)
+        await tx.delete_objects(gone)
+    for oid in gone:
+        for inst in instances.get(oid, []):
+            backend = ctx.backends.get(inst.storage_id) if inst.controlled else None
+            if backend is not None:
+                await backend.delete([oid])
 
 
 async def delete_segments(ctx: Context, flow_id: str, timerange: TimeRange, object_id: str | None) -> None:

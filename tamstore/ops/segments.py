@@ -118,19 +118,20 @@ async def post_segments(ctx: Context, flow_id: str, body: Any) -> list[dict[str,
                 parsed.append((i, parse_segment(raw)))
             except BadRequest as exc:
                 failures.append(_failure(raw, exc))
-        accepted = await _check_batch(ctx, tx, flow, parsed, failures)
+        accepted, init_of = await _check_batch(ctx, tx, flow, parsed, failures)
         if single and failures:
             raise BadRequest(failures[0]["error"]["summary"])
         if accepted:
-            await _commit_batch(tx, flow, accepted)
+            await _commit_batch(tx, flow, accepted, init_of)
     return failures or None
 
 
 async def _check_batch(
     ctx: Context, tx: Tx, flow: Any, parsed: list[tuple[int, SegmentPost]], failures: list[dict[str, Any]]
-) -> list[SegmentPost]:
+) -> tuple[list[SegmentPost], dict[str, str | None]]:
+    """The segments of the batch that pass every rule, and each used Object's init Object."""
     if not parsed:
-        return []
+        return [], {}
     lo = min(s.lo for _, s in parsed)
     hi = max(s.hi for _, s in parsed)
     taken = await tx.overlapping_segments(flow.id, lo, hi)
@@ -166,7 +167,7 @@ async def _check_batch(
         taken.insert(i, (seg.lo, seg.hi))
         accepted.append(seg)
     await _save_objects(tx, states)
-    return accepted
+    return accepted, {oid: st.init_object_id for oid, st in states.items()}
 
 
 def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState], labels: set[str]) -> None:
@@ -260,7 +261,9 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
     await tx.register_objects(updates)
 
 
-async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost]) -> None:
+async def _commit_batch(
+    tx: Tx, flow: Any, accepted: list[SegmentPost], init_of: dict[str, str | None]
+) -> None:
     rows = [
         {
             "flow_id": flow.id,
@@ -278,6 +281,7 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost]) -> None:
         for s in accepted
     ]
     await tx.insert_segments(rows)
+    await tx.add_refs(flow.id, reference_counts([s.object_id for s in accepted], init_of))
     lo = min(s.lo for s in accepted)
     hi = max(s.hi for s in accepted)
     values: dict[str, Any] = {
@@ -287,6 +291,17 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost]) -> None:
     }
     await tx.update_flow(flow.id, values)
     await events.segments_added(tx, flow.id, rows)
+
+
+def reference_counts(object_ids: list[str], init_of: dict[str, str | None]) -> dict[str, int]:
+    """Segments per Object, an init Object counting once per segment of its media Objects."""
+    counts: dict[str, int] = {}
+    for oid in object_ids:
+        counts[oid] = counts.get(oid, 0) + 1
+        init = init_of.get(oid)
+        if init is not None:
+            counts[init] = counts.get(init, 0) + 1
+    return counts
 
 
 def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.flows import label_key
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import check_tag_value
 from tamstore.ops import events
@@ -100,5 +101,7 @@ async def set_source_property(
             values["tags"] = orjson.dumps(tags).decode()
         else:
             values[name] = None if deleting else value
+            if name == "label":
+                values["label_key"] = label_key(values[name])
         await tx.update_source(source_id, values)
         await events.source_updated(tx, source_id)

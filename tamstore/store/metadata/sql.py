@@ -20,7 +20,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
-    case,
+    bindparam,
     delete,
     event,
     exists,
@@ -31,10 +31,11 @@ from sqlalchemy import (
     not_,
     or_,
     select,
-    true,
     tuple_,
     update,
 )
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
@@ -176,8 +177,7 @@ class Tx:
     ) -> tuple[list[ColumnElement[Any]], bool]:
         """Sort keys per ADR 0052: datetimes newest first; labels A-Z with unlabelled last."""
         if sort_by == "label":
-            unlabelled = case((table.c.label.is_(None), 1), else_=0)
-            return [unlabelled, func.coalesce(table.c.label, ""), table.c.id], False
+            return [table.c.label_key, table.c.id], False
         return [table.c[datetime_columns[sort_by]], table.c.id], True
 
     @staticmethod
@@ -426,31 +426,49 @@ class Tx:
         self, object_id: str, page: PageRequest, tags: list[TagFilter]
     ) -> Page[Any]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
-        s, o = t.segments, t.objects
-        direct = select(s.c.flow_id.label("flow_id")).where(s.c.object_id == object_id)
-        via_init = (
-            select(s.c.flow_id.label("flow_id"))
-            .select_from(s.join(o, o.c.id == s.c.object_id))
-            .where(o.c.init_object_id == object_id)
-        )
-        refs = direct.union(via_init).subquery()
-        f = t.flows
-        keys: list[ColumnElement[Any]] = [refs.c.flow_id]
-        stmt = self._with_keys(select(refs.c.flow_id), keys)
+        r = t.object_refs
+        keys: list[ColumnElement[Any]] = [r.c.flow_id]
+        stmt = self._with_keys(select(r.c.flow_id), keys).where(r.c.object_id == object_id)
         for tf in tags:
-            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, refs.c.flow_id, tf))
-        del f
+            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
         return await self._page(stmt, keys, page, descending=False)
 
-    async def object_is_referenced(self, object_id: str) -> bool:
-        s, o = t.segments, t.objects
-        row = await self._one(select(s.c.flow_id).where(s.c.object_id == object_id).limit(1))
-        if row is not None:
-            return True
-        row = await self._one(
-            select(o.c.id).where(o.c.init_object_id == object_id, o.c.registered == true()).limit(1)
+    async def add_refs(self, flow_id: str, counts: dict[str, int]) -> None:
+        """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""
+        if not counts:
+            return
+        r = t.object_refs
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(r)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[r.c.object_id, r.c.flow_id],
+            set_={"segments": r.c.segments + stmt.excluded.segments},
         )
-        return row is not None
+        rows = [{"object_id": o, "flow_id": flow_id, "segments": n} for o, n in counts.items()]
+        await self.conn.execute(stmt, rows)
+
+    async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
+        if not counts:
+            return
+        r = t.object_refs
+        await self.conn.execute(
+            update(r)
+            .where(r.c.object_id == bindparam("oid"), r.c.flow_id == flow_id)
+            .values(segments=r.c.segments - bindparam("n")),
+            [{"oid": o, "n": n} for o, n in counts.items()],
+        )
+        await self.conn.execute(
+            delete(r).where(r.c.flow_id == flow_id, r.c.object_id.in_(list(counts)), r.c.segments <= 0)
+        )
+
+    async def unreferenced(self, object_ids: Iterable[str]) -> list[str]:
+        """Those of ``object_ids`` that no segment of any Flow uses (directly or as init)."""
+        ids = list(set(object_ids))
+        if not ids:
+            return []
+        r = t.object_refs
+        used = {row.object_id for row in await self._all(select(r.c.object_id).where(r.c.object_id.in_(ids)))}
+        return [i for i in ids if i not in used]
 
     async def expired_allocations(self, allocated_before: int, limit: int) -> list[Any]:
         o = t.objects
@@ -583,13 +601,6 @@ class Tx:
         s = t.segments
         sub = select(s.c.ts_start).where(s.c.flow_id == flow_id).limit(limit).subquery()
         return int((await self._one(select(func.count()).select_from(sub)))[0])
-
-    async def unreferenced(self, object_ids: Iterable[str]) -> list[str]:
-        out = []
-        for oid in set(object_ids):
-            if not await self.object_is_referenced(oid):
-                out.append(oid)
-        return out
 
 
 class MetadataStore:

@@ -39,6 +39,8 @@ sources = Table(
     Column("id", String(36), primary_key=True),
     Column("format", String, nullable=False),
     Column("label", String),
+    # Sort key for sort_by=label: labelled first (A-Z), unlabelled after (ADR 0052).
+    Column("label_key", String, nullable=False, server_default="1"),
     Column("description", Text),
     Column("tags", Text, nullable=False, server_default="{}"),
     Column("created_by", String),
@@ -47,7 +49,8 @@ sources = Table(
     Column("updated", BigInteger, nullable=False),
     Index("ix_sources_created", "created", "id"),
     Index("ix_sources_updated", "updated", "id"),
-    Index("ix_sources_label", "label", "id"),
+    Index("ix_sources_label", "label_key", "id"),
+    Index("ix_sources_label_exact", "label"),
 )
 
 source_tags = Table(
@@ -69,6 +72,7 @@ flows = Table(
     Column("codec", String),
     Column("container", String),
     Column("label", String),
+    Column("label_key", String, nullable=False, server_default="1"),
     Column("status", String),
     Column("profile_id", String(36)),
     Column("frame_width", Integer),
@@ -83,10 +87,11 @@ flows = Table(
     # /flows?timerange= never looks at segments. NULL when the Flow has none.
     Column("seg_start", BigInteger),
     Column("seg_end", BigInteger),
-    Index("ix_flows_source", "source_id"),
+    Index("ix_flows_source", "source_id", "created", "id"),
     Index("ix_flows_created", "created", "id"),
     Index("ix_flows_updated", "metadata_updated", "id"),
-    Index("ix_flows_label", "label", "id"),
+    Index("ix_flows_label", "label_key", "id"),
+    Index("ix_flows_label_exact", "label", "created", "id"),
     Index("ix_flows_profile", "profile_id"),
 )
 
@@ -153,6 +158,18 @@ object_instances = Table(
     UniqueConstraint("object_id", "storage_id", name="uq_instance_storage"),
     UniqueConstraint("object_id", "label", name="uq_instance_label"),
     Index("ix_instances_object", "object_id"),
+)
+
+# Reference counts: how many segments of each Flow use each Object, counting an init Object
+# once for every segment whose media Object uses it. Objects with no row here are unreferenced.
+object_refs = Table(
+    "object_refs",
+    metadata,
+    Column("object_id", String, nullable=False),
+    Column("flow_id", String(36), nullable=False),
+    Column("segments", BigInteger, nullable=False),
+    PrimaryKeyConstraint("object_id", "flow_id"),
+    Index("ix_object_refs_flow", "flow_id"),
 )
 
 segments = Table(
