@@ -34,8 +34,8 @@ GC_INTERVAL_SECONDS = 60
 async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     """Open every store the settings name. The caller closes ``ctx.store``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    store = open_metadata_store(settings.sqlalchemy_url())
-    if migrate:
+    store = open_metadata_store(settings.sqlalchemy_url(), pool_size=settings.db_pool_size)
+    if migrate and settings.migrate:
         await upgrade(store.engine)
     fs = FilesystemMediaStore(
         settings.data_dir / "media",

@@ -21,12 +21,15 @@ ENV_PREFIX = "TAMSTORE_"
 
 def _settings_options(fn: Any) -> Any:
     """One click option per setting, each also read from ``TAMSTORE_<NAME>``."""
-    types: dict[str, Any] = {"int": int, "Path": click.Path(path_type=Path)}
+    types: dict[str, Any] = {"int": int, "bool": bool, "Path": click.Path(path_type=Path)}
     for f in reversed(fields(Settings)):
         default = f.default
+        flag = f"--{f.name.replace('_', '-')}"
+        if str(f.type) == "bool":
+            flag = f"{flag}/--no-{f.name.replace('_', '-')}"
         typ = types.get(str(f.type), str)
         option = click.option(
-            f"--{f.name.replace('_', '-')}",
+            flag,
             f.name,
             type=typ,
             default=default,

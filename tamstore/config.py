@@ -40,6 +40,13 @@ class Settings:
         default=1000,
         metadata={"help": "Deletions of up to this many segments finish inline (204)."},
     )
+    migrate: bool = field(
+        default=True,
+        metadata={"help": "Apply database migrations on start (--no-migrate: run `tamstore db upgrade`)."},
+    )
+    db_pool_size: int = field(
+        default=10, metadata={"help": "PostgreSQL connections per process (as many again on bursts)."}
+    )
     service_name: str = field(default="tamstore", metadata={"help": "Default service name."})
 
     def sqlalchemy_url(self) -> str:
@@ -61,7 +68,7 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
-        for name in ("default_page_limit", "max_page_limit", "max_storage_limit"):
+        for name in ("default_page_limit", "max_page_limit", "max_storage_limit", "db_pool_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

@@ -49,21 +49,17 @@ class PgCluster:
         subprocess.run(cmd, check=True, capture_output=True, cwd=self.root)
 
     def start(self) -> None:
+        """Create the cluster and start its server."""
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync")
-        opts = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        )
+        self.start_server()
+
+    def start_server(self) -> None:
+        opts = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        opts += " -c max_connections=200"
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
 
     def stop(self, mode: str = "fast") -> None:
         self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def restart_server(self) -> None:
-        self.stop()
-        opts = (
-            f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.root / "log"), "-w", "start")
 
     @property
     def url(self) -> str:

@@ -43,16 +43,16 @@ class FlowQuery:
     sort_by: str = "created"
 
 
-async def _require_flow(tx: Tx, flow_id: str) -> Any:
-    row = await tx.get_flow(flow_id)
+async def _require_flow(tx: Tx, flow_id: str, *, lock: bool = False) -> Any:
+    row = await tx.get_flow(flow_id, lock=lock)
     if row is None:
         raise NotFound(f"Flow {flow_id} does not exist")
     return row
 
 
 async def writable_flow(tx: Tx, flow_id: str) -> Any:
-    """The Flow row, or 404 when missing / 403 when read-only (CHECKLIST §16.2)."""
-    row = await _require_flow(tx, flow_id)
+    """The Flow row, locked for this transaction; 404 when missing, 403 when read-only."""
+    row = await _require_flow(tx, flow_id, lock=True)
     if row.read_only:
         raise Forbidden(f"Flow {flow_id} is read-only")
     return row

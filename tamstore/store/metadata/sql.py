@@ -244,8 +244,14 @@ class Tx:
 
     # -- flows --------------------------------------------------------------------------------
 
-    async def get_flow(self, flow_id: str) -> Any:
-        return await self._one(select(t.flows).where(t.flows.c.id == flow_id))
+    async def get_flow(self, flow_id: str, *, lock: bool = False) -> Any:
+        """The Flow row. ``lock`` holds the row until the transaction ends, so that writers of
+        one Flow's segments take turns (on PostgreSQL; SQLite has one writer anyway) and each
+        sees the segments the previous one committed."""
+        stmt = select(t.flows).where(t.flows.c.id == flow_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self._one(stmt)
 
     async def get_flows(self, flow_ids: Iterable[str]) -> dict[str, Any]:
         ids = list(set(flow_ids))

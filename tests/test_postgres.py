@@ -1,0 +1,139 @@
+"""The scale-out configuration: several tamstore processes on one PostgreSQL.
+
+Overlapping segments posted at the same moment through two processes: exactly one of each
+overlapping pair survives and every client gets a correct answer. A PostgreSQL restart under a
+running tamstore: clean 503s during the outage, normal service after it, no tamstore restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.conftest import _create_database, _unavailable
+from tests.live import LiveServer
+from tests.pgcluster import PgCluster, find_pg_bin
+
+pytestmark = pytest.mark.postgres
+
+
+def _flow_body(flow_id: str) -> dict[str, Any]:
+    return {
+        "id": flow_id,
+        "source_id": str(uuid.uuid4()),
+        "format": "urn:x-nmos:format:data",
+        "codec": "text/plain",
+        "container": "text/plain",
+        "essence_parameters": {},
+    }
+
+
+@pytest.mark.slow
+def test_concurrent_overlapping_posts_through_two_processes(tmp_path: Path, pg_server: str) -> None:
+    db = asyncio.run(_create_database(pg_server))
+    servers = [LiveServer(tmp_path / f"data{i}", db).start() for i in range(2)]
+    flow_id = str(uuid.uuid4())
+    try:
+        with httpx.Client(base_url=servers[0].url, timeout=60) as c:
+            assert c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 201
+            objs = c.post(f"/flows/{flow_id}/storage", json={"limit": 400}).json()["media_objects"]
+        rng = random.Random(7)
+        # 400 one-second segments at random starts in [0, 200): many collide.
+        wanted = [(o["object_id"], rng.randrange(0, 200)) for o in objs]
+        results: list[tuple[str, int, int, Any]] = []
+        lock = threading.Lock()
+
+        def client(worker: int) -> None:
+            mine = wanted[worker::8]
+            with httpx.Client(base_url=servers[worker % 2].url, timeout=60) as c:
+                i = 0
+                while i < len(mine):
+                    if worker % 4 == 0:  # some clients post arrays of three
+                        batch = mine[i : i + 3]
+                        body = [{"object_id": o, "timerange": f"[{s}:0_{s + 1}:0)"} for o, s in batch]
+                        r = c.post(f"/flows/{flow_id}/segments", json=body)
+                        i += 3
+                    else:
+                        o, s = mine[i]
+                        batch = [mine[i]]
+                        r = c.post(
+                            f"/flows/{flow_id}/segments",
+                            json={"object_id": o, "timerange": f"[{s}:0_{s + 1}:0)"},
+                        )
+                        i += 1
+                    with lock:
+                        for o, s in batch:
+                            results.append((o, s, r.status_code, r.json() if r.content else None))
+
+        threads = [threading.Thread(target=client, args=(w,)) for w in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        accepted = set()
+        for o, s, status, body in results:
+            assert status in (200, 201, 400), (status, body)
+            if status == 201:
+                accepted.add((o, s))
+            elif status == 200:
+                failed = {f["object_id"] for f in body["failed_segments"]}
+                if o not in failed:
+                    accepted.add((o, s))
+        with httpx.Client(base_url=servers[1].url, timeout=60) as c:
+            stored = c.get(f"/flows/{flow_id}/segments?limit=1000").json()
+        got = {(seg["object_id"], int(seg["timerange"][1:].split(":")[0])) for seg in stored}
+        assert got == accepted
+        starts = sorted(s for _, s in got)
+        assert len(starts) == len(set(starts))  # no two survivors overlap
+        assert len(got) == len({s for _, s in wanted})  # every free second got exactly one segment
+    finally:
+        for s in servers:
+            s.stop()
+
+
+@pytest.mark.slow
+def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
+    if os.environ.get("TAMSTORE_TEST_DATABASE_URL"):
+        pytest.skip("needs a PostgreSQL cluster of its own to restart")
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = PgCluster(bin_dir)  # type: ignore[arg-type]
+    cluster.start()
+    server = None
+    try:
+        db = asyncio.run(_create_database(cluster.url))
+        server = LiveServer(tmp_path / "data", db).start()
+        flow_id = str(uuid.uuid4())
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 201
+            cluster.stop()
+            for path in ("/flows", f"/flows/{flow_id}", f"/flows/{flow_id}/segments"):
+                r = c.get(path)
+                assert r.status_code == 503, (path, r.status_code, r.text)
+                assert "database" in r.json()["summary"]
+            r = c.put(f"/flows/{flow_id}/label", json="x")
+            assert r.status_code == 503
+            cluster.start_server()
+            deadline = time.monotonic() + 20
+            while True:
+                r = c.get(f"/flows/{flow_id}")
+                if r.status_code == 200 or time.monotonic() > deadline:
+                    break
+                time.sleep(0.2)
+            assert r.status_code == 200, r.text
+            assert c.put(f"/flows/{flow_id}/label", json="after").status_code == 204
+    finally:
+        if server:
+            server.stop()
+        cluster.destroy()
