@@ -6,6 +6,7 @@ already in the batch's span, one for the Objects it names, one insert of all new
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 from dataclasses import dataclass
 from typing import Any
@@ -162,7 +163,7 @@ async def _check_batch(
             failures.append(_failure(seg, exc))
             continue
         _claim_objects(flow, seg, states)
-        i = len([s for s in starts if s < seg.lo])
+        i = bisect.bisect_left(starts, seg.lo)
         starts.insert(i, seg.lo)
         taken.insert(i, (seg.lo, seg.hi))
         accepted.append(seg)

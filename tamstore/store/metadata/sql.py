@@ -405,10 +405,16 @@ class Tx:
         await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
 
     async def register_objects(self, updates: list[dict[str, Any]]) -> None:
-        """Mark newly used Objects registered, with the properties fixed at first use."""
+        """Mark newly used Objects registered, with the properties fixed at first use: one
+        executemany per shape of update (media Objects, init Objects)."""
+        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for values in updates:
-            object_id = values.pop("id")
-            await self.update_object(object_id, values)
+            keys = tuple(sorted(k for k in values if k != "id"))
+            shapes.setdefault(keys, []).append({"_id": values["id"], **{k: values[k] for k in keys}})
+        o = t.objects
+        for keys, rows in shapes.items():
+            stmt = update(o).where(o.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys})
+            await self.conn.execute(stmt, rows)
 
     async def instances(self, object_ids: Iterable[str]) -> dict[str, list[Any]]:
         ids = list(set(object_ids))

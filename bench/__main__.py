@@ -1,0 +1,391 @@
+"""tamstore benchmarks: ``python -m bench [--backend sqlite|postgres] [--sizes ...] [--only ...]``.
+
+Prints one table: each operation through tamstore's HTTP API beside the same work done
+directly on the database or file system (the physical floor), and their ratio. See
+bench/README.md; results are recorded in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import floor, loader
+from tamstore.config import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+Row = tuple[str, str, str, str]
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
+
+
+def ms(v: float) -> str:
+    return f"{v * 1000:.2f} ms"
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.1f}x" if b > 0 else "-"
+
+
+def timed(fn: Callable[[], Any], n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+class Server:
+    """``tamstore serve`` in a subprocess, as an operator would run it."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir), "TAMSTORE_PORT": str(self.port)}
+        if settings.database_url:
+            env["TAMSTORE_DATABASE_URL"] = settings.database_url
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tamstore", "serve"], env=env, stdout=subprocess.DEVNULL
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(self.url + "/service", timeout=1)
+                break
+            except httpx.TransportError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError("tamstore did not start") from None
+                time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- scenarios ----------------------------------------------------------------------------------
+
+
+def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
+    flows = [(str(uuid.uuid4()), n, {}) for n in sizes]
+    took = loader.load(settings, flows)
+    rows: list[Row] = [(f"bulk load {sum(sizes):,} segments (direct)", f"{took:.1f} s", "", "")]
+    raw = floor.connect(settings)
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for flow_id, n, _ in flows:
+                positions = {"start": 0, "middle": n // 2, "end": max(0, n - 100)}
+                for where, at in positions.items():
+                    url = f"/flows/{flow_id}/segments?limit=100&timerange=[{at}:0_{at + 100}:0)"
+                    t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
+                    f = timed(lambda at=at, flow_id=flow_id: raw.page(flow_id, at, 100), reps)
+                    rows.append(
+                        (
+                            f"100-segment page, {n:,}-segment flow, {where} (p50 / p99)",
+                            f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
+                            ms(pct(f, 0.5)),
+                            ratio(pct(t, 0.5), pct(f, 0.5)),
+                        )
+                    )
+                url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
+                t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
+                rows.append(
+                    (
+                        f"100-segment page, {n:,}-segment flow, reverse from end (p50 / p99)",
+                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
+                        "",
+                        "",
+                    )
+                )
+            if shutil.which("wrk"):
+                flow_id, n, _ = flows[-1]
+                url = (
+                    f"{server.url}/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
+                )
+                out = subprocess.run(
+                    ["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True
+                ).stdout
+                rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
+                rows.append(
+                    (
+                        f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow",
+                        f"{float(rps):,.0f}/s",
+                        "",
+                        "",
+                    )
+                )
+    finally:
+        server.stop()
+        raw.close()
+    return rows
+
+
+def bench_registration(settings: Settings, requests: int, per_request: int) -> list[Row]:
+    asyncio.run(loader.prepare(settings))
+    server = Server(settings)
+    rows: list[Row] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            flow_id = str(uuid.uuid4())
+            body = {"id": flow_id, **loader.flow_doc(flow_id, str(uuid.uuid4()))}
+            c.put(f"/flows/{flow_id}", json=body).raise_for_status()
+            # single-segment POSTs
+            objs = c.post(f"/flows/{flow_id}/storage", json={"limit": 200}).json()["media_objects"]
+            singles = []
+            for i, o in enumerate(objs):
+                seg = {"object_id": o["object_id"], "timerange": f"[{i}:0_{i + 1}:0)"}
+                t0 = time.perf_counter()
+                c.post(f"/flows/{flow_id}/segments", json=seg).raise_for_status()
+                singles.append(time.perf_counter() - t0)
+            rows.append(
+                (
+                    "single segment POST (p50 / p99)",
+                    f"{ms(pct(singles, 0.5))} / {ms(pct(singles, 0.99))}",
+                    "",
+                    "",
+                )
+            )
+            # bulk
+            base = 1000
+            bodies = []
+            for k in range(requests):
+                objs = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request}).json()[
+                    "media_objects"
+                ]
+                bodies.append(
+                    [
+                        {
+                            "object_id": o["object_id"],
+                            "timerange": f"[{base + k * per_request + i}:0_{base + k * per_request + i + 1}:0)",
+                        }
+                        for i, o in enumerate(objs)
+                    ]
+                )
+            t0 = time.perf_counter()
+            for b in bodies:
+                r = c.post(f"/flows/{flow_id}/segments", json=b)
+                assert r.status_code == 201, r.text[:300]
+            took = time.perf_counter() - t0
+    finally:
+        server.stop()
+    raw = floor.connect(settings)
+    try:
+        f = raw.bulk_insert(requests, per_request)
+    finally:
+        raw.close()
+    n = requests * per_request
+    rows.append(
+        (
+            f"bulk registration, {per_request} segments per POST",
+            f"{n / took:,.0f} seg/s",
+            f"{n / f:,.0f} seg/s",
+            ratio(n / f, n / took),
+        )
+    )
+    return rows
+
+
+def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
+    flows = [
+        (str(uuid.uuid4()), 0, {"tags": {"genre": ["news", "sport", "drama"][i % 3]}, "label": f"f{i}"})
+        for i in range(count)
+    ]
+    took = loader.load(settings, flows)
+    rows: list[Row] = [(f"bulk load {count:,} flows (direct)", f"{took:.1f} s", "", "")]
+    raw = floor.connect(settings)
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for label, query in [
+                ("GET /flows page (100)", "limit=100"),
+                ("GET /flows?tag.genre=sport page (100)", "limit=100&tag.genre=sport"),
+            ]:
+                t = timed(lambda q=query: c.get(f"/flows?{q}").raise_for_status(), reps)
+                tag = "sport" if "tag" in query else None
+                f = timed(lambda tag=tag: raw.flows_page(100, tag), reps)
+                rows.append(
+                    (
+                        f"{label}, {count:,} flows (p50 / p99)",
+                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
+                        ms(pct(f, 0.5)),
+                        ratio(pct(t, 0.5), pct(f, 0.5)),
+                    )
+                )
+    finally:
+        server.stop()
+        raw.close()
+    return rows
+
+
+def bench_media(settings: Settings, megabytes: int) -> list[Row]:
+    asyncio.run(loader.prepare(settings))
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=300) as c:
+            flow_id = str(uuid.uuid4())
+            c.put(
+                f"/flows/{flow_id}", json={"id": flow_id, **loader.flow_doc(flow_id, str(uuid.uuid4()))}
+            ).raise_for_status()
+            [obj] = c.post(f"/flows/{flow_id}/storage", json={"limit": 1}).json()["media_objects"]
+            payload = os.urandom(1024 * 1024) * megabytes
+            t0 = time.perf_counter()
+            c.put(obj["put_url"]["url"], content=payload).raise_for_status()
+            up = time.perf_counter() - t0
+            c.post(
+                f"/flows/{flow_id}/segments", json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+            ).raise_for_status()
+            url = c.get(f"/flows/{flow_id}/segments").json()[0]["get_urls"][0]["url"]
+            t0 = time.perf_counter()
+            with c.stream("GET", url) as r:
+                size = sum(len(chunk) for chunk in r.iter_bytes(1024 * 1024))
+            down = time.perf_counter() - t0
+            assert size == len(payload)
+    finally:
+        server.stop()
+    files = [
+        p for p in settings.data_dir.joinpath("media").rglob("*") if p.is_file() and ".tmp" not in p.parts
+    ]
+    src = max(files, key=lambda p: p.stat().st_size)
+    dst = Path(tempfile.mkdtemp()) / "copy"
+    t0 = time.perf_counter()
+    shutil.copyfile(src, dst)
+    copy = time.perf_counter() - t0
+    shutil.rmtree(dst.parent)
+    mb = len(payload) / 1e6
+    return [
+        (
+            f"media GET, {megabytes} MiB object",
+            f"{mb / down:,.0f} MB/s",
+            f"{mb / copy:,.0f} MB/s (file copy)",
+            ratio(down, copy),
+        ),
+        (f"media PUT, {megabytes} MiB object", f"{mb / up:,.0f} MB/s", "", ""),
+    ]
+
+
+def bench_delete(settings: Settings, segments: int) -> list[Row]:
+    flow_id = str(uuid.uuid4())
+    loader.load(settings, [(flow_id, segments, {})])
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=600) as c:
+            t0 = time.perf_counter()
+            r = c.delete(f"/flows/{flow_id}")
+            assert r.status_code in (202, 204), r.text
+            while c.get(f"/flows/{flow_id}").status_code != 404:
+                time.sleep(0.05)
+            took = time.perf_counter() - t0
+    finally:
+        server.stop()
+    other = str(uuid.uuid4())
+    loader.load(settings, [(other, segments, {})])
+    raw = floor.connect(settings)
+    try:
+        f = raw.delete_flow(other)
+    finally:
+        raw.close()
+    return [
+        (f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f))
+    ]
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    p.add_argument(
+        "--database-url", help="PostgreSQL server URL without a database (default: a throwaway cluster)"
+    )
+    p.add_argument(
+        "--sizes", default="10000,1000000,10000000", help="segment counts of the page-latency flows"
+    )
+    p.add_argument("--flows", type=int, default=100_000, help="flow count for the /flows listing")
+    p.add_argument("--bulk", default="30x1000", help="bulk registration: REQUESTSxSEGMENTS")
+    p.add_argument("--delete", type=int, default=86_400, help="segments in the flow to delete")
+    p.add_argument("--media-mib", type=int, default=256)
+    p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
+    p.add_argument("--only", default="pages,register,flows,media,delete")
+    p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.sizes, args.flows, args.bulk, args.delete, args.media_mib, args.reps = (
+            "300",
+            300,
+            "2x100",
+            500,
+            1,
+            5,
+        )
+    only = set(args.only.split(","))
+    sizes = [int(s) for s in args.sizes.split(",")]
+    requests, per_request = (int(x) for x in args.bulk.split("x"))
+
+    cluster = None
+    if args.backend == "postgres" and not args.database_url:
+        from tests.pgcluster import PgCluster, find_pg_bin
+
+        cluster = PgCluster(find_pg_bin())  # type: ignore[arg-type]
+        cluster.start()
+        args.database_url = cluster.url
+    rows: list[Row] = []
+    try:
+
+        def fresh() -> Settings:
+            data = Path(tempfile.mkdtemp(prefix="tamstore-bench-"))
+            url = floor.create_database(args.database_url) if args.backend == "postgres" else None
+            return Settings(data_dir=data, database_url=url)
+
+        for name, run in [
+            ("pages", lambda: bench_pages(fresh(), sizes, args.reps)),
+            ("register", lambda: bench_registration(fresh(), requests, per_request)),
+            ("flows", lambda: bench_flows(fresh(), args.flows, args.reps)),
+            ("media", lambda: bench_media(fresh(), args.media_mib)),
+            ("delete", lambda: bench_delete(fresh(), args.delete)),
+        ]:
+            if name in only:
+                rows += run()
+                print(f"# {name} done", file=sys.stderr, flush=True)
+    finally:
+        if cluster is not None:
+            cluster.destroy()
+    print(
+        f"\ntamstore benchmarks: {args.backend}, Python {platform.python_version()}, "
+        f"{os.cpu_count()} cores, {platform.machine()}\n"
+    )
+    print("| operation | tamstore | floor (direct) | ratio |")
+    print("|---|---|---|---|")
+    for r in rows:
+        print("| " + " | ".join(r) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,205 @@
+"""Build synthetic stores fast, straight into the database (not through the API).
+
+A flow of N one-second segments, each with its own Object, a controlled instance on the
+embedded filesystem backend and its reference count: the same rows the API would write, but
+written with executemany (SQLite) or COPY (PostgreSQL), so 10 million segments take minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tamstore.config import Settings
+from tamstore.domain.flows import columns_of
+from tamstore.store.media.filesystem import FILESYSTEM_BACKEND_ID
+from tamstore.store.metadata.sql import open_metadata_store
+from tamstore.store.migrate import upgrade
+
+NS = 1_000_000_000
+BATCH = 50_000
+
+
+def flow_doc(flow_id: str, source_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "source_id": source_id,
+        "format": "urn:x-nmos:format:video",
+        "codec": "video/h264",
+        "container": "video/mp2t",
+        "essence_parameters": {
+            "frame_width": 1920,
+            "frame_height": 1080,
+            "frame_rate": {"numerator": 25, "denominator": 1},
+        },
+        "tags": {},
+        **extra,
+    }
+
+
+def _flow_rows(
+    flow_id: str, source_id: str, n: int, doc: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    now = time.time_ns() // 1000
+    source = {
+        "id": source_id,
+        "format": doc["format"],
+        "tags": "{}",
+        "created": now,
+        "updated": now,
+        "label_key": "1",
+    }
+    flow = {
+        "id": flow_id,
+        **columns_of(doc),
+        "doc": json.dumps(doc),
+        "created": now,
+        "metadata_updated": now,
+        "segments_updated": now if n else None,
+        "seg_start": 0 if n else None,
+        "seg_end": n * NS if n else None,
+    }
+    return source, flow
+
+
+def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...]], ...]]:
+    """Rows for segments, objects, instances and refs, in batches (in time order)."""
+    now = time.time_ns() // 1000
+    for start in range(0, n, BATCH):
+        segs, objs, insts, refs = [], [], [], []
+        for i in range(start, min(n, start + BATCH)):
+            oid = f"{flow_id[:8]}/{i}"
+            tr = f"[{i}:0_{i + 1}:0)"
+            segs.append((flow_id, i * NS, (i + 1) * NS, tr, oid, 0))
+            objs.append(
+                (
+                    oid,
+                    flow_id,
+                    FILESYSTEM_BACKEND_ID,
+                    "video/mp2t",
+                    now,
+                    True,
+                    False,
+                    flow_id,
+                    f"[{i}:0_{i + 1}:0)",
+                )
+            )
+            insts.append((oid, FILESYSTEM_BACKEND_ID, True))
+            refs.append((oid, flow_id, 1))
+        yield segs, objs, insts, refs
+
+
+def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> None:
+    """Insert flows of the given sizes (flow_id, segment count, extra doc fields)."""
+    conn = sqlite3.connect(db_path, isolation_level=None)
+    conn.execute("PRAGMA synchronous=OFF")
+    conn.execute("PRAGMA foreign_keys=OFF")
+    conn.execute("BEGIN")
+    for flow_id, n, extra in flows:
+        source_id = str(uuid.uuid4())
+        doc = flow_doc(flow_id, source_id, **extra)
+        source, flow = _flow_rows(flow_id, source_id, n, doc)
+        _insert_dict(conn, "sources", source)
+        _insert_dict(conn, "flows", flow)
+        for name, value in doc.get("tags", {}).items():
+            conn.execute(
+                "INSERT INTO flow_tags (flow_id, name, value) VALUES (?, ?, ?)", (flow_id, name, value)
+            )
+        for segs, objs, insts, refs in _segment_batches(flow_id, n):
+            conn.executemany(
+                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset) VALUES (?,?,?,?,?,?)",
+                segs,
+            )
+            conn.executemany(
+                "INSERT INTO objects (id, allocated_for_flow, storage_id, content_type, allocated_at, registered,"
+                " is_init, first_referenced_by_flow, timerange) VALUES (?,?,?,?,?,?,?,?,?)",
+                objs,
+            )
+            conn.executemany(
+                "INSERT INTO object_instances (object_id, storage_id, controlled) VALUES (?,?,?)", insts
+            )
+            conn.executemany("INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?,?,?)", refs)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def _insert_dict(conn: sqlite3.Connection, table: str, row: dict[str, Any]) -> None:
+    cols = ", ".join(row)
+    marks = ", ".join("?" for _ in row)
+    conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", tuple(row.values()))
+
+
+async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        for flow_id, n, extra in flows:
+            source_id = str(uuid.uuid4())
+            doc = flow_doc(flow_id, source_id, **extra)
+            source, flow = _flow_rows(flow_id, source_id, n, doc)
+            for table, row in (("sources", source), ("flows", flow)):
+                cols = ", ".join(row)
+                marks = ", ".join(f"${i + 1}" for i in range(len(row)))
+                await conn.execute(f"INSERT INTO {table} ({cols}) VALUES ({marks})", *row.values())
+            for name, value in doc.get("tags", {}).items():
+                await conn.execute(
+                    "INSERT INTO flow_tags (flow_id, name, value) VALUES ($1,$2,$3)", flow_id, name, value
+                )
+            for segs, objs, insts, refs in _segment_batches(flow_id, n):
+                await conn.copy_records_to_table(
+                    "objects",
+                    records=objs,
+                    columns=[
+                        "id",
+                        "allocated_for_flow",
+                        "storage_id",
+                        "content_type",
+                        "allocated_at",
+                        "registered",
+                        "is_init",
+                        "first_referenced_by_flow",
+                        "timerange",
+                    ],
+                )
+                await conn.copy_records_to_table(
+                    "segments",
+                    records=segs,
+                    columns=["flow_id", "ts_start", "ts_end", "timerange", "object_id", "ts_offset"],
+                )
+                await conn.copy_records_to_table(
+                    "object_instances", records=insts, columns=["object_id", "storage_id", "controlled"]
+                )
+                await conn.copy_records_to_table(
+                    "object_refs", records=refs, columns=["object_id", "flow_id", "segments"]
+                )
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
+
+
+async def prepare(settings: Settings) -> None:
+    """Create the schema (as ``tamstore serve`` would) before loading."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+    finally:
+        await store.close()
+
+
+def load(settings: Settings, flows: list[tuple[str, int, dict[str, Any]]]) -> float:
+    """Load flows into the store the settings name; returns seconds taken."""
+    asyncio.run(prepare(settings))
+    t0 = time.perf_counter()
+    if settings.database_url:
+        asyncio.run(load_postgres(settings.database_url, flows))
+    else:
+        load_sqlite(settings.data_dir / "tamstore.db", flows)
+    return time.perf_counter() - t0
