@@ -62,9 +62,7 @@ class Server:
         env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir), "TAMSTORE_PORT": str(self.port)}
         if settings.database_url:
             env["TAMSTORE_DATABASE_URL"] = settings.database_url
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tamstore", "serve"], env=env, stdout=subprocess.DEVNULL
-        )
+        self.proc = subprocess.Popen([sys.executable, "-m", "tamstore", "serve"], env=env, stdout=subprocess.DEVNULL)
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -125,12 +123,8 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                 )
             if shutil.which("wrk"):
                 flow_id, n, _ = flows[-1]
-                url = (
-                    f"{server.url}/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
-                )
-                out = subprocess.run(
-                    ["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True
-                ).stdout
+                url = f"{server.url}/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
+                out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True).stdout
                 rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
                 rows.append(
                     (
@@ -175,9 +169,7 @@ def bench_registration(settings: Settings, requests: int, per_request: int) -> l
             base = 1000
             bodies = []
             for k in range(requests):
-                objs = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request}).json()[
-                    "media_objects"
-                ]
+                objs = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request}).json()["media_objects"]
                 bodies.append(
                     [
                         {
@@ -268,9 +260,7 @@ def bench_media(settings: Settings, megabytes: int) -> list[Row]:
             assert size == len(payload)
     finally:
         server.stop()
-    files = [
-        p for p in settings.data_dir.joinpath("media").rglob("*") if p.is_file() and ".tmp" not in p.parts
-    ]
+    files = [p for p in settings.data_dir.joinpath("media").rglob("*") if p.is_file() and ".tmp" not in p.parts]
     src = max(files, key=lambda p: p.stat().st_size)
     dst = Path(tempfile.mkdtemp()) / "copy"
     t0 = time.perf_counter()
@@ -310,9 +300,7 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
         f = raw.delete_flow(other)
     finally:
         raw.close()
-    return [
-        (f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f))
-    ]
+    return [(f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f))]
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -321,12 +309,8 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
-    p.add_argument(
-        "--database-url", help="PostgreSQL server URL without a database (default: a throwaway cluster)"
-    )
-    p.add_argument(
-        "--sizes", default="10000,1000000,10000000", help="segment counts of the page-latency flows"
-    )
+    p.add_argument("--database-url", help="PostgreSQL server URL without a database (default: a throwaway cluster)")
+    p.add_argument("--sizes", default="10000,1000000,10000000", help="segment counts of the page-latency flows")
     p.add_argument("--flows", type=int, default=100_000, help="flow count for the /flows listing")
     p.add_argument("--bulk", default="30x1000", help="bulk registration: REQUESTSxSEGMENTS")
     p.add_argument("--delete", type=int, default=86_400, help="segments in the flow to delete")

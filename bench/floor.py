@@ -61,9 +61,7 @@ class SqliteFloor:
         ids = [r[4] for r in rows]
         marks = ",".join("?" * len(ids))
         self.conn.execute(f"SELECT * FROM objects WHERE id IN ({marks})", ids).fetchall()
-        self.conn.execute(
-            f"SELECT * FROM object_instances WHERE object_id IN ({marks}) ORDER BY id", ids
-        ).fetchall()
+        self.conn.execute(f"SELECT * FROM object_instances WHERE object_id IN ({marks}) ORDER BY id", ids).fetchall()
 
     def bulk_insert(self, requests: int, per_request: int) -> float:
         flow_id = str(uuid.uuid4())
@@ -72,7 +70,8 @@ class SqliteFloor:
             base = k * per_request
             self.conn.execute("BEGIN IMMEDIATE")
             self.conn.executemany(
-                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset) VALUES (?,?,?,?,?,0)",
+                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
+                " VALUES (?,?,?,?,?,0)",
                 [
                     (
                         flow_id,
@@ -93,9 +92,7 @@ class SqliteFloor:
 
     def flows_page(self, limit: int, tag: str | None) -> None:
         if tag is None:
-            self.conn.execute(
-                "SELECT * FROM flows ORDER BY created DESC, id DESC LIMIT ?", (limit + 1,)
-            ).fetchall()
+            self.conn.execute("SELECT * FROM flows ORDER BY created DESC, id DESC LIMIT ?", (limit + 1,)).fetchall()
         else:
             self.conn.execute(
                 "SELECT * FROM flows WHERE EXISTS (SELECT 1 FROM flow_tags WHERE flow_tags.flow_id = flows.id"
@@ -137,9 +134,7 @@ class PostgresFloor:
         rows = self._run(self.conn.fetch(sql, flow_id, at * NS, (at + n) * NS, n + 1))
         ids = [r["object_id"] for r in rows]
         self._run(self.conn.fetch("SELECT * FROM objects WHERE id = ANY($1)", ids))
-        self._run(
-            self.conn.fetch("SELECT * FROM object_instances WHERE object_id = ANY($1) ORDER BY id", ids)
-        )
+        self._run(self.conn.fetch("SELECT * FROM object_instances WHERE object_id = ANY($1) ORDER BY id", ids))
 
     def bulk_insert(self, requests: int, per_request: int) -> float:
         flow_id = str(uuid.uuid4())
@@ -151,7 +146,8 @@ class PostgresFloor:
         )
         self._run(
             self.conn.execute(
-                "INSERT INTO flows (id, source_id, format, doc, created, metadata_updated) VALUES ($1, $1, 'x', '{}', 0, 0)",
+                "INSERT INTO flows (id, source_id, format, doc, created, metadata_updated)"
+                " VALUES ($1, $1, 'x', '{}', 0, 0)",
                 flow_id,
             )
         )
@@ -191,9 +187,7 @@ class PostgresFloor:
 
     def flows_page(self, limit: int, tag: str | None) -> None:
         if tag is None:
-            self._run(
-                self.conn.fetch("SELECT * FROM flows ORDER BY created DESC, id DESC LIMIT $1", limit + 1)
-            )
+            self._run(self.conn.fetch("SELECT * FROM flows ORDER BY created DESC, id DESC LIMIT $1", limit + 1))
         else:
             self._run(
                 self.conn.fetch(
@@ -208,10 +202,7 @@ class PostgresFloor:
         async def run() -> None:
             async with self.conn.transaction():
                 ids = [
-                    r[0]
-                    for r in await self.conn.fetch(
-                        "SELECT object_id FROM segments WHERE flow_id = $1", flow_id
-                    )
+                    r[0] for r in await self.conn.fetch("SELECT object_id FROM segments WHERE flow_id = $1", flow_id)
                 ]
                 await self.conn.execute("DELETE FROM object_refs WHERE flow_id = $1", flow_id)
                 await self.conn.execute("DELETE FROM segments WHERE flow_id = $1", flow_id)

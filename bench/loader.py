@@ -42,9 +42,7 @@ def flow_doc(flow_id: str, source_id: str, **extra: Any) -> dict[str, Any]:
     }
 
 
-def _flow_rows(
-    flow_id: str, source_id: str, n: int, doc: dict[str, Any]
-) -> tuple[dict[str, Any], dict[str, Any]]:
+def _flow_rows(flow_id: str, source_id: str, n: int, doc: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     now = time.time_ns() // 1000
     source = {
         "id": source_id,
@@ -107,12 +105,11 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
         _insert_dict(conn, "sources", source)
         _insert_dict(conn, "flows", flow)
         for name, value in doc.get("tags", {}).items():
-            conn.execute(
-                "INSERT INTO flow_tags (flow_id, name, value) VALUES (?, ?, ?)", (flow_id, name, value)
-            )
+            conn.execute("INSERT INTO flow_tags (flow_id, name, value) VALUES (?, ?, ?)", (flow_id, name, value))
         for segs, objs, insts, refs in _segment_batches(flow_id, n):
             conn.executemany(
-                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset) VALUES (?,?,?,?,?,?)",
+                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
+                " VALUES (?,?,?,?,?,?)",
                 segs,
             )
             conn.executemany(
@@ -120,9 +117,7 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
                 " is_init, first_referenced_by_flow, timerange) VALUES (?,?,?,?,?,?,?,?,?)",
                 objs,
             )
-            conn.executemany(
-                "INSERT INTO object_instances (object_id, storage_id, controlled) VALUES (?,?,?)", insts
-            )
+            conn.executemany("INSERT INTO object_instances (object_id, storage_id, controlled) VALUES (?,?,?)", insts)
             conn.executemany("INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?,?,?)", refs)
     conn.execute("COMMIT")
     conn.execute("ANALYZE")

@@ -6,29 +6,25 @@ This is the only module that chooses backends. The lifespan opens the metadata d
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 
 from tamstore import __version__
-from tamstore.api import errors, flows, media, objects, segments, service, sources
+from tamstore.api import delete_requests, errors, flows, media, objects, segments, service, sources
 from tamstore.config import Settings
 from tamstore.ops.context import Context
-from tamstore.ops.storage import collect_expired_allocations
 from tamstore.store.media.base import MediaStore
 from tamstore.store.media.filesystem import FilesystemMediaStore
 from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
+from tamstore.workers import Workers
 
 __all__ = ["create_app", "open_context"]
 
 log = logging.getLogger("tamstore")
-
-GC_INTERVAL_SECONDS = 60
 
 
 async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
@@ -46,17 +42,6 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     return Context(settings=settings, store=store, backends=backends, extras={"filesystem": fs})
 
 
-async def _gc_loop(ctx: Context) -> None:
-    while True:
-        await asyncio.sleep(GC_INTERVAL_SECONDS)
-        try:
-            removed = await collect_expired_allocations(ctx)
-            if removed:
-                log.info("garbage-collected %d unused allocated objects", removed)
-        except Exception:  # keep the loop alive; the next round retries
-            log.exception("garbage collection of allocated objects failed")
-
-
 def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
     settings = settings or Settings()
 
@@ -64,15 +49,14 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(settings)
         app.state.ctx = ctx
-        tasks: list[asyncio.Task[Any]] = []
-        if workers:
-            tasks.append(asyncio.create_task(_gc_loop(ctx)))
+        background = Workers(ctx) if workers and settings.workers else None
+        if background is not None:
+            background.start()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            if background is not None:
+                await background.stop()
             await ctx.store.close()
 
     app = FastAPI(
@@ -82,6 +66,6 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         lifespan=lifespan,
     )
     errors.install_error_handlers(app)
-    for module in (service, sources, flows, segments, objects, media):
+    for module in (service, sources, flows, segments, objects, delete_requests, media):
         app.include_router(module.router)
     return app

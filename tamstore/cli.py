@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import socket
@@ -140,6 +141,111 @@ def db_upgrade(**values: Any) -> None:
     except OSError as exc:
         _fail(f"cannot reach the database: {exc}")
     click.echo("database schema is up to date")
+
+
+def _with_context(settings: Settings, job: Any) -> Any:
+    """Run ``job(ctx)`` against the stores the settings name (migrating them first)."""
+    from tamstore.app import open_context
+
+    async def run() -> Any:
+        ctx = await open_context(settings)
+        try:
+            return await job(ctx)
+        finally:
+            await ctx.store.close()
+
+    try:
+        return asyncio.run(run())
+    except OSError as exc:
+        _fail(f"cannot reach the database: {exc}")
+
+
+@main.command()
+@_settings_options
+def worker(**values: Any) -> None:
+    """Run the background workers alone (deletions, garbage collection, webhooks).
+
+    For the scale-out configuration: API replicas run `serve --no-workers`, and one or more
+    `tamstore worker` processes share the work through the database.
+    """
+    settings = _build_settings(values)
+    from tamstore.workers import Workers
+
+    async def job(ctx: Any) -> None:
+        await Workers(ctx).run_forever()
+
+    click.echo(f"tamstore {__version__}: background worker started")
+    with contextlib.suppress(KeyboardInterrupt):
+        _with_context(settings, job)
+
+
+@main.group()
+def admin() -> None:
+    """Operator maintenance: the recovery window, orphaned media."""
+
+
+@admin.command("deleted")
+@_settings_options
+def admin_deleted(**values: Any) -> None:
+    """List deletions still inside the recovery window (newest first)."""
+    settings = _build_settings(values)
+    from tamstore.ops import deletion
+
+    rows = _with_context(settings, deletion.list_deleted)
+    if not rows:
+        click.echo("nothing in the recovery window")
+    for r in rows:
+        click.echo(
+            f"{r['id']}  {r['what']:8}  flow {r['flow_id']}  {r['timerange']}  "
+            f"{r['segments']} segments  deleted {r['deleted']}  purged after {r['purged_after']}"
+        )
+
+
+@admin.command("restore")
+@click.argument("deletion_id")
+@_settings_options
+def admin_restore(deletion_id: str, **values: Any) -> None:
+    """Put back what deletion DELETION_ID removed (see `tamstore admin deleted`)."""
+    settings = _build_settings(values)
+    from tamstore.domain.errors import TamsError
+    from tamstore.ops import deletion
+
+    try:
+        result = _with_context(settings, lambda ctx: deletion.restore(ctx, deletion_id))
+    except TamsError as exc:
+        _fail(exc.summary)
+    what = "Flow and " if result["flow"] else ""
+    click.echo(f"restored {what}{result['segments']} segments of Flow {result['flow_id']}")
+
+
+@admin.command("cleanup")
+@click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
+@click.option("--yes", is_flag=True, help="Delete without asking (needed when not on a terminal).")
+@_settings_options
+def admin_cleanup(dry_run: bool, yes: bool, **values: Any) -> None:
+    """Delete media nothing refers to: bytes with no Object record, leftovers of interrupted
+    uploads, and Objects allocated but never registered past min_object_timeout."""
+    settings = _build_settings(values)
+    from tamstore.ops import cleanup
+
+    found = _with_context(settings, cleanup.find_orphans)
+    lines = found.lines()
+    for line in lines:
+        click.echo(line)
+    if not lines:
+        click.echo("nothing to clean up")
+        return
+    if dry_run:
+        click.echo(f"dry run: {len(lines)} items would be deleted")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            _fail("refusing to delete without confirmation: not on a terminal (use --yes)")
+        if not click.confirm(f"delete these {len(lines)} items?"):
+            click.echo("nothing deleted")
+            return
+    removed = _with_context(settings, lambda ctx: cleanup.remove_orphans(ctx, found))
+    click.echo(f"deleted {removed} items")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,9 +19,7 @@ class Settings:
     )
     database_url: str | None = field(
         default=None,
-        metadata={
-            "help": "Metadata database URL (postgresql://user@host:port/db). Default: SQLite in the data dir."
-        },
+        metadata={"help": "Metadata database URL (postgresql://user@host:port/db). Default: SQLite in the data dir."},
     )
     min_object_timeout: int = field(
         default=3600,
@@ -33,12 +31,26 @@ class Settings:
     )
     default_page_limit: int = field(default=100, metadata={"help": "Page size when no limit given."})
     max_page_limit: int = field(default=1000, metadata={"help": "Largest page size served."})
-    max_storage_limit: int = field(
-        default=1000, metadata={"help": "Most Objects allocated by one /storage request."}
-    )
+    max_storage_limit: int = field(default=1000, metadata={"help": "Most Objects allocated by one /storage request."})
     inline_delete_limit: int = field(
         default=1000,
         metadata={"help": "Deletions of up to this many segments finish inline (204)."},
+    )
+    recovery_window: int = field(
+        default=0,
+        metadata={
+            "help": "Seconds deleted Flows and segments stay restorable (tamstore admin restore); 0 deletes at once."
+        },
+    )
+    delete_request_retention: int = field(
+        default=86400, metadata={"help": "Seconds a finished flow-delete-request stays listed."}
+    )
+    workers: bool = field(
+        default=True,
+        metadata={"help": "Run the background workers (deletion, GC, webhooks) in this process."},
+    )
+    worker_lease: int = field(
+        default=30, metadata={"help": "Seconds a worker holds a job before another may take it over."}
     )
     migrate: bool = field(
         default=True,
@@ -68,7 +80,9 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
-        for name in ("default_page_limit", "max_page_limit", "max_storage_limit", "db_pool_size"):
+        if self.recovery_window < 0:
+            raise ValueError("recovery_window must not be negative")
+        for name in ("default_page_limit", "max_page_limit", "max_storage_limit", "db_pool_size", "worker_lease"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

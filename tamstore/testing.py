@@ -64,9 +64,7 @@ class SpecSchemas:
     def validator(self, name: str) -> Any:
         if name not in self._validators:
             schema = json.loads((self.dir / "schemas" / name).read_text())
-            self._validators[name] = self._cls(
-                schema, registry=self._registry, format_checker=self._cls.FORMAT_CHECKER
-            )
+            self._validators[name] = self._cls(schema, registry=self._registry, format_checker=self._cls.FORMAT_CHECKER)
         return self._validators[name]
 
     def check(self, name: str, document: Any) -> None:

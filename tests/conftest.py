@@ -143,9 +143,7 @@ def ts(seconds: int) -> str:
     return f"{seconds}:0"
 
 
-async def add_segments(
-    client: httpx.AsyncClient, flow_id: str, starts: list[int], length: int = 1
-) -> list[str]:
+async def add_segments(client: httpx.AsyncClient, flow_id: str, starts: list[int], length: int = 1) -> list[str]:
     """Allocate one Object per segment and register ``[s, s+length)`` for each start."""
     objs = await allocate(client, flow_id, len(starts))
     body = [

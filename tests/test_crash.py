@@ -18,9 +18,7 @@ PER_REQUEST = 1000
 
 
 @pytest.mark.slow
-def test_kill_during_bulk_registration_leaves_whole_requests(
-    tmp_path: Path, database_url: str | None
-) -> None:
+def test_kill_during_bulk_registration_leaves_whole_requests(tmp_path: Path, database_url: str | None) -> None:
     server = LiveServer(tmp_path / "data", database_url).start()
     flow_id = str(uuid.uuid4())
     flow = {

@@ -34,7 +34,13 @@ def test_readme_starts_with_the_two_commands() -> None:
 @pytest.mark.slow
 def test_install_and_run_command_serves_tams(tmp_path: Path) -> None:
     """Run README's first command in a copy of the project, as a newcomer would."""
-    files = subprocess.run(["git", "ls-files"], cwd=ROOT, capture_output=True, text=True, check=True)
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     copy = tmp_path / "checkout"
     for name in files.stdout.split():
         if (ROOT / name).exists():

@@ -43,9 +43,7 @@ def _status_of(exc: TamsError) -> int:
     return 500
 
 
-def error_response(
-    request: Request, exc: TamsError, status: int, headers: dict[str, str] | None = None
-) -> Response:
+def error_response(request: Request, exc: TamsError, status: int, headers: dict[str, str] | None = None) -> Response:
     body = b"" if request.method == "HEAD" else orjson.dumps(error_body(exc))
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 

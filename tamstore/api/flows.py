@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
+from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
@@ -73,8 +74,8 @@ async def put_flow(request: Request, flow_id: str) -> Response:
 @router.delete("/flows/{flow_id}", summary="Delete a Flow and its segments")
 async def delete_flow(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
-    await deletion.delete_flow(context(request), flow_id)
-    return empty(204)
+    pending = await deletion.delete_flow(context(request), flow_id, principal(request))
+    return deletion_response(request, pending)
 
 
 @router.api_route("/flows/{flow_id}/tags", methods=GET, summary="Get a Flow's tags")
@@ -96,9 +97,7 @@ async def get_tag(request: Request, flow_id: str, name: str) -> Response:
 @router.put("/flows/{flow_id}/tags/{name:path}", summary="Set a Flow tag", status_code=204)
 async def put_tag(request: Request, flow_id: str, name: str) -> Response:
     path_id(flow_id, "Flow")
-    await flows.set_flow_property(
-        context(request), flow_id, "tags/" + _tag_name(request), await read_json(request)
-    )
+    await flows.set_flow_property(context(request), flow_id, "tags/" + _tag_name(request), await read_json(request))
     return empty()
 
 
@@ -129,9 +128,7 @@ def _property_routes(prop: str, deletable: bool = True) -> None:
     router.add_api_route(path, get_prop, methods=GET, summary=f"Get a Flow's {prop}")
     router.add_api_route(path, put_prop, methods=["PUT"], summary=f"Set a Flow's {prop}", status_code=204)
     if deletable:
-        router.add_api_route(
-            path, delete_prop, methods=["DELETE"], summary=f"Unset a Flow's {prop}", status_code=204
-        )
+        router.add_api_route(path, delete_prop, methods=["DELETE"], summary=f"Unset a Flow's {prop}", status_code=204)
 
 
 for _prop in flows.SIMPLE_PROPERTIES:

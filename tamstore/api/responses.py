@@ -16,9 +16,7 @@ __all__ = ["empty", "json_response", "page_response"]
 JSON = "application/json"
 
 
-def json_response(
-    request: Request, data: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
+def json_response(request: Request, data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     body = b"" if request.method == "HEAD" else orjson.dumps(data)
     response = Response(body, status_code=status, media_type=JSON, headers=headers)
     if request.method == "HEAD":

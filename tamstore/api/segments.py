@@ -6,7 +6,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from tamstore.api.deps import base_url, context, read_json
+from tamstore.api.delete_requests import deletion_response
+from tamstore.api.deps import base_url, context, principal, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
 from tamstore.domain.timerange import TimeRange
@@ -26,9 +27,7 @@ async def list_segments(request: Request, flow_id: str) -> Response:
         include_object_timerange=bool(q.bool("include_object_timerange")),
     )
     page = await segments.list_segments(context(request), flow_id, query, q.page(1), base_url(request))
-    return page_response(
-        request, page, extra_headers={"X-Paging-Timerange": page.extra["timerange"].to_str()}
-    )
+    return page_response(request, page, extra_headers={"X-Paging-Timerange": page.extra["timerange"].to_str()})
 
 
 @router.post("/flows/{flow_id}/segments", summary="Register one segment or an array of them")
@@ -44,10 +43,9 @@ async def post_segments(request: Request, flow_id: str) -> Response:
 async def delete_segments(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     q = Query(request)
-    await deletion.delete_segments(
-        context(request), flow_id, q.timerange() or TimeRange.eternity(), q.str("object_id")
-    )
-    return empty(204)
+    tr = q.timerange() or TimeRange.eternity()
+    pending = await deletion.delete_segments(context(request), flow_id, tr, q.str("object_id"), principal(request))
+    return deletion_response(request, pending)
 
 
 @router.post("/flows/{flow_id}/storage", summary="Allocate Objects and their upload URLs")

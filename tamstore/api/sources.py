@@ -67,9 +67,7 @@ async def put_tag(request: Request, source_id: str, name: str) -> Response:
 @router.delete("/sources/{source_id}/tags/{name:path}", summary="Delete a tag", status_code=204)
 async def delete_tag(request: Request, source_id: str, name: str) -> Response:
     path_id(source_id, "Source")
-    await sources.set_source_property(
-        context(request), source_id, _tag_name(request), principal=principal(request)
-    )
+    await sources.set_source_property(context(request), source_id, _tag_name(request), principal=principal(request))
     return empty()
 
 
@@ -93,9 +91,7 @@ def _property_routes(prop: str) -> None:
 
     router.add_api_route(path, get_prop, methods=GET, summary=f"Get a Source's {prop}")
     router.add_api_route(path, put_prop, methods=["PUT"], summary=f"Set a Source's {prop}", status_code=204)
-    router.add_api_route(
-        path, delete_prop, methods=["DELETE"], summary=f"Delete a Source's {prop}", status_code=204
-    )
+    router.add_api_route(path, delete_prop, methods=["DELETE"], summary=f"Delete a Source's {prop}", status_code=204)
 
 
 for _prop in ("label", "description"):

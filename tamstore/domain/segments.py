@@ -69,12 +69,8 @@ def parse_segment(body: Any) -> SegmentPost:
     try:
         tr = TimeRange.from_str(tr_text)  # type: ignore[arg-type]
         ts_offset = parse_timestamp(body["ts_offset"]) if body.get("ts_offset") is not None else 0
-        last_duration = (
-            parse_timestamp(body["last_duration"]) if body.get("last_duration") is not None else None
-        )
-        otr = (
-            TimeRange.from_str(body["object_timerange"]) if body.get("object_timerange") is not None else None
-        )
+        last_duration = parse_timestamp(body["last_duration"]) if body.get("last_duration") is not None else None
+        otr = TimeRange.from_str(body["object_timerange"]) if body.get("object_timerange") is not None else None
     except (InvalidTimeRange, TypeError) as exc:
         raise BadRequest(f"invalid segment: {exc}") from None
     if tr.is_empty() or not tr.is_bounded():

@@ -206,17 +206,11 @@ class TimeRange:
         left = ""
         if self.start is not None:
             left = (
-                f"({format_timestamp(self.start - 1)}"
-                if self.start_exclusive
-                else f"[{format_timestamp(self.start)}"
+                f"({format_timestamp(self.start - 1)}" if self.start_exclusive else f"[{format_timestamp(self.start)}"
             )
         right = ""
         if self.end is not None:
-            right = (
-                f"{format_timestamp(self.end - 1)}]"
-                if self.end_inclusive
-                else f"{format_timestamp(self.end)})"
-            )
+            right = f"{format_timestamp(self.end - 1)}]" if self.end_inclusive else f"{format_timestamp(self.end)})"
         return f"{left}_{right}"
 
     def __str__(self) -> str:

@@ -1,39 +1,67 @@
-"""Deleting segments and Flows, and the Objects nobody references any more (CHECKLIST §7.4, §11).
+"""Deleting segments and Flows, and the Objects nobody references any more (CHECKLIST §7.4, §11;
+ADR 0004; AppNote 0019).
 
-Objects are shared between Flows (edit by reference), so bytes go only when the last segment
-that uses an Object (directly, or through a media Object as its init Object) is gone. The
-metadata goes first, in the transaction; bytes are deleted after it commits, so a crash leaves
-orphaned bytes for ``tamstore admin cleanup`` to find, never a segment without its media.
+Objects are shared between Flows (edit by reference), so bytes go only when the last segment that
+uses an Object (directly, or through a media Object as its init Object) is gone: ``object_refs``
+counts them. Metadata goes first, in a transaction; bytes are deleted after it commits, so a
+crash leaves orphaned bytes for ``tamstore admin cleanup``, never a segment without its media.
+
+Small deletions finish inline. Larger ones become a flow-delete-request that a worker carries
+out a chunk at a time, each chunk its own transaction, so reads always see whole segments and a
+worker that dies leaves a request the next one resumes. With a recovery window, what a deletion
+removes is kept (``deleted_segments``, ``deleted_flows``) until the window closes.
 """
 
 from __future__ import annotations
 
+import json
+import uuid
 from typing import Any
 
-from tamstore.domain.errors import NotFound
+import orjson
+
+from tamstore.domain.errors import BadRequest, NotFound, TamsError, error_body
+from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import events
-from tamstore.ops.context import Context, now_us
+from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
 from tamstore.ops.segments import reference_counts
 from tamstore.store.metadata.sql import Tx
 
-__all__ = ["delete_flow", "delete_segments", "delete_segment_chunk", "purge_objects"]
+__all__ = [
+    "delete_flow",
+    "delete_segments",
+    "get_delete_request",
+    "list_delete_requests",
+    "purge_objects",
+    "purge_recovery_window",
+    "restore",
+    "run_next_delete_request",
+]
 
 CHUNK = 1000
 
 
-async def delete_segment_chunk(
-    tx: Tx, flow_id: str, timerange: TimeRange, object_id: str | None, limit: int = CHUNK
-) -> tuple[int, set[str]]:
-    """Delete up to ``limit`` segments wholly inside ``timerange``, earliest first.
-    Returns how many went and the Objects they used. Emits one ``segments_deleted`` event per
-    contiguous run, so the event's range starts and ends inside deleted segments."""
-    rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, limit)
+# -- the unit of work ---------------------------------------------------------------------------
+
+
+async def _delete_chunk(
+    ctx: Context, tx: Tx, flow_id: str, timerange: TimeRange, object_id: str | None, batch: str | None
+) -> tuple[list[Any], set[str]]:
+    """Delete up to CHUNK segments wholly inside ``timerange``, earliest first. Returns them
+    and the Objects they used. One ``segments_deleted`` event per contiguous run, so each event's
+    range starts and ends inside deleted segments (MUST)."""
+    rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, CHUNK)
     if not rows:
-        return 0, set()
-    await tx.delete_segments(flow_id, [r.ts_start for r in rows])
+        return [], set()
+    starts = [r.ts_start for r in rows]
+    if batch is not None:
+        await tx.move_segments_to_deleted(batch, flow_id, starts, now_us())
+        await tx.count_batch_segments(batch, len(rows))
+    else:
+        await tx.delete_segments(flow_id, starts)
     objects = await tx.get_objects(r.object_id for r in rows)
     init_of = {oid: o.init_object_id for oid, o in objects.items()}
     await tx.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
@@ -42,61 +70,306 @@ async def delete_segment_chunk(
     run_first = rows[0]
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
-            await events.segments_deleted(
-                tx, flow_id, extent_timerange(run_first.timerange, prev.timerange).to_str()
-            )
+            await events.segments_deleted(tx, flow_id, extent_timerange(run_first.timerange, prev.timerange).to_str())
             run_first = row
-    await events.segments_deleted(
-        tx, flow_id, extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
-    )
-    used = set(init_of) | {i for i in init_of.values() if i}
-    return len(rows), used
+    await events.segments_deleted(tx, flow_id, extent_timerange(run_first.timerange, rows[-1].timerange).to_str())
+    return rows, set(init_of) | {i for i in init_of.values() if i}
+
+
+async def _drop_flow(ctx: Context, tx: Tx, flow: Any, batch: str | None) -> None:
+    """Remove the Flow row, and its Source when no other Flow uses it (ADR 0018)."""
+    source_gone = False
+    if batch is not None:
+        saved = {
+            "batch_id": batch,
+            "flow_id": flow.id,
+            "deleted_at": now_us(),
+            "flow": json.dumps(dict(flow._mapping)),
+            "tags": json.dumps(await tx.flow_tag_map(flow.id)),
+            "collection": json.dumps(await tx.collection_rows(flow.id)),
+        }
+    await tx.delete_flow_row(flow.id)
+    await events.flow_deleted(tx, flow.id)
+    if not await tx.source_has_flows(flow.source_id):
+        source = await tx.get_source(flow.source_id)
+        await tx.delete_source(flow.source_id)
+        await events.source_deleted(tx, flow.source_id)
+        source_gone = True
+    if batch is not None:
+        if source_gone:
+            saved["source"] = json.dumps(dict(source._mapping))
+        await tx.save_deleted_flow(saved)
+
+
+def _batch_id(ctx: Context, preferred: str | None = None) -> str | None:
+    return (preferred or str(uuid.uuid4())) if ctx.settings.recovery_window > 0 else None
+
+
+async def _record_batch(ctx: Context, tx: Tx, batch: str | None, flow_id: str, tr: TimeRange, whole: bool) -> None:
+    if batch is not None:
+        await tx.record_batch(
+            {"id": batch, "flow_id": flow_id, "timerange": tr.to_str(), "whole_flow": whole, "deleted_at": now_us()}
+        )
 
 
 async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
     """Delete those Objects that nothing references any more: metadata, then bytes."""
+    if not object_ids:
+        return
     async with ctx.store.write() as tx:
-        gone = await tx.unreferenced(object_ids)
+        rows = await tx.get_objects(object_ids)
+        candidates = set(object_ids) | {r.init_object_id for r in rows.values() if r.init_object_id}
+        gone = await tx.unreferenced(candidates)
         instances = await tx.instances(gone)
         await tx.delete_objects(gone)
+    by_backend: dict[str, list[str]] = {}
     for oid in gone:
         for inst in instances.get(oid, []):
-            backend = ctx.backends.get(inst.storage_id) if inst.controlled else None
-            if backend is not None:
-                await backend.delete([oid])
+            if inst.controlled and inst.storage_id in ctx.backends:
+                by_backend.setdefault(inst.storage_id, []).append(oid)
+    for storage_id, ids in by_backend.items():
+        await ctx.backends[storage_id].delete(ids)
 
 
-async def delete_segments(ctx: Context, flow_id: str, timerange: TimeRange, object_id: str | None) -> None:
-    objects: set[str] = set()
-    while True:
-        async with ctx.store.write() as tx:
-            await writable_flow(tx, flow_id)
-            count, used = await delete_segment_chunk(tx, flow_id, timerange, object_id)
-        objects |= used
-        if count < CHUNK:
-            break
-    await purge_objects(ctx, objects)
+# -- API operations -----------------------------------------------------------------------------
 
 
-async def delete_flow(ctx: Context, flow_id: str) -> None:
-    async with ctx.store.read() as tx:
-        if await tx.get_flow(flow_id) is None:
-            raise NotFound(f"Flow {flow_id} does not exist")
-    objects: set[str] = set()
-    while True:
-        async with ctx.store.write() as tx:
-            flow = await writable_flow(tx, flow_id)
-            count, used = await delete_segment_chunk(tx, flow_id, TimeRange.eternity(), None)
-            objects |= used
-            if count < CHUNK:
-                await _drop_flow(tx, flow)
+async def delete_segments(
+    ctx: Context, flow_id: str, timerange: TimeRange, object_id: str | None, principal: str | None = None
+) -> dict[str, Any] | None:
+    """Delete the segments wholly inside ``timerange``. None when done inline (204), else the
+    flow-delete-request the worker will carry out (202)."""
+    return await _delete(ctx, flow_id, timerange, object_id, whole_flow=False, principal=principal)
+
+
+async def delete_flow(ctx: Context, flow_id: str, principal: str | None = None) -> dict[str, Any] | None:
+    return await _delete(ctx, flow_id, TimeRange.eternity(), None, whole_flow=True, principal=principal)
+
+
+async def _delete(
+    ctx: Context, flow_id: str, tr: TimeRange, object_id: str | None, *, whole_flow: bool, principal: str | None
+) -> dict[str, Any] | None:
+    used: set[str] = set()
+    async with ctx.store.write() as tx:
+        flow = await writable_flow(tx, flow_id)
+        if whole_flow:
+            pending = await tx.pending_flow_deletion(flow_id)
+            if pending is not None:
+                return request_doc(pending)
+        limit = ctx.settings.inline_delete_limit
+        if await tx.count_segments_in(flow_id, tr.start, tr.end, object_id, limit + 1) > limit:
+            return await _create_request(ctx, tx, flow_id, tr, object_id, whole_flow, principal)
+        batch = _batch_id(ctx)
+        await _record_batch(ctx, tx, batch, flow_id, tr, whole_flow)
+        while True:
+            rows, objs = await _delete_chunk(ctx, tx, flow_id, tr, object_id, batch)
+            used |= objs
+            if len(rows) < CHUNK:
                 break
-    await purge_objects(ctx, objects)
+        if whole_flow:
+            await _drop_flow(ctx, tx, flow, batch)
+    if batch is None:
+        await purge_objects(ctx, used)
+    return None
 
 
-async def _drop_flow(tx: Tx, flow: Any) -> None:
-    await tx.delete_flow_row(flow.id)
-    await events.flow_deleted(tx, flow.id)
-    if not await tx.source_has_flows(flow.source_id):
-        await tx.delete_source(flow.source_id)
-        await events.source_deleted(tx, flow.source_id)
+async def _create_request(
+    ctx: Context, tx: Tx, flow_id: str, tr: TimeRange, object_id: str | None, whole_flow: bool, principal: str | None
+) -> dict[str, Any]:
+    now = now_us()
+    row = {
+        "id": str(uuid.uuid4()),
+        "flow_id": flow_id,
+        "timerange_to_delete": tr.to_str(),
+        "timerange_remaining": tr.to_str(),
+        "object_id": object_id,
+        "delete_flow": whole_flow,
+        "status": "created",
+        "created": now,
+        "created_by": principal,
+        "updated": now,
+    }
+    await tx.insert_delete_request(row)
+    wake = ctx.extras.get("wake_deleter")
+    if wake is not None:
+        wake.set()
+    return request_doc(row)
+
+
+def request_doc(row: Any) -> dict[str, Any]:
+    """deletion-request.json for a row (or a dict of one)."""
+    get = row.get if isinstance(row, dict) else row._mapping.get
+    doc: dict[str, Any] = {
+        "id": get("id"),
+        "flow_id": get("flow_id"),
+        "timerange_to_delete": get("timerange_to_delete"),
+        "delete_flow": bool(get("delete_flow")),
+        "status": get("status"),
+        "created": rfc3339(get("created")),
+        "updated": rfc3339(get("updated")),
+    }
+    if get("timerange_remaining") is not None:
+        doc["timerange_remaining"] = get("timerange_remaining")
+    if get("created_by"):
+        doc["created_by"] = get("created_by")
+    if get("expiry") is not None:
+        doc["expiry"] = rfc3339(get("expiry"))
+    if get("error"):
+        doc["error"] = orjson.loads(get("error"))
+    return doc
+
+
+async def get_delete_request(ctx: Context, request_id: str) -> dict[str, Any]:
+    async with ctx.store.read() as tx:
+        row = await tx.get_delete_request(request_id, now_us())
+    if row is None:
+        raise NotFound(f"flow-delete-request {request_id!r} does not exist")
+    return request_doc(row)
+
+
+async def list_delete_requests(ctx: Context, page: PageRequest, sort_by: str) -> Page[dict[str, Any]]:
+    async with ctx.store.read() as tx:
+        result = await tx.list_delete_requests(page, sort_by, now_us())
+    result.items = [request_doc(r) for r in result.items]
+    return result
+
+
+# -- the worker's side ----------------------------------------------------------------------------
+
+
+async def run_next_delete_request(ctx: Context, owner: str) -> bool:
+    """Claim one pending request and carry it out. False when there was nothing to do."""
+    lease = ctx.settings.worker_lease * 1_000_000
+    async with ctx.store.write() as tx:
+        await tx.purge_expired_delete_requests(now_us())
+        req = await tx.claim_delete_request(owner, now_us(), now_us() + lease)
+    if req is None:
+        return False
+    try:
+        await _carry_out(ctx, req, owner, lease)
+    except TamsError as exc:
+        async with ctx.store.write() as tx:
+            await tx.update_delete_request(
+                req.id, _finished("error", ctx) | {"error": orjson.dumps(error_body(exc)).decode()}, owner
+            )
+    return True
+
+
+def _finished(status: str, ctx: Context) -> dict[str, Any]:
+    now = now_us()
+    expiry = now + ctx.settings.delete_request_retention * 1_000_000
+    return {"status": status, "updated": now, "expiry": expiry, "expiry_key": expiry, "lease_until": None}
+
+
+async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
+    tr = TimeRange.from_str(req.timerange_to_delete)
+    batch = _batch_id(ctx, req.id)
+    while True:
+        async with ctx.store.write() as tx:
+            flow = await tx.get_flow(req.flow_id, lock=True)
+            if flow is None:
+                done = True
+            else:
+                await _record_batch(ctx, tx, batch, req.flow_id, tr, bool(req.delete_flow))
+                rows, used = await _delete_chunk(ctx, tx, req.flow_id, tr, req.object_id, batch)
+                done = len(rows) < CHUNK
+                if done and req.delete_flow:
+                    await _drop_flow(ctx, tx, flow, batch)
+                remaining = (
+                    tr if not rows else TimeRange.from_bounds(rows[-1].ts_end, tr.end, end_inclusive=tr.end_inclusive)
+                )
+                values = {"updated": now_us(), "lease_until": now_us() + lease}
+                values["timerange_remaining"] = "()" if done else remaining.to_str()
+                if not await tx.update_delete_request(req.id, values, owner):
+                    raise _LeaseLost()
+        if batch is None and flow is not None:
+            await purge_objects(ctx, used)
+        if done:
+            break
+    async with ctx.store.write() as tx:
+        await tx.update_delete_request(req.id, _finished("done", ctx) | {"timerange_remaining": "()"}, owner)
+
+
+class _LeaseLost(TamsError):
+    """Another worker took the request over (our lease ran out); it carries on from here."""
+
+
+# -- recovery window ------------------------------------------------------------------------------
+
+
+async def list_deleted(ctx: Context, limit: int = 1000) -> list[dict[str, Any]]:
+    async with ctx.store.read() as tx:
+        rows = await tx.list_batches(limit)
+    window = ctx.settings.recovery_window * 1_000_000
+    return [
+        {
+            "id": r.id,
+            "flow_id": r.flow_id,
+            "what": "flow" if r.whole_flow else "segments",
+            "timerange": r.timerange,
+            "segments": int(r.segments),
+            "deleted": rfc3339(r.deleted_at),
+            "purged_after": rfc3339(r.deleted_at + window),
+        }
+        for r in rows
+    ]
+
+
+async def restore(ctx: Context, batch_id: str) -> dict[str, Any]:
+    """Put back what one deletion removed, if nothing has taken its place since."""
+    async with ctx.store.write() as tx:
+        batch = await tx.get_batch(batch_id)
+        if batch is None:
+            raise NotFound(f"no deletion {batch_id!r} in the recovery window")
+        saved = await tx.get_deleted_flow(batch_id)
+        if saved is not None:
+            flow = json.loads(saved.flow)
+            if await tx.get_flow(flow["id"]) is not None:
+                raise BadRequest(f"Flow {flow['id']} exists again; it cannot be restored over")
+            if await tx.get_source(flow["source_id"]) is None:
+                if saved.source is None:
+                    raise BadRequest(f"Source {flow['source_id']} of the Flow is gone")
+                await tx.insert_source(json.loads(saved.source))
+            await tx.restore_flow_rows(flow, json.loads(saved.tags), json.loads(saved.collection))
+        elif await tx.get_flow(batch.flow_id) is None:
+            raise BadRequest(f"Flow {batch.flow_id} no longer exists; its segments cannot be restored")
+        restored = 0
+        while True:
+            rows = await tx.deleted_segment_chunk(batch_id, CHUNK)
+            if not rows:
+                break
+            taken = await tx.overlapping_segments(batch.flow_id, rows[0].ts_start, rows[-1].ts_end)
+            if taken:
+                raise BadRequest("the Flow has new segments where the deleted ones were; nothing was restored")
+            segs = [{k: v for k, v in r._mapping.items() if k not in ("batch_id", "deleted_at")} for r in rows]
+            await tx.insert_segments(segs)
+            objects = await tx.get_objects(s["object_id"] for s in segs)
+            init_of = {oid: o.init_object_id for oid, o in objects.items()}
+            await tx.add_refs(batch.flow_id, reference_counts([s["object_id"] for s in segs], init_of))
+            await tx.forget_deleted_segments(batch_id, [r.ts_start for r in rows])
+            restored += len(rows)
+        await tx.refresh_flow_span(batch.flow_id)
+        await tx.forget_batch(batch_id)
+    return {"id": batch_id, "flow_id": batch.flow_id, "segments": restored, "flow": saved is not None}
+
+
+async def purge_recovery_window(ctx: Context, *, everything: bool = False) -> int:
+    """Finally delete what has been in the recovery window longer than the window."""
+    before = now_us() + 1 if everything else now_us() - ctx.settings.recovery_window * 1_000_000
+    purged = 0
+    while True:
+        async with ctx.store.read() as tx:
+            batches = await tx.expired_batches(before, 100)
+        if not batches:
+            return purged
+        for batch in batches:
+            while True:
+                async with ctx.store.write() as tx:
+                    rows = await tx.deleted_segment_chunk(batch.id, CHUNK)
+                    await tx.forget_deleted_segments(batch.id, [r.ts_start for r in rows])
+                    if len(rows) < CHUNK:
+                        await tx.forget_batch(batch.id)
+                await purge_objects(ctx, {r.object_id for r in rows})
+                if len(rows) < CHUNK:
+                    break
+            purged += 1

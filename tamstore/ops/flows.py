@@ -58,9 +58,7 @@ async def writable_flow(tx: Tx, flow_id: str) -> Any:
     return row
 
 
-async def get_flow(
-    ctx: Context, flow_id: str, *, include_timerange: bool, timerange: TimeRange
-) -> dict[str, Any]:
+async def get_flow(ctx: Context, flow_id: str, *, include_timerange: bool, timerange: TimeRange) -> dict[str, Any]:
     async with ctx.store.read() as tx:
         row = await _require_flow(tx, flow_id)
         doc = (await flow_docs(tx, [row]))[0]
@@ -111,9 +109,7 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
             raise Forbidden(f"Flow {flow_id} is read-only")
         await _apply_profile(tx, doc)
         if existing is not None and existing.format != doc["format"]:
-            raise BadRequest(
-                f"cannot change the format of Flow {flow_id} from {existing.format} to {doc['format']}"
-            )
+            raise BadRequest(f"cannot change the format of Flow {flow_id} from {existing.format} to {doc['format']}")
         collection = doc.get("flow_collection") or []
         if collection:
             found = await tx.get_flows(item["id"] for item in collection)

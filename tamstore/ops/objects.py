@@ -88,9 +88,7 @@ async def get_object(
     if obj.init_object_id:
         doc["init_object"] = {
             "id": obj.init_object_id,
-            "get_urls": render_get_urls(
-                ctx, obj.init_object_id, instances[obj.init_object_id], filt, base_url
-            ),
+            "get_urls": render_get_urls(ctx, obj.init_object_id, instances[obj.init_object_id], filt, base_url),
         }
     return Page([doc], refs.limit, refs.next_key)
 
@@ -114,18 +112,14 @@ async def add_instance(ctx: Context, object_id: str, body: Any) -> None:
                 await target.copy_from(object_id, sources[0])
             except NotImplementedError as exc:
                 raise BadRequest(str(exc)) from None
-            await tx.insert_instance(
-                {"object_id": object_id, "storage_id": target.info.id, "controlled": True}
-            )
+            await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
             return
         label = body["label"]
         if label in ctx.backend_labels():
             raise BadRequest(f"label {label!r} is a Storage Backend's label")
         if any(i.label == label for i in existing):
             raise BadRequest(f"the Object already has an instance labelled {label!r}")
-        await tx.insert_instance(
-            {"object_id": object_id, "url": body["url"], "label": label, "controlled": False}
-        )
+        await tx.insert_instance({"object_id": object_id, "url": body["url"], "label": label, "controlled": False})
 
 
 async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, label: str | None) -> None:

@@ -88,9 +88,7 @@ async def render_segments(
             seg["object_timerange"] = r.object_timerange or (
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
-        seg["get_urls"] = render_get_urls(
-            ctx, r.object_id, instances.get(r.object_id, []), query.urls, base_url
-        )
+        seg["get_urls"] = render_get_urls(ctx, r.object_id, instances.get(r.object_id, []), query.urls, base_url)
         obj = objects.get(r.object_id)
         if obj is not None and obj.init_object_id:
             seg["init_object"] = {
@@ -183,9 +181,7 @@ def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState],
     used = seg.on_object_timeline()
     if obj.row is None and not obj.registered:
         if not seg.get_urls:
-            raise BadRequest(
-                f"Object {seg.object_id!r} is unknown: allocate it with /storage or give get_urls"
-            )
+            raise BadRequest(f"Object {seg.object_id!r} is unknown: allocate it with /storage or give get_urls")
     elif not obj.registered:
         if obj.allocated_for != flow.id:
             raise BadRequest(f"Object {seg.object_id!r} was allocated for another Flow")
@@ -195,9 +191,7 @@ def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState],
         if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
             raise BadRequest(f"init_object_id conflicts with Object {seg.object_id!r}")
         if obj.timerange is not None and not obj.timerange.contains(used):
-            raise BadRequest(
-                f"segment uses {used} of Object {seg.object_id!r}, outside its timerange {obj.timerange}"
-            )
+            raise BadRequest(f"segment uses {used} of Object {seg.object_id!r}, outside its timerange {obj.timerange}")
     if seg.object_timerange is not None and not seg.object_timerange.contains(used):
         raise BadRequest(f"object_timerange {seg.object_timerange} does not cover {used}")
     init_segments = bool(flow.init_segments)
@@ -262,9 +256,7 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
     await tx.register_objects(updates)
 
 
-async def _commit_batch(
-    tx: Tx, flow: Any, accepted: list[SegmentPost], init_of: dict[str, str | None]
-) -> None:
+async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], init_of: dict[str, str | None]) -> None:
     rows = [
         {
             "flow_id": flow.id,

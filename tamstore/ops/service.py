@@ -63,9 +63,7 @@ def list_storage_backends(
 ) -> Page[dict[str, Any]]:
     """Backends are few and set at deploy time, so they are filtered and paged in memory,
     sorted by label (ADR 0052)."""
-    infos = sorted(
-        (b.info for b in ctx.backends.values()), key=lambda i: (i.label, i.id), reverse=page.reverse
-    )
+    infos = sorted((b.info for b in ctx.backends.values()), key=lambda i: (i.label, i.id), reverse=page.reverse)
     infos = [i for i in infos if tags_match(i.tags, tag_values, tag_exists)]
     start = 0
     if page.after is not None:

@@ -22,8 +22,7 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
     backend = ctx.backend(body.get("storage_id"))
     if body.get("presigned") is False:
         raise BadRequest(
-            f"Storage Backend {backend.info.label!r} only issues presigned URLs; "
-            "omit 'presigned' or set it to true"
+            f"Storage Backend {backend.info.label!r} only issues presigned URLs; omit 'presigned' or set it to true"
         )
     object_ids = body.get("object_ids")
     if object_ids is not None:

@@ -11,9 +11,7 @@ from tamstore.testing import SpecSchemas
 from tests.conftest import add_segments, new_id, put_flow, video_flow
 
 
-async def test_put_creates_with_201_and_replaces_with_204(
-    client: httpx.AsyncClient, schemas: SpecSchemas
-) -> None:
+async def test_put_creates_with_201_and_replaces_with_204(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     body = video_flow(label="one", tags={"a": "1"})
     r = await client.put(f"/flows/{body['id']}", json=body)
     assert r.status_code == 201
@@ -117,9 +115,7 @@ async def test_missing_and_malformed_ids(client: httpx.AsyncClient) -> None:
         ]
     ),
 )
-async def test_spec_example_flows_round_trip(
-    client: httpx.AsyncClient, schemas: SpecSchemas, example: str
-) -> None:
+async def test_spec_example_flows_round_trip(client: httpx.AsyncClient, schemas: SpecSchemas, example: str) -> None:
     doc = json.loads((schemas.dir / "examples" / example).read_text())
     managed = {
         "created",
@@ -303,9 +299,7 @@ async def test_flow_collections_and_collected_by(client: httpx.AsyncClient, sche
     assert srcs == {multi["source_id"]}
     bad = [{"id": new_id()}]
     assert (await client.put(f"/flows/{multi_id}/flow_collection", json=bad)).status_code == 400
-    assert (
-        await client.put(f"/flows/{multi_id}/flow_collection", json=[{"id": multi_id}])
-    ).status_code == 400
+    assert (await client.put(f"/flows/{multi_id}/flow_collection", json=[{"id": multi_id}])).status_code == 400
     assert (await client.put(f"/flows/{multi_id}/flow_collection", json={"id": 1})).status_code == 400
     assert (await client.delete(f"/flows/{multi_id}/flow_collection")).status_code == 204
     assert "collected_by" not in (await client.get(f"/flows/{video['id']}")).json()
@@ -353,9 +347,7 @@ async def test_flow_timerange_and_filter(client: httpx.AsyncClient) -> None:
     got = (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()
     assert got["timerange"] == "[10:0_13:0)"
     assert "timerange" not in (await client.get(f"/flows/{flow['id']}")).json()
-    part = (
-        await client.get(f"/flows/{flow['id']}?include_timerange=true&timerange=[11:500000000_12:0)")
-    ).json()
+    part = (await client.get(f"/flows/{flow['id']}?include_timerange=true&timerange=[11:500000000_12:0)")).json()
     assert part["timerange"] == "[11:0_12:0)"
     assert (await client.get(f"/flows/{empty['id']}?include_timerange=true")).json()["timerange"] == "()"
     assert {f["id"] for f in (await client.get("/flows?timerange=()")).json()} == {empty["id"]}

@@ -41,9 +41,7 @@ async def test_single_segment_post_and_errors(client: httpx.AsyncClient) -> None
     flow = await put_flow(client)
     [obj] = await allocate(client, flow["id"])
     url = f"/flows/{flow['id']}/segments"
-    assert (
-        await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})
-    ).status_code == 201
+    assert (await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})).status_code == 201
     bad_bodies = [
         {"timerange": "[0:0_1:0)"},
         {"object_id": obj["object_id"]},
@@ -310,9 +308,7 @@ async def test_delete_segments_only_wholly_covered(client: httpx.AsyncClient) ->
         assert (await client.get(f"/objects/{oid}")).status_code == 404
     assert (await client.delete(url + f"?object_id={oids[3]}")).status_code == 204
     assert [s["timerange"] for s in (await client.get(url)).json()] == ["[0:0_1:0)"]
-    assert (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()[
-        "timerange"
-    ] == "[0:0_1:0)"
+    assert (await client.get(f"/flows/{flow['id']}?include_timerange=true")).json()["timerange"] == "[0:0_1:0)"
     assert (await client.delete(url + "?timerange=bad")).status_code == 400
     assert (await client.delete(f"/flows/{new_id()}/segments")).status_code == 404
 
@@ -367,9 +363,7 @@ async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
     base = f"/objects/{oid}/instances"
     assert (await client.post(base, json={})).status_code == 400
     assert (await client.post(base, json={"url": "https://x"})).status_code == 400
-    assert (
-        await client.post(base, json={"url": "https://x", "label": "a", "storage_id": new_id()})
-    ).status_code == 400
+    assert (await client.post(base, json={"url": "https://x", "label": "a", "storage_id": new_id()})).status_code == 400
     assert (await client.post(base, json={"storage_id": new_id()})).status_code == 400
     assert (await client.delete(base)).status_code == 400
     assert (await client.delete(base + "?label=nope")).status_code == 404
@@ -380,7 +374,5 @@ async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
     assert (await client.delete(base + "?label=a")).status_code == 204
     assert (await client.get(f"/objects/{oid}?accept_storage_ids=bad")).status_code == 400
     assert (await client.get(f"/objects/{oid}?limit=x")).status_code == 400
-    assert (
-        await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})
-    ).status_code == 404
+    assert (await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})).status_code == 404
     assert (await client.put(f"/objects/{oid}")).status_code == 405

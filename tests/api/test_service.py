@@ -52,9 +52,7 @@ async def test_post_service_rejects_bad_bodies(client: httpx.AsyncClient, payloa
     assert set(r.json()) >= {"type", "summary", "time"}
 
 
-async def test_storage_backends_lists_the_filesystem_backend(
-    client: httpx.AsyncClient, schemas: SpecSchemas
-) -> None:
+async def test_storage_backends_lists_the_filesystem_backend(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     r = await client.get("/service/storage-backends")
     assert r.status_code == 200
     schemas.check("storage-backends-list.json", r.json())
@@ -84,9 +82,7 @@ PROFILE = {
 }
 
 
-async def test_profiles_are_created_once_and_read_back(
-    client: httpx.AsyncClient, schemas: SpecSchemas
-) -> None:
+async def test_profiles_are_created_once_and_read_back(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     pid = new_id()
     r = await client.post(f"/service/profiles/{pid}", json={"id": pid, **PROFILE})
     assert r.status_code == 201, r.text
@@ -110,9 +106,7 @@ async def test_profile_errors(client: httpx.AsyncClient) -> None:
     multi = {"id": pid, "flow_metadata": {"format": "urn:x-nmos:format:multi"}}
     assert (await client.post(f"/service/profiles/{pid}", json=multi)).status_code == 400
     assert (await client.post(f"/service/profiles/{pid}", content=b"{")).status_code == 400
-    assert (
-        await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})
-    ).status_code == 400
+    assert (await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})).status_code == 400
 
 
 async def test_spec_examples_for_service_validate(schemas: SpecSchemas) -> None:

@@ -29,9 +29,7 @@ async def test_sources_are_listed_and_filtered(client: httpx.AsyncClient, schema
     assert [s["id"] for s in (await client.get(r.links["next"]["url"])).json()] == [a["source_id"]]
 
 
-@pytest.mark.parametrize(
-    "query", ["sort_by=name", "format=x", "collected_by_ids=1", "reverse_order=2", "limit=a"]
-)
+@pytest.mark.parametrize("query", ["sort_by=name", "format=x", "collected_by_ids=1", "reverse_order=2", "limit=a"])
 async def test_bad_source_queries(client: httpx.AsyncClient, query: str) -> None:
     assert (await client.get(f"/sources?{query}")).status_code == 400
 

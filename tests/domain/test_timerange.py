@@ -154,9 +154,7 @@ def test_agrees_with_mediatimestamp(tr: TimeRange, probe: int) -> None:
     theirs = mediatimestamp.TimeRange.from_str(text)
     assert theirs.is_empty() == tr.is_empty()
     ts = mediatimestamp.Timestamp.from_str(format_timestamp(probe))
-    assert theirs.contains_subrange(
-        mediatimestamp.TimeRange.from_single_timestamp(ts)
-    ) == tr.contains_timestamp(probe)
+    assert theirs.contains_subrange(mediatimestamp.TimeRange.from_single_timestamp(ts)) == tr.contains_timestamp(probe)
     assert TimeRange.from_str(theirs.to_sec_nsec_range()) == tr or tr.is_empty()
 
 

@@ -20,7 +20,8 @@ import os
 import secrets
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl
@@ -30,6 +31,17 @@ __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 MEDIA_PREFIX = "/x-tamstore/media"
 # A stable id for the embedded backend, the same in every installation (uuid5 of its name).
 FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
+
+
+@dataclass(frozen=True)
+class StoredItem:
+    object_id: str | None
+    path: Path
+    mtime: float
+
+    @property
+    def name(self) -> str:
+        return self.object_id if self.object_id is not None else str(self.path)
 
 
 class FilesystemMediaStore:
@@ -113,13 +125,15 @@ class FilesystemMediaStore:
             tmp.unlink(missing_ok=True)
             raise
         f.close()
-        await asyncio.to_thread(_install, tmp, final)
+        await asyncio.to_thread(_install, tmp, final, object_id)
         return size
 
     async def delete(self, object_ids: list[str]) -> None:
         def _rm() -> None:
             for oid in object_ids:
-                self.path_for(oid).unlink(missing_ok=True)
+                path = self.path_for(oid)
+                path.unlink(missing_ok=True)
+                path.with_suffix(".id").unlink(missing_ok=True)
 
         await asyncio.to_thread(_rm)
 
@@ -128,6 +142,22 @@ class FilesystemMediaStore:
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         raise NotImplementedError("copy between backends is not supported by this backend")
+
+    def stored(self) -> Iterator[StoredItem]:
+        """Everything on disk: each Object's bytes (with the id written beside them) and any
+        temporary files left by interrupted uploads."""
+        for path in self.root.glob("??/??/*"):
+            if path.suffix == ".id":
+                continue
+            sidecar = path.with_suffix(".id")
+            object_id = sidecar.read_text(encoding="utf-8", errors="surrogatepass") if sidecar.exists() else None
+            yield StoredItem(object_id, path, path.stat().st_mtime)
+        for path in self.tmp.glob("*"):
+            yield StoredItem(None, path, path.stat().st_mtime)
+
+    def remove_stored(self, item: StoredItem) -> None:
+        item.path.unlink(missing_ok=True)
+        item.path.with_suffix(".id").unlink(missing_ok=True)
 
 
 def encode_id(object_id: str) -> str:
@@ -148,8 +178,10 @@ def _flush_and_sync(f: object) -> None:
     os.fsync(f.fileno())  # type: ignore[attr-defined]
 
 
-def _install(tmp: Path, final: Path) -> None:
+def _install(tmp: Path, final: Path, object_id: str) -> None:
     final.parent.mkdir(parents=True, exist_ok=True)
+    # The id beside the bytes lets `tamstore admin cleanup` tell whose bytes these are.
+    final.with_suffix(".id").write_text(object_id, encoding="utf-8", errors="surrogatepass")
     os.replace(tmp, final)
 
 

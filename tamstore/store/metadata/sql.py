@@ -31,6 +31,7 @@ from sqlalchemy import (
     not_,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -172,9 +173,7 @@ class Tx:
         return await self._page(stmt, keys, page, descending=descending)
 
     @staticmethod
-    def _sort_keys(
-        table: Any, sort_by: str, datetime_columns: dict[str, str]
-    ) -> tuple[list[ColumnElement[Any]], bool]:
+    def _sort_keys(table: Any, sort_by: str, datetime_columns: dict[str, str]) -> tuple[list[ColumnElement[Any]], bool]:
         """Sort keys per ADR 0052: datetimes newest first; labels A-Z with unlabelled last."""
         if sort_by == "label":
             return [table.c.label_key, table.c.id], False
@@ -188,9 +187,7 @@ class Tx:
         q = (
             select(literal(1))
             .select_from(
-                member.join(fc, fc.c.member_id == member.c.id).join(
-                    collector, collector.c.id == fc.c.collector_id
-                )
+                member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
             )
             .where(member.c.source_id == source_id_col, collector.c.source_id != source_id_col)
         )
@@ -208,9 +205,7 @@ class Tx:
         member = t.flows.alias("member")
         collector = t.flows.alias("collector")
         fc = t.flow_collections
-        joined = member.join(fc, fc.c.member_id == member.c.id).join(
-            collector, collector.c.id == fc.c.collector_id
-        )
+        joined = member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
         rows = await self._all(
             select(collector.c.source_id, member.c.source_id.label("member_source"), fc.c.role)
             .select_from(joined)
@@ -288,9 +283,7 @@ class Tx:
                 "member_id": item["id"],
                 "position": i,
                 "role": item.get("role"),
-                "container_mapping": _json(item["container_mapping"])
-                if "container_mapping" in item
-                else None,
+                "container_mapping": _json(item["container_mapping"]) if "container_mapping" in item else None,
             }
             for i, item in enumerate(collection)
         ]
@@ -299,9 +292,7 @@ class Tx:
 
     async def delete_flow_row(self, flow_id: str) -> None:
         await self.conn.execute(delete(t.flow_tags).where(t.flow_tags.c.flow_id == flow_id))
-        await self.conn.execute(
-            delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id)
-        )
+        await self.conn.execute(delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id))
         await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
 
     async def collected_by(self, flow_ids: list[str]) -> dict[str, list[str]]:
@@ -310,9 +301,7 @@ class Tx:
             return out
         fc = t.flow_collections
         rows = await self._all(
-            select(fc.c.member_id, fc.c.collector_id)
-            .where(fc.c.member_id.in_(flow_ids))
-            .order_by(fc.c.collector_id)
+            select(fc.c.member_id, fc.c.collector_id).where(fc.c.member_id.in_(flow_ids)).order_by(fc.c.collector_id)
         )
         for r in rows:
             if r.collector_id not in out[r.member_id]:
@@ -331,9 +320,7 @@ class Tx:
         empty_only: bool = False,
     ) -> Page[Any]:
         f = t.flows
-        keys, descending = self._sort_keys(
-            f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"}
-        )
+        keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
         stmt = self._with_keys(select(f), keys)
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)
@@ -434,9 +421,7 @@ class Tx:
         oi = t.object_instances
         await self.conn.execute(delete(oi).where(oi.c.id == instance_id))
 
-    async def referenced_by_flows(
-        self, object_id: str, page: PageRequest, tags: list[TagFilter]
-    ) -> Page[Any]:
+    async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
         r = t.object_refs
         keys: list[ColumnElement[Any]] = [r.c.flow_id]
@@ -478,8 +463,16 @@ class Tx:
         ids = list(set(object_ids))
         if not ids:
             return []
-        r = t.object_refs
+        r, d, o = t.object_refs, t.deleted_segments, t.objects
         used = {row.object_id for row in await self._all(select(r.c.object_id).where(r.c.object_id.in_(ids)))}
+        # Segments in the recovery window keep their Objects, and those Objects' init Objects.
+        kept = select(d.c.object_id).where(d.c.object_id.in_(ids))
+        kept_init = (
+            select(o.c.init_object_id.label("object_id"))
+            .select_from(d.join(o, o.c.id == d.c.object_id))
+            .where(o.c.init_object_id.in_(ids))
+        )
+        used |= {row.object_id for row in await self._all(kept.union(kept_init))}
         return [i for i in ids if i not in used]
 
     async def expired_allocations(self, allocated_before: int, limit: int) -> list[Any]:
@@ -543,9 +536,7 @@ class Tx:
         """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
         s = t.segments
         rows = await self._all(
-            select(s.c.ts_start, s.c.ts_end)
-            .where(self._segment_range_clause(flow_id, lo, hi))
-            .order_by(s.c.ts_start)
+            select(s.c.ts_start, s.c.ts_end).where(self._segment_range_clause(flow_id, lo, hi)).order_by(s.c.ts_start)
         )
         return [(r.ts_start, r.ts_end) for r in rows]
 
@@ -562,24 +553,16 @@ class Tx:
         """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
         s = t.segments
         where = self._segment_range_clause(flow_id, lo, hi)
-        first = await self._one(
-            select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1)
-        )
+        first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
         if first is None:
             return None
-        last = await self._one(
-            select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1)
-        )
+        last = await self._one(select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1))
         return first, last
 
     async def refresh_flow_span(self, flow_id: str) -> tuple[int | None, int | None]:
         s = t.segments
-        first = await self._one(
-            select(s.c.ts_start).where(s.c.flow_id == flow_id).order_by(s.c.ts_start).limit(1)
-        )
-        last = await self._one(
-            select(s.c.ts_end).where(s.c.flow_id == flow_id).order_by(s.c.ts_end.desc()).limit(1)
-        )
+        first = await self._one(select(s.c.ts_start).where(s.c.flow_id == flow_id).order_by(s.c.ts_start).limit(1))
+        last = await self._one(select(s.c.ts_end).where(s.c.flow_id == flow_id).order_by(s.c.ts_end.desc()).limit(1))
         span = (first.ts_start if first else None, last.ts_end if last else None)
         await self.conn.execute(
             update(t.flows).where(t.flows.c.id == flow_id).values(seg_start=span[0], seg_end=span[1])
@@ -613,6 +596,144 @@ class Tx:
         s = t.segments
         sub = select(s.c.ts_start).where(s.c.flow_id == flow_id).limit(limit).subquery()
         return int((await self._one(select(func.count()).select_from(sub)))[0])
+
+    async def count_segments_in(
+        self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
+    ) -> int:
+        """How many segments lie wholly inside ``[lo, hi)``, counting no further than ``limit``."""
+        rows = await self.segments_to_delete(flow_id, lo, hi, object_id, limit)
+        return len(rows)
+
+    async def move_segments_to_deleted(self, batch_id: str, flow_id: str, starts: list[int], now: int) -> None:
+        """Keep segments in the recovery window instead of dropping them (then delete them)."""
+        s, d = t.segments, t.deleted_segments
+        cols = [c.name for c in s.c]
+        for i in range(0, len(starts), 500):
+            chunk = starts[i : i + 500]
+            picked = select(
+                literal(batch_id).label("batch_id"), literal(now).label("deleted_at"), *[s.c[c] for c in cols]
+            ).where(s.c.flow_id == flow_id, s.c.ts_start.in_(chunk))
+            await self.conn.execute(insert(d).from_select(["batch_id", "deleted_at", *cols], picked))
+        await self.delete_segments(flow_id, starts)
+
+    # -- flow delete requests ----------------------------------------------------------------------
+
+    async def insert_delete_request(self, row: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.flow_delete_requests).values(**row))
+
+    async def get_delete_request(self, request_id: str, now: int) -> Any:
+        r = t.flow_delete_requests
+        return await self._one(select(r).where(r.c.id == request_id, or_(r.c.expiry.is_(None), r.c.expiry > now)))
+
+    async def pending_flow_deletion(self, flow_id: str) -> Any:
+        r = t.flow_delete_requests
+        return await self._one(
+            select(r)
+            .where(r.c.flow_id == flow_id, r.c.delete_flow == true(), r.c.status.in_(("created", "started")))
+            .limit(1)
+        )
+
+    async def list_delete_requests(self, page: PageRequest, sort_by: str, now: int) -> Page[Any]:
+        r = t.flow_delete_requests
+        keys: list[ColumnElement[Any]] = [r.c.expiry_key if sort_by == "expiry" else r.c.created, r.c.id]
+        stmt = self._with_keys(select(r), keys).where(or_(r.c.expiry.is_(None), r.c.expiry > now))
+        return await self._page(stmt, keys, page, descending=True)
+
+    async def update_delete_request(self, request_id: str, values: dict[str, Any], owner: str | None = None) -> bool:
+        """Update a request; with ``owner``, only while that worker still holds its lease."""
+        r = t.flow_delete_requests
+        stmt = update(r).where(r.c.id == request_id)
+        if owner is not None:
+            stmt = stmt.where(r.c.lease_owner == owner)
+        result = await self.conn.execute(stmt.values(**values))
+        return bool(result.rowcount)
+
+    async def claim_delete_request(self, owner: str, now: int, lease_until: int) -> Any:
+        """Take the oldest request nobody holds a live lease on. ``SKIP LOCKED`` lets several
+        workers on PostgreSQL claim different requests at the same moment."""
+        r = t.flow_delete_requests
+        stmt = (
+            select(r.c.id)
+            .where(r.c.status.in_(("created", "started")), or_(r.c.lease_until.is_(None), r.c.lease_until < now))
+            .order_by(r.c.created)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        )
+        row = await self._one(stmt)
+        if row is None:
+            return None
+        await self.conn.execute(
+            update(r)
+            .where(r.c.id == row.id)
+            .values(status="started", lease_owner=owner, lease_until=lease_until, updated=now)
+        )
+        return await self._one(select(r).where(r.c.id == row.id))
+
+    async def purge_expired_delete_requests(self, now: int) -> None:
+        r = t.flow_delete_requests
+        await self.conn.execute(delete(r).where(r.c.expiry.is_not(None), r.c.expiry <= now))
+
+    # -- recovery window ------------------------------------------------------------------------
+
+    async def record_batch(self, row: dict[str, Any]) -> None:
+        b = t.deletion_batches
+        if await self._one(select(b.c.id).where(b.c.id == row["id"])) is None:
+            await self.conn.execute(insert(b).values(**row))
+
+    async def count_batch_segments(self, batch_id: str, n: int) -> None:
+        b = t.deletion_batches
+        await self.conn.execute(update(b).where(b.c.id == batch_id).values(segments=b.c.segments + n))
+
+    async def save_deleted_flow(self, row: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.deleted_flows).values(**row))
+
+    async def flow_tag_map(self, flow_id: str) -> dict[str, Any]:
+        ft = t.flow_tags
+        out: dict[str, Any] = {}
+        for r in await self._all(select(ft.c.name, ft.c.value).where(ft.c.flow_id == flow_id)):
+            out.setdefault(r.name, []).append(r.value)
+        return out
+
+    async def collection_rows(self, flow_id: str) -> list[dict[str, Any]]:
+        fc = t.flow_collections
+        rows = await self._all(select(fc).where(fc.c.collector_id == flow_id).order_by(fc.c.position))
+        return [dict(r._mapping) for r in rows]
+
+    async def list_batches(self, limit: int) -> list[Any]:
+        b = t.deletion_batches
+        return list(await self._all(select(b).order_by(b.c.deleted_at.desc(), b.c.id).limit(limit)))
+
+    async def get_batch(self, batch_id: str) -> Any:
+        b = t.deletion_batches
+        return await self._one(select(b).where(b.c.id == batch_id))
+
+    async def expired_batches(self, before: int, limit: int) -> list[Any]:
+        b = t.deletion_batches
+        return list(await self._all(select(b).where(b.c.deleted_at < before).order_by(b.c.deleted_at).limit(limit)))
+
+    async def get_deleted_flow(self, batch_id: str) -> Any:
+        return await self._one(select(t.deleted_flows).where(t.deleted_flows.c.batch_id == batch_id))
+
+    async def deleted_segment_chunk(self, batch_id: str, limit: int) -> list[Any]:
+        d = t.deleted_segments
+        return list(await self._all(select(d).where(d.c.batch_id == batch_id).order_by(d.c.ts_start).limit(limit)))
+
+    async def forget_deleted_segments(self, batch_id: str, starts: list[int]) -> None:
+        d = t.deleted_segments
+        for i in range(0, len(starts), 500):
+            await self.conn.execute(delete(d).where(d.c.batch_id == batch_id, d.c.ts_start.in_(starts[i : i + 500])))
+
+    async def forget_batch(self, batch_id: str) -> None:
+        await self.conn.execute(delete(t.deleted_flows).where(t.deleted_flows.c.batch_id == batch_id))
+        await self.conn.execute(delete(t.deletion_batches).where(t.deletion_batches.c.id == batch_id))
+
+    async def restore_flow_rows(
+        self, flow: dict[str, Any], tags: dict[str, Any], collection: list[dict[str, Any]]
+    ) -> None:
+        await self.conn.execute(insert(t.flows).values(**flow))
+        await self._replace_tags(t.flow_tags, "flow_id", flow["id"], tags)
+        if collection:
+            await self.conn.execute(insert(t.flow_collections), collection)
 
 
 class MetadataStore:

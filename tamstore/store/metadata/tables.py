@@ -190,3 +190,79 @@ segments = Table(
     Index("ix_segments_end", "flow_id", "ts_end"),
     Index("ix_segments_object", "object_id", "flow_id"),
 )
+
+# Asynchronous deletions (CHECKLIST §11): the API's flow-delete-requests, plus the lease a
+# worker holds while it works on one, so that several workers never do the same one at once
+# and a worker that dies leaves a request the next one resumes.
+flow_delete_requests = Table(
+    "flow_delete_requests",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("flow_id", String(36), nullable=False),
+    Column("timerange_to_delete", String, nullable=False),
+    Column("timerange_remaining", String),
+    Column("object_id", String),
+    Column("delete_flow", Boolean, nullable=False),
+    Column("status", String, nullable=False),
+    Column("error", Text),
+    Column("created", BigInteger, nullable=False),
+    Column("created_by", String),
+    Column("updated", BigInteger, nullable=False),
+    Column("expiry", BigInteger),
+    Column("expiry_key", BigInteger, nullable=False, server_default="0"),  # expiry, 0 if unset
+    Column("lease_owner", String),
+    Column("lease_until", BigInteger),
+    Index("ix_delete_requests_created", "created", "id"),
+    Index("ix_delete_requests_expiry", "expiry_key", "id"),
+    Index("ix_delete_requests_pending", "status", "lease_until"),
+    Index("ix_delete_requests_flow", "flow_id"),
+)
+
+# The recovery window: what a deletion removed, kept until the window closes so that an
+# operator can restore it. A batch is one deletion (inline or asynchronous).
+deleted_flows = Table(
+    "deleted_flows",
+    metadata,
+    Column("batch_id", String(36), primary_key=True),
+    Column("flow_id", String(36), nullable=False),
+    Column("deleted_at", BigInteger, nullable=False),
+    Column("flow", Text, nullable=False),
+    Column("tags", Text, nullable=False),
+    Column("collection", Text, nullable=False),
+    Column("source", Text),
+    Index("ix_deleted_flows_flow", "flow_id"),
+)
+
+deleted_segments = Table(
+    "deleted_segments",
+    metadata,
+    Column("batch_id", String(36), nullable=False),
+    Column("deleted_at", BigInteger, nullable=False),
+    Column("flow_id", String(36), nullable=False),
+    Column("ts_start", BigInteger, nullable=False),
+    Column("ts_end", BigInteger, nullable=False),
+    Column("timerange", String, nullable=False),
+    Column("object_id", String, nullable=False),
+    Column("ts_offset", BigInteger, nullable=False),
+    Column("last_duration", BigInteger),
+    Column("object_timerange", String),
+    Column("key_frame_count", Integer),
+    Column("sample_offset", Integer),
+    Column("sample_count", Integer),
+    PrimaryKeyConstraint("batch_id", "ts_start"),
+    Index("ix_deleted_segments_object", "object_id"),
+    Index("ix_deleted_segments_time", "deleted_at"),
+)
+
+# Recovery-window batches, one row per deletion, for `tamstore admin deleted` and the purge.
+deletion_batches = Table(
+    "deletion_batches",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("flow_id", String(36), nullable=False),
+    Column("timerange", String, nullable=False),
+    Column("whole_flow", Boolean, nullable=False),
+    Column("segments", BigInteger, nullable=False, server_default="0"),
+    Column("deleted_at", BigInteger, nullable=False),
+    Index("ix_deletion_batches_time", "deleted_at", "id"),
+)

@@ -1,0 +1,68 @@
+"""Finding media nobody can reach: bytes with no Object record, leftovers of interrupted uploads,
+and Objects allocated but never registered past their timeout (``tamstore admin cleanup``)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from tamstore.ops.context import Context, now_us
+from tamstore.ops.storage import GRACE_SECONDS, collect_expired_allocations
+from tamstore.store.media.filesystem import FilesystemMediaStore, StoredItem
+
+__all__ = ["Findings", "find_orphans", "remove_orphans"]
+
+BATCH = 500
+
+
+@dataclass
+class Findings:
+    orphaned_bytes: list[StoredItem] = field(default_factory=list)
+    expired_allocations: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [f"orphaned media: {item.name} ({item.path})" for item in self.orphaned_bytes]
+        out += [f"allocated, never registered, past its timeout: {oid}" for oid in self.expired_allocations]
+        return out
+
+
+async def find_orphans(ctx: Context) -> Findings:
+    """What cleanup would delete. Bytes younger than the allocation timeout are left alone:
+    they may belong to an upload that is registering right now."""
+    found = Findings()
+    young = time.time() - ctx.settings.min_object_timeout - GRACE_SECONDS
+    fs = ctx.extras.get("filesystem")
+    if isinstance(fs, FilesystemMediaStore):
+        pending: list[StoredItem] = []
+        for item in fs.stored():
+            if item.mtime > young:
+                continue
+            if item.object_id is None:
+                found.orphaned_bytes.append(item)
+            else:
+                pending.append(item)
+            if len(pending) >= BATCH:
+                found.orphaned_bytes += await _unknown(ctx, pending)
+                pending = []
+        found.orphaned_bytes += await _unknown(ctx, pending)
+    cutoff = now_us() - (ctx.settings.min_object_timeout + GRACE_SECONDS) * 1_000_000
+    async with ctx.store.read() as tx:
+        rows = await tx.expired_allocations(cutoff, 100_000)
+    found.expired_allocations = [r.id for r in rows]
+    return found
+
+
+async def _unknown(ctx: Context, items: list[StoredItem]) -> list[StoredItem]:
+    if not items:
+        return []
+    async with ctx.store.read() as tx:
+        known = await tx.get_objects(i.object_id for i in items if i.object_id is not None)
+    return [i for i in items if i.object_id not in known]
+
+
+async def remove_orphans(ctx: Context, found: Findings) -> int:
+    fs = ctx.extras.get("filesystem")
+    for item in found.orphaned_bytes:
+        if isinstance(fs, FilesystemMediaStore):
+            fs.remove_stored(item)
+    return len(found.orphaned_bytes) + await collect_expired_allocations(ctx)

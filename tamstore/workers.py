@@ -1,0 +1,80 @@
+"""Background work: flow-delete-requests, collection of unused allocations, the recovery-window
+purge (and webhook delivery). Runs inside ``tamstore serve`` by default, or alone as
+``tamstore worker`` beside stateless API replicas; several workers share a PostgreSQL safely."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from collections.abc import Awaitable, Callable
+
+from tamstore.ops import deletion
+from tamstore.ops.context import Context
+from tamstore.ops.storage import collect_expired_allocations
+
+__all__ = ["Workers"]
+
+log = logging.getLogger("tamstore.workers")
+
+HOUSEKEEPING_SECONDS = 60.0
+POLL_SECONDS = 1.0
+
+
+class Workers:
+    def __init__(self, ctx: Context, *, housekeeping_seconds: float = HOUSEKEEPING_SECONDS) -> None:
+        self.ctx = ctx
+        self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.wake = asyncio.Event()
+        ctx.extras["wake_deleter"] = self.wake
+        self.housekeeping_seconds = housekeeping_seconds
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def start(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._deletions(), name="tamstore-deletions"),
+            asyncio.create_task(
+                self._every(self.housekeeping_seconds, self.housekeeping), name="tamstore-housekeeping"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def run_forever(self) -> None:
+        self.start()
+        try:
+            await asyncio.gather(*self._tasks)
+        finally:
+            await self.stop()
+
+    async def housekeeping(self) -> None:
+        removed = await collect_expired_allocations(self.ctx)
+        if removed:
+            log.info("garbage-collected %d unused allocated objects", removed)
+        if self.ctx.settings.recovery_window > 0:
+            await deletion.purge_recovery_window(self.ctx)
+
+    async def _deletions(self) -> None:
+        while True:
+            try:
+                while await deletion.run_next_delete_request(self.ctx, self.owner):
+                    pass
+            except Exception:  # keep going; the request stays leased and is retried later
+                log.exception("flow deletion failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            self.wake.clear()
+
+    async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                await job()
+            except Exception:
+                log.exception("background job %s failed", job.__name__)
