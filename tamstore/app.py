@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from tamstore import __version__
-from tamstore.api import delete_requests, errors, flows, media, objects, segments, service, sources
+from tamstore.api import delete_requests, errors, flows, media, objects, segments, service, sources, webhooks
 from tamstore.config import Settings
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
@@ -39,7 +39,11 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         url_timeout=settings.presigned_url_timeout,
     )
     backends: dict[str, MediaStore] = {fs.info.id: fs}
-    return Context(settings=settings, store=store, backends=backends, extras={"filesystem": fs})
+    extras = {
+        "filesystem": fs,
+        "event_stream_mechanisms": [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}],
+    }
+    return Context(settings=settings, store=store, backends=backends, extras=extras)
 
 
 def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
@@ -66,6 +70,6 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         lifespan=lifespan,
     )
     errors.install_error_handlers(app)
-    for module in (service, sources, flows, segments, objects, delete_requests, media):
+    for module in (service, webhooks, sources, flows, segments, objects, delete_requests, media):
         app.include_router(module.router)
     return app

@@ -52,6 +52,25 @@ class Settings:
     worker_lease: int = field(
         default=30, metadata={"help": "Seconds a worker holds a job before another may take it over."}
     )
+    public_url: str | None = field(
+        default=None,
+        metadata={
+            "help": "The URL clients reach this service at, for media URLs made outside a request "
+            "(webhook messages). Default: http://HOST:PORT."
+        },
+    )
+    webhook_timeout: int = field(default=10, metadata={"help": "Seconds to wait for a webhook receiver."})
+    webhook_max_attempts: int = field(
+        default=8, metadata={"help": "Failed deliveries in a row before a webhook goes to 'error'."}
+    )
+    webhook_backoff_ms: int = field(
+        default=1000, metadata={"help": "First retry delay (ms) after a failed delivery; doubles each time."}
+    )
+    webhook_backoff_max: int = field(default=300, metadata={"help": "Longest retry delay, in seconds."})
+    webhook_concurrency: int = field(default=16, metadata={"help": "Webhooks one worker delivers to at the same time."})
+    webhook_event_retention: int = field(
+        default=86400, metadata={"help": "Seconds undelivered events are kept for webhooks in error."}
+    )
     migrate: bool = field(
         default=True,
         metadata={"help": "Apply database migrations on start (--no-migrate: run `tamstore db upgrade`)."},
@@ -70,6 +89,9 @@ class Settings:
             return url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'tamstore.db').resolve()}"
 
+    def base_url(self) -> str:
+        return (self.public_url or f"http://{self.host}:{self.port}").rstrip("/")
+
     def check(self) -> None:
         """Raise ValueError naming the setting when a value cannot work."""
         if self.min_object_timeout < 300:
@@ -82,7 +104,16 @@ class Settings:
             raise ValueError("port must be between 1 and 65535")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
-        for name in ("default_page_limit", "max_page_limit", "max_storage_limit", "db_pool_size", "worker_lease"):
+        for name in (
+            "default_page_limit",
+            "max_page_limit",
+            "max_storage_limit",
+            "db_pool_size",
+            "worker_lease",
+            "webhook_timeout",
+            "webhook_max_attempts",
+            "webhook_concurrency",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
 

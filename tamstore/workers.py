@@ -12,6 +12,7 @@ import socket
 import uuid
 from collections.abc import Awaitable, Callable
 
+from tamstore.delivery import Deliverer
 from tamstore.ops import deletion
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
@@ -21,7 +22,7 @@ __all__ = ["Workers"]
 log = logging.getLogger("tamstore.workers")
 
 HOUSEKEEPING_SECONDS = 60.0
-POLL_SECONDS = 1.0
+POLL_SECONDS = 0.5
 
 
 class Workers:
@@ -34,8 +35,10 @@ class Workers:
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
+        self.deliverer = Deliverer(self.ctx, self.owner)
         self._tasks = [
             asyncio.create_task(self._deletions(), name="tamstore-deletions"),
+            asyncio.create_task(self._webhooks(), name="tamstore-webhooks"),
             asyncio.create_task(
                 self._every(self.housekeeping_seconds, self.housekeeping), name="tamstore-housekeeping"
             ),
@@ -45,6 +48,7 @@ class Workers:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.deliverer.close()
 
     async def run_forever(self) -> None:
         self.start()
@@ -70,6 +74,25 @@ class Workers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
             self.wake.clear()
+
+    async def _webhooks(self) -> None:
+        """Deliver as soon as this process commits events; otherwise look every POLL_SECONDS
+        (for events other processes committed, and for retries that have come due)."""
+        written = self.ctx.store.events_written
+        wake = asyncio.Event()
+        self.ctx.extras["wake_webhooks"] = wake
+        while True:
+            written.clear()
+            wake.clear()
+            try:
+                while await self.deliverer.run_once():
+                    pass
+            except Exception:
+                log.exception("webhook delivery failed")
+            waiters = [asyncio.ensure_future(written.wait()), asyncio.ensure_future(wake.wait())]
+            await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            for w in waiters:
+                w.cancel()
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -48,11 +48,12 @@ CHUNK = 1000
 
 
 async def _delete_chunk(
-    ctx: Context, tx: Tx, flow_id: str, timerange: TimeRange, object_id: str | None, batch: str | None
+    ctx: Context, tx: Tx, flow: Any, timerange: TimeRange, object_id: str | None, batch: str | None
 ) -> tuple[list[Any], set[str]]:
     """Delete up to CHUNK segments wholly inside ``timerange``, earliest first. Returns them
     and the Objects they used. One ``segments_deleted`` event per contiguous run, so each event's
     range starts and ends inside deleted segments (MUST)."""
+    flow_id = flow.id
     rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, CHUNK)
     if not rows:
         return [], set()
@@ -70,9 +71,11 @@ async def _delete_chunk(
     run_first = rows[0]
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
-            await events.segments_deleted(tx, flow_id, extent_timerange(run_first.timerange, prev.timerange).to_str())
+            run = extent_timerange(run_first.timerange, prev.timerange).to_str()
+            await events.segments_deleted(tx, flow_id, flow.source_id, run)
             run_first = row
-    await events.segments_deleted(tx, flow_id, extent_timerange(run_first.timerange, rows[-1].timerange).to_str())
+    run = extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
+    await events.segments_deleted(tx, flow_id, flow.source_id, run)
     return rows, set(init_of) | {i for i in init_of.values() if i}
 
 
@@ -89,7 +92,7 @@ async def _drop_flow(ctx: Context, tx: Tx, flow: Any, batch: str | None) -> None
             "collection": json.dumps(await tx.collection_rows(flow.id)),
         }
     await tx.delete_flow_row(flow.id)
-    await events.flow_deleted(tx, flow.id)
+    await events.flow_deleted(tx, flow.id, flow.source_id)
     if not await tx.source_has_flows(flow.source_id):
         source = await tx.get_source(flow.source_id)
         await tx.delete_source(flow.source_id)
@@ -162,7 +165,7 @@ async def _delete(
         batch = _batch_id(ctx)
         await _record_batch(ctx, tx, batch, flow_id, tr, whole_flow)
         while True:
-            rows, objs = await _delete_chunk(ctx, tx, flow_id, tr, object_id, batch)
+            rows, objs = await _delete_chunk(ctx, tx, flow, tr, object_id, batch)
             used |= objs
             if len(rows) < CHUNK:
                 break
@@ -271,7 +274,7 @@ async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
                 done = True
             else:
                 await _record_batch(ctx, tx, batch, req.flow_id, tr, bool(req.delete_flow))
-                rows, used = await _delete_chunk(ctx, tx, req.flow_id, tr, req.object_id, batch)
+                rows, used = await _delete_chunk(ctx, tx, flow, tr, req.object_id, batch)
                 done = len(rows) < CHUNK
                 if done and req.delete_flow:
                     await _drop_flow(ctx, tx, flow, batch)

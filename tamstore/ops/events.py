@@ -1,39 +1,123 @@
-"""Events for webhooks (CHECKLIST §12): recorded in the transaction of the change that caused them."""
+"""Recording events in the transactional outbox (CHECKLIST §12.5).
+
+Each function is called inside the transaction of the change it reports, so a committed change
+always has its event and a rolled-back one never does. Nothing is recorded while no webhook is
+listening (one cheap query per transaction).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+import orjson
+
+from tamstore.domain.events import EventFacts
+from tamstore.ops.context import now_us
+from tamstore.ops.render import flow_docs, source_docs
 from tamstore.store.metadata.sql import Tx
+
+__all__ = [
+    "flow_deleted",
+    "flow_event",
+    "flow_updated",
+    "segments_added",
+    "segments_deleted",
+    "source_created",
+    "source_deleted",
+    "source_updated",
+]
+
+
+async def _listening(tx: Tx) -> bool:
+    cached = getattr(tx, "_webhooks_listening", None)
+    if cached is None:
+        cached = await tx.webhooks_listening()
+        tx._webhooks_listening = cached  # type: ignore[attr-defined]
+    return bool(cached)
+
+
+async def _flow_facts(tx: Tx, event_type: str, flow_id: str, source_id: str) -> EventFacts:
+    by_flow = (await tx.collected_by([flow_id]))[flow_id]
+    by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
+    return EventFacts(event_type, flow_id, source_id, tuple(by_flow), tuple(by_source))
+
+
+async def _record(tx: Tx, facts: EventFacts, event: dict[str, Any]) -> None:
+    await tx.insert_events(
+        [
+            {
+                "event_type": facts.event_type,
+                "flow_id": facts.flow_id,
+                "source_id": facts.source_id,
+                "meta": orjson.dumps(facts.to_json()).decode(),
+                "payload": orjson.dumps(event).decode(),
+                "created": now_us(),
+            }
+        ]
+    )
 
 
 async def flow_event(tx: Tx, event_type: str, flow: dict[str, Any]) -> None:
-    return None
+    """``flows/created`` or ``flows/updated`` with the whole Flow document."""
+    if await _listening(tx):
+        await _record(tx, await _flow_facts(tx, event_type, flow["id"], flow["source_id"]), {"flow": flow})
 
 
 async def flow_updated(tx: Tx, flow_id: str) -> None:
-    return None
+    if await _listening(tx):
+        row = await tx.get_flow(flow_id)
+        await flow_event(tx, "flows/updated", (await flow_docs(tx, [row]))[0])
 
 
-async def flow_deleted(tx: Tx, flow_id: str) -> None:
-    return None
+async def flow_deleted(tx: Tx, flow_id: str, source_id: str) -> None:
+    if await _listening(tx):
+        await _record(tx, await _flow_facts(tx, "flows/deleted", flow_id, source_id), {"flow_id": flow_id})
+
+
+async def segments_added(tx: Tx, flow_id: str, source_id: str, segments: list[dict[str, Any]]) -> None:
+    """The segments as stored, with their Objects' instances as they are now; each webhook gets
+    the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered."""
+    if await _listening(tx):
+        facts = await _flow_facts(tx, "flows/segments_added", flow_id, source_id)
+        objects = await tx.get_objects(s["object_id"] for s in segments)
+        init_of = {oid: o.init_object_id for oid, o in objects.items()}
+        instances = await tx.instances([*init_of, *(i for i in init_of.values() if i)])
+        recorded = {
+            oid: [
+                {"storage_id": i.storage_id, "url": i.url, "label": i.label, "controlled": bool(i.controlled)}
+                for i in insts
+            ]
+            for oid, insts in instances.items()
+        }
+        event = {"flow_id": flow_id, "segments": segments, "_init_of": init_of, "_instances": recorded}
+        await _record(tx, facts, event)
+
+
+async def segments_deleted(tx: Tx, flow_id: str, source_id: str, timerange: str) -> None:
+    if await _listening(tx):
+        facts = await _flow_facts(tx, "flows/segments_deleted", flow_id, source_id)
+        await _record(tx, facts, {"flow_id": flow_id, "timerange": timerange})
+
+
+async def _source_event(tx: Tx, event_type: str, source_id: str, event: dict[str, Any]) -> None:
+    by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
+    await _record(tx, EventFacts(event_type, None, source_id, (), tuple(by_source)), event)
 
 
 async def source_created(tx: Tx, source_id: str) -> None:
-    return None
+    await _source_doc_event(tx, "sources/created", source_id)
 
 
 async def source_updated(tx: Tx, source_id: str) -> None:
-    return None
+    await _source_doc_event(tx, "sources/updated", source_id)
+
+
+async def _source_doc_event(tx: Tx, event_type: str, source_id: str) -> None:
+    if await _listening(tx):
+        row = await tx.get_source(source_id)
+        await _source_event(tx, event_type, source_id, {"source": (await source_docs(tx, [row]))[0]})
 
 
 async def source_deleted(tx: Tx, source_id: str) -> None:
-    return None
-
-
-async def segments_added(tx: Tx, flow_id: str, segments: list[dict[str, Any]]) -> None:
-    return None
-
-
-async def segments_deleted(tx: Tx, flow_id: str, timerange: str) -> None:
-    return None
+    if await _listening(tx):
+        await _source_event(tx, "sources/deleted", source_id, {"source_id": source_id})

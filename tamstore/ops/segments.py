@@ -71,8 +71,22 @@ async def render_segments(
 ) -> list[dict[str, Any]]:
     """flow-segment.json documents for segment rows, with URLs from each Object's instances."""
     objects = await tx.get_objects(r.object_id for r in rows)
-    init_ids = {o.init_object_id for o in objects.values() if o.init_object_id}
+    init_of = {oid: o.init_object_id for oid, o in objects.items()}
+    init_ids = {i for i in init_of.values() if i}
     instances = await tx.instances([*objects, *init_ids]) if not query.urls.nothing else {}
+    return segment_docs(ctx, rows, init_of, instances, query, base_url)
+
+
+def segment_docs(
+    ctx: Context,
+    rows: list[Any],
+    init_of: dict[str, str | None],
+    instances: dict[str, list[Any]],
+    query: SegmentQuery,
+    base_url: str,
+) -> list[dict[str, Any]]:
+    """Render segment rows, given each Object's init Object and instances (looked up by the
+    caller: from the database now, or as recorded in a webhook event)."""
     out = []
     for r in rows:
         seg: dict[str, Any] = {"object_id": r.object_id, "timerange": r.timerange}
@@ -89,13 +103,11 @@ async def render_segments(
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
         seg["get_urls"] = render_get_urls(ctx, r.object_id, instances.get(r.object_id, []), query.urls, base_url)
-        obj = objects.get(r.object_id)
-        if obj is not None and obj.init_object_id:
+        init = init_of.get(r.object_id)
+        if init:
             seg["init_object"] = {
-                "object_id": obj.init_object_id,
-                "get_urls": render_get_urls(
-                    ctx, obj.init_object_id, instances.get(obj.init_object_id, []), query.urls, base_url
-                ),
+                "object_id": init,
+                "get_urls": render_get_urls(ctx, init, instances.get(init, []), query.urls, base_url),
             }
         out.append(seg)
     return out
@@ -283,7 +295,7 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], init_of:
         "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
     }
     await tx.update_flow(flow.id, values)
-    await events.segments_added(tx, flow.id, rows)
+    await events.segments_added(tx, flow.id, flow.source_id, rows)
 
 
 def reference_counts(object_ids: list[str], init_of: dict[str, str | None]) -> dict[str, int]:

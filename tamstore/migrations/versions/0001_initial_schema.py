@@ -70,6 +70,23 @@ def upgrade() -> None:
         batch_op.create_index("ix_deletion_batches_time", ["deleted_at", "id"], unique=False)
 
     op.create_table(
+        "events",
+        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("seq", sa.BigInteger(), nullable=True),
+        sa.Column("event_type", sa.String(), nullable=False),
+        sa.Column("flow_id", sa.String(length=36), nullable=True),
+        sa.Column("source_id", sa.String(length=36), nullable=True),
+        sa.Column("meta", sa.Text(), nullable=False),
+        sa.Column("payload", sa.Text(), nullable=False),
+        sa.Column("created", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+        sa.UniqueConstraint("seq"),
+    )
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.create_index("ix_events_created", ["created"], unique=False)
+        batch_op.create_index("ix_events_unsequenced", ["seq", "id"], unique=False)
+
+    op.create_table(
         "flow_delete_requests",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("flow_id", sa.String(length=36), nullable=False),
@@ -160,6 +177,26 @@ def upgrade() -> None:
         batch_op.create_index("ix_sources_updated", ["updated", "id"], unique=False)
 
     op.create_table(
+        "webhooks",
+        sa.Column("id", sa.String(length=36), nullable=False),
+        sa.Column("url", sa.Text(), nullable=False),
+        sa.Column("doc", sa.Text(), nullable=False),
+        sa.Column("api_key_value", sa.Text(), nullable=True),
+        sa.Column("status", sa.String(), nullable=False),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("cursor", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("attempts", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("next_attempt", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("lease_owner", sa.String(), nullable=True),
+        sa.Column("lease_until", sa.BigInteger(), nullable=True),
+        sa.Column("created", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("id"),
+    )
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.create_index("ix_webhooks_status", ["status"], unique=False)
+        batch_op.create_index("ix_webhooks_url", ["url", "id"], unique=False)
+
+    op.create_table(
         "flows",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("source_id", sa.String(length=36), nullable=False),
@@ -220,6 +257,17 @@ def upgrade() -> None:
     with op.batch_alter_table("source_tags", schema=None) as batch_op:
         batch_op.create_index("ix_source_tags_lookup", ["name", "value", "source_id"], unique=False)
         batch_op.create_index("ix_source_tags_source", ["source_id"], unique=False)
+
+    op.create_table(
+        "webhook_tags",
+        sa.Column("webhook_id", sa.String(length=36), nullable=False),
+        sa.Column("name", sa.String(), nullable=False),
+        sa.Column("value", sa.String(), nullable=False),
+        sa.ForeignKeyConstraint(["webhook_id"], ["webhooks.id"], ondelete="CASCADE"),
+    )
+    with op.batch_alter_table("webhook_tags", schema=None) as batch_op:
+        batch_op.create_index("ix_webhook_tags_lookup", ["name", "value", "webhook_id"], unique=False)
+        batch_op.create_index("ix_webhook_tags_webhook", ["webhook_id"], unique=False)
 
     op.create_table(
         "flow_collections",
@@ -296,6 +344,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_flow_collections_member")
 
     op.drop_table("flow_collections")
+    with op.batch_alter_table("webhook_tags", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhook_tags_webhook")
+        batch_op.drop_index("ix_webhook_tags_lookup")
+
+    op.drop_table("webhook_tags")
     with op.batch_alter_table("source_tags", schema=None) as batch_op:
         batch_op.drop_index("ix_source_tags_source")
         batch_op.drop_index("ix_source_tags_lookup")
@@ -314,6 +367,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_flows_created")
 
     op.drop_table("flows")
+    with op.batch_alter_table("webhooks", schema=None) as batch_op:
+        batch_op.drop_index("ix_webhooks_url")
+        batch_op.drop_index("ix_webhooks_status")
+
+    op.drop_table("webhooks")
     with op.batch_alter_table("sources", schema=None) as batch_op:
         batch_op.drop_index("ix_sources_updated")
         batch_op.drop_index("ix_sources_label_exact")
@@ -339,6 +397,11 @@ def downgrade() -> None:
         batch_op.drop_index("ix_delete_requests_created")
 
     op.drop_table("flow_delete_requests")
+    with op.batch_alter_table("events", schema=None) as batch_op:
+        batch_op.drop_index("ix_events_unsequenced")
+        batch_op.drop_index("ix_events_created")
+
+    op.drop_table("events")
     with op.batch_alter_table("deletion_batches", schema=None) as batch_op:
         batch_op.drop_index("ix_deletion_batches_time")
 

@@ -266,3 +266,52 @@ deletion_batches = Table(
     Column("deleted_at", BigInteger, nullable=False),
     Index("ix_deletion_batches_time", "deleted_at", "id"),
 )
+
+# Webhooks (CHECKLIST §12). ``cursor`` is the ``seq`` of the last event this webhook has dealt
+# with; a worker holding the lease delivers the following ones, in order.
+webhooks = Table(
+    "webhooks",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("url", Text, nullable=False),
+    Column("doc", Text, nullable=False),
+    Column("api_key_value", Text),
+    Column("status", String, nullable=False),
+    Column("error", Text),
+    Column("cursor", BigInteger, nullable=False, server_default="0"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt", BigInteger, nullable=False, server_default="0"),
+    Column("lease_owner", String),
+    Column("lease_until", BigInteger),
+    Column("created", BigInteger, nullable=False),
+    Index("ix_webhooks_url", "url", "id"),
+    Index("ix_webhooks_status", "status"),
+)
+
+webhook_tags = Table(
+    "webhook_tags",
+    metadata,
+    Column("webhook_id", String(36), ForeignKey("webhooks.id", ondelete="CASCADE"), nullable=False),
+    Column("name", String, nullable=False),
+    Column("value", String, nullable=False),
+    Index("ix_webhook_tags_lookup", "name", "value", "webhook_id"),
+    Index("ix_webhook_tags_webhook", "webhook_id"),
+)
+
+# The transactional outbox: an event row is written in the transaction of the change it
+# reports. ``seq`` is given by the webhook worker in the order rows become visible (committed),
+# so a transaction that commits late can never be skipped by a cursor.
+events = Table(
+    "events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("seq", BigInteger, unique=True),
+    Column("event_type", String, nullable=False),
+    Column("flow_id", String(36)),
+    Column("source_id", String(36)),
+    Column("meta", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("created", BigInteger, nullable=False),
+    Index("ix_events_unsequenced", "seq", "id"),
+    Index("ix_events_created", "created"),
+)

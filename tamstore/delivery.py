@@ -1,0 +1,158 @@
+"""Webhook delivery: from the outbox to each webhook's URL, in order, at least once.
+
+A worker numbers newly committed events, then leases webhooks that have events waiting
+(``SKIP LOCKED``, so two workers never deliver to one webhook at once), and for each delivers its
+events one after another with httpx. A failure backs off exponentially and blocks that webhook's
+later events (order is kept); after ``webhook_max_attempts`` the webhook goes to ``error``. The
+cursor moves only after a delivery succeeded, so a crash repeats at most that delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
+
+import httpx
+import orjson
+
+from tamstore.domain.errors import TamsError, error_body
+from tamstore.domain.events import EventFacts, WebhookFilter
+from tamstore.domain.objects import UrlFilter
+from tamstore.domain.timerange import TimeRange
+from tamstore.ops.context import Context, now_us, rfc3339
+from tamstore.ops.segments import SegmentQuery, segment_docs
+
+__all__ = ["Deliverer"]
+
+log = logging.getLogger("tamstore.webhooks")
+
+BATCH = 100
+
+
+class Deliverer:
+    def __init__(self, ctx: Context, owner: str, client: httpx.AsyncClient | None = None) -> None:
+        self.ctx = ctx
+        self.owner = owner
+        s = ctx.settings
+        self.client = client or httpx.AsyncClient(timeout=s.webhook_timeout, follow_redirects=False)
+        self.concurrency = asyncio.Semaphore(s.webhook_concurrency)
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    async def run_once(self) -> int:
+        """Sequence new events and deliver what is due. Returns deliveries attempted."""
+        s = self.ctx.settings
+        lease = s.worker_lease * 1_000_000
+        async with self.ctx.store.write() as tx:
+            await tx.sequence_events()
+            await tx.purge_events(now_us() - s.webhook_event_retention * 1_000_000)
+            hooks = await tx.claim_webhooks(self.owner, now_us(), now_us() + lease, s.webhook_concurrency)
+        if not hooks:
+            return 0
+        counts = await asyncio.gather(*(self._serve(h) for h in hooks))
+        return sum(counts)
+
+    async def _serve(self, hook: Any) -> int:
+        async with self.concurrency:
+            try:
+                return await self._deliver_pending(hook)
+            finally:
+                async with self.ctx.store.write() as tx:
+                    await tx.update_webhook(hook.id, {"lease_until": None}, owner=self.owner)
+
+    async def _deliver_pending(self, hook: Any) -> int:
+        doc = orjson.loads(hook.doc)
+        filt = WebhookFilter.from_doc(doc)
+        headers = {"content-type": "application/json"}
+        if doc.get("api_key_name") and hook.api_key_value is not None:
+            headers[doc["api_key_name"]] = hook.api_key_value
+        cursor, delivered = hook.cursor, 0
+        while True:
+            async with self.ctx.store.read() as tx:
+                events = await tx.events_after(cursor, BATCH)
+            if not events:
+                return delivered
+            for event in events:
+                facts = _facts(event)
+                if filt.matches(facts):
+                    body = await self._message(event, filt)
+                    ok, problem = await self._post(hook.url, body, headers)
+                    delivered += 1
+                    if not ok:
+                        await self._failed(hook, problem)
+                        return delivered
+                cursor = event.seq
+                lease_until = now_us() + self.ctx.settings.worker_lease * 1_000_000
+                async with self.ctx.store.write() as tx:
+                    values = {"cursor": cursor, "attempts": 0, "lease_until": lease_until}
+                    if hook.status == "created":
+                        values["status"] = "started"
+                    if not await tx.update_webhook(hook.id, values, owner=self.owner):
+                        return delivered  # lost the lease, or the webhook was changed: stop here
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str]:
+        try:
+            r = await self.client.post(url, content=body, headers=headers)
+        except httpx.HTTPError as exc:
+            return False, f"{type(exc).__name__}: {exc}"
+        if 200 <= r.status_code < 300:
+            return True, ""
+        return False, f"the receiver answered {r.status_code}"
+
+    async def _failed(self, hook: Any, problem: str) -> None:
+        s = self.ctx.settings
+        async with self.ctx.store.write() as tx:
+            current = await tx.get_webhook(hook.id)
+            attempts = (current.attempts if current else hook.attempts) + 1
+            if attempts >= s.webhook_max_attempts:
+                err = TamsError(f"delivery failed {attempts} times; last: {problem}")
+                err.kind = "delivery_failed"
+                values = {"status": "error", "error": orjson.dumps(error_body(err)).decode(), "attempts": attempts}
+                log.warning("webhook %s disabled after %d failed deliveries: %s", hook.id, attempts, problem)
+            else:
+                delay_ms = min(s.webhook_backoff_ms * 2 ** (attempts - 1), s.webhook_backoff_max * 1000)
+                values = {"attempts": attempts, "next_attempt": now_us() + delay_ms * 1000}
+            await tx.update_webhook(hook.id, values, owner=self.owner)
+
+    async def _message(self, event: Any, filt: WebhookFilter) -> bytes:
+        payload = orjson.loads(event.payload)
+        if event.event_type == "flows/segments_added":
+            init_of = payload.pop("_init_of")
+            instances = payload.pop("_instances")
+            payload["segments"] = self._render(payload["segments"], init_of, instances, filt.transforms)
+        return orjson.dumps(
+            {"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload}
+        )
+
+    def _render(
+        self,
+        segments: list[dict[str, Any]],
+        init_of: dict[str, str | None],
+        instances: dict[str, list[dict[str, Any]]],
+        t: dict[str, Any],
+    ) -> list[dict[str, Any]]:
+        """Segments as GET /flows/{id}/segments would show them, with this webhook's URL filters."""
+        urls = UrlFilter(
+            accept_get_urls=None if t.get("accept_get_urls") is None else tuple(t["accept_get_urls"]),
+            accept_storage_ids=tuple(t["accept_storage_ids"]) if t.get("accept_storage_ids") else None,
+            presigned=t.get("presigned"),
+            verbose=bool(t.get("verbose_storage")),
+        )
+        query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
+        rows = [SimpleNamespace(**seg) for seg in segments]
+        insts = {oid: [SimpleNamespace(**i) for i in items] for oid, items in instances.items()}
+        return segment_docs(self.ctx, rows, init_of, insts, query, self.ctx.settings.base_url())
+
+
+def _facts(event: Any) -> EventFacts:
+    meta = orjson.loads(event.meta)
+    return EventFacts(
+        event.event_type,
+        event.flow_id,
+        event.source_id,
+        tuple(meta.get("flow_collected_by", ())),
+        tuple(meta.get("source_collected_by", ())),
+    )
