@@ -13,8 +13,11 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from tamstore import __version__
-from tamstore.api import delete_requests, errors, flows, media, objects, segments, service, sources, webhooks
+from tamstore.api import delete_requests, errors, flows, media, objects, security, segments, service, sources, webhooks
+from tamstore.api.security import AuthMiddleware
+from tamstore.auth import AuthConfig
 from tamstore.config import Settings
+from tamstore.keys import load_or_create_key
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
 from tamstore.store.media.filesystem import FilesystemMediaStore
@@ -35,7 +38,7 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         await upgrade(store.engine)
     fs = FilesystemMediaStore(
         settings.data_dir / "media",
-        FilesystemMediaStore.load_key(settings.data_dir),
+        load_or_create_key(settings.data_dir, "media-signing.key"),
         url_timeout=settings.presigned_url_timeout,
     )
     backends: dict[str, MediaStore] = {fs.info.id: fs}
@@ -44,6 +47,23 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         "event_stream_mechanisms": [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}],
     }
     return Context(settings=settings, store=store, backends=backends, extras=extras)
+
+
+def load_auth(settings: Settings) -> AuthConfig:
+    """The auth configuration; the token signing key lives in the data dir (made once, 0600)."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = load_or_create_key(settings.data_dir, "token-signing.key")
+    public_key = settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
+    return AuthConfig.load(
+        settings.auth,
+        settings.auth_file,
+        key,
+        token_lifetime=settings.token_lifetime,
+        jwks_url=settings.jwt_jwks_url,
+        public_key=public_key,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
 
 
 def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
@@ -63,13 +83,16 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
                 await background.stop()
             await ctx.store.close()
 
+    auth = load_auth(settings)
     app = FastAPI(
         title="tamstore",
         version=__version__,
         summary="A Time-addressable Media Store (TAMS 8.2) server",
         lifespan=lifespan,
     )
+    app.state.auth = auth
+    app.add_middleware(AuthMiddleware, config=auth)
     errors.install_error_handlers(app)
-    for module in (service, webhooks, sources, flows, segments, objects, delete_requests, media):
+    for module in (service, webhooks, sources, flows, segments, objects, delete_requests, media, security):
         app.include_router(module.router)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import ipaddress
 import os
 import socket
 import sys
@@ -22,7 +23,8 @@ ENV_PREFIX = "TAMSTORE_"
 
 def _settings_options(fn: Any) -> Any:
     """One click option per setting, each also read from ``TAMSTORE_<NAME>``."""
-    types: dict[str, Any] = {"int": int, "bool": bool, "Path": click.Path(path_type=Path)}
+    path = click.Path(path_type=Path)
+    types: dict[str, Any] = {"int": int, "bool": bool, "Path": path, "Path | None": path}
     for f in reversed(fields(Settings)):
         default = f.default
         flag = f"--{f.name.replace('_', '-')}"
@@ -66,6 +68,22 @@ def _check_data_dir(path: Path) -> None:
         _fail(f"data dir {path} is not writable")
 
 
+def _check_exposure(settings: Settings) -> None:
+    """Without authentication, only this machine may connect, unless the operator insists."""
+    if settings.auth.strip() not in ("", "none") or settings.allow_unauthenticated_network_access:
+        return
+    try:
+        loopback = ipaddress.ip_address(settings.host).is_loopback
+    except ValueError:
+        loopback = settings.host == "localhost"
+    if not loopback:
+        _fail(
+            f"refusing to listen on {settings.host} with --auth none: anyone on the network could read, "
+            "change and delete all media. Set --auth (see README) or pass "
+            "--allow-unauthenticated-network-access"
+        )
+
+
 def _check_port(host: str, port: int) -> None:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     with socket.socket(family, socket.SOCK_STREAM) as sock:
@@ -97,11 +115,17 @@ def serve(**values: Any) -> None:
     The database schema is migrated on start.
     """
     settings = _build_settings(values)
+    _check_exposure(settings)
     _check_data_dir(settings.data_dir)
     _check_port(settings.host, settings.port)
     import uvicorn
 
-    from tamstore.app import create_app
+    from tamstore.app import create_app, load_auth
+
+    try:
+        load_auth(settings)
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
 
     click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
     click.echo(f"data dir: {settings.data_dir.resolve()}  (API docs at /docs)")
@@ -177,6 +201,26 @@ def worker(**values: Any) -> None:
     click.echo(f"tamstore {__version__}: background worker started")
     with contextlib.suppress(KeyboardInterrupt):
         _with_context(settings, job)
+
+
+@main.group()
+def auth() -> None:
+    """Helpers for the auth file."""
+
+
+@auth.command("hash-secret")
+def auth_hash_secret() -> None:
+    """Read a password or client secret (prompted, or one line of stdin) and print the hash to
+    put in the auth file. The secret itself is never stored or printed."""
+    from tamstore.auth import hash_secret
+
+    if sys.stdin.isatty():
+        secret = click.prompt("secret", hide_input=True, confirmation_prompt=True)
+    else:
+        secret = sys.stdin.readline().rstrip("\n")
+    if not secret:
+        _fail("an empty secret is not allowed")
+    click.echo(hash_secret(secret))
 
 
 @main.group()

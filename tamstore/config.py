@@ -71,6 +71,30 @@ class Settings:
     webhook_event_retention: int = field(
         default=86400, metadata={"help": "Seconds undelivered events are kept for webhooks in error."}
     )
+    auth: str = field(
+        default="none",
+        metadata={"help": "Authentication: none, or a comma list of basic and bearer (JWT, access_token)."},
+    )
+    auth_file: Path | None = field(
+        default=None,
+        metadata={"help": "TOML file of [[users]] (Basic) and [[clients]] (token endpoint), secrets hashed."},
+    )
+    jwt_jwks_url: str | None = field(
+        default=None, metadata={"help": "JWKS URL of an identity provider whose Bearer tokens to accept."}
+    )
+    jwt_public_key_file: Path | None = field(
+        default=None, metadata={"help": "PEM public key of an identity provider (instead of a JWKS URL)."}
+    )
+    jwt_issuer: str | None = field(default=None, metadata={"help": "Required 'iss' of external tokens."})
+    jwt_audience: str | None = field(default=None, metadata={"help": "Required 'aud' of external tokens."})
+    token_lifetime: int = field(default=3600, metadata={"help": "Seconds a token from the token endpoint lasts."})
+    allow_unauthenticated_network_access: bool = field(
+        default=False,
+        metadata={
+            "help": "Let serve listen on a non-loopback address with auth none: anyone who can reach "
+            "it can read, change and delete everything."
+        },
+    )
     migrate: bool = field(
         default=True,
         metadata={"help": "Apply database migrations on start (--no-migrate: run `tamstore db upgrade`)."},
@@ -102,6 +126,10 @@ class Settings:
             )
         if not 0 < self.port < 65536:
             raise ValueError("port must be between 1 and 65535")
+        if self.auth.strip() not in ("", "none"):
+            methods = {m.strip() for m in self.auth.split(",")}
+            if not methods <= {"basic", "bearer"}:
+                raise ValueError("auth must be none, or a comma list of basic and bearer")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
         for name in (

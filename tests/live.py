@@ -22,6 +22,7 @@ class LiveServer:
         if database_url:
             self.env["TAMSTORE_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen[bytes] | None = None
+        self.stderr_text = ""
 
     @property
     def url(self) -> str:
@@ -50,6 +51,7 @@ class LiveServer:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
         if self.proc and self.proc.stderr:
+            self.stderr_text = self.proc.stderr.read().decode(errors="replace")
             self.proc.stderr.close()
 
     def stop(self) -> None:

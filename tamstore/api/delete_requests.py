@@ -11,6 +11,7 @@ from starlette.responses import Response
 from tamstore.api.deps import base_url, context
 from tamstore.api.params import Query
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import get
 from tamstore.ops import deletion
 
 router = APIRouter(tags=["flow-delete-requests"])
@@ -24,7 +25,7 @@ def deletion_response(request: Request, pending: dict[str, Any] | None) -> Respo
     return json_response(request, pending, status=202, headers={"Location": location})
 
 
-@router.api_route("/flow-delete-requests", methods=["GET", "HEAD"], summary="List flow delete requests")
+@get(router, "/flow-delete-requests", summary="List flow delete requests")
 async def list_requests(request: Request) -> Response:
     q = Query(request)
     sort_by = q.choice("sort_by", ("created", "expiry"), "created") or "created"
@@ -32,6 +33,6 @@ async def list_requests(request: Request) -> Response:
     return page_response(request, page)
 
 
-@router.api_route("/flow-delete-requests/{request_id}", methods=["GET", "HEAD"], summary="Get a flow delete request")
+@get(router, "/flow-delete-requests/{request_id}", summary="Get a flow delete request")
 async def get_request(request: Request, request_id: str) -> Response:
     return json_response(request, await deletion.get_delete_request(context(request), request_id))

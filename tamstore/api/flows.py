@@ -12,15 +12,15 @@ from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import add_get, get
 from tamstore.domain.flows import FLOW_STATUSES, FORMATS
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import deletion, flows
 
 router = APIRouter(tags=["flows"])
-GET = ["GET", "HEAD"]
 
 
-@router.api_route("/flows", methods=GET, summary="List Flows")
+@get(router, "/flows", summary="List Flows")
 async def list_flows(request: Request) -> Response:
     q = Query(request)
     sort_by = q.choice("sort_by", ("created", "metadata_updated", "label"), "created") or "created"
@@ -49,7 +49,7 @@ async def list_flows(request: Request) -> Response:
     return page_response(request, page)
 
 
-@router.api_route("/flows/{flow_id}", methods=GET, summary="Get a Flow")
+@get(router, "/flows/{flow_id}", summary="Get a Flow")
 async def get_flow(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     q = Query(request)
@@ -78,7 +78,7 @@ async def delete_flow(request: Request, flow_id: str) -> Response:
     return deletion_response(request, pending)
 
 
-@router.api_route("/flows/{flow_id}/tags", methods=GET, summary="Get a Flow's tags")
+@get(router, "/flows/{flow_id}/tags", summary="Get a Flow's tags")
 async def get_tags(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     return json_response(request, await flows.get_flow_tag(context(request), flow_id, None))
@@ -88,7 +88,7 @@ def _tag_name(request: Request) -> str:
     return "/".join(raw_path_tail(request, "tags"))
 
 
-@router.api_route("/flows/{flow_id}/tags/{name:path}", methods=GET, summary="Get a Flow tag")
+@get(router, "/flows/{flow_id}/tags/{name:path}", summary="Get a Flow tag")
 async def get_tag(request: Request, flow_id: str, name: str) -> Response:
     path_id(flow_id, "Flow")
     return json_response(request, await flows.get_flow_tag(context(request), flow_id, _tag_name(request)))
@@ -125,7 +125,7 @@ def _property_routes(prop: str, deletable: bool = True) -> None:
         await flows.set_flow_property(context(request), flow_id, prop)
         return empty()
 
-    router.add_api_route(path, get_prop, methods=GET, summary=f"Get a Flow's {prop}")
+    add_get(router, path, get_prop, summary=f"Get a Flow's {prop}")
     router.add_api_route(path, put_prop, methods=["PUT"], summary=f"Set a Flow's {prop}", status_code=204)
     if deletable:
         router.add_api_route(path, delete_prop, methods=["DELETE"], summary=f"Unset a Flow's {prop}", status_code=204)

@@ -14,6 +14,7 @@ from tamstore.api.deps import base_url, context, read_json
 from tamstore.api.errors import error_response
 from tamstore.api.params import Query, raw_path_tail
 from tamstore.api.responses import empty, page_response
+from tamstore.api.routing import add_get
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.ops import objects
 
@@ -32,11 +33,6 @@ def _target(request: Request) -> tuple[str, bool]:
     return tail[0], False
 
 
-@router.api_route(
-    "/objects/{object_path:path}",
-    methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
-    summary="Get an Object; add or remove Object instances (.../instances)",
-)
 async def object_route(request: Request, object_path: str) -> Response:
     object_id, instances = _target(request)
     ctx = context(request)
@@ -62,6 +58,14 @@ async def object_route(request: Request, object_path: str) -> Response:
         await objects.remove_instance(ctx, object_id, storage_id, q.str("label") or None)
         return empty(204)
     return _method_not_allowed(request, "DELETE, POST")
+
+
+OBJECT_PATH = "/objects/{object_path:path}"
+add_get(router, OBJECT_PATH, object_route, summary="Get an Object")
+router.add_api_route(OBJECT_PATH, object_route, methods=["POST"], summary="Add an Object instance (.../instances)")
+router.add_api_route(OBJECT_PATH, object_route, methods=["DELETE"], summary="Remove an Object instance (.../instances)")
+# Only so that these get a 405 naming the right methods for the resource addressed.
+router.add_api_route(OBJECT_PATH, object_route, methods=["PUT", "PATCH", "OPTIONS"], include_in_schema=False)
 
 
 def _method_not_allowed(request: Request, allow: str) -> Response:

@@ -10,13 +10,14 @@ from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import base_url, context, principal, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import get
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import deletion, segments, storage
 
 router = APIRouter(tags=["segments"])
 
 
-@router.api_route("/flows/{flow_id}/segments", methods=["GET", "HEAD"], summary="List segments")
+@get(router, "/flows/{flow_id}/segments", summary="List segments")
 async def list_segments(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     q = Query(request)

@@ -9,19 +9,19 @@ from starlette.responses import Response
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import get
 from tamstore.domain.flows import FORMATS
 from tamstore.ops import service
 
 router = APIRouter(tags=["service"])
-GET = ["GET", "HEAD"]
 
 
-@router.api_route("/", methods=GET, summary="List the API's root resources")
+@get(router, "/", summary="List the API's root resources")
 async def root(request: Request) -> Response:
     return json_response(request, ["service", "flows", "sources", "objects", "flow-delete-requests"])
 
 
-@router.api_route("/service", methods=GET, summary="Describe this TAMS service")
+@get(router, "/service", summary="Describe this TAMS service")
 async def get_service(request: Request) -> Response:
     return json_response(request, await service.get_service(context(request)))
 
@@ -32,7 +32,7 @@ async def post_service(request: Request) -> Response:
     return empty(200)
 
 
-@router.api_route("/service/storage-backends", methods=GET, summary="List storage backends")
+@get(router, "/service/storage-backends", summary="List storage backends")
 async def storage_backends(request: Request) -> Response:
     q = Query(request)
     tags = q.tag_filters()
@@ -45,7 +45,7 @@ async def storage_backends(request: Request) -> Response:
     return page_response(request, page)
 
 
-@router.api_route("/service/profiles", methods=GET, summary="List Flow Profiles")
+@get(router, "/service/profiles", summary="List Flow Profiles")
 async def list_profiles(request: Request) -> Response:
     q = Query(request)
     page = await service.list_profiles(
@@ -58,7 +58,7 @@ async def list_profiles(request: Request) -> Response:
     return page_response(request, page, count_headers=False)
 
 
-@router.api_route("/service/profiles/{profile_id}", methods=GET, summary="Get a Flow Profile")
+@get(router, "/service/profiles/{profile_id}", summary="Get a Flow Profile")
 async def get_profile(request: Request, profile_id: str) -> Response:
     path_id(profile_id, "Profile")
     return json_response(request, await service.get_profile(context(request), profile_id))

@@ -9,14 +9,14 @@ from starlette.responses import Response
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import add_get, get
 from tamstore.domain.flows import FORMATS
 from tamstore.ops import sources
 
 router = APIRouter(tags=["sources"])
-GET = ["GET", "HEAD"]
 
 
-@router.api_route("/sources", methods=GET, summary="List Sources")
+@get(router, "/sources", summary="List Sources")
 async def list_sources(request: Request) -> Response:
     q = Query(request)
     sort_by = q.choice("sort_by", ("created", "updated", "label"), "created")
@@ -32,13 +32,13 @@ async def list_sources(request: Request) -> Response:
     return page_response(request, page)
 
 
-@router.api_route("/sources/{source_id}", methods=GET, summary="Get a Source")
+@get(router, "/sources/{source_id}", summary="Get a Source")
 async def get_source(request: Request, source_id: str) -> Response:
     path_id(source_id, "Source")
     return json_response(request, await sources.get_source(context(request), source_id))
 
 
-@router.api_route("/sources/{source_id}/tags", methods=GET, summary="Get a Source's tags")
+@get(router, "/sources/{source_id}/tags", summary="Get a Source's tags")
 async def get_tags(request: Request, source_id: str) -> Response:
     path_id(source_id, "Source")
     return json_response(request, await sources.get_source_property(context(request), source_id, "tags"))
@@ -48,7 +48,7 @@ def _tag_name(request: Request) -> str:
     return "tags/" + "/".join(raw_path_tail(request, "tags"))
 
 
-@router.api_route("/sources/{source_id}/tags/{name:path}", methods=GET, summary="Get a tag")
+@get(router, "/sources/{source_id}/tags/{name:path}", summary="Get a tag")
 async def get_tag(request: Request, source_id: str, name: str) -> Response:
     path_id(source_id, "Source")
     value = await sources.get_source_property(context(request), source_id, _tag_name(request))
@@ -89,7 +89,7 @@ def _property_routes(prop: str) -> None:
         await sources.set_source_property(context(request), source_id, prop, principal=principal(request))
         return empty()
 
-    router.add_api_route(path, get_prop, methods=GET, summary=f"Get a Source's {prop}")
+    add_get(router, path, get_prop, summary=f"Get a Source's {prop}")
     router.add_api_route(path, put_prop, methods=["PUT"], summary=f"Set a Source's {prop}", status_code=204)
     router.add_api_route(path, delete_prop, methods=["DELETE"], summary=f"Delete a Source's {prop}", status_code=204)
 

@@ -9,13 +9,13 @@ from starlette.responses import Response
 from tamstore.api.deps import context, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
+from tamstore.api.routing import get
 from tamstore.ops import webhooks
 
 router = APIRouter(tags=["webhooks"])
-GET = ["GET", "HEAD"]
 
 
-@router.api_route("/service/webhooks", methods=GET, summary="List webhooks")
+@get(router, "/service/webhooks", summary="List webhooks")
 async def list_webhooks(request: Request) -> Response:
     q = Query(request)
     page = await webhooks.list_webhooks(context(request), q.page(2), q.tag_filters())
@@ -28,7 +28,7 @@ async def post_webhook(request: Request) -> Response:
     return json_response(request, doc, status=201)
 
 
-@router.api_route("/service/webhooks/{webhook_id}", methods=GET, summary="Get a webhook")
+@get(router, "/service/webhooks/{webhook_id}", summary="Get a webhook")
 async def get_webhook(request: Request, webhook_id: str) -> Response:
     path_id(webhook_id, "Webhook")
     return json_response(request, await webhooks.get_webhook(context(request), webhook_id))

@@ -59,16 +59,6 @@ class FilesystemMediaStore:
             default_storage=True,
         )
 
-    @staticmethod
-    def load_key(data_dir: Path) -> bytes:
-        """The signing key, made once per data dir and kept (0600) so URLs survive restarts."""
-        path = data_dir / "media-signing.key"
-        if not path.exists():
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "wb") as f:
-                f.write(secrets.token_bytes(32))
-        return path.read_bytes()
-
     # -- paths --------------------------------------------------------------------------------
 
     def path_for(self, object_id: str) -> Path:

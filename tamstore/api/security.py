@@ -1,0 +1,102 @@
+"""Authentication before routing (ASGI middleware) and the built-in OAuth2 token endpoint.
+
+Every request is checked here, before any route runs, against ``tamstore.auth.scopes_for``:
+missing or invalid credentials get 401 with ``WWW-Authenticate``, too few scopes get 403.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+from fastapi import APIRouter
+from starlette.datastructures import Headers, QueryParams
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tamstore.auth import AuthConfig, AuthError, scopes_for
+from tamstore.domain.errors import Forbidden, TamsError, error_body
+
+__all__ = ["AuthMiddleware", "router"]
+
+
+class AuthMiddleware:
+    def __init__(self, app: ASGIApp, config: AuthConfig) -> None:
+        self.app = app
+        self.config = config
+        challenges = []
+        if "bearer" in config.methods:
+            challenges.append('Bearer realm="tamstore"')
+        if "basic" in config.methods:
+            challenges.append('Basic realm="tamstore", charset="UTF-8"')
+        self.challenge = ", ".join(challenges)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self.config.enabled:
+            await self.app(scope, receive, send)
+            return
+        needed = scopes_for(scope["method"], scope["path"])
+        if needed is None:
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        token = QueryParams(scope.get("query_string", b"")).get("access_token")
+        try:
+            principal = self.config.authenticate(headers.get("authorization"), token)
+        except AuthError as exc:
+            err = TamsError(str(exc))
+            err.kind = "unauthorized"
+            await _reply(scope, send, 401, err, {"WWW-Authenticate": self.challenge})
+            return
+        if not principal.scopes & needed:
+            wanted = " or ".join(sorted(needed))
+            await _reply(scope, send, 403, Forbidden(f"this needs the scope {wanted}"))
+            return
+        scope["tamstore.principal"] = principal.name
+        await self.app(scope, receive, send)
+
+
+async def _reply(scope: Scope, send: Send, status: int, err: TamsError, headers: dict[str, str] | None = None) -> None:
+    body = b"" if scope["method"] == "HEAD" else orjson.dumps(error_body(err))
+    response = Response(body, status_code=status, media_type="application/json", headers=headers)
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:  # pragma: no cover - responses never read
+    return {"type": "http.disconnect"}
+
+
+router = APIRouter(tags=["authentication"])
+
+
+@router.post(
+    "/x-tamstore/oauth2/token",
+    summary="OAuth2 client-credentials token endpoint (tamstore extension)",
+    description="For deployments without an identity provider: clients listed in the auth file "
+    "exchange their id and secret (HTTP Basic or form fields) for a Bearer token.",
+)
+async def token(request: Request) -> Response:
+    config: AuthConfig = request.app.state.auth
+    form = {k: v[0] for k, v in parse_qs((await request.body()).decode("latin-1")).items()}
+    if form.get("grant_type") != "client_credentials":
+        return _oauth_error(400, "unsupported_grant_type")
+    client_id, secret = form.get("client_id", ""), form.get("client_secret", "")
+    auth = request.headers.get("authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            client_id, _, secret = base64.b64decode(auth[6:]).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return _oauth_error(401, "invalid_client")
+    try:
+        issued = config.issue_token(client_id, secret, form.get("scope"))
+    except AuthError:
+        return _oauth_error(401, "invalid_client")
+    return Response(orjson.dumps(issued), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _oauth_error(status: int, code: str) -> Response:
+    headers = {"WWW-Authenticate": 'Basic realm="tamstore"'} if status == 401 else None
+    return Response(orjson.dumps({"error": code}), status_code=status, media_type="application/json", headers=headers)

@@ -1,0 +1,295 @@
+"""Authentication and coarse-grained authorisation (ADR 0028, AppNote 0016; CHECKLIST §13).
+
+Credentials: HTTP Basic (users from the auth file, passwords stored as scrypt hashes), Bearer JWTs
+(from tamstore's own client-credentials token endpoint, or an identity provider's JWKS / public
+key, with issuer and audience checked), and the same token as an ``access_token`` query
+parameter. Scopes are AppNote 0016's ``tams-api/read|write|delete|admin``; ``scopes_for`` maps a
+request to the scopes that may make it. No framework imports: ``api/security.py`` applies this.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+__all__ = [
+    "ADMIN",
+    "ALL_SCOPES",
+    "AuthConfig",
+    "AuthError",
+    "Principal",
+    "hash_secret",
+    "scopes_for",
+    "verify_secret",
+]
+
+ADMIN, READ, WRITE, DELETE = "tams-api/admin", "tams-api/read", "tams-api/write", "tams-api/delete"
+ALL_SCOPES = (ADMIN, READ, WRITE, DELETE)
+ANY = frozenset(ALL_SCOPES)
+BUILTIN_ISSUER = "tamstore"
+BUILTIN_AUDIENCE = "tamstore"
+
+
+class AuthError(Exception):
+    """Missing or invalid credentials (401)."""
+
+
+@dataclass(frozen=True)
+class Principal:
+    name: str
+    scopes: frozenset[str]
+
+
+# -- which scopes may make which request (AppNote 0016) --------------------------------------------
+
+_RULES: list[tuple[re.Pattern[str], dict[str, frozenset[str]]]] = []
+
+
+def _rule(pattern: str, **methods: set[str]) -> None:
+    table = {m.upper(): frozenset(s | {ADMIN}) for m, s in methods.items()}
+    if "GET" in table:
+        table["HEAD"] = table["GET"]
+    _RULES.append((re.compile(f"^{pattern}$"), table))
+
+
+_rule("/", get=set(ANY))
+_rule("/service", get=set(ANY), post=set())
+_rule("/service/storage-backends", get=set(ANY))
+_rule("/service/profiles", get={READ})
+_rule("/service/profiles/[^/]+", get={READ}, post={WRITE})
+_rule("/service/webhooks", get={READ}, post={WRITE})
+# AppNote 0016 lists read (not write) for webhook PUT and DELETE; write may too (docs/spec-notes.md).
+_rule("/service/webhooks/[^/]+", get={READ}, put={READ, WRITE}, delete={READ, WRITE})
+_rule("/sources", get={READ})
+_rule("/sources/[^/]+", get={READ})
+_rule("/sources/[^/]+/tags", get={READ})
+_rule("/sources/[^/]+/(tags/.+|label|description)", get={READ}, put={WRITE}, delete={WRITE})
+_rule("/flows", get={READ})
+_rule("/flows/[^/]+", get={READ}, put={WRITE}, delete={DELETE})
+_rule("/flows/[^/]+/tags", get={READ})
+_rule(
+    "/flows/[^/]+/(tags/.+|label|description|flow_collection|max_bit_rate|avg_bit_rate)",
+    get={READ},
+    put={WRITE},
+    delete={WRITE},
+)
+_rule("/flows/[^/]+/read_only", get={READ}, put={WRITE})
+_rule("/flows/[^/]+/segments", get={READ}, post={WRITE}, delete={DELETE})
+_rule("/flows/[^/]+/storage", post={WRITE})
+_rule("/objects/.+/instances", post={WRITE}, delete={WRITE})
+_rule("/objects/.+", get={READ})
+_rule("/flow-delete-requests", get=set())
+_rule("/flow-delete-requests/[^/]+", get={DELETE})
+# tamstore's own extensions
+_rule("/x-tamstore/analytics/.*", get={READ})
+_rule("/metrics", get={READ})
+
+# Open to everyone: documentation, health probes, the token endpoint (it checks the client
+# itself) and media URLs (authorised by their own signature, like presigned S3 URLs).
+PUBLIC = re.compile(
+    r"^/(docs|docs/oauth2-redirect|redoc|openapi\.json|healthz|readyz|x-tamstore/oauth2/token|x-tamstore/media/.*)$"
+)
+
+
+def scopes_for(method: str, path: str) -> frozenset[str] | None:
+    """Scopes of which any one allows the request; None for a public path. Unknown paths and
+    methods need admin, so that nothing is reachable by accident."""
+    if PUBLIC.match(path):
+        return None
+    for pattern, table in _RULES:
+        if pattern.match(path):
+            return table.get(method.upper(), frozenset({ADMIN}))
+    return frozenset({ADMIN})
+
+
+# -- secrets ---------------------------------------------------------------------------------------
+
+_SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def hash_secret(secret: str) -> str:
+    """``scrypt$n$r$p$salt$hash`` (base64), for the auth file."""
+    salt = secrets.token_bytes(16)
+    digest = hashlib.scrypt(secret.encode(), salt=salt, dklen=32, **_SCRYPT)
+    b64 = base64.b64encode
+    return f"scrypt${_SCRYPT['n']}${_SCRYPT['r']}${_SCRYPT['p']}${b64(salt).decode()}${b64(digest).decode()}"
+
+
+def verify_secret(secret: str, stored: str) -> bool:
+    try:
+        kind, n, r, p, salt, digest = stored.split("$")
+        if kind != "scrypt":
+            return False
+        got = hashlib.scrypt(secret.encode(), salt=base64.b64decode(salt), dklen=32, n=int(n), r=int(r), p=int(p))
+    except ValueError:
+        return False
+    return hmac.compare_digest(got, base64.b64decode(digest))
+
+
+# -- configuration and verification ----------------------------------------------------------------
+
+
+@dataclass
+class AuthConfig:
+    """Who may call, and how their credentials are checked."""
+
+    methods: frozenset[str]  # "basic", "bearer"
+    users: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    clients: dict[str, tuple[str, frozenset[str]]] = field(default_factory=dict)
+    token_key: bytes = b""
+    token_lifetime: int = 3600
+    jwks_url: str | None = None
+    public_key: str | None = None
+    issuer: str | None = None
+    audience: str | None = None
+    _jwks: Any = None
+    _verified: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.methods)
+
+    @classmethod
+    def load(cls, methods: str, auth_file: Path | None, token_key: bytes, **jwt_settings: Any) -> AuthConfig:
+        chosen = frozenset(m.strip() for m in methods.split(",") if m.strip() and m.strip() != "none")
+        unknown = chosen - {"basic", "bearer"}
+        if unknown:
+            raise ValueError(f"auth: unknown method(s) {', '.join(sorted(unknown))} (use basic, bearer)")
+        users: dict[str, tuple[str, frozenset[str]]] = {}
+        clients: dict[str, tuple[str, frozenset[str]]] = {}
+        if auth_file is not None:
+            try:
+                data = tomllib.loads(auth_file.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ValueError(f"auth_file {auth_file}: {exc}") from None
+            for entry in data.get("users", []):
+                users[entry["name"]] = (entry["password"], _scopes(entry))
+            for entry in data.get("clients", []):
+                clients[entry["client_id"]] = (entry["client_secret"], _scopes(entry))
+        if "basic" in chosen and not users:
+            raise ValueError("auth includes basic but auth_file lists no [[users]]")
+        return cls(chosen, users, clients, token_key, **jwt_settings)
+
+    # -- checking a request --
+
+    def authenticate(self, authorization: str | None, access_token: str | None) -> Principal:
+        if authorization:
+            kind, _, value = authorization.partition(" ")
+            kind = kind.lower()
+            if kind == "basic" and "basic" in self.methods:
+                return self._basic(value)
+            if kind == "bearer" and "bearer" in self.methods:
+                return self._bearer(value.strip())
+            raise AuthError("unsupported authorization scheme")
+        if access_token and "bearer" in self.methods:
+            return self._bearer(access_token)
+        raise AuthError("credentials required")
+
+    def _basic(self, value: str) -> Principal:
+        try:
+            name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            raise AuthError("malformed basic credentials") from None
+        user = self.users.get(name)
+        if user is None or not verify_secret(password, user[0]):
+            raise AuthError("invalid user name or password")
+        return Principal(name, user[1])
+
+    def _bearer(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None and cached[0] > time.time():
+            return cached[1]
+        claims = self._decode(token)
+        scope = claims.get("scope", claims.get("scp", ""))
+        scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
+        name = str(claims.get("client_id") or claims.get("sub") or "token")
+        principal = Principal(name, scopes & ANY)
+        if len(self._verified) > 10_000:
+            self._verified.clear()
+        self._verified[token] = (float(claims.get("exp", time.time() + 60)), principal)
+        return principal
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        options = {"require": ["exp"]}
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+        try:
+            if header.get("alg") == "HS256":
+                return jwt.decode(  # type: ignore[no-any-return]
+                    token,
+                    self.token_key,
+                    algorithms=["HS256"],
+                    audience=BUILTIN_AUDIENCE,
+                    issuer=BUILTIN_ISSUER,
+                    options=options,
+                )
+            key = self._external_key(token)
+            return jwt.decode(  # type: ignore[no-any-return]
+                token,
+                key,
+                algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],
+                audience=self.audience,
+                issuer=self.issuer,
+                options={**options, "verify_aud": self.audience is not None},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise AuthError(f"invalid token: {exc}") from None
+
+    def _external_key(self, token: str) -> Any:
+        if self.public_key:
+            return self.public_key
+        if self.jwks_url:
+            if self._jwks is None:
+                self._jwks = jwt.PyJWKClient(self.jwks_url, cache_keys=True, lifespan=300)
+            try:
+                return self._jwks.get_signing_key_from_jwt(token).key
+            except jwt.PyJWKClientError as exc:
+                raise AuthError(f"cannot verify token: {exc}") from None
+        raise AuthError("token not issued by this service, and no identity provider is configured")
+
+    # -- the built-in client-credentials grant --
+
+    def issue_token(self, client_id: str, client_secret: str, requested: str | None) -> dict[str, Any]:
+        client = self.clients.get(client_id)
+        if client is None or not verify_secret(client_secret, client[0]):
+            raise AuthError("invalid client credentials")
+        scopes = client[1]
+        if requested:
+            scopes = scopes & frozenset(requested.split())
+        now = int(time.time())
+        claims = {
+            "iss": BUILTIN_ISSUER,
+            "aud": BUILTIN_AUDIENCE,
+            "sub": client_id,
+            "client_id": client_id,
+            "scope": " ".join(sorted(scopes)),
+            "iat": now,
+            "exp": now + self.token_lifetime,
+        }
+        token = jwt.encode(claims, self.token_key, algorithm="HS256")
+        return {
+            "access_token": token,
+            "token_type": "Bearer",
+            "expires_in": self.token_lifetime,
+            "scope": claims["scope"],
+        }
+
+
+def _scopes(entry: dict[str, Any]) -> frozenset[str]:
+    scopes = frozenset(entry.get("scopes", ALL_SCOPES))
+    unknown = scopes - ANY
+    if unknown:
+        raise ValueError(f"unknown scope(s) {', '.join(sorted(unknown))}")
+    return scopes

@@ -1,0 +1,369 @@
+"""Authentication and authorisation (ADR 0028, AppNote 0016; CHECKLIST §13).
+
+The expected permission of every operation is written out below from AppNote 0016's table, and
+every route the app has must appear in it: a new route cannot slip in unprotected.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from tamstore.auth import ALL_SCOPES, hash_secret
+from tamstore.config import Settings
+from tamstore.testing import app_client
+from tests.conftest import video_flow
+
+A, R, W, D = "tams-api/admin", "tams-api/read", "tams-api/write", "tams-api/delete"
+EVERY = {A, R, W, D}
+
+# (method, route) -> scopes allowed (admin always is). GET implies HEAD with the same scopes.
+EXPECTED: dict[tuple[str, str], set[str]] = {
+    ("GET", "/"): EVERY,
+    ("GET", "/service"): EVERY,
+    ("POST", "/service"): {A},
+    ("GET", "/service/storage-backends"): EVERY,
+    ("GET", "/service/profiles"): {A, R},
+    ("GET", "/service/profiles/{profile_id}"): {A, R},
+    ("POST", "/service/profiles/{profile_id}"): {A, W},
+    ("GET", "/service/webhooks"): {A, R},
+    ("POST", "/service/webhooks"): {A, W},
+    ("GET", "/service/webhooks/{webhook_id}"): {A, R},
+    ("PUT", "/service/webhooks/{webhook_id}"): {A, R, W},  # AppNote 0016 says read; we allow write too
+    ("DELETE", "/service/webhooks/{webhook_id}"): {A, R, W},
+    ("GET", "/sources"): {A, R},
+    ("GET", "/sources/{source_id}"): {A, R},
+    ("GET", "/sources/{source_id}/tags"): {A, R},
+    ("GET", "/flows"): {A, R},
+    ("GET", "/flows/{flow_id}"): {A, R},
+    ("PUT", "/flows/{flow_id}"): {A, W},
+    ("DELETE", "/flows/{flow_id}"): {A, D},
+    ("GET", "/flows/{flow_id}/tags"): {A, R},
+    ("GET", "/flows/{flow_id}/read_only"): {A, R},
+    ("PUT", "/flows/{flow_id}/read_only"): {A, W},
+    ("GET", "/flows/{flow_id}/segments"): {A, R},
+    ("POST", "/flows/{flow_id}/segments"): {A, W},
+    ("DELETE", "/flows/{flow_id}/segments"): {A, D},
+    ("POST", "/flows/{flow_id}/storage"): {A, W},
+    ("GET", "/objects/{object_path:path}"): {A, R},
+    ("POST", "/objects/{object_path:path}"): {A, W},  # .../instances
+    ("DELETE", "/objects/{object_path:path}"): {A, W},
+    ("GET", "/flow-delete-requests"): {A},
+    ("GET", "/flow-delete-requests/{request_id}"): {A, D},
+}
+for _kind, _id in (("sources", "source_id"), ("flows", "flow_id")):
+    props = ["tags/{name:path}", "label", "description"]
+    if _kind == "flows":
+        props += ["flow_collection", "max_bit_rate", "avg_bit_rate"]
+    for _p in props:
+        EXPECTED[("GET", f"/{_kind}/{{{_id}}}/{_p}")] = {A, R}
+        EXPECTED[("PUT", f"/{_kind}/{{{_id}}}/{_p}")] = {A, W}
+        EXPECTED[("DELETE", f"/{_kind}/{{{_id}}}/{_p}")] = {A, W}
+# Open to all: docs, the token endpoint, media URLs (signed).
+PUBLIC = {
+    "/openapi.json",
+    "/docs",
+    "/docs/oauth2-redirect",
+    "/redoc",
+    "/x-tamstore/oauth2/token",
+    "/x-tamstore/media/{object_path:path}",
+}
+# The objects catch-all route also accepts these methods only to answer 405 with the right Allow.
+ANSWERS_405 = {
+    ("PUT", "/objects/{object_path:path}"),
+    ("PATCH", "/objects/{object_path:path}"),
+    ("OPTIONS", "/objects/{object_path:path}"),
+}
+
+
+def app_routes(app: Any) -> set[tuple[str, str]]:
+    out: set[tuple[str, str]] = set()
+    pending = list(app.router.routes)
+    while pending:
+        route = pending.pop()
+        if getattr(route, "original_router", None) is not None:
+            pending.extend(route.original_router.routes)
+            continue
+        for method in getattr(route, "methods", None) or ():
+            if method != "HEAD":
+                out.add((method, route.path))
+    return out
+
+
+def concrete(path: str, method: str) -> str:
+    return (
+        path.replace("{flow_id}", str(uuid.uuid4()))
+        .replace("{source_id}", str(uuid.uuid4()))
+        .replace("{profile_id}", str(uuid.uuid4()))
+        .replace("{webhook_id}", str(uuid.uuid4()))
+        .replace("{request_id}", "r1")
+        .replace("{name:path}", "tag")
+        .replace("{object_path:path}", "obj/instances" if method in ("POST", "DELETE") else "obj")
+    )
+
+
+@pytest.fixture
+def auth_file(tmp_path: Path) -> Path:
+    path = tmp_path / "auth.toml"
+    alice = hash_secret("wonderland")
+    lines = [f'[[users]]\nname = "alice"\npassword = "{alice}"\nscopes = ["tams-api/read", "tams-api/write"]\n']
+    for scope in ALL_SCOPES:
+        short = scope.split("/")[1]
+        secret = hash_secret(short + "-secret")
+        lines.append(f'[[clients]]\nclient_id = "{short}"\nclient_secret = "{secret}"\nscopes = ["{scope}"]\n')
+    path.write_text("\n".join(lines))
+    return path
+
+
+@pytest.fixture
+def auth_settings(tmp_path: Path, auth_file: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", auth="basic,bearer", auth_file=auth_file)
+
+
+async def get_token(client: httpx.AsyncClient, client_id: str, secret: str) -> str:
+    r = await client.post(
+        "/x-tamstore/oauth2/token", data={"grant_type": "client_credentials"}, auth=(client_id, secret)
+    )
+    assert r.status_code == 200, r.text
+    return r.json()["access_token"]  # type: ignore[no-any-return]
+
+
+async def test_every_route_is_classified_and_enforced(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        routes = app_routes(client.app)  # type: ignore[attr-defined]
+        unclassified = {r for r in routes if r not in EXPECTED and r[1] not in PUBLIC and r not in ANSWERS_405}
+        assert not unclassified, f"routes without an expected permission: {sorted(unclassified)}"
+        tokens = {s: await get_token(client, s.split("/")[1], s.split("/")[1] + "-secret") for s in ALL_SCOPES}
+        for (method, path), allowed in sorted(EXPECTED.items()):
+            assert (method, path) in routes, f"{method} {path} is expected but not routed"
+            for m in [method, "HEAD"] if method == "GET" else [method]:
+                url = concrete(path, m)
+                r = await client.request(m, url)
+                assert r.status_code == 401, (m, url, r.status_code)
+                assert "Bearer" in r.headers["www-authenticate"] and "Basic" in r.headers["www-authenticate"]
+                r = await client.request(m, url, auth=("alice", "wrong"))
+                assert r.status_code == 401, (m, url)
+                r = await client.request(m, url, headers={"Authorization": "Bearer not.a.token"})
+                assert r.status_code == 401, (m, url)
+                for scope, token in tokens.items():
+                    r = await client.request(m, url, headers={"Authorization": f"Bearer {token}"})
+                    if scope in allowed:
+                        assert r.status_code not in (401, 403), (m, url, scope, r.status_code, r.text)
+                    else:
+                        assert r.status_code == 403, (m, url, scope, r.status_code)
+        for path in PUBLIC - {
+            "/x-tamstore/oauth2/token",
+            "/x-tamstore/media/{object_path:path}",
+            "/docs/oauth2-redirect",
+        }:
+            assert (await client.get(path)).status_code == 200, path
+        assert (await client.get("/no/such/route")).status_code == 401  # checked before routing
+
+
+async def test_basic_user_and_principal(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        body = video_flow()
+        r = await client.put(f"/flows/{body['id']}", json=body, auth=("alice", "wonderland"))
+        assert r.status_code == 201
+        assert r.json()["created_by"] == "alice"
+        r = await client.delete(f"/flows/{body['id']}", auth=("alice", "wonderland"))
+        assert r.status_code == 403  # alice has read and write, not delete
+
+
+async def test_access_token_query_parameter_is_kept_in_links(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        token = await get_token(client, "admin", "admin-secret")
+        for _ in range(3):
+            body = video_flow()
+            await client.put(f"/flows/{body['id']}", json=body, params={"access_token": token})
+        r = await client.get("/flows", params={"limit": 1, "access_token": token})
+        assert r.status_code == 200
+        next_url = r.links["next"]["url"]
+        assert f"access_token={token}" in next_url
+        assert (await client.get(next_url)).status_code == 200
+
+
+async def test_token_endpoint(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        form = {"grant_type": "client_credentials", "client_id": "read", "client_secret": "read-secret"}
+        r = await client.post("/x-tamstore/oauth2/token", data=form)
+        assert r.status_code == 200 and r.json()["token_type"] == "Bearer" and r.json()["scope"] == R
+        assert (await client.post("/x-tamstore/oauth2/token", data={**form, "client_secret": "x"})).status_code == 401
+        assert (
+            await client.post("/x-tamstore/oauth2/token", data={**form, "grant_type": "password"})
+        ).status_code == 400
+        r = await client.post(
+            "/x-tamstore/oauth2/token", data={**form, "client_id": "admin", "client_secret": "admin-secret", "scope": R}
+        )
+        assert r.json()["scope"] == ""  # asked for read, holds only admin: nothing in common
+
+
+async def test_expired_tampered_and_wrong_audience_tokens(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        key = (auth_settings.data_dir / "token-signing.key").read_bytes()
+        now = int(time.time())
+        good = {"iss": "tamstore", "aud": "tamstore", "sub": "x", "scope": R, "exp": now + 60}
+        assert (await client.get("/flows", headers=_bearer(jwt.encode(good, key, "HS256")))).status_code == 200
+        for claims in ({**good, "exp": now - 10}, {**good, "aud": "someone-else"}, {**good, "iss": "evil"}):
+            token = jwt.encode(claims, key, "HS256")
+            assert (await client.get("/flows", headers=_bearer(token))).status_code == 401, claims
+        token = jwt.encode(good, key, "HS256")
+        head, payload, sig = token.split(".")
+        forged = json.loads(base64.urlsafe_b64decode(payload + "=="))
+        forged["scope"] = A
+        payload = base64.urlsafe_b64encode(json.dumps(forged).encode()).decode().rstrip("=")
+        assert (await client.get("/flows", headers=_bearer(f"{head}.{payload}.{sig}"))).status_code == 401
+        assert (
+            await client.get("/flows", headers=_bearer(jwt.encode(good, b"other-key" * 4, "HS256")))
+        ).status_code == 401
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class _JwksServer:
+    """An identity provider's JWKS endpoint, served for real on 127.0.0.1."""
+
+    def __init__(self, jwks: dict[str, Any]) -> None:
+        body = json.dumps(jwks).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/.well-known/jwks.json"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+async def test_identity_provider_tokens_via_jwks_and_public_key(tmp_path: Path, auth_file: Path) -> None:
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    public_pem = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    jwks = _JwksServer({"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]})
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "aud": "tams", "sub": "svc", "scope": f"{R} {W}", "exp": now + 60}
+    token = jwt.encode(claims, private, "RS256", headers={"kid": "k1"})
+    wrong_aud = jwt.encode({**claims, "aud": "other"}, private, "RS256", headers={"kid": "k1"})
+    try:
+        settings = Settings(
+            data_dir=tmp_path / "d1",
+            auth="bearer",
+            auth_file=auth_file,
+            jwt_jwks_url=jwks.url,
+            jwt_issuer="https://idp.example",
+            jwt_audience="tams",
+        )
+        async with app_client(settings) as client:
+            assert (await client.get("/flows", headers=_bearer(token))).status_code == 200
+            assert (await client.get("/flows", headers=_bearer(wrong_aud))).status_code == 401
+            assert (await client.get("/flow-delete-requests", headers=_bearer(token))).status_code == 403
+    finally:
+        jwks.close()
+    key_file = tmp_path / "idp.pem"
+    key_file.write_bytes(public_pem)
+    settings = Settings(
+        data_dir=tmp_path / "d2",
+        auth="bearer",
+        jwt_public_key_file=key_file,
+        jwt_issuer="https://idp.example",
+        jwt_audience="tams",
+    )
+    async with app_client(settings) as client:
+        assert (await client.get("/flows", headers=_bearer(token))).status_code == 200
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        assert (await client.get("/flows", headers=_bearer(jwt.encode(claims, other, "RS256")))).status_code == 401
+
+
+async def test_media_urls_need_no_api_credentials(auth_settings: Settings) -> None:
+    async with app_client(auth_settings) as client:
+        auth = ("alice", "wonderland")
+        body = video_flow()
+        await client.put(f"/flows/{body['id']}", json=body, auth=auth)
+        [obj] = (await client.post(f"/flows/{body['id']}/storage", json={"limit": 1}, auth=auth)).json()[
+            "media_objects"
+        ]
+        assert (await client.put(obj["put_url"]["url"], content=b"media")).status_code == 200
+        seg = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+        assert (await client.post(f"/flows/{body['id']}/segments", json=seg, auth=auth)).status_code == 201
+        [s] = (await client.get(f"/flows/{body['id']}/segments", auth=auth)).json()
+        assert (await client.get(s["get_urls"][0]["url"])).content == b"media"
+
+
+async def test_passwords_are_never_logged(
+    auth_settings: Settings, caplog: pytest.LogCaptureFixture, tmp_path: Path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    async with app_client(auth_settings) as client:
+        await client.get("/flows", auth=("alice", "wonderland"))
+        await client.get("/flows", auth=("alice", "not-the-password"))
+        await client.post(
+            "/x-tamstore/oauth2/token",
+            data={"grant_type": "client_credentials", "client_id": "read", "client_secret": "read-secret"},
+        )
+    for secret in ("wonderland", "not-the-password", "read-secret", base64.b64encode(b"alice:wonderland").decode()):
+        assert secret not in caplog.text
+    from tests.live import LiveServer
+
+    server = LiveServer(tmp_path / "live", TAMSTORE_AUTH="basic", TAMSTORE_AUTH_FILE=str(auth_settings.auth_file))
+    server.start()
+    try:
+        httpx.get(server.url + "/flows", auth=("alice", "wonderland"))
+        httpx.get(server.url + "/flows", auth=("alice", "guess"))
+    finally:
+        server.stop()
+    assert "wonderland" not in server.stderr_text and "guess" not in server.stderr_text
+
+
+def test_serve_refuses_the_network_without_auth(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "tamstore", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and "--allow-unauthenticated-network-access" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_hash_secret_command() -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "tamstore", "auth", "hash-secret"],
+        input="s3cret\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0 and r.stdout.startswith("scrypt$") and "s3cret" not in r.stdout
+    from tamstore.auth import verify_secret
+
+    assert verify_secret("s3cret", r.stdout.strip()) and not verify_secret("other", r.stdout.strip())
