@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -19,8 +20,9 @@ from tamstore.auth import AuthConfig
 from tamstore.config import Settings
 from tamstore.keys import load_or_create_key
 from tamstore.ops.context import Context
-from tamstore.store.media.base import MediaStore
+from tamstore.store.media.backends import open_backends
 from tamstore.store.media.filesystem import FilesystemMediaStore
+from tamstore.store.media.s3 import S3MediaStore
 from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
 from tamstore.workers import Workers
@@ -31,21 +33,22 @@ log = logging.getLogger("tamstore")
 
 
 async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
-    """Open every store the settings name. The caller closes ``ctx.store``."""
+    """Open every store the settings name (checking each S3 bucket). The caller closes
+    ``ctx.store``."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    backends = open_backends(settings)
+    for backend in backends.values():
+        if isinstance(backend, S3MediaStore):
+            await backend.check()
     store = open_metadata_store(settings.sqlalchemy_url(), pool_size=settings.db_pool_size)
     if migrate and settings.migrate:
         await upgrade(store.engine)
-    fs = FilesystemMediaStore(
-        settings.data_dir / "media",
-        load_or_create_key(settings.data_dir, "media-signing.key"),
-        url_timeout=settings.presigned_url_timeout,
-    )
-    backends: dict[str, MediaStore] = {fs.info.id: fs}
-    extras = {
-        "filesystem": fs,
+    extras: dict[str, Any] = {
         "event_stream_mechanisms": [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}],
     }
+    filesystem = [b for b in backends.values() if isinstance(b, FilesystemMediaStore)]
+    if filesystem:
+        extras["filesystem"] = filesystem[0]
     return Context(settings=settings, store=store, backends=backends, extras=extras)
 
 

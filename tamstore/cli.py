@@ -17,6 +17,7 @@ import click
 
 from tamstore import __version__
 from tamstore.config import Settings
+from tamstore.store.media.s3 import StorageUnavailable
 
 ENV_PREFIX = "TAMSTORE_"
 
@@ -66,6 +67,17 @@ def _check_data_dir(path: Path) -> None:
         _fail(f"cannot create data dir {path}: {exc.strerror}")
     if not os.access(path, os.W_OK | os.X_OK):
         _fail(f"data dir {path} is not writable")
+
+
+async def _check_storage(settings: Settings) -> None:
+    """Open the storage backends once before serving: a missing bucket or wrong credentials is
+    a clear error at start-up, not a 500 at the first upload."""
+    from tamstore.store.media.backends import open_backends
+    from tamstore.store.media.s3 import S3MediaStore
+
+    for backend in open_backends(settings).values():
+        if isinstance(backend, S3MediaStore):
+            await backend.check()
 
 
 def _check_exposure(settings: Settings) -> None:
@@ -124,7 +136,8 @@ def serve(**values: Any) -> None:
 
     try:
         load_auth(settings)
-    except (ValueError, OSError) as exc:
+        asyncio.run(_check_storage(settings))
+    except (ValueError, OSError, StorageUnavailable) as exc:
         _fail(str(exc))
 
     click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
@@ -265,14 +278,21 @@ def admin_restore(deletion_id: str, **values: Any) -> None:
 @admin.command("cleanup")
 @click.option("--dry-run", is_flag=True, help="Only list what would be deleted.")
 @click.option("--yes", is_flag=True, help="Delete without asking (needed when not on a terminal).")
+@click.option(
+    "--min-age",
+    type=int,
+    default=None,
+    help="Leave stored bytes younger than this many seconds (default: min_object_timeout plus a "
+    "minute, so uploads in flight are safe). 0 only when no client is uploading.",
+)
 @_settings_options
-def admin_cleanup(dry_run: bool, yes: bool, **values: Any) -> None:
+def admin_cleanup(dry_run: bool, yes: bool, min_age: int | None, **values: Any) -> None:
     """Delete media nothing refers to: bytes with no Object record, leftovers of interrupted
     uploads, and Objects allocated but never registered past min_object_timeout."""
     settings = _build_settings(values)
     from tamstore.ops import cleanup
 
-    found = _with_context(settings, cleanup.find_orphans)
+    found = _with_context(settings, lambda ctx: cleanup.find_orphans(ctx, min_age))
     lines = found.lines()
     for line in lines:
         click.echo(line)

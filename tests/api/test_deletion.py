@@ -18,7 +18,7 @@ import pytest
 from bench import loader
 from tamstore.config import Settings
 from tamstore.testing import SpecSchemas, app_client
-from tests.conftest import add_segments, allocate, put_flow
+from tests.conftest import add_segments, allocate, media_request, put_flow, stored_bytes
 
 
 async def _wait_done(client: httpx.AsyncClient, location: str, timeout: float = 120) -> dict[str, Any]:
@@ -100,18 +100,17 @@ async def test_shared_object_survives_until_its_last_flow_goes(client: httpx.Asy
     a = await put_flow(client)
     b = await put_flow(client)
     [obj] = await allocate(client, a["id"])
-    assert (await client.put(obj["put_url"]["url"], content=b"shared")).status_code == 200
+    assert (await media_request(client, "PUT", obj["put_url"]["url"], content=b"shared")).status_code == 200
     seg = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
     assert (await client.post(f"/flows/{a['id']}/segments", json=seg)).status_code == 201
     assert (await client.post(f"/flows/{b['id']}/segments", json=seg)).status_code == 201
-    fs = client.app.state.ctx.extras["filesystem"]  # type: ignore[attr-defined]
     assert (await client.delete(f"/flows/{a['id']}")).status_code == 204
     doc = (await client.get(f"/objects/{obj['object_id']}")).json()
     assert doc["referenced_by_flows"] == [b["id"]]
-    assert fs.path_for(obj["object_id"]).read_bytes() == b"shared"
+    assert await stored_bytes(client, obj["object_id"]) == b"shared"
     assert (await client.delete(f"/flows/{b['id']}/segments")).status_code == 204
     assert (await client.get(f"/objects/{obj['object_id']}")).status_code == 404
-    assert not fs.path_for(obj["object_id"]).exists()
+    assert await stored_bytes(client, obj["object_id"]) is None
 
 
 async def test_init_objects_go_with_their_last_media_object(client: httpx.AsyncClient) -> None:
@@ -198,19 +197,12 @@ async def test_cleanup_finds_orphans_and_dry_run_deletes_nothing(settings: Setti
         flow = await put_flow(client)
         [kept, orphan] = await allocate(client, flow["id"], 2)
         for o in (kept, orphan):
-            assert (await client.put(o["put_url"]["url"], content=b"bytes")).status_code == 200
+            assert (await media_request(client, "PUT", o["put_url"]["url"], content=b"bytes")).status_code == 200
         seg = {"object_id": kept["object_id"], "timerange": "[0:0_1:0)"}
         assert (await client.post(f"/flows/{flow['id']}/segments", json=seg)).status_code == 201
-        fs = client.app.state.ctx.extras["filesystem"]  # type: ignore[attr-defined]
-        stray = fs.root / "ab" / "cd" / ("0" * 64)
-        stray.parent.mkdir(parents=True, exist_ok=True)
-        stray.write_bytes(b"nobody's")
-        old = time.time() - 7200
-        import os
-
-        for p in [stray, fs.path_for(orphan["object_id"]), fs.path_for(kept["object_id"])]:
-            os.utime(p, (old, old))
-        store = client.app.state.ctx.store  # type: ignore[attr-defined]
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        stray = await _plant_stray_media(ctx)
+        store = ctx.store
         from sqlalchemy import update
 
         from tamstore.store.metadata import tables as t
@@ -218,20 +210,55 @@ async def test_cleanup_finds_orphans_and_dry_run_deletes_nothing(settings: Setti
         async with store.write() as tx:
             await tx.conn.execute(update(t.objects).where(t.objects.c.id == orphan["object_id"]).values(allocated_at=0))
 
-    dry = await asyncio.to_thread(_cli, "cleanup", "--dry-run", settings=settings)
+    cli_settings = [
+        "--min-age",
+        "0",
+        "--min-object-timeout",
+        "300",
+        "--presigned-url-timeout",
+        "300",
+        *_storage_args(settings),
+    ]
+    dry = await asyncio.to_thread(_cli, "cleanup", "--dry-run", *cli_settings, settings=settings)
     assert dry.returncode == 0, dry.stderr
-    assert orphan["object_id"] in dry.stdout and str(stray) in dry.stdout
+    assert orphan["object_id"] in dry.stdout and stray in dry.stdout
     assert kept["object_id"] not in dry.stdout
-    assert stray.exists() and fs.path_for(orphan["object_id"]).exists()
-    refused = await asyncio.to_thread(_cli, "cleanup", settings=settings)
+    async with app_client(settings) as client:
+        assert await stored_bytes(client, orphan["object_id"]) == b"bytes"
+    refused = await asyncio.to_thread(_cli, "cleanup", *cli_settings, settings=settings)
     assert refused.returncode != 0 and "--yes" in refused.stderr
-    assert stray.exists()
-    done = await asyncio.to_thread(_cli, "cleanup", "--yes", settings=settings)
+    done = await asyncio.to_thread(_cli, "cleanup", "--yes", *cli_settings, settings=settings)
     assert done.returncode == 0, done.stderr
-    assert not stray.exists() and not fs.path_for(orphan["object_id"]).exists()
-    assert fs.path_for(kept["object_id"]).read_bytes() == b"bytes"
-    again = await asyncio.to_thread(_cli, "cleanup", "--dry-run", settings=settings)
+    async with app_client(settings) as client:
+        assert await stored_bytes(client, orphan["object_id"]) is None
+        assert await stored_bytes(client, kept["object_id"]) == b"bytes"
+    again = await asyncio.to_thread(_cli, "cleanup", "--dry-run", *cli_settings, settings=settings)
     assert "nothing to clean up" in again.stdout
+
+
+async def _plant_stray_media(ctx: Any) -> str:
+    """Bytes with no Object record, made to look old; returns how cleanup will name them."""
+    import os
+
+    old = time.time() - 7200
+    fs = ctx.extras.get("filesystem")
+    if fs is not None:
+        stray = fs.root / "ab" / "cd" / ("0" * 64)
+        stray.parent.mkdir(parents=True, exist_ok=True)
+        stray.write_bytes(b"nobody's")
+        for p in fs.root.rglob("*"):
+            if p.is_file():
+                os.utime(p, (old, old))
+        return str(stray)
+    [s3] = ctx.backends.values()
+    await asyncio.to_thread(s3.client.put_object, Bucket=s3.bucket, Key="not-an-object-id!", Body=b"nobody's")
+    return "not-an-object-id!"
+
+
+def _storage_args(settings: Settings) -> list[str]:
+    if settings.s3_bucket:
+        return ["--s3-bucket", settings.s3_bucket, "--s3-endpoint-url", str(settings.s3_endpoint_url)]
+    return []
 
 
 async def test_admin_deleted_and_restore_commands(settings: Settings) -> None:

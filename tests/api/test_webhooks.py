@@ -231,12 +231,10 @@ async def test_segment_urls_are_filtered_per_webhook(hooked: httpx.AsyncClient, 
     await receiver.arrived(3)
     by_path = {r["path"]: r["body"]["event"]["segments"][0] for r in receiver.received}
     assert by_path["/none"]["get_urls"] == []
-    assert by_path["/plain"]["get_urls"] == []  # the embedded backend only has presigned URLs
+    assert by_path["/plain"]["get_urls"] == []  # both backends hand out only presigned URLs
     [url] = by_path["/verbose"]["get_urls"]
     assert url["controlled"] is True and "storage_id" in url
     assert by_path["/verbose"]["object_timerange"] == "[5:0_6:0)"
-    got = (await hooked.get(url["url"].replace("http://127.0.0.1:8000", ""))).status_code
-    assert got in (200, 404)  # a signed URL of this service (no bytes were uploaded)
 
 
 async def test_retries_keep_order_then_error_then_resume(hooked: httpx.AsyncClient, receiver: Receiver) -> None:

@@ -6,10 +6,13 @@ download URLs for stored ones, and deletes bytes. It never sees Flows or Segment
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
-__all__ = ["BackendInfo", "MediaStore", "SignedUrl"]
+__all__ = ["BackendInfo", "MediaStore", "SignedUrl", "copy_via_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,3 +68,20 @@ class MediaStore(Protocol):
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         """Copy bytes from another controlled backend (object instance replication)."""
+
+    def download_to(self, object_id: str, path: Path) -> None:
+        """Blocking: write the Object's bytes to a local file."""
+
+    def upload_from(self, object_id: str, path: Path) -> None:
+        """Blocking: store a local file's bytes as the Object."""
+
+
+def copy_via_file(source: MediaStore, target: MediaStore, object_id: str) -> None:
+    """Blocking: copy an Object between backends of different kinds through a temporary file."""
+    tmp = Path(tempfile.mkdtemp(prefix="tamstore-copy-"))
+    try:
+        path = tmp / "object"
+        source.download_to(object_id, path)
+        target.upload_from(object_id, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -18,13 +18,14 @@ import hashlib
 import hmac
 import os
 import secrets
+import shutil
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl
+from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_via_file
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
@@ -53,7 +54,7 @@ class FilesystemMediaStore:
         self.url_timeout = url_timeout
         self.info = info or BackendInfo(
             id=FILESYSTEM_BACKEND_ID,
-            label="local",
+            label="tamstore:filesystem:local",
             provider="tamstore",
             store_product="tamstore-filesystem",
             default_storage=True,
@@ -131,7 +132,18 @@ class FilesystemMediaStore:
         return self.path_for(object_id).exists()
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
-        raise NotImplementedError("copy between backends is not supported by this backend")
+        await asyncio.to_thread(copy_via_file, source, self, object_id)
+
+    def download_to(self, object_id: str, path: Path) -> None:
+        shutil.copyfile(self.path_for(object_id), path)
+
+    def upload_from(self, object_id: str, path: Path) -> None:
+        final = self.path_for(object_id)
+        tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
+        shutil.copyfile(path, tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        _install(tmp, final, object_id)
 
     def stored(self) -> Iterator[StoredItem]:
         """Everything on disk: each Object's bytes (with the id written beside them) and any

@@ -1,0 +1,142 @@
+"""S3-compatible media backend (AWS S3, Ceph RGW, MinIO, SeaweedFS).
+
+Clients upload and download straight to and from the bucket through presigned URLs; tamstore
+never proxies the bytes. boto3 does the few administrative calls (in a thread, since it blocks);
+the lean SigV4 presigner in ``sigv4.py`` makes the URLs. A key is the prefix plus the base64url
+form of the Object id, so no id (``..``, ``/``, odd characters) turns into a path a client
+rewrites, and every key can be turned back into its id (for ``tamstore admin cleanup``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_via_file
+from tamstore.store.media.filesystem import decode_id, encode_id
+from tamstore.store.media.sigv4 import Presigner
+
+__all__ = ["S3MediaStore", "StorageUnavailable"]
+
+
+class StorageUnavailable(Exception):
+    """The bucket cannot be used (missing, wrong credentials, unreachable)."""
+
+
+class S3MediaStore:
+    def __init__(
+        self,
+        info: BackendInfo,
+        *,
+        bucket: str,
+        region: str,
+        access_key: str,
+        secret_key: str,
+        endpoint_url: str | None = None,
+        session_token: str | None = None,
+        prefix: str = "",
+        url_timeout: int = 900,
+        addressing_style: str | None = None,
+    ) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.info = info
+        self.bucket = bucket
+        self.prefix = prefix
+        self.url_timeout = url_timeout
+        endpoint = endpoint_url or f"https://s3.{region}.amazonaws.com"
+        style = addressing_style or ("path" if endpoint_url else "virtual")
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            region_name=region,
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            aws_session_token=session_token,
+            config=Config(signature_version="s3v4", s3={"addressing_style": style}, retries={"mode": "standard"}),
+        )
+        self.presigner = Presigner(
+            endpoint, bucket, region, access_key, secret_key, session_token=session_token, addressing_style=style
+        )
+
+    def key(self, object_id: str) -> str:
+        return self.prefix + encode_id(object_id)
+
+    # -- start-up check -------------------------------------------------------------------------
+
+    async def check(self) -> None:
+        """Fail clearly now rather than at the first upload."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("404", "NoSuchBucket"):
+                raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist") from None
+            if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
+                raise StorageUnavailable(f"S3 bucket {self.bucket!r}: access denied (check the credentials)") from None
+            raise StorageUnavailable(f"S3 bucket {self.bucket!r}: {code or exc}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"S3 endpoint unreachable: {exc}") from None
+
+    # -- MediaStore -----------------------------------------------------------------------------
+
+    def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
+        return SignedUrl(self.presigner.presign("PUT", self.key(object_id), self.url_timeout), True)
+
+    def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
+        if presigned is False:
+            return []
+        return [SignedUrl(self.presigner.presign("GET", self.key(object_id), self.url_timeout), True)]
+
+    async def delete(self, object_ids: list[str]) -> None:
+        for i in range(0, len(object_ids), 1000):
+            chunk = [{"Key": self.key(oid)} for oid in object_ids[i : i + 1000]]
+            await asyncio.to_thread(
+                self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+            )
+
+    async def exists(self, object_id: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
+        except ClientError:
+            return False
+        return True
+
+    def download_to(self, object_id: str, path: Path) -> None:
+        self.client.download_file(self.bucket, self.key(object_id), str(path))
+
+    def upload_from(self, object_id: str, path: Path) -> None:
+        self.client.upload_file(str(path), self.bucket, self.key(object_id))
+
+    async def copy_from(self, object_id: str, source: MediaStore) -> None:
+        """Replicate an Object here: server-side within one S3 service, else via a temp file."""
+        if isinstance(source, S3MediaStore) and source.client.meta.endpoint_url == self.client.meta.endpoint_url:
+            await asyncio.to_thread(
+                self.client.copy_object,
+                Bucket=self.bucket,
+                Key=self.key(object_id),
+                CopySource={"Bucket": source.bucket, "Key": source.key(object_id)},
+            )
+            return
+        await asyncio.to_thread(copy_via_file, source, self, object_id)
+
+    def stored_ids(self) -> Iterator[tuple[str | None, str, Any]]:
+        """(object id or None, key, last modified) of every key under the prefix."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.prefix):
+            for item in page.get("Contents", []):
+                key = item["Key"]
+                yield decode_id(key[len(self.prefix) :]), key, item["LastModified"]
+
+    def remove_key(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+
+_: type[MediaStore] = S3MediaStore

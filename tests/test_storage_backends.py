@@ -1,0 +1,184 @@
+"""Several Storage Backends at once (ADR 0032, 0042, 0055): the embedded filesystem and a real
+S3 server (SeaweedFS), configured by a file; the S3 presigner; start-up checks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+
+from tamstore.config import Settings
+from tamstore.store.media.sigv4 import Presigner
+from tamstore.testing import SpecSchemas, app_client
+from tests.conftest import media_request, put_flow, stored_bytes
+from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+
+FS_ID = "5b1b8c52-8c1e-4d63-9a55-5a1d6f9d2a01"
+S3_ID = "0c0d4b8e-2f0a-4b7e-8f6d-1c7b9c3e4a02"
+
+
+@pytest.fixture
+def two_backends(tmp_path: Path, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    bucket = s3_server.new_bucket()
+    config = tmp_path / "storage.toml"
+    config.write_text(f"""
+[[backends]]
+kind = "filesystem"
+id = "{FS_ID}"
+label = "local"
+default = true
+tags = {{ tier = "hot" }}
+
+[[backends]]
+kind = "s3"
+id = "{S3_ID}"
+label = "archive"
+bucket = "{bucket}"
+endpoint_url = "{s3_server.endpoint}"
+region = "eu-west-2"
+provider = "SeaweedFS"
+store_product = "SeaweedFS S3"
+tags = {{ tier = "cold", auth_classes = ["archive"] }}
+""")
+    return Settings(data_dir=tmp_path / "data", storage_config=config)
+
+
+async def _segment(client: httpx.AsyncClient, flow_id: str, start: int, storage_id: str, data: bytes) -> str:
+    r = await client.post(f"/flows/{flow_id}/storage", json={"limit": 1, "storage_id": storage_id})
+    assert r.status_code == 201, r.text
+    [obj] = r.json()["media_objects"]
+    assert (await media_request(client, "PUT", obj["put_url"]["url"], content=data)).status_code == 200
+    seg = {"object_id": obj["object_id"], "timerange": f"[{start}:0_{start + 1}:0)"}
+    assert (await client.post(f"/flows/{flow_id}/segments", json=seg)).status_code == 201
+    return obj["object_id"]  # type: ignore[no-any-return]
+
+
+async def test_two_backends_side_by_side(two_backends: Settings, schemas: SpecSchemas) -> None:
+    async with app_client(two_backends) as client:
+        listing = (await client.get("/service/storage-backends")).json()
+        schemas.check("storage-backends-list.json", listing)
+        assert [b["label"] for b in listing] == ["archive", "local"]
+        assert {b["id"]: b["default_storage"] for b in listing} == {FS_ID: True, S3_ID: False}
+        assert [b["id"] for b in (await client.get("/service/storage-backends?tag.tier=cold")).json()] == [S3_ID]
+        flow = await put_flow(client)
+        hot = await _segment(client, flow["id"], 0, FS_ID, b"on disk")
+        cold = await _segment(client, flow["id"], 1, S3_ID, b"in the bucket")
+        segs = (await client.get(f"/flows/{flow['id']}/segments?verbose_storage=true")).json()
+        schemas.check_items("flow-segment.json", segs)
+        assert [s["get_urls"][0]["storage_id"] for s in segs] == [FS_ID, S3_ID]
+        assert (
+            segs[1]["get_urls"][0]["store_product"] == "SeaweedFS S3"
+            and segs[1]["get_urls"][0]["region"] == "eu-west-2"
+        )
+        for seg, data in zip(segs, [b"on disk", b"in the bucket"], strict=True):
+            assert (await media_request(client, "GET", seg["get_urls"][0]["url"])).content == data
+
+        async def labels(query: str) -> list[list[str]]:
+            r = await client.get(f"/flows/{flow['id']}/segments?{query}")
+            assert r.status_code == 200
+            return [[u["label"] for u in s["get_urls"]] for s in r.json()]
+
+        assert await labels(f"accept_storage_ids={S3_ID}") == [[], ["archive"]]
+        assert await labels("accept_get_urls=local") == [["local"], []]
+        assert await labels("storage_backend_tag.tier=cold") == [[], ["archive"]]
+        assert await labels("storage_backend_tag.auth_classes=archive") == [[], ["archive"]]
+        assert await labels("storage_backend_tag_exists.auth_classes=false") == [["local"], []]
+
+        # replicate the disk Object into the bucket, then drop the disk copy (ADR 0042)
+        r = await client.post(f"/objects/{hot}/instances", json={"storage_id": S3_ID})
+        assert r.status_code == 201, r.text
+        assert (await client.post(f"/objects/{hot}/instances", json={"storage_id": S3_ID})).status_code == 400
+        doc = (await client.get(f"/objects/{hot}?verbose_storage=true")).json()
+        assert sorted(u["label"] for u in doc["get_urls"]) == ["archive", "local"]
+        for url in doc["get_urls"]:
+            assert (await media_request(client, "GET", url["url"])).content == b"on disk"
+        assert (await client.delete(f"/objects/{hot}/instances?storage_id={FS_ID}")).status_code == 204
+        fs = client.app.state.ctx.extras["filesystem"]  # type: ignore[attr-defined]
+        assert not fs.path_for(hot).exists()
+        assert (await client.delete(f"/objects/{hot}/instances?storage_id={S3_ID}")).status_code == 400  # the last
+        # and the bucket copy back to disk
+        assert (await client.post(f"/objects/{cold}/instances", json={"storage_id": FS_ID})).status_code == 201
+        assert fs.path_for(cold).read_bytes() == b"in the bucket"
+        assert (
+            await client.post(f"/objects/{cold}/instances", json={"url": "https://cdn/x", "label": "archive"})
+        ).status_code == 400
+        # deleting the Flow deletes the bytes everywhere
+        assert (await client.delete(f"/flows/{flow['id']}")).status_code == 204
+        assert await stored_bytes(client, hot) is None and await stored_bytes(client, cold) is None
+
+
+def test_presigner_matches_botocore(s3_server: SeaweedS3) -> None:
+    client = s3_server.client()
+    p = Presigner(s3_server.endpoint, "tams", "us-east-1", ACCESS_KEY, SECRET_KEY)
+    for key in ["a", "media/YWJj-_x", "x/y/z.ts", "sp ace+plus%"]:
+        for method, op in (("GET", "get_object"), ("PUT", "put_object")):
+            theirs = client.generate_presigned_url(op, Params={"Bucket": "tams", "Key": key}, ExpiresIn=900)
+            stamp = parse_qs(urlsplit(theirs).query)["X-Amz-Date"][0]
+            from datetime import UTC, datetime
+
+            when = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC).timestamp()
+            assert p.presign(method, key, 900, now=when) == theirs
+    virtual = Presigner(
+        "https://s3.eu-west-2.amazonaws.com", "bucket", "eu-west-2", "AK", "SK", addressing_style="virtual"
+    )
+    assert virtual.presign("GET", "k", 60, now=0).startswith("https://bucket.s3.eu-west-2.amazonaws.com/k?")
+
+
+def test_presigned_urls_work_on_the_real_server(s3_server: SeaweedS3) -> None:
+    bucket = s3_server.new_bucket()
+    p = Presigner(s3_server.endpoint, bucket, "us-east-1", ACCESS_KEY, SECRET_KEY)
+    assert httpx.put(p.presign("PUT", "k1", 60), content=b"data").status_code == 200
+    assert httpx.get(p.presign("GET", "k1", 60)).content == b"data"
+    assert httpx.get(p.presign("GET", "k1", 60, now=time.time() - 3600)).status_code == 403  # expired
+    wrong = Presigner(s3_server.endpoint, bucket, "us-east-1", ACCESS_KEY, "not-the-secret")
+    assert httpx.get(wrong.presign("GET", "k1", 60)).status_code == 403
+
+
+def _serve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "tamstore", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **env},
+    )
+
+
+def test_bad_bucket_or_credentials_fail_at_start(tmp_path: Path, s3_server: SeaweedS3) -> None:
+    env = {
+        "AWS_ACCESS_KEY_ID": ACCESS_KEY,
+        "AWS_SECRET_ACCESS_KEY": SECRET_KEY,
+        "TAMSTORE_S3_ENDPOINT_URL": s3_server.endpoint,
+        "TAMSTORE_DATA_DIR": str(tmp_path),
+    }
+    r = _serve("--s3-bucket", "no-such-bucket-" + uuid.uuid4().hex[:6], env=env)
+    assert r.returncode != 0 and "does not exist" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    bucket = s3_server.new_bucket()
+    r = _serve("--s3-bucket", bucket, env={**env, "AWS_SECRET_ACCESS_KEY": "wrong"})
+    assert r.returncode != 0 and "denied" in r.stderr, r.stderr
+    r = _serve("--s3-bucket", bucket, env={**env, "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": ""})
+    assert r.returncode != 0 and "credentials" in r.stderr
+
+
+async def test_env_only_s3_configuration(tmp_path: Path, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> None:
+    """README's simplest case: a bucket from the environment, no file."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+    settings = Settings(data_dir=tmp_path, s3_bucket=s3_server.new_bucket(), s3_endpoint_url=s3_server.endpoint)
+    async with app_client(settings) as client:
+        [backend] = (await client.get("/service/storage-backends")).json()
+        assert backend["default_storage"] is True and backend["label"].endswith(settings.s3_bucket or "")
+        flow = await put_flow(client)
+        oid = await _segment(client, flow["id"], 0, backend["id"], b"s3 only")
+        assert await stored_bytes(client, oid) == b"s3 only"
+        [seg] = (await client.get(f"/flows/{flow['id']}/segments")).json()
+        assert seg["get_urls"][0]["url"].startswith(s3_server.endpoint)
