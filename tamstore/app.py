@@ -14,7 +14,21 @@ from typing import Any
 from fastapi import FastAPI
 
 from tamstore import __version__
-from tamstore.api import delete_requests, errors, flows, media, objects, security, segments, service, sources, webhooks
+from tamstore.api import (
+    analytics,
+    delete_requests,
+    errors,
+    flows,
+    media,
+    objects,
+    observability,
+    security,
+    segments,
+    service,
+    sources,
+    webhooks,
+)
+from tamstore.api.observability import Metrics, RequestLogMiddleware
 from tamstore.api.security import AuthMiddleware
 from tamstore.auth import AuthConfig
 from tamstore.config import Settings
@@ -75,6 +89,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(settings)
+        ctx.extras["metrics"] = app.state.metrics
         app.state.ctx = ctx
         background = Workers(ctx) if workers and settings.workers else None
         if background is not None:
@@ -94,8 +109,22 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         lifespan=lifespan,
     )
     app.state.auth = auth
+    app.state.metrics = metrics = Metrics()
     app.add_middleware(AuthMiddleware, config=auth)
+    app.add_middleware(RequestLogMiddleware, metrics=metrics)
     errors.install_error_handlers(app)
-    for module in (service, webhooks, sources, flows, segments, objects, delete_requests, media, security):
+    for module in (
+        service,
+        webhooks,
+        sources,
+        flows,
+        segments,
+        objects,
+        delete_requests,
+        analytics,
+        observability,
+        media,
+        security,
+    ):
         app.include_router(module.router)
     return app

@@ -108,8 +108,43 @@ def _check_port(host: str, port: int) -> None:
             _fail(f"cannot listen on {host}:{port}: {exc.strerror}")
 
 
+def _load_config_file(ctx: click.Context, _param: Any, path: Path | None) -> Path | None:
+    """Settings from a TOML file become the defaults of every command (flags and TAMSTORE_*
+    variables still win)."""
+    if path is None:
+        return None
+    import tomllib
+
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        _fail(f"config file {path}: {exc}")
+    known = {f.name for f in fields(Settings)}
+    for key in data:
+        if key.replace("-", "_") not in known:
+            _fail(f"config file {path}: unknown setting {key!r}")
+    values = {k.replace("-", "_"): v for k, v in data.items()}
+    groups = {"db": ["upgrade"], "admin": ["deleted", "restore", "cleanup"], "config": ["show"]}
+    ctx.default_map = {
+        "serve": values,
+        "worker": values,
+        **{group: {cmd: values for cmd in cmds} for group, cmds in groups.items()},
+    }
+    return path
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="tamstore")
+@click.option(
+    "--config",
+    type=click.Path(path_type=Path, dir_okay=False),
+    envvar="TAMSTORE_CONFIG",
+    show_envvar=True,
+    callback=_load_config_file,
+    is_eager=True,
+    expose_value=False,
+    help="TOML file of settings (names as in `tamstore serve --help`, with _ for -).",
+)
 def main() -> None:
     """tamstore: a Time-addressable Media Store (TAMS 8.2) server.
 
@@ -140,6 +175,9 @@ def serve(**values: Any) -> None:
     except (ValueError, OSError, StorageUnavailable) as exc:
         _fail(str(exc))
 
+    from tamstore.api.observability import configure_logging
+
+    configure_logging(settings.log_format)
     click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
     click.echo(f"data dir: {settings.data_dir.resolve()}  (API docs at /docs)")
     uvicorn.run(
@@ -214,6 +252,35 @@ def worker(**values: Any) -> None:
     click.echo(f"tamstore {__version__}: background worker started")
     with contextlib.suppress(KeyboardInterrupt):
         _with_context(settings, job)
+
+
+@main.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("show")
+@_settings_options
+def config_show(**values: Any) -> None:
+    """Print the effective settings (flags, TAMSTORE_* variables, config file), secrets masked."""
+    settings = _build_settings(values)
+    for f in fields(Settings):
+        value = getattr(settings, f.name)
+        if f.name == "database_url" and value:
+            value = _mask_url(value)
+        click.echo(f"{f.name} = {value!r}")
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        click.echo(f"# {name} is {'set' if os.environ.get(name) else 'not set'}")
+
+
+def _mask_url(url: str) -> str:
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return urlunsplit(parts._replace(netloc=netloc))
+    return url
 
 
 @main.group()

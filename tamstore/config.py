@@ -107,6 +107,9 @@ class Settings:
             "it can read, change and delete everything."
         },
     )
+    log_format: str = field(
+        default="auto", metadata={"help": "Request logs: json, text, or auto (text on a terminal, else json)."}
+    )
     migrate: bool = field(
         default=True,
         metadata={"help": "Apply database migrations on start (--no-migrate: run `tamstore db upgrade`)."},
@@ -142,6 +145,8 @@ class Settings:
             methods = {m.strip() for m in self.auth.split(",")}
             if not methods <= {"basic", "bearer"}:
                 raise ValueError("auth must be none, or a comma list of basic and bearer")
+        if self.log_format not in ("auto", "json", "text"):
+            raise ValueError("log_format must be auto, json or text")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
         for name in (

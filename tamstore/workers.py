@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from tamstore.delivery import Deliverer
-from tamstore.ops import deletion
+from tamstore.ops import analytics, deletion
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
 
@@ -63,6 +63,7 @@ class Workers:
             log.info("garbage-collected %d unused allocated objects", removed)
         if self.ctx.settings.recovery_window > 0:
             await deletion.purge_recovery_window(self.ctx)
+        await analytics.record_usage_day(self.ctx)
 
     async def _deletions(self) -> None:
         while True:

@@ -65,6 +65,11 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("DELETE", "/objects/{object_path:path}"): {A, W},
     ("GET", "/flow-delete-requests"): {A},
     ("GET", "/flow-delete-requests/{request_id}"): {A, D},
+    # tamstore extensions
+    ("GET", "/metrics"): {A, R},
+    ("GET", "/x-tamstore/analytics/flows"): {A, R},
+    ("GET", "/x-tamstore/analytics/storage"): {A, R},
+    ("GET", "/x-tamstore/analytics/flows/{flow_id}/timeline"): {A, R},
 }
 for _kind, _id in (("sources", "source_id"), ("flows", "flow_id")):
     props = ["tags/{name:path}", "label", "description"]
@@ -76,6 +81,8 @@ for _kind, _id in (("sources", "source_id"), ("flows", "flow_id")):
         EXPECTED[("DELETE", f"/{_kind}/{{{_id}}}/{_p}")] = {A, W}
 # Open to all: docs, the token endpoint, media URLs (signed).
 PUBLIC = {
+    "/healthz",
+    "/readyz",
     "/openapi.json",
     "/docs",
     "/docs/oauth2-redirect",

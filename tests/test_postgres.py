@@ -124,6 +124,9 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
                 assert "database" in r.json()["summary"]
             r = c.put(f"/flows/{flow_id}/label", json="x")
             assert r.status_code == 503
+            assert c.get("/healthz").status_code == 200  # the process is alive ...
+            ready = c.get("/readyz")
+            assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"  # ... but not ready
             cluster.start_server()
             deadline = time.monotonic() + 20
             while True:
@@ -133,6 +136,7 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
                 time.sleep(0.2)
             assert r.status_code == 200, r.text
             assert c.put(f"/flows/{flow_id}/label", json="after").status_code == 204
+            assert c.get("/readyz").status_code == 200
     finally:
         if server:
             server.stop()

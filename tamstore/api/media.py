@@ -14,6 +14,7 @@ from starlette.responses import FileResponse, Response
 from tamstore.api.deps import context
 from tamstore.api.responses import empty
 from tamstore.domain.errors import Forbidden, NotFound
+from tamstore.ops.objects import record_size
 from tamstore.store.media.filesystem import MEDIA_PREFIX, FilesystemMediaStore, decode_id
 
 router = APIRouter(include_in_schema=False)
@@ -48,8 +49,10 @@ async def get_media(request: Request, object_path: str) -> Response:
 @router.put(MEDIA_PREFIX + "/{object_path:path}")
 async def put_media(request: Request, object_path: str) -> Response:
     store, object_id = _authorised(request)
-    async with context(request).store.read() as tx:
+    ctx = context(request)
+    async with ctx.store.read() as tx:
         if await tx.get_object(object_id) is None:
             raise NotFound("the Object was never allocated or has been garbage-collected")
-    await store.write(object_id, request.stream())
+    size = await store.write(object_id, request.stream())
+    await record_size(ctx, object_id, size, store.info.id)
     return empty(200)

@@ -34,7 +34,10 @@ async def list_segments(request: Request, flow_id: str) -> Response:
 @router.post("/flows/{flow_id}/segments", summary="Register one segment or an array of them")
 async def post_segments(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
-    failures = await segments.post_segments(context(request), flow_id, await read_json(request))
+    body = await read_json(request)
+    failures = await segments.post_segments(context(request), flow_id, body)
+    registered = (len(body) if isinstance(body, list) else 1) - len(failures or [])
+    request.app.state.metrics.segments.inc(registered)
     if failures:
         return json_response(request, {"failed_segments": failures}, status=200)
     return empty(201)

@@ -67,7 +67,7 @@ async def _delete_chunk(
     init_of = {oid: o.init_object_id for oid, o in objects.items()}
     await tx.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
     await tx.refresh_flow_span(flow_id)
-    await tx.update_flow(flow_id, {"segments_updated": now_us()})
+    await tx.update_flow(flow_id, _counters(await tx.get_flow(flow_id), rows, objects, -1))
     run_first = rows[0]
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
@@ -77,6 +77,17 @@ async def _delete_chunk(
     run = extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
     await events.segments_deleted(tx, flow_id, flow.source_id, run)
     return rows, set(init_of) | {i for i in init_of.values() if i}
+
+
+def _counters(flow: Any, rows: list[Any], objects: dict[str, Any], sign: int) -> dict[str, Any]:
+    """The Flow's usage counters after adding (sign 1) or removing (-1) these segments."""
+    sizes = sum((objects[r.object_id].size or 0) for r in rows if r.object_id in objects)
+    return {
+        "segments_updated": now_us(),
+        "seg_count": flow.seg_count + sign * len(rows),
+        "seg_duration": flow.seg_duration + sign * sum(r.ts_end - r.ts_start for r in rows),
+        "seg_bytes": flow.seg_bytes + sign * sizes,
+    }
 
 
 async def _drop_flow(ctx: Context, tx: Tx, flow: Any, batch: str | None) -> None:
@@ -124,6 +135,14 @@ async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
         candidates = set(object_ids) | {r.init_object_id for r in rows.values() if r.init_object_id}
         gone = await tx.unreferenced(candidates)
         instances = await tx.instances(gone)
+        sizes = {oid: (r.size or 0) for oid, r in (await tx.get_objects(gone)).items()}
+        usage: dict[str, tuple[int, int]] = {}
+        for oid in gone:
+            for inst in instances.get(oid, []):
+                if inst.controlled and inst.storage_id:
+                    objects, size = usage.get(inst.storage_id, (0, 0))
+                    usage[inst.storage_id] = (objects - 1, size - sizes.get(oid, 0))
+        await tx.bump_usage(usage)
         await tx.delete_objects(gone)
     by_backend: dict[str, list[str]] = {}
     for oid in gone:
@@ -349,6 +368,7 @@ async def restore(ctx: Context, batch_id: str) -> dict[str, Any]:
             objects = await tx.get_objects(s["object_id"] for s in segs)
             init_of = {oid: o.init_object_id for oid, o in objects.items()}
             await tx.add_refs(batch.flow_id, reference_counts([s["object_id"] for s in segs], init_of))
+            await tx.update_flow(batch.flow_id, _counters(await tx.get_flow(batch.flow_id), rows, objects, 1))
             await tx.forget_deleted_segments(batch_id, [r.ts_start for r in rows])
             restored += len(rows)
         await tx.refresh_flow_span(batch.flow_id)

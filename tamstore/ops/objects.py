@@ -12,7 +12,7 @@ from tamstore.domain.tags import tags_match
 from tamstore.ops.context import Context
 from tamstore.store.metadata.sql import TagFilter
 
-__all__ = ["add_instance", "get_object", "remove_instance", "render_get_urls"]
+__all__ = ["add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
 
 
 def render_get_urls(
@@ -143,6 +143,8 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
             raise BadRequest("cannot delete the last instance of an Object that is in use")
         inst = match[0]
         await tx.delete_instance(inst.id)
+        if inst.controlled:
+            await tx.bump_usage({inst.storage_id: (-1, -(obj.size or 0))})
     if inst.controlled and inst.storage_id in ctx.backends:
         await ctx.backends[inst.storage_id].delete([object_id])
 
@@ -150,3 +152,14 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
 def _backend_label(ctx: Context, storage_id: str | None) -> str | None:
     backend = ctx.backends.get(storage_id) if storage_id else None
     return backend.info.label if backend else None
+
+
+async def record_size(ctx: Context, object_id: str, size: int, storage_id: str) -> None:
+    """Remember an upload's size (for usage analytics); counted now if already registered."""
+    async with ctx.store.write() as tx:
+        obj = await tx.get_object(object_id)
+        if obj is None:
+            return
+        await tx.update_object(object_id, {"size": size})
+        if obj.registered:
+            await tx.bump_usage({storage_id: (0, size - (obj.size or 0))})

@@ -129,18 +129,18 @@ async def post_segments(ctx: Context, flow_id: str, body: Any) -> list[dict[str,
                 parsed.append((i, parse_segment(raw)))
             except BadRequest as exc:
                 failures.append(_failure(raw, exc))
-        accepted, init_of = await _check_batch(ctx, tx, flow, parsed, failures)
+        accepted, states = await _check_batch(ctx, tx, flow, parsed, failures)
         if single and failures:
             raise BadRequest(failures[0]["error"]["summary"])
         if accepted:
-            await _commit_batch(tx, flow, accepted, init_of)
+            await _commit_batch(tx, flow, accepted, states)
     return failures or None
 
 
 async def _check_batch(
     ctx: Context, tx: Tx, flow: Any, parsed: list[tuple[int, SegmentPost]], failures: list[dict[str, Any]]
-) -> tuple[list[SegmentPost], dict[str, str | None]]:
-    """The segments of the batch that pass every rule, and each used Object's init Object."""
+) -> tuple[list[SegmentPost], dict[str, _ObjectState]]:
+    """The segments of the batch that pass every rule, and what became of their Objects."""
     if not parsed:
         return [], {}
     lo = min(s.lo for _, s in parsed)
@@ -178,7 +178,7 @@ async def _check_batch(
         taken.insert(i, (seg.lo, seg.hi))
         accepted.append(seg)
     await _save_objects(tx, states)
-    return accepted, {oid: st.init_object_id for oid, st in states.items()}
+    return accepted, states
 
 
 def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState], labels: set[str]) -> None:
@@ -248,12 +248,16 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
 
 async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
     new_rows, updates, instances = [], [], []
+    usage: dict[str, tuple[int, int]] = {}
     now = now_us()
     for oid, st in states.items():
         if st.row is None and st.registered:
             new_rows.append({"id": oid, "allocated_at": now, **st.changes})
         elif st.changes:
             updates.append({"id": oid, **st.changes})
+            if st.changes.get("registered") and st.row.storage_id:  # first use: now it counts
+                objects, size = usage.get(st.row.storage_id, (0, 0))
+                usage[st.row.storage_id] = (objects + 1, size + (st.row.size or 0))
         have = set()
         for inst in st.new_instances:
             if inst["label"] in have:
@@ -266,9 +270,10 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
         instances = [i for i in instances if (i["object_id"], i["label"]) not in labels]
     await tx.insert_objects(new_rows, instances)
     await tx.register_objects(updates)
+    await tx.bump_usage(usage)
 
 
-async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], init_of: dict[str, str | None]) -> None:
+async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], states: dict[str, _ObjectState]) -> None:
     rows = [
         {
             "flow_id": flow.id,
@@ -286,13 +291,18 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], init_of:
         for s in accepted
     ]
     await tx.insert_segments(rows)
+    init_of = {oid: st.init_object_id for oid, st in states.items()}
     await tx.add_refs(flow.id, reference_counts([s.object_id for s in accepted], init_of))
     lo = min(s.lo for s in accepted)
     hi = max(s.hi for s in accepted)
+    sizes = {oid: (st.row.size or 0) if st.row is not None else 0 for oid, st in states.items()}
     values: dict[str, Any] = {
         "segments_updated": now_us(),
         "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
         "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
+        "seg_count": flow.seg_count + len(accepted),
+        "seg_duration": flow.seg_duration + sum(s.hi - s.lo for s in accepted),
+        "seg_bytes": flow.seg_bytes + sum(sizes[s.object_id] for s in accepted),
     }
     await tx.update_flow(flow.id, values)
     await events.segments_added(tx, flow.id, flow.source_id, rows)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
+
 revision = "0001"
 down_revision = None
 branch_labels = None
@@ -134,6 +135,7 @@ def upgrade() -> None:
         sa.Column("timerange", sa.String(), nullable=True),
         sa.Column("key_frame_count", sa.Integer(), nullable=True),
         sa.Column("init_object_id", sa.String(), nullable=True),
+        sa.Column("size", sa.BigInteger(), nullable=True),
         sa.PrimaryKeyConstraint("id"),
     )
     with op.batch_alter_table("objects", schema=None) as batch_op:
@@ -177,6 +179,22 @@ def upgrade() -> None:
         batch_op.create_index("ix_sources_updated", ["updated", "id"], unique=False)
 
     op.create_table(
+        "usage_counters",
+        sa.Column("storage_id", sa.String(length=36), nullable=False),
+        sa.Column("shard", sa.Integer(), nullable=False),
+        sa.Column("objects", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("bytes", sa.BigInteger(), server_default="0", nullable=False),
+        sa.PrimaryKeyConstraint("storage_id", "shard"),
+    )
+    op.create_table(
+        "usage_history",
+        sa.Column("day", sa.String(length=10), nullable=False),
+        sa.Column("storage_id", sa.String(length=36), nullable=False),
+        sa.Column("objects", sa.BigInteger(), nullable=False),
+        sa.Column("bytes", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("day", "storage_id"),
+    )
+    op.create_table(
         "webhooks",
         sa.Column("id", sa.String(length=36), nullable=False),
         sa.Column("url", sa.Text(), nullable=False),
@@ -217,6 +235,9 @@ def upgrade() -> None:
         sa.Column("segments_updated", sa.BigInteger(), nullable=True),
         sa.Column("seg_start", sa.BigInteger(), nullable=True),
         sa.Column("seg_end", sa.BigInteger(), nullable=True),
+        sa.Column("seg_count", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("seg_duration", sa.BigInteger(), server_default="0", nullable=False),
+        sa.Column("seg_bytes", sa.BigInteger(), server_default="0", nullable=False),
         sa.ForeignKeyConstraint(
             ["source_id"],
             ["sources.id"],
@@ -372,6 +393,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_webhooks_status")
 
     op.drop_table("webhooks")
+    op.drop_table("usage_history")
+    op.drop_table("usage_counters")
     with op.batch_alter_table("sources", schema=None) as batch_op:
         batch_op.drop_index("ix_sources_updated")
         batch_op.drop_index("ix_sources_label_exact")

@@ -66,6 +66,9 @@ class MediaStore(Protocol):
 
     async def exists(self, object_id: str) -> bool: ...
 
+    async def check(self) -> None:
+        """Raise when the backend cannot be used right now (readiness)."""
+
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         """Copy bytes from another controlled backend (object instance replication)."""
 

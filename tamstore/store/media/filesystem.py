@@ -128,6 +128,11 @@ class FilesystemMediaStore:
 
         await asyncio.to_thread(_rm)
 
+    async def check(self) -> None:
+        """Ready when the media root is a writable directory."""
+        if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
+            raise OSError(f"media directory {self.root} is not writable")
+
     async def exists(self, object_id: str) -> bool:
         return self.path_for(object_id).exists()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 
 __all__ = ["MetadataStore", "TagFilter", "Tx", "open_metadata_store"]
+
+USAGE_SHARDS = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -670,6 +673,11 @@ class Tx:
         )
         return await self._one(select(r).where(r.c.id == row.id))
 
+    async def count_pending_deletions(self) -> int:
+        r = t.flow_delete_requests
+        row = await self._one(select(func.count()).where(r.c.status.in_(("created", "started"))))
+        return int(row[0])
+
     async def purge_expired_delete_requests(self, now: int) -> None:
         r = t.flow_delete_requests
         await self.conn.execute(delete(r).where(r.c.expiry.is_not(None), r.c.expiry <= now))
@@ -837,6 +845,91 @@ class Tx:
         # With no webhook left to serve, every numbered event is done with.
         delivered = e.c.seq <= low if low is not None else e.c.seq.is_not(None)
         await self.conn.execute(delete(e).where(or_(e.c.created < created_before, delivered)))
+
+    # -- usage counters and analytics ----------------------------------------------------------------
+
+    async def bump_usage(self, deltas: dict[str, tuple[int, int]]) -> None:
+        """Add (objects, bytes) to each backend's counters, on a random shard."""
+        rows = [
+            {"storage_id": sid, "shard": random.randrange(USAGE_SHARDS), "objects": o, "bytes": b}
+            for sid, (o, b) in deltas.items()
+            if sid and (o or b)
+        ]
+        if not rows:
+            return
+        u = t.usage_counters
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(u)
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[u.c.storage_id, u.c.shard],
+            set_={"objects": u.c.objects + stmt.excluded.objects, "bytes": u.c.bytes + stmt.excluded.bytes},
+        )
+        for row in rows:
+            await self.conn.execute(stmt, [row])
+
+    async def storage_usage(self) -> dict[str, tuple[int, int]]:
+        u = t.usage_counters
+        rows = await self._all(
+            select(u.c.storage_id, func.sum(u.c.objects), func.sum(u.c.bytes)).group_by(u.c.storage_id)
+        )
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
+
+    async def record_usage_day(self, day: str) -> None:
+        h = t.usage_history
+        await self.conn.execute(delete(h).where(h.c.day == day))
+        usage = await self.storage_usage()
+        if usage:
+            await self.conn.execute(
+                insert(h), [{"day": day, "storage_id": sid, "objects": o, "bytes": b} for sid, (o, b) in usage.items()]
+            )
+
+    async def usage_history(self, since: str) -> list[Any]:
+        h = t.usage_history
+        return list(await self._all(select(h).where(h.c.day >= since).order_by(h.c.day, h.c.storage_id)))
+
+    async def flow_usage(
+        self, group_by: str | None, filters: dict[str, Any], span: tuple[int | None, int | None] | None
+    ) -> list[Any]:
+        f = t.flows
+        key = f.c[group_by] if group_by else literal("all")
+        stmt = select(
+            key.label("key"),
+            func.count().label("flows"),
+            func.coalesce(func.sum(f.c.seg_count), 0).label("segments"),
+            func.coalesce(func.sum(f.c.seg_duration), 0).label("duration"),
+            func.coalesce(func.sum(f.c.seg_bytes), 0).label("bytes"),
+        )
+        for column, value in filters.items():
+            stmt = stmt.where(f.c[column] == value)
+        if span is not None:
+            lo, hi = span
+            stmt = stmt.where(f.c.seg_start.is_not(None))
+            if hi is not None:
+                stmt = stmt.where(f.c.seg_start < hi)
+            if lo is not None:
+                stmt = stmt.where(f.c.seg_end > lo)
+        if group_by:
+            stmt = stmt.group_by(key).order_by(key)
+        return list(await self._all(stmt))
+
+    async def segment_stats(self, flow_id: str, lo: int | None, hi: int | None) -> Any:
+        s = t.segments
+        length = s.c.ts_end - s.c.ts_start
+        return await self._one(
+            select(func.count(), func.coalesce(func.sum(length), 0), func.min(length), func.max(length)).where(
+                self._segment_range_clause(flow_id, lo, hi)
+            )
+        )
+
+    async def segment_bounds(self, flow_id: str, lo: int | None, hi: int | None, limit: int) -> list[tuple[int, int]]:
+        s = t.segments
+        rows = await self._all(
+            select(s.c.ts_start, s.c.ts_end)
+            .where(self._segment_range_clause(flow_id, lo, hi))
+            .order_by(s.c.ts_start)
+            .limit(limit)
+        )
+        return [(r.ts_start, r.ts_end) for r in rows]
 
 
 class MetadataStore:

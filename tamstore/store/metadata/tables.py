@@ -87,6 +87,10 @@ flows = Table(
     # /flows?timerange= never looks at segments. NULL when the Flow has none.
     Column("seg_start", BigInteger),
     Column("seg_end", BigInteger),
+    # Usage counters kept by every segment write (analytics never count segments).
+    Column("seg_count", BigInteger, nullable=False, server_default="0"),
+    Column("seg_duration", BigInteger, nullable=False, server_default="0"),  # nanoseconds
+    Column("seg_bytes", BigInteger, nullable=False, server_default="0"),
     Index("ix_flows_source", "source_id", "created", "id"),
     Index("ix_flows_created", "created", "id"),
     Index("ix_flows_updated", "metadata_updated", "id"),
@@ -142,6 +146,7 @@ objects = Table(
     Column("timerange", String),
     Column("key_frame_count", Integer),
     Column("init_object_id", String),
+    Column("size", BigInteger),  # bytes, when known (uploads through tamstore)
     Index("ix_objects_unregistered", "registered", "allocated_at"),
     Index("ix_objects_init", "init_object_id"),
 )
@@ -314,4 +319,28 @@ events = Table(
     Column("created", BigInteger, nullable=False),
     Index("ix_events_unsequenced", "seq", "id"),
     Index("ix_events_created", "created"),
+)
+
+# Objects and bytes per Storage Backend, kept by every change to controlled instances. Each
+# change adds to one of a few shards picked at random, so concurrent writers rarely touch the
+# same row; readers add the shards up.
+usage_counters = Table(
+    "usage_counters",
+    metadata,
+    Column("storage_id", String(36), nullable=False),
+    Column("shard", Integer, nullable=False),
+    Column("objects", BigInteger, nullable=False, server_default="0"),
+    Column("bytes", BigInteger, nullable=False, server_default="0"),
+    PrimaryKeyConstraint("storage_id", "shard"),
+)
+
+# One row per day and backend: the counters as they stood, for growth over time.
+usage_history = Table(
+    "usage_history",
+    metadata,
+    Column("day", String(10), nullable=False),
+    Column("storage_id", String(36), nullable=False),
+    Column("objects", BigInteger, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    PrimaryKeyConstraint("day", "storage_id"),
 )

@@ -1,0 +1,177 @@
+"""Operating tamstore: request logs, Prometheus metrics, health and readiness probes.
+
+One log line per request (JSON, or a short human-readable line on a terminal) with method,
+route, status, latency and request id; never the query string (it may hold an access_token)
+or any header. Metrics are kept per app in their own registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import time
+import uuid
+from typing import Any
+
+from fastapi import APIRouter
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tamstore.api.deps import context
+from tamstore.api.responses import json_response
+from tamstore.api.routing import get
+
+__all__ = ["Metrics", "RequestLogMiddleware", "configure_logging", "router"]
+
+log = logging.getLogger("tamstore.requests")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter("tamstore_requests", "HTTP requests", ["method", "route", "status"], registry=r)
+        self.latency = Histogram(
+            "tamstore_request_duration_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=r,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.segments = Counter("tamstore_segments_registered", "Segments registered", registry=r)
+        self.deliveries = Counter("tamstore_webhook_deliveries", "Webhook deliveries", ["outcome"], registry=r)
+        self.stored_bytes = Gauge("tamstore_stored_bytes", "Bytes stored", ["storage_id", "label"], registry=r)
+        self.stored_objects = Gauge("tamstore_stored_objects", "Objects stored", ["storage_id", "label"], registry=r)
+        self.deletion_backlog = Gauge("tamstore_deletion_backlog", "Flow delete requests not yet done", registry=r)
+        self.pool_in_use = Gauge("tamstore_db_connections_in_use", "Database connections checked out", registry=r)
+        self.pool_size = Gauge("tamstore_db_pool_size", "Database connection pool size", registry=r)
+
+
+class RequestLogMiddleware:
+    def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        headers = dict(scope.get("headers") or [])
+        request_id = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-request-id", request_id.encode("latin-1"))]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            elapsed = time.perf_counter() - start
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            self.metrics.requests.labels(scope["method"], route, str(status)).inc()
+            self.metrics.latency.labels(scope["method"], route).observe(elapsed)
+            log.info(
+                "%s %s %d %.1fms",
+                scope["method"],
+                scope["path"],
+                status,
+                elapsed * 1000,
+                extra={
+                    "method": scope["method"],
+                    "route": route,
+                    "path": scope["path"],
+                    "status": status,
+                    "latency_ms": round(elapsed * 1000, 3),
+                    "request_id": request_id,
+                    "principal": scope.get("tamstore.principal"),
+                },
+            )
+
+
+class JsonFormatter(logging.Formatter):
+    FIELDS = ("method", "route", "path", "status", "latency_ms", "request_id", "principal")
+
+    def format(self, record: logging.LogRecord) -> str:
+        out: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": record.getMessage() if record.name != "tamstore.requests" else "request",
+        }
+        for key in self.FIELDS:
+            if hasattr(record, key) and getattr(record, key) is not None:
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["error"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(fmt: str, level: str = "INFO") -> None:
+    """``json`` for machines, ``text`` for people; ``auto`` picks text on a terminal."""
+    if fmt == "auto":
+        fmt = "text" if sys.stderr.isatty() else "json"
+    handler = logging.StreamHandler()
+    if fmt == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger("tamstore")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+router = APIRouter(tags=["operations"])
+
+
+@get(router, "/healthz", summary="Liveness: the process answers")
+async def healthz(request: Request) -> Response:
+    return json_response(request, {"status": "ok"})
+
+
+@get(router, "/readyz", summary="Readiness: the database and every storage backend answer")
+async def readyz(request: Request) -> Response:
+    ctx = context(request)
+    checks: dict[str, str] = {}
+    try:
+        async with ctx.store.read() as tx:
+            await asyncio.wait_for(tx.service_info(), 5)
+        checks["database"] = "ok"
+    except Exception as exc:  # any failure means not ready; say which
+        checks["database"] = f"unavailable: {str(exc)[:200]}"
+    for backend in ctx.backends.values():
+        try:
+            await asyncio.wait_for(backend.check(), 5)
+            checks[f"storage:{backend.info.label}"] = "ok"
+        except Exception as exc:
+            checks[f"storage:{backend.info.label}"] = f"unavailable: {str(exc)[:200]}"
+    ready = all(v == "ok" for v in checks.values())
+    return json_response(request, {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+
+
+@get(router, "/metrics", summary="Prometheus metrics")
+async def metrics(request: Request) -> Response:
+    ctx = context(request)
+    m: Metrics = request.app.state.metrics
+    async with ctx.store.read() as tx:
+        usage = await tx.storage_usage()
+        backlog = await tx.count_pending_deletions()
+    for sid, backend in ctx.backends.items():
+        objects, size = usage.get(sid, (0, 0))
+        m.stored_bytes.labels(sid, backend.info.label).set(size)
+        m.stored_objects.labels(sid, backend.info.label).set(objects)
+    m.deletion_backlog.set(backlog)
+    pool = ctx.store.engine.pool
+    m.pool_in_use.set(getattr(pool, "checkedout", lambda: 0)())
+    m.pool_size.set(getattr(pool, "size", lambda: 0)())
+    body = b"" if request.method == "HEAD" else generate_latest(m.registry)
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

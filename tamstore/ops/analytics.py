@@ -1,0 +1,131 @@
+"""Usage analytics (a tamstore extension, outside the TAMS namespace).
+
+Flow and storage figures come from counters every write keeps (``flows.seg_*``,
+``usage_counters``), so they cost the same on a store of ten segments or ten million. A Flow's
+timeline (coverage, gaps, segment durations) reads only the segments inside the asked range.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.timerange import NS_PER_S, TimeRange
+from tamstore.ops.context import Context
+
+__all__ = ["flow_timeline", "flow_usage", "record_usage_day", "storage_usage"]
+
+MAX_GAPS = 1000
+GROUPS = ("format", "codec", "source_id", "container")
+
+
+def _hours(ns: int) -> float:
+    return round(ns / NS_PER_S / 3600, 6)
+
+
+async def flow_usage(
+    ctx: Context, group_by: str | None, filters: dict[str, Any], timerange: TimeRange | None
+) -> dict[str, Any]:
+    if group_by is not None and group_by not in GROUPS:
+        raise BadRequest(f"group_by must be one of {', '.join(GROUPS)}")
+    span = None if timerange is None else (timerange.start, timerange.end)
+    async with ctx.store.read() as tx:
+        rows = await tx.flow_usage(group_by, filters, span)
+    groups = [
+        {
+            **({group_by: r.key} if group_by else {}),
+            "flows": int(r.flows),
+            "segments": int(r.segments),
+            "media_hours": _hours(int(r.duration)),
+            "stored_bytes": int(r.bytes),
+        }
+        for r in rows
+    ]
+    totals = {k: sum(g[k] for g in groups) for k in ("flows", "segments", "stored_bytes")}
+    totals["media_hours"] = round(sum(g["media_hours"] for g in groups), 6)
+    return {"group_by": group_by, "groups": groups, "totals": totals}
+
+
+async def storage_usage(ctx: Context, storage_id: str | None, days: int) -> dict[str, Any]:
+    since = (datetime.now(UTC) - timedelta(days=days)).strftime("%Y-%m-%d")
+    async with ctx.store.read() as tx:
+        usage = await tx.storage_usage()
+        history = await tx.usage_history(since)
+    backends = []
+    for sid, backend in ctx.backends.items():
+        if storage_id is not None and sid != storage_id:
+            continue
+        objects, size = usage.get(sid, (0, 0))
+        backends.append(
+            {
+                "storage_id": sid,
+                "label": backend.info.label,
+                "objects": objects,
+                "bytes": size,
+                "history": [
+                    {"day": h.day, "objects": int(h.objects), "bytes": int(h.bytes)}
+                    for h in history
+                    if h.storage_id == sid
+                ],
+            }
+        )
+    if storage_id is not None and not backends:
+        raise NotFound(f"no storage backend {storage_id}")
+    return {"backends": backends}
+
+
+async def record_usage_day(ctx: Context) -> None:
+    """Snapshot today's counters (housekeeping), for growth over time."""
+    async with ctx.store.write() as tx:
+        await tx.record_usage_day(datetime.now(UTC).strftime("%Y-%m-%d"))
+
+
+async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dict[str, Any]:
+    """Coverage and gaps of a Flow over a bounded range, with segment duration statistics."""
+    async with ctx.store.read() as tx:
+        flow = await tx.get_flow(flow_id)
+        if flow is None:
+            raise NotFound(f"Flow {flow_id} does not exist")
+        if timerange.is_eternity() or not timerange.is_bounded():
+            if flow.seg_start is None:
+                return _timeline(timerange, 0, 0, None, None, [], False)
+            lo = flow.seg_start if timerange.start is None else timerange.start
+            hi = flow.seg_end if timerange.end is None else timerange.end
+            timerange = TimeRange.from_bounds(lo, hi)
+        if timerange.is_empty():
+            raise BadRequest("timerange must not be empty")
+        count, total, shortest, longest = await tx.segment_stats(flow_id, timerange.start, timerange.end)
+        bounds = await tx.segment_bounds(flow_id, timerange.start, timerange.end, MAX_GAPS + 1)
+    gaps, covered_by_listed = [], 0
+    cursor = timerange.start
+    assert cursor is not None and timerange.end is not None
+    for a, b in bounds[:MAX_GAPS]:
+        a, b = max(a, timerange.start), min(b, timerange.end)
+        if a > cursor:
+            gaps.append(TimeRange.from_bounds(cursor, a).to_str())
+        covered_by_listed += max(0, b - max(a, cursor))
+        cursor = max(cursor, b)
+    truncated = len(bounds) > MAX_GAPS
+    if not truncated and cursor < timerange.end:
+        gaps.append(TimeRange.from_bounds(cursor, timerange.end).to_str())
+    return _timeline(timerange, int(count), int(total), shortest, longest, gaps, truncated)
+
+
+def _timeline(
+    tr: TimeRange, count: int, total: int, shortest: int | None, longest: int | None, gaps: list[str], truncated: bool
+) -> dict[str, Any]:
+    length = (tr.end - tr.start) if tr.is_bounded() and not tr.is_empty() else 0  # type: ignore[operator]
+    return {
+        "timerange": tr.to_str(),
+        "segments": count,
+        "covered_seconds": total / NS_PER_S,
+        "coverage": round(min(total, length) / length, 6) if length else 0.0,
+        "gaps": gaps,
+        "gaps_truncated": truncated,
+        "segment_duration": {
+            "min_seconds": None if shortest is None else shortest / NS_PER_S,
+            "max_seconds": None if longest is None else longest / NS_PER_S,
+            "mean_seconds": (total / count / NS_PER_S) if count else None,
+        },
+    }
