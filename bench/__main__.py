@@ -303,6 +303,125 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
     return [(f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f))]
 
 
+def bench_presign(count: int) -> list[Row]:
+    """Presigned S3 URLs per second: tamstore's SigV4 presigner beside botocore's (the floor
+    here is the library it replaces; no S3 server is contacted to sign)."""
+    import boto3
+    from botocore.config import Config
+
+    from tamstore.store.media.sigv4 import Presigner
+
+    p = Presigner("http://127.0.0.1:9000", "bench", "us-east-1", "AK", "SK")
+    client = boto3.client(
+        "s3",
+        endpoint_url="http://127.0.0.1:9000",
+        region_name="us-east-1",
+        aws_access_key_id="AK",
+        aws_secret_access_key="SK",
+        config=Config(s3={"addressing_style": "path"}, signature_version="s3v4"),
+    )
+    t0 = time.perf_counter()
+    for i in range(count):
+        p.presign("GET", f"media/{i}", 900)
+    ours = time.perf_counter() - t0
+    n = max(1, count // 10)
+    t0 = time.perf_counter()
+    for i in range(n):
+        client.generate_presigned_url("get_object", Params={"Bucket": "bench", "Key": f"media/{i}"}, ExpiresIn=900)
+    theirs = (time.perf_counter() - t0) * count / n
+    return [
+        (
+            "presigned S3 URLs (lean SigV4 vs botocore)",
+            f"{count / ours:,.0f}/s",
+            f"{count / theirs:,.0f}/s (botocore)",
+            f"{theirs / ours:.1f}x faster",
+        )
+    ]
+
+
+def bench_webhooks(settings: Settings, receivers: int, events: int) -> list[Row]:
+    """Events delivered per second to several receivers, and the delay from commit to arrival."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    arrivals: list[float] = []
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            self.rfile.read(int(self.headers.get("content-length", 0)))
+            with lock:
+                arrivals.append(time.time())
+            self.send_response(200)
+            self.send_header("content-length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    servers = [ThreadingHTTPServer(("127.0.0.1", 0), Handler) for _ in range(receivers)]
+    for srv in servers:
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+    asyncio.run(loader.prepare(settings))
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for srv in servers:
+                url = f"http://127.0.0.1:{srv.server_address[1]}/hook"
+                c.post("/service/webhooks", json={"url": url, "events": ["flows/updated"]}).raise_for_status()
+            flow_id = str(uuid.uuid4())
+            c.put(
+                f"/flows/{flow_id}", json={"id": flow_id, **loader.flow_doc(flow_id, str(uuid.uuid4()))}
+            ).raise_for_status()
+            committed = []
+            t0 = time.time()
+            for i in range(events):
+                c.put(f"/flows/{flow_id}/label", json=f"l{i}").raise_for_status()
+                committed.append(time.time())
+            deadline = time.time() + 120
+            while len(arrivals) < receivers * events and time.time() < deadline:
+                time.sleep(0.05)
+            took = max(arrivals) - t0
+    finally:
+        server.stop()
+        for srv in servers:
+            srv.shutdown()
+    delays = sorted(a - committed[min(events - 1, i // receivers)] for i, a in enumerate(sorted(arrivals)))
+    return [
+        (f"webhook deliveries, {receivers} receivers x {events} events", f"{len(arrivals) / took:,.0f}/s", "", ""),
+        ("webhook delay, commit to arrival (p50 / p99)", f"{ms(pct(delays, 0.5))} / {ms(pct(delays, 0.99))}", "", ""),
+    ]
+
+
+def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
+    flow_id = str(uuid.uuid4())
+    loader.load(settings, [(flow_id, size, {})])
+    server = Server(settings)
+    rows: list[Row] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for label, url in [
+                ("flow usage by format", "/x-tamstore/analytics/flows?group_by=format"),
+                ("storage usage", "/x-tamstore/analytics/storage"),
+                (
+                    "flow timeline, one hour",
+                    f"/x-tamstore/analytics/flows/{flow_id}/timeline?timerange=[{size // 2}:0_{size // 2 + 3600}:0)",
+                ),
+            ]:
+                t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
+                rows.append(
+                    (
+                        f"analytics: {label}, {size:,}-segment store (p50 / p99)",
+                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
+                        "",
+                        "",
+                    )
+                )
+    finally:
+        server.stop()
+    return rows
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -316,18 +435,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--delete", type=int, default=86_400, help="segments in the flow to delete")
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
-    p.add_argument("--only", default="pages,register,flows,media,delete")
+    p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
+    p.add_argument("--only", default="pages,register,flows,media,delete,presign,webhooks,analytics")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
-        args.sizes, args.flows, args.bulk, args.delete, args.media_mib, args.reps = (
-            "300",
-            300,
-            "2x100",
-            500,
-            1,
-            5,
-        )
+        args.sizes, args.flows, args.bulk, args.delete = "300", 300, "2x100", 500
+        args.media_mib, args.reps, args.webhooks = 1, 5, "2x5"
     only = set(args.only.split(","))
     sizes = [int(s) for s in args.sizes.split(",")]
     requests, per_request = (int(x) for x in args.bulk.split("x"))
@@ -353,6 +467,9 @@ def main(argv: list[str] | None = None) -> int:
             ("flows", lambda: bench_flows(fresh(), args.flows, args.reps)),
             ("media", lambda: bench_media(fresh(), args.media_mib)),
             ("delete", lambda: bench_delete(fresh(), args.delete)),
+            ("presign", lambda: bench_presign(2000 if args.quick else 100_000)),
+            ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
+            ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
         ]:
             if name in only:
                 rows += run()

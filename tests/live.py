@@ -29,16 +29,17 @@ class LiveServer:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30) -> LiveServer:
+        # A file, not a pipe: a pipe nobody reads fills up and stalls a server that logs.
+        self.log_path = self.data_dir.parent / f"tamstore-{self.port}.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in kill()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tamstore", "serve"],
-            env=self.env,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
+            [sys.executable, "-m", "tamstore", "serve"], env=self.env, stdout=subprocess.DEVNULL, stderr=self._log
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(self.proc.stderr.read().decode())  # type: ignore[union-attr]
+                raise RuntimeError(self.log_path.read_text(errors="replace"))
             try:
                 httpx.get(self.url + "/service", timeout=1)
                 return self
@@ -50,9 +51,9 @@ class LiveServer:
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             self.proc.wait(timeout=30)
-        if self.proc and self.proc.stderr:
-            self.stderr_text = self.proc.stderr.read().decode(errors="replace")
-            self.proc.stderr.close()
+        if self.proc is not None and not self._log.closed:
+            self._log.close()
+            self.stderr_text = self.log_path.read_text(errors="replace")
 
     def stop(self) -> None:
         self.kill(signal.SIGTERM)

@@ -25,6 +25,8 @@ def tags_match(
 ) -> bool:
     """In-memory form of ``tag.{name}=a,b`` / ``tag_exists.{name}=bool``, used where the tagged
     things are few and not in the database (Storage Backends)."""
+    if not values and not exists:
+        return True
     for name, wanted in values.items():
         have = tags.get(name)
         have_list = have if isinstance(have, list) else ([] if have is None else [have])

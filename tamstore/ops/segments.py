@@ -69,11 +69,15 @@ async def list_segments(
 async def render_segments(
     ctx: Context, tx: Tx, rows: list[Any], query: SegmentQuery, base_url: str
 ) -> list[dict[str, Any]]:
-    """flow-segment.json documents for segment rows, with URLs from each Object's instances."""
-    objects = await tx.get_objects(r.object_id for r in rows)
-    init_of = {oid: o.init_object_id for oid, o in objects.items()}
+    """flow-segment.json documents for segment rows, with URLs from each Object's instances.
+    Rows that carry ``init_object_id`` (joined in by the page query) need no Object lookup."""
+    if rows and hasattr(rows[0], "init_object_id"):
+        init_of = {r.object_id: r.init_object_id for r in rows}
+    else:
+        objects = await tx.get_objects(r.object_id for r in rows)
+        init_of = {oid: o.init_object_id for oid, o in objects.items()}
     init_ids = {i for i in init_of.values() if i}
-    instances = await tx.instances([*objects, *init_ids]) if not query.urls.nothing else {}
+    instances = await tx.instances([*init_of, *init_ids]) if not query.urls.nothing else {}
     return segment_docs(ctx, rows, init_of, instances, query, base_url)
 
 

@@ -51,6 +51,7 @@ class FilesystemMediaStore:
         self.tmp = root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._key = key
+        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
         self.url_timeout = url_timeout
         self.info = info or BackendInfo(
             id=FILESYSTEM_BACKEND_ID,
@@ -69,8 +70,9 @@ class FilesystemMediaStore:
     # -- signing ------------------------------------------------------------------------------
 
     def _signature(self, method: str, object_id: str, expires: int) -> str:
-        msg = f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass")
-        return hmac.new(self._key, msg, hashlib.sha256).hexdigest()
+        h = self._hmac.copy()  # the keyed state, computed once
+        h.update(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
+        return h.hexdigest()
 
     def _signed(self, method: str, object_id: str, base_url: str) -> str:
         expires = int(time.time()) + self.url_timeout

@@ -529,9 +529,14 @@ class Tx:
         hi: int | None,
         object_id: str | None,
     ) -> Page[Any]:
-        s = t.segments
+        s, o = t.segments, t.objects
         keys: list[ColumnElement[Any]] = [s.c.ts_start]
-        stmt = self._with_keys(select(s), keys).where(self._segment_range_clause(flow_id, lo, hi))
+        # Each segment comes with its Object's init Object, saving a query per page.
+        stmt = (
+            self._with_keys(select(s, o.c.init_object_id), keys)
+            .select_from(s.join(o, o.c.id == s.c.object_id))
+            .where(self._segment_range_clause(flow_id, lo, hi))
+        )
         if object_id is not None:
             stmt = stmt.where(s.c.object_id == object_id)
         return await self._page(stmt, keys, page, descending=False)
