@@ -71,6 +71,17 @@ def _tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[
     return rows
 
 
+def _span_overlaps(lo: int | None, hi: int | None) -> Any:
+    """Flows with segments whose span overlaps ``[lo, hi)`` (from the maintained span columns)."""
+    f = t.flows
+    clauses = [f.c.seg_start.is_not(None)]
+    if hi is not None:
+        clauses.append(f.c.seg_start < hi)
+    if lo is not None:
+        clauses.append(f.c.seg_end > lo)
+    return and_(*clauses)
+
+
 class Tx:
     """One transaction on the metadata store."""
 
@@ -340,12 +351,7 @@ class Tx:
         if empty_only:
             stmt = stmt.where(f.c.seg_start.is_(None))
         elif timerange is not None:
-            lo, hi = timerange
-            stmt = stmt.where(f.c.seg_start.is_not(None))
-            if hi is not None:
-                stmt = stmt.where(f.c.seg_start < hi)
-            if lo is not None:
-                stmt = stmt.where(f.c.seg_end > lo)
+            stmt = stmt.where(_span_overlaps(*timerange))
         return await self._page(stmt, keys, page, descending=descending)
 
     # -- profiles -----------------------------------------------------------------------------
@@ -907,12 +913,7 @@ class Tx:
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)
         if span is not None:
-            lo, hi = span
-            stmt = stmt.where(f.c.seg_start.is_not(None))
-            if hi is not None:
-                stmt = stmt.where(f.c.seg_start < hi)
-            if lo is not None:
-                stmt = stmt.where(f.c.seg_end > lo)
+            stmt = stmt.where(_span_overlaps(*span))
         if group_by:
             stmt = stmt.group_by(key).order_by(key)
         return list(await self._all(stmt))
