@@ -30,6 +30,7 @@ from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_v
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
 MEDIA_PREFIX = "/x-tamstore/media"
+WRITE_BATCH = 1 << 20
 # A stable id for the embedded backend, the same in every installation (uuid5 of its name).
 FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
 
@@ -108,10 +109,16 @@ class FilesystemMediaStore:
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         size = 0
         f = await asyncio.to_thread(open, tmp, "wb")
+        buffer = bytearray()
         try:
             async for chunk in chunks:
                 size += len(chunk)
-                await asyncio.to_thread(f.write, chunk)
+                buffer += chunk
+                if len(buffer) >= WRITE_BATCH:  # one thread hop per MiB, not per 64 KiB chunk
+                    await asyncio.to_thread(f.write, bytes(buffer))
+                    buffer.clear()
+            if buffer:
+                await asyncio.to_thread(f.write, bytes(buffer))
             await asyncio.to_thread(_flush_and_sync, f)
         except BaseException:
             f.close()
