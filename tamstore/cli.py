@@ -124,7 +124,7 @@ def _load_config_file(ctx: click.Context, _param: Any, path: Path | None) -> Pat
         if key.replace("-", "_") not in known:
             _fail(f"config file {path}: unknown setting {key!r}")
     values = {k.replace("-", "_"): v for k, v in data.items()}
-    groups = {"db": ["upgrade"], "admin": ["deleted", "restore", "cleanup"], "config": ["show"]}
+    groups = {"db": ["upgrade"], "admin": ["deleted", "restore", "cleanup", "check", "stats"], "config": ["show"]}
     ctx.default_map = {
         "serve": values,
         "worker": values,
@@ -377,6 +377,37 @@ def admin_cleanup(dry_run: bool, yes: bool, min_age: int | None, **values: Any) 
             return
     removed = _with_context(settings, lambda ctx: cleanup.remove_orphans(ctx, found))
     click.echo(f"deleted {removed} items")
+
+
+@admin.command("check")
+@_settings_options
+def admin_check(**values: Any) -> None:
+    """Check metadata against stored media (every registered Object's bytes are there, no bytes
+    without an Object) and the usage counters against a recount. Exits 1 when anything is off."""
+    settings = _build_settings(values)
+    from tamstore.ops import check
+
+    report = _with_context(settings, check.check)
+    for line in report.lines():
+        click.echo(line)
+    if report.ok:
+        click.echo("consistent: metadata, stored media and counters agree")
+        return
+    click.echo(f"{len(report.lines())} problems found", err=True)
+    sys.exit(1)
+
+
+@admin.command("stats")
+@_settings_options
+def admin_stats(**values: Any) -> None:
+    """Print what the store holds: Sources, Flows, segments, hours of media, storage per backend,
+    webhooks, pending deletions (as JSON)."""
+    settings = _build_settings(values)
+    import json
+
+    from tamstore.ops import check
+
+    click.echo(json.dumps(_with_context(settings, check.stats), indent=2))
 
 
 if __name__ == "__main__":  # pragma: no cover

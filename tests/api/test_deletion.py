@@ -357,3 +357,27 @@ def test_a_killed_worker_leaves_a_request_the_next_one_finishes(tmp_path: Path, 
             assert c.get(f"/flows/{flow_id}").status_code == 404
     finally:
         server.stop()
+
+
+async def test_admin_check_and_stats(settings: Settings) -> None:
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        [obj, lost] = await allocate(client, flow["id"], 2)
+        for o in (obj, lost):
+            assert (await media_request(client, "PUT", o["put_url"]["url"], content=b"data")).status_code == 200
+        body = [{"object_id": o["object_id"], "timerange": f"[{i}:0_{i + 1}:0)"} for i, o in enumerate((obj, lost))]
+        assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    args = _storage_args(settings)
+    ok = await asyncio.to_thread(_cli, "check", *args, settings=settings)
+    assert ok.returncode == 0 and "consistent" in ok.stdout, ok.stdout + ok.stderr
+    stats = await asyncio.to_thread(_cli, "stats", *args, settings=settings)
+    assert stats.returncode == 0
+    import json
+
+    figures = json.loads(stats.stdout)
+    assert figures["flows"] == 1 and figures["segments"] == 2 and figures["storage"][0]["objects"] == 2
+    async with app_client(settings) as client:  # lose one Object's bytes behind tamstore's back
+        [backend] = client.app.state.ctx.backends.values()  # type: ignore[attr-defined]
+        await backend.delete([lost["object_id"]])
+    bad = await asyncio.to_thread(_cli, "check", *args, settings=settings)
+    assert bad.returncode == 1 and f"missing media: Object {lost['object_id']}" in bad.stdout

@@ -178,17 +178,15 @@ async def test_filters(hooked: httpx.AsyncClient, receiver: Receiver) -> None:
         "flow_collection": [{"id": member["id"]}],
     }
     assert (await hooked.put(f"/flows/{multi_id}", json=multi)).status_code == 201
-    hooks = {
-        "by_flow": await register(hooked, receiver.url + "/by_flow", flow_ids=[member["id"]]),
-        "by_source": await register(hooked, receiver.url + "/by_source", source_ids=[loner["source_id"]]),
-        "collected": await register(hooked, receiver.url + "/collected", flow_collected_by_ids=[multi_id]),
-        "uncollected": await register(hooked, receiver.url + "/uncollected", flow_collected_by_ids=[]),
-        "src_collected": await register(
-            hooked, receiver.url + "/src_collected", source_collected_by_ids=[multi["source_id"]]
-        ),
-        "labels_only": await register(hooked, receiver.url + "/labels_only", events=["flows/updated"]),
-    }
-    del hooks
+    for path, filters in {
+        "/by_flow": {"flow_ids": [member["id"]]},
+        "/by_source": {"source_ids": [loner["source_id"]]},
+        "/collected": {"flow_collected_by_ids": [multi_id]},
+        "/uncollected": {"flow_collected_by_ids": []},
+        "/src_collected": {"source_collected_by_ids": [multi["source_id"]]},
+        "/labels_only": {"events": ["flows/updated"]},
+    }.items():
+        await register(hooked, receiver.url + path, **filters)
     for f in (member, loner, {"id": multi_id}):
         await hooked.put(f"/flows/{f['id']}/description", json="d")
     await hooked.put(f"/sources/{loner['source_id']}/label", json="x")

@@ -11,7 +11,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import pytest
 from sqlalchemy import event, insert
 
@@ -140,7 +139,3 @@ async def test_listing_100000_flows_pages_correctly(settings: Settings) -> None:
         assert len(seen) == total and pages == total // 1000
         labelled = await client.get("/flows?sort_by=label&label=f5&limit=1000")
         assert len(labelled.json()) == len([i for i in range(total) if i % 977 == 5])
-
-
-async def _noop(client: httpx.AsyncClient) -> None:  # keeps the import used by type checkers
-    return None

@@ -1,0 +1,125 @@
+"""``tamstore admin check`` and ``admin stats``: is the metadata consistent with the stored media
+and with itself? Offline-grade work: it reads whole tables, in pages, and is meant for operators,
+not for the API."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import func, select
+
+from tamstore.ops.cleanup import find_orphans
+from tamstore.ops.context import Context
+from tamstore.store.media.filesystem import FilesystemMediaStore
+from tamstore.store.media.s3 import S3MediaStore
+from tamstore.store.metadata import tables as t
+
+__all__ = ["Report", "check", "stats"]
+
+BATCH = 1000
+
+
+@dataclass
+class Report:
+    missing_media: list[str] = field(default_factory=list)
+    orphaned_media: list[str] = field(default_factory=list)
+    counter_drift: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing_media or self.orphaned_media or self.counter_drift)
+
+    def lines(self) -> list[str]:
+        out = [f"missing media: Object {oid}" for oid in self.missing_media]
+        out += [f"orphaned media: {name}" for name in self.orphaned_media]
+        out += [f"counter drift: {what}" for what in self.counter_drift]
+        return out
+
+
+async def check(ctx: Context) -> Report:
+    report = Report()
+    await _media_of_registered_objects(ctx, report)
+    found = await find_orphans(ctx)
+    report.orphaned_media = [i.name for i in found.orphaned_bytes] + [i.name for i in found.orphaned_keys]
+    await _counters(ctx, report)
+    return report
+
+
+async def _media_of_registered_objects(ctx: Context, report: Report) -> None:
+    """Every controlled instance of a registered Object should have its bytes."""
+    listings: dict[str, set[str | None]] = {}
+    for sid, backend in ctx.backends.items():
+        if isinstance(backend, S3MediaStore):
+            listings[sid] = await asyncio.to_thread(lambda b=backend: {oid for oid, _, _ in b.stored_ids()})
+    after = ""
+    while True:
+        async with ctx.store.read() as tx:
+            oi, o = t.object_instances, t.objects
+            rows = (
+                await tx.conn.execute(
+                    select(oi.c.object_id, oi.c.storage_id)
+                    .select_from(oi.join(o, o.c.id == oi.c.object_id))
+                    .where(o.c.registered.is_(True), oi.c.controlled.is_(True), oi.c.object_id > after)
+                    .order_by(oi.c.object_id)
+                    .limit(BATCH)
+                )
+            ).all()
+        for object_id, storage_id in rows:
+            backend = ctx.backends.get(storage_id)
+            on_disk = isinstance(backend, FilesystemMediaStore) and backend.path_for(object_id).exists()
+            in_bucket = isinstance(backend, S3MediaStore) and object_id in listings[storage_id]
+            if backend is not None and not (on_disk or in_bucket):
+                report.missing_media.append(object_id)
+        if len(rows) < BATCH:
+            return
+        after = rows[-1][0]
+
+
+async def _counters(ctx: Context, report: Report) -> None:
+    """The maintained counters against a recount."""
+    async with ctx.store.read() as tx:
+        s, f = t.segments, t.flows
+        actual = dict((await tx.conn.execute(select(s.c.flow_id, func.count()).group_by(s.c.flow_id))).all())
+        kept = dict((await tx.conn.execute(select(f.c.id, f.c.seg_count))).all())
+        for flow_id, count in kept.items():
+            if int(count) != int(actual.get(flow_id, 0)):
+                report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {actual.get(flow_id, 0)}")
+        oi, o = t.object_instances, t.objects
+        recount = dict(
+            (
+                await tx.conn.execute(
+                    select(oi.c.storage_id, func.count())
+                    .select_from(oi.join(o, o.c.id == oi.c.object_id))
+                    .where(o.c.registered.is_(True), oi.c.controlled.is_(True))
+                    .group_by(oi.c.storage_id)
+                )
+            ).all()
+        )
+        usage = await tx.storage_usage()
+    for sid in set(recount) | set(usage):
+        if int(recount.get(sid, 0)) != usage.get(sid, (0, 0))[0]:
+            report.counter_drift.append(
+                f"backend {sid} counts {usage.get(sid, (0, 0))[0]} Objects, holds {recount.get(sid, 0)}"
+            )
+
+
+async def stats(ctx: Context) -> dict[str, Any]:
+    from tamstore.ops import analytics
+
+    async with ctx.store.read() as tx:
+        sources = (await tx.conn.execute(select(func.count()).select_from(t.sources))).scalar_one()
+        hooks = dict(
+            (await tx.conn.execute(select(t.webhooks.c.status, func.count()).group_by(t.webhooks.c.status))).all()
+        )
+        backlog = await tx.count_pending_deletions()
+    usage = await analytics.flow_usage(ctx, None, {}, None)
+    storage = await analytics.storage_usage(ctx, None, 0)
+    return {
+        "sources": int(sources),
+        **usage["totals"],
+        "storage": [{k: b[k] for k in ("label", "objects", "bytes")} for b in storage["backends"]],
+        "webhooks": {k: int(v) for k, v in hooks.items()},
+        "pending_deletions": backlog,
+    }
