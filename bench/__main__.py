@@ -339,6 +339,49 @@ def bench_presign(count: int) -> list[Row]:
     ]
 
 
+def bench_presigned_pages(reps: int) -> list[Row]:
+    """A 100-segment page with and without presigned S3 URLs (SeaweedFS started here)."""
+    from tamstore.store.media.backends import open_backends
+    from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+
+    s3 = SeaweedS3().start()
+    os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION="us-east-1")
+    data = Path(tempfile.mkdtemp(prefix="tamstore-bench-"))
+    settings = Settings(data_dir=data, s3_bucket=s3.new_bucket(), s3_endpoint_url=s3.endpoint)
+    [backend_id] = open_backends(settings)
+    flow_id = str(uuid.uuid4())
+    loader.STORAGE_ID["id"] = backend_id
+    try:
+        loader.load(settings, [(flow_id, 10_000, {})])
+    finally:
+        loader.STORAGE_ID["id"] = loader.FILESYSTEM_BACKEND_ID
+    env = {"TAMSTORE_S3_BUCKET": settings.s3_bucket or "", "TAMSTORE_S3_ENDPOINT_URL": s3.endpoint}
+    os.environ.update(env)
+    rows: list[Row] = []
+    try:
+        server = Server(settings)
+        try:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                base = f"/flows/{flow_id}/segments?limit=100&timerange=[5000:0_5100:0)"
+                signed = timed(lambda: c.get(base + "&presigned=true").raise_for_status(), reps)
+                bare = timed(lambda: c.get(base + "&presigned=false").raise_for_status(), reps)
+        finally:
+            server.stop()
+        rows.append(
+            (
+                "100-segment page on S3, presigned=true (p50 / p99)",
+                f"{ms(pct(signed, 0.5))} / {ms(pct(signed, 0.99))}",
+                f"{ms(pct(bare, 0.5))} (presigned=false)",
+                ratio(pct(signed, 0.5), pct(bare, 0.5)),
+            )
+        )
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+        s3.stop()
+    return rows
+
+
 def bench_webhooks(settings: Settings, receivers: int, events: int) -> list[Row]:
     """Events delivered per second to several receivers, and the delay from commit to arrival."""
     import threading
@@ -436,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
     p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
-    p.add_argument("--only", default="pages,register,flows,media,delete,presign,webhooks,analytics")
+    p.add_argument("--only", default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
@@ -468,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
             ("media", lambda: bench_media(fresh(), args.media_mib)),
             ("delete", lambda: bench_delete(fresh(), args.delete)),
             ("presign", lambda: bench_presign(2000 if args.quick else 100_000)),
+            ("s3pages", lambda: bench_presigned_pages(args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
         ]:

@@ -24,6 +24,8 @@ from tamstore.store.migrate import upgrade
 
 NS = 1_000_000_000
 BATCH = 50_000
+# The Storage Backend the loaded Objects' instances are on (the embedded one unless told).
+STORAGE_ID = {"id": FILESYSTEM_BACKEND_ID}
 
 
 def flow_doc(flow_id: str, source_id: str, **extra: Any) -> dict[str, Any]:
@@ -78,7 +80,7 @@ def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...
                 (
                     oid,
                     flow_id,
-                    FILESYSTEM_BACKEND_ID,
+                    STORAGE_ID["id"],
                     "video/mp2t",
                     now,
                     True,
@@ -87,7 +89,7 @@ def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...
                     f"[{i}:0_{i + 1}:0)",
                 )
             )
-            insts.append((oid, FILESYSTEM_BACKEND_ID, True))
+            insts.append((oid, STORAGE_ID["id"], True))
             refs.append((oid, flow_id, 1))
         yield segs, objs, insts, refs
 

@@ -26,6 +26,7 @@ def test_bench_quick_runs_every_scenario() -> None:
         "media GET",
         "delete a flow",
         "presigned S3 URLs",
+        "presigned=true",
         "webhook deliveries",
         "analytics",
     ):
