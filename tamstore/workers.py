@@ -63,6 +63,7 @@ class Workers:
             log.info("garbage-collected %d unused allocated objects", removed)
         if self.ctx.settings.recovery_window > 0:
             await deletion.purge_recovery_window(self.ctx)
+        await analytics.learn_sizes(self.ctx)
         await analytics.record_usage_day(self.ctx)
 
     async def _deletions(self) -> None:

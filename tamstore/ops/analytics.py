@@ -14,7 +14,7 @@ from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.timerange import NS_PER_S, TimeRange
 from tamstore.ops.context import Context
 
-__all__ = ["flow_timeline", "flow_usage", "record_usage_day", "storage_usage"]
+__all__ = ["flow_timeline", "flow_usage", "learn_sizes", "record_usage_day", "storage_usage"]
 
 MAX_GAPS = 1000
 GROUPS = ("format", "codec", "source_id", "container")
@@ -129,3 +129,29 @@ def _timeline(
             "mean_seconds": (total / count / NS_PER_S) if count else None,
         },
     }
+
+
+async def learn_sizes(ctx: Context, limit: int = 1000) -> int:
+    """Uploads to S3 go straight to the bucket, so tamstore learns their sizes afterwards: ask
+    the bucket (HEAD) for registered Objects of unknown size and count them in. Housekeeping."""
+    from tamstore.store.media.s3 import S3MediaStore
+
+    s3 = {sid: b for sid, b in ctx.backends.items() if isinstance(b, S3MediaStore)}
+    if not s3:
+        return 0
+    async with ctx.store.read() as tx:
+        rows = await tx.unsized_objects(list(s3), limit)
+    learnt = 0
+    for row in rows:
+        size = await s3[row.storage_id].size(row.id)
+        if size is None:
+            continue  # registered before its upload finished: next round
+        async with ctx.store.write() as tx:
+            current = await tx.get_object(row.id)
+            if current is None or current.size is not None:
+                continue
+            await tx.update_object(row.id, {"size": size})
+            await tx.bump_usage({row.storage_id: (0, size)})
+            await tx.add_flow_bytes(row.id, size)
+        learnt += 1
+    return learnt

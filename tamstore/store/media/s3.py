@@ -109,6 +109,16 @@ class S3MediaStore:
             return False
         return True
 
+    async def size(self, object_id: str) -> int | None:
+        """The stored size in bytes, or None when the Object is not (yet) in the bucket."""
+        from botocore.exceptions import ClientError
+
+        try:
+            head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
+        except ClientError:
+            return None
+        return int(head["ContentLength"])
+
     def download_to(self, object_id: str, path: Path) -> None:
         self.client.download_file(self.bucket, self.key(object_id), str(path))
 

@@ -878,6 +878,25 @@ class Tx:
         for row in rows:
             await self.conn.execute(stmt, [row])
 
+    async def unsized_objects(self, storage_ids: list[str], limit: int) -> list[Any]:
+        """Registered Objects on these backends whose size tamstore has not learnt yet."""
+        o = t.objects
+        return list(
+            await self._all(
+                select(o.c.id, o.c.storage_id)
+                .where(o.c.registered.is_(True), o.c.size.is_(None), o.c.storage_id.in_(storage_ids))
+                .limit(limit)
+            )
+        )
+
+    async def add_flow_bytes(self, object_id: str, size: int) -> None:
+        """Count an Object's newly learnt size in every Flow that uses it (once per segment)."""
+        r, f = t.object_refs, t.flows
+        for row in await self._all(select(r.c.flow_id, r.c.segments).where(r.c.object_id == object_id)):
+            await self.conn.execute(
+                update(f).where(f.c.id == row.flow_id).values(seg_bytes=f.c.seg_bytes + size * row.segments)
+            )
+
     async def storage_usage(self) -> dict[str, tuple[int, int]]:
         u = t.usage_counters
         rows = await self._all(
