@@ -440,19 +440,21 @@ class Tx:
             stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
         return await self._page(stmt, keys, page, descending=False)
 
+    def _add_on_conflict(self, table: Any, keys: list[str], counters: list[str]) -> Any:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE adding the new row's counters to the old."""
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={c: table.c[c] + stmt.excluded[c] for c in counters},
+        )
+
     async def add_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""
         if not counts:
             return
-        r = t.object_refs
-        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(r)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[r.c.object_id, r.c.flow_id],
-            set_={"segments": r.c.segments + stmt.excluded.segments},
-        )
         rows = [{"object_id": o, "flow_id": flow_id, "segments": n} for o, n in counts.items()]
-        await self.conn.execute(stmt, rows)
+        await self.conn.execute(self._add_on_conflict(t.object_refs, ["object_id", "flow_id"], ["segments"]), rows)
 
     async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         if not counts:
@@ -868,13 +870,7 @@ class Tx:
         ]
         if not rows:
             return
-        u = t.usage_counters
-        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(u)
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[u.c.storage_id, u.c.shard],
-            set_={"objects": u.c.objects + stmt.excluded.objects, "bytes": u.c.bytes + stmt.excluded.bytes},
-        )
+        stmt = self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"])
         for row in rows:
             await self.conn.execute(stmt, [row])
 
