@@ -57,11 +57,12 @@ class Deliverer:
 
     async def _serve(self, hook: Any) -> int:
         async with self.concurrency:
-            try:
-                return await self._deliver_pending(hook)
-            finally:
-                async with self.ctx.store.write() as tx:
-                    await tx.update_webhook(hook.id, {"lease_until": None}, owner=self.owner)
+            # Release the lease when done. Not when cancelled (shutting down): no database work
+            # then, and the lease simply runs out for the next worker.
+            delivered = await self._deliver_pending(hook)
+            async with self.ctx.store.write() as tx:
+                await tx.update_webhook(hook.id, {"lease_until": None}, owner=self.owner)
+            return delivered
 
     async def _deliver_pending(self, hook: Any) -> int:
         doc = orjson.loads(hook.doc)

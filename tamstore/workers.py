@@ -23,6 +23,7 @@ log = logging.getLogger("tamstore.workers")
 
 HOUSEKEEPING_SECONDS = 60.0
 POLL_SECONDS = 0.5
+STOP_SECONDS = 10.0
 
 
 class Workers:
@@ -47,7 +48,8 @@ class Workers:
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a stuck task must not hold up shutdown
+            await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
         await self.deliverer.close()
 
     async def run_forever(self) -> None:
@@ -92,9 +94,11 @@ class Workers:
             except Exception:
                 log.exception("webhook delivery failed")
             waiters = [asyncio.ensure_future(written.wait()), asyncio.ensure_future(wake.wait())]
-            await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-            for w in waiters:
-                w.cancel()
+            try:
+                await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waiters:
+                    w.cancel()
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:
