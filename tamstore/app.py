@@ -7,6 +7,7 @@ This is the only module that chooses backends. The lifespan opens the metadata d
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -91,6 +92,10 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         ctx = await open_context(settings)
         ctx.extras["metrics"] = app.state.metrics
         app.state.ctx = ctx
+        # What start-up built (modules, the app, the stores) lives as long as the process: keep
+        # it out of the garbage collector's sight, so that collecting the many short-lived
+        # objects of a 1,000-segment request does not walk it all again (~10% of its time).
+        gc.freeze()
         background = Workers(ctx) if workers and settings.workers else None
         if background is not None:
             background.start()

@@ -183,7 +183,7 @@ class TimeRange:
         return _join(lo_src, hi_src)
 
     def shift(self, offset: int) -> TimeRange:
-        if self.is_empty():
+        if offset == 0 or self.is_empty():
             return self
         return TimeRange(
             None if self.start is None else self.start + offset,
@@ -193,7 +193,8 @@ class TimeRange:
         )
 
     def fits_int64(self) -> bool:
-        return all(b is None or INT64_MIN <= b <= INT64_MAX for b in (self.start, self.end))
+        start, end = self.start, self.end
+        return (start is None or INT64_MIN <= start <= INT64_MAX) and (end is None or INT64_MIN <= end <= INT64_MAX)
 
     # -- rendering ----------------------------------------------------------------------------
 

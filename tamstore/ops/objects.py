@@ -10,52 +10,67 @@ from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import tags_match
 from tamstore.ops.context import Context
+from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.sql import TagFilter
 
-__all__ = ["add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
+__all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
 
 
-def render_get_urls(
-    ctx: Context, object_id: str, instances: list[Any], filt: UrlFilter, base_url: str
-) -> list[dict[str, Any]]:
-    """The Object's URLs from its current instances, filtered *before* any URL is signed."""
-    if filt.nothing:
-        return []
-    out: list[dict[str, Any]] = []
-    for inst in instances:
-        if inst.controlled:
-            backend = ctx.backends.get(inst.storage_id)
-            if backend is None:
-                continue
+class UrlRenderer:
+    """``get_urls`` for any number of Objects under one filter. Which backends the filter keeps,
+    and the fixed fields of their URLs, are worked out once per response, not once per URL."""
+
+    def __init__(self, ctx: Context, filt: UrlFilter, base_url: str) -> None:
+        self.filt = filt
+        self.base_url = base_url
+        self.backends: dict[str, tuple[MediaStore, dict[str, Any]]] = {}
+        self.uncontrolled = False
+        if filt.nothing:
+            return
+        for storage_id, backend in ctx.backends.items():
             info = backend.info
             if not (filt.wants_label(info.label) and filt.wants_storage(info.id)):
                 continue
             if not tags_match(info.tags, filt.backend_tags, filt.backend_tags_exist):
                 continue
-            for signed in backend.get_urls(object_id, base_url, filt.presigned):
-                if not filt.wants_presigned(signed.presigned):
-                    continue
-                url: dict[str, Any] = {"url": signed.url, "presigned": signed.presigned}
-                url["label"] = info.label
-                if filt.verbose:
-                    url.update(info.to_json())
-                    url.pop("id")
-                    url.pop("default_storage")
-                    url["storage_id"] = info.id
-                    url["controlled"] = True
-                out.append(url)
-        else:
-            if filt.accept_storage_ids or filt.backend_tags:
-                continue  # not on a backend: fails any positive backend match
-            if any(filt.backend_tags_exist.values()):
-                continue
-            if not (filt.wants_label(inst.label) and filt.wants_presigned(False)):
-                continue
-            url = {"url": inst.url, "presigned": False, "label": inst.label}
+            fixed: dict[str, Any] = {"label": info.label}
             if filt.verbose:
-                url["controlled"] = False
-            out.append(url)
-    return out
+                fixed.update(info.to_json())
+                del fixed["id"], fixed["default_storage"]
+                fixed["storage_id"] = info.id
+                fixed["controlled"] = True
+            self.backends[storage_id] = (backend, fixed)
+        # An uncontrolled URL is on no backend, so it fails any positive backend match.
+        self.uncontrolled = not (
+            filt.accept_storage_ids or filt.backend_tags or any(filt.backend_tags_exist.values())
+        ) and filt.wants_presigned(False)
+
+    def render(self, object_id: str, instances: list[Any]) -> list[dict[str, Any]]:
+        """The Object's URLs from its current instances, filtered *before* any URL is signed."""
+        out: list[dict[str, Any]] = []
+        filt = self.filt
+        for inst in instances:
+            if inst.controlled:
+                hit = self.backends.get(inst.storage_id)
+                if hit is None:
+                    continue
+                backend, fixed = hit
+                for signed in backend.get_urls(object_id, self.base_url, filt.presigned):
+                    if filt.presigned is None or filt.presigned == signed.presigned:
+                        out.append({"url": signed.url, "presigned": signed.presigned, **fixed})
+            elif self.uncontrolled and filt.wants_label(inst.label):
+                url = {"url": inst.url, "presigned": False, "label": inst.label}
+                if filt.verbose:
+                    url["controlled"] = False
+                out.append(url)
+        return out
+
+
+def render_get_urls(
+    ctx: Context, object_id: str, instances: list[Any], filt: UrlFilter, base_url: str
+) -> list[dict[str, Any]]:
+    """One Object's URLs (see :class:`UrlRenderer` for many)."""
+    return UrlRenderer(ctx, filt, base_url).render(object_id, instances)
 
 
 async def get_object(

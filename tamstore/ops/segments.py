@@ -19,7 +19,7 @@ from tamstore.domain.timerange import TimeRange, format_timestamp
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
-from tamstore.ops.objects import render_get_urls
+from tamstore.ops.objects import UrlRenderer
 from tamstore.ops.render import extent_timerange
 from tamstore.store.metadata.sql import Tx
 
@@ -52,33 +52,23 @@ async def list_segments(
     ctx: Context, flow_id: str, query: SegmentQuery, page: PageRequest, base_url: str
 ) -> Page[dict[str, Any]]:
     tr = query.timerange
+    if tr.is_empty():
+        return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
     async with ctx.store.read() as tx:
-        if tr.is_empty():
-            return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
         result = await tx.list_segments(flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id)
-        result.items = await render_segments(ctx, tx, result.items, query, base_url)
+        instances = result.extra.pop("instances")
+        init_of = {r.object_id: r.init_object_id for r in result.items}
+        init_ids = {i for i in init_of.values() if i} - instances.keys()
+        if init_ids and not query.urls.nothing:
+            instances.update(await tx.instances(init_ids))
     rows = result.items
+    result.items = segment_docs(ctx, rows, init_of, instances, query, base_url)
     span = TimeRange.never()
     if rows:
         first, last = (rows[0], rows[-1]) if not page.reverse else (rows[-1], rows[0])
-        span = extent_timerange(first["timerange"], last["timerange"])
+        span = extent_timerange(first.timerange, last.timerange)
     result.extra["timerange"] = span
     return result
-
-
-async def render_segments(
-    ctx: Context, tx: Tx, rows: list[Any], query: SegmentQuery, base_url: str
-) -> list[dict[str, Any]]:
-    """flow-segment.json documents for segment rows, with URLs from each Object's instances.
-    Rows that carry ``init_object_id`` (joined in by the page query) need no Object lookup."""
-    if rows and hasattr(rows[0], "init_object_id"):
-        init_of = {r.object_id: r.init_object_id for r in rows}
-    else:
-        objects = await tx.get_objects(r.object_id for r in rows)
-        init_of = {oid: o.init_object_id for oid, o in objects.items()}
-    init_ids = {i for i in init_of.values() if i}
-    instances = await tx.instances([*init_of, *init_ids]) if not query.urls.nothing else {}
-    return segment_docs(ctx, rows, init_of, instances, query, base_url)
 
 
 def segment_docs(
@@ -89,8 +79,12 @@ def segment_docs(
     query: SegmentQuery,
     base_url: str,
 ) -> list[dict[str, Any]]:
-    """Render segment rows, given each Object's init Object and instances (looked up by the
-    caller: from the database now, or as recorded in a webhook event)."""
+    """flow-segment.json documents for segment rows, given each Object's init Object and
+    instances (looked up by the caller: from the database now, or as recorded in a webhook
+    event). This is the hot loop of a segment page: plain attribute reads, no per-URL set-up."""
+    urls = UrlRenderer(ctx, query.urls, base_url)
+    with_object_timerange = query.include_object_timerange
+    no_instances: list[Any] = []
     out = []
     for r in rows:
         seg: dict[str, Any] = {"object_id": r.object_id, "timerange": r.timerange}
@@ -98,21 +92,20 @@ def segment_docs(
             seg["ts_offset"] = format_timestamp(r.ts_offset)
         if r.last_duration is not None:
             seg["last_duration"] = format_timestamp(r.last_duration)
-        for key in ("key_frame_count", "sample_offset", "sample_count"):
-            value = getattr(r, key)
-            if value is not None:
-                seg[key] = value
-        if query.include_object_timerange:
+        if r.key_frame_count is not None:
+            seg["key_frame_count"] = r.key_frame_count
+        if r.sample_offset is not None:
+            seg["sample_offset"] = r.sample_offset
+        if r.sample_count is not None:
+            seg["sample_count"] = r.sample_count
+        if with_object_timerange:
             seg["object_timerange"] = r.object_timerange or (
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
-        seg["get_urls"] = render_get_urls(ctx, r.object_id, instances.get(r.object_id, []), query.urls, base_url)
+        seg["get_urls"] = urls.render(r.object_id, instances.get(r.object_id, no_instances))
         init = init_of.get(r.object_id)
         if init:
-            seg["init_object"] = {
-                "object_id": init,
-                "get_urls": render_get_urls(ctx, init, instances.get(init, []), query.urls, base_url),
-            }
+            seg["init_object"] = {"object_id": init, "get_urls": urls.render(init, instances.get(init, no_instances))}
         out.append(seg)
     return out
 

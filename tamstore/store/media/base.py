@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["BackendInfo", "MediaStore", "SignedUrl", "copy_via_file"]
 
@@ -46,8 +46,9 @@ class BackendInfo:
         return out
 
 
-@dataclass(frozen=True, slots=True)
-class SignedUrl:
+class SignedUrl(NamedTuple):
+    """A URL for an Object's bytes (a tuple: pages make hundreds of them)."""
+
     url: str
     presigned: bool
 

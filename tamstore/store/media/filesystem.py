@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import hashlib
 import hmac
 import os
@@ -77,8 +78,9 @@ class FilesystemMediaStore:
 
     def _signed(self, method: str, object_id: str, base_url: str) -> str:
         expires = int(time.time()) + self.url_timeout
-        sig = self._signature(method, object_id, expires)
-        return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={sig}"
+        h = self._hmac.copy()
+        h.update(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
+        return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={h.hexdigest()}"
 
     def verify(self, method: str, object_id: str, expires: str, signature: str) -> bool:
         """True when the signature is ours for this method and id and has not expired.
@@ -176,10 +178,14 @@ class FilesystemMediaStore:
         item.path.with_suffix(".id").unlink(missing_ok=True)
 
 
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
+
+
 def encode_id(object_id: str) -> str:
-    """An Object id as one URL path segment that no client will rewrite (no dots, no slashes)."""
+    """An Object id as one URL path segment that no client will rewrite (no dots, no slashes):
+    unpadded base64url (done with binascii directly: it runs for every URL of a page)."""
     raw = object_id.encode("utf-8", "surrogatepass")
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return binascii.b2a_base64(raw, newline=False).rstrip(b"=").translate(_URLSAFE).decode()
 
 
 def decode_id(segment: str) -> str | None:

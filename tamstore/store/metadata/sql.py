@@ -14,7 +14,7 @@ import contextlib
 import random
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     and_,
     bindparam,
+    create_engine,
     delete,
     event,
     exists,
@@ -38,14 +39,17 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Conflict, Unavailable
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, reference_statement, sql_for
 
-__all__ = ["MetadataStore", "TagFilter", "Tx", "open_metadata_store"]
+__all__ = ["Instance", "MetadataStore", "TagFilter", "Tx", "open_metadata_store"]
 
 USAGE_SHARDS = 8
 
@@ -82,6 +86,37 @@ def _span_overlaps(lo: int | None, hi: int | None) -> Any:
     return and_(*clauses)
 
 
+_INTEGRITY_ERRORS = {"IntegrityError"}
+
+
+def _is_integrity_error(exc: BaseException) -> bool:
+    """sqlite3's IntegrityError, or any of asyncpg's integrity violations (class 23 SQLSTATE)."""
+    return str(getattr(exc, "sqlstate", "") or "").startswith("23")
+
+
+def _numbered(sql: str) -> str:
+    """``?`` placeholders as asyncpg's ``$1, $2, ...`` (our SQL has no ``?`` inside literals)."""
+    parts = sql.split("?")
+    return "".join(f"{part}${i}" if i < len(parts) else part for i, part in enumerate(parts, 1))
+
+
+class Instance(NamedTuple):
+    """Where an Object's bytes are: a controlled Storage Backend, or an uncontrolled URL."""
+
+    storage_id: str | None
+    url: str | None
+    label: str | None
+    controlled: bool
+
+
+_OBJECTS = select(t.objects).where(t.objects.c.id.in_(bindparam("ids", expanding=True)))
+_INSTANCES = (
+    select(t.object_instances)
+    .where(t.object_instances.c.object_id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.object_instances.c.id)
+)
+
+
 class Tx:
     """One transaction on the metadata store."""
 
@@ -91,6 +126,26 @@ class Tx:
 
     async def _all(self, stmt: Any) -> Sequence[Any]:
         return (await self.conn.execute(stmt)).all()
+
+    async def _all_with(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+        return (await self.conn.execute(stmt, params)).all()
+
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement (``?`` placeholders) for many rows, on the driver's own executemany.
+        For the 1,000-row writes of a segment batch, SQLAlchemy's per-row parameter handling cost
+        more than the database's work (docs/performance.md). Integrity errors come out as
+        SQLAlchemy's ``IntegrityError``, as from any other statement."""
+        raw = await self.conn.get_raw_connection()
+        driver: Any = raw.driver_connection
+        try:
+            if self.conn.dialect.name == "postgresql":
+                await driver.executemany(_numbered(sql), rows)
+            else:
+                await driver.executemany(sql, rows)
+        except Exception as exc:
+            if type(exc).__name__ in _INTEGRITY_ERRORS or _is_integrity_error(exc):
+                raise IntegrityError(sql, None, exc) from exc
+            raise
 
     async def _one(self, stmt: Any) -> Any:
         return (await self.conn.execute(stmt)).first()
@@ -389,8 +444,7 @@ class Tx:
         ids = list(set(object_ids))
         if not ids:
             return {}
-        rows = await self._all(select(t.objects).where(t.objects.c.id.in_(ids)))
-        return {r.id: r for r in rows}
+        return {r.id: r for r in await self._all_with(_OBJECTS, {"ids": ids})}
 
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
         if rows:
@@ -408,19 +462,16 @@ class Tx:
         for values in updates:
             keys = tuple(sorted(k for k in values if k != "id"))
             shapes.setdefault(keys, []).append({"_id": values["id"], **{k: values[k] for k in keys}})
-        o = t.objects
         for keys, rows in shapes.items():
-            stmt = update(o).where(o.c.id == bindparam("_id")).values({k: bindparam(k) for k in keys})
-            await self.conn.execute(stmt, rows)
+            sql = f"UPDATE objects SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?"
+            await self._executemany(sql, [(*(r[k] for k in keys), r["_id"]) for r in rows])
 
     async def instances(self, object_ids: Iterable[str]) -> dict[str, list[Any]]:
         ids = list(set(object_ids))
         out: dict[str, list[Any]] = {i: [] for i in ids}
         if not ids:
             return out
-        oi = t.object_instances
-        rows = await self._all(select(oi).where(oi.c.object_id.in_(ids)).order_by(oi.c.id))
-        for r in rows:
+        for r in await self._all_with(_INSTANCES, {"ids": ids}):
             out[r.object_id].append(r)
         return out
 
@@ -453,8 +504,11 @@ class Tx:
         """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""
         if not counts:
             return
-        rows = [{"object_id": o, "flow_id": flow_id, "segments": n} for o, n in counts.items()]
-        await self.conn.execute(self._add_on_conflict(t.object_refs, ["object_id", "flow_id"], ["segments"]), rows)
+        await self._executemany(
+            "INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?, ?, ?)"
+            " ON CONFLICT (object_id, flow_id) DO UPDATE SET segments = object_refs.segments + excluded.segments",
+            [(o, flow_id, n) for o, n in counts.items()],
+        )
 
     async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         if not counts:
@@ -537,17 +591,47 @@ class Tx:
         hi: int | None,
         object_id: str | None,
     ) -> Page[Any]:
-        s, o = t.segments, t.objects
-        keys: list[ColumnElement[Any]] = [s.c.ts_start]
-        # Each segment comes with its Object's init Object, saving a query per page.
-        stmt = (
-            self._with_keys(select(s, o.c.init_object_id), keys)
-            .select_from(s.join(o, o.c.id == s.c.object_id))
-            .where(self._segment_range_clause(flow_id, lo, hi))
-        )
+        """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id;
+        ``extra["instances"]`` maps each Object to its instances (in id order). One statement."""
+        shape = Shape(lo is not None, hi is not None, object_id is not None, page.after is not None, page.reverse)
+        params: dict[str, Any] = {"flow_id": flow_id, "limit": page.limit + 1}
+        if lo is not None:
+            params["lo"] = lo
+        if hi is not None:
+            params["hi"] = hi
         if object_id is not None:
-            stmt = stmt.where(s.c.object_id == object_id)
-        return await self._page(stmt, keys, page, descending=False)
+            params["object_id"] = object_id
+        if page.after is not None:
+            params["after"] = page.after[0]
+        rows: list[SegmentRow] = []
+        instances: dict[str, list[Instance]] = {}
+        filling = False  # whether the rows at hand bring instances of an Object not seen before
+        for r in await self._segment_page_rows(shape, params):
+            if not rows or r[0] != rows[-1].ts_start:
+                row = SegmentRow(*r[:SEGMENT_COLUMNS])
+                rows.append(row)
+                filling = row.object_id not in instances
+                if filling:
+                    instances[row.object_id] = []
+            if filling and r[-1] is not None:
+                instances[rows[-1].object_id].append(Instance(r[-4], r[-3], r[-2], bool(r[-1])))
+        next_key = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            next_key = (rows[-1].ts_start,)
+        return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
+
+    async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """The page query's rows as tuples, straight from the driver where there is one."""
+        conn = self.conn
+        if isinstance(conn, _InlineConnection):
+            sql, _ = sql_for(shape, "sqlite")
+            return conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+        if conn.dialect.name == "postgresql":
+            sql, names = sql_for(shape, "postgresql")
+            raw = await conn.get_raw_connection()
+            return await raw.driver_connection.fetch(sql, *[params[n] for n in names])  # type: ignore[no-any-return, union-attr]
+        return (await conn.execute(reference_statement(shape), params)).all()
 
     async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
@@ -560,9 +644,11 @@ class Tx:
     async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        columns = [c.name for c in t.segments.c]
+        sql = f"INSERT INTO segments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         try:
             async with self.conn.begin_nested():
-                await self.conn.execute(insert(t.segments), rows)
+                await self._executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
 
@@ -953,11 +1039,36 @@ class Tx:
         return [(r.ts_start, r.ts_end) for r in rows]
 
 
+class _InlineConnection:
+    """A synchronous SQLAlchemy connection behind the awaitable methods ``Tx`` uses.
+
+    SQLite reads run in the event loop's own thread: each is a bounded indexed query of a few
+    tens of microseconds, while handing it to aiosqlite's thread costs several thread switches
+    per statement (it was most of the time of a small request). Writes keep aiosqlite, since they
+    may wait for another process's write lock.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, stmt: Any, params: Any = None) -> Any:
+        return self._conn.execute(stmt, params)
+
+    async def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
+        return self._conn.exec_driver_sql(sql, params)
+
+    def driver(self) -> Any:
+        """The sqlite3 connection underneath."""
+        return self._conn.connection.driver_connection
+
+
 class MetadataStore:
     """Opens transactions on one database. Create with :func:`open_metadata_store`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, read_engine: Engine | None = None) -> None:
         self.engine = engine
+        self.read_engine = read_engine
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
@@ -966,6 +1077,10 @@ class MetadataStore:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         try:
+            if self.read_engine is not None:
+                with self.read_engine.connect() as sync_conn:
+                    yield Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
+                return
             async with self.engine.connect() as conn:
                 yield Tx(conn)
         except (OperationalError, DBAPIError, OSError) as exc:
@@ -991,6 +1106,8 @@ class MetadataStore:
                 raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
 
     async def close(self) -> None:
+        if self.read_engine is not None:
+            self.read_engine.dispose()
         await self.engine.dispose()
 
 
@@ -1007,26 +1124,36 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
     ``postgresql+asyncpg://...``)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
-            cur = dbapi_conn.cursor()
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.close()
-
-        @event.listens_for(engine.sync_engine, "begin")
-        def _begin(conn: Any) -> None:
-            # Writers take the database write lock up front (BEGIN IMMEDIATE), so that two
-            # processes wait for each other instead of failing on a lock upgrade.
-            write = conn.get_execution_options().get("tamstore_write")
-            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-    else:
-        engine = create_async_engine(
-            url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10
+        # Reads: the plain sqlite3 driver in the event loop's thread (see _InlineConnection).
+        # The pool never blocks (unbounded overflow): a blocked loop thread could not give back
+        # the connection it waits for.
+        read_engine = create_engine(
+            url.replace("+aiosqlite", ""),
+            poolclass=QueuePool,
+            pool_size=pool_size,
+            max_overflow=-1,
+            connect_args={"check_same_thread": False, "timeout": 5},
         )
+        for sync_engine in (engine.sync_engine, read_engine):
+            event.listen(sync_engine, "connect", _sqlite_pragmas)
+            event.listen(sync_engine, "begin", _sqlite_begin)
+        return MetadataStore(engine, read_engine)
+    engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10)
     return MetadataStore(engine)
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # Writers take the database write lock up front (BEGIN IMMEDIATE), so that two processes
+    # wait for each other instead of failing on a lock upgrade.
+    write = conn.get_execution_options().get("tamstore_write")
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")

@@ -1,0 +1,129 @@
+"""The segment page query, the hottest read of the store, as SQL text run on the raw driver.
+
+A 100-segment page through SQLAlchemy Core spent more time building Row objects and reading
+their attributes than SQLite spent answering (see docs/performance.md). Here the same query is
+written once as SQL, run on the sqlite3 or asyncpg connection underneath, and its rows come back
+as plain named tuples. ``tests/store/test_segment_page.py`` checks it returns exactly what the
+SQLAlchemy form of the query (``reference_statement``) returns.
+
+The query: one page of a Flow's segments overlapping ``[lo, hi)`` in time order (keyset on
+``ts_start``), each with its Object's init Object id, then each segment's Object instances joined
+on. The lower bound is the start of the first segment ending after ``lo``: segments never
+overlap, so the scan starts there and never from the start of the Flow.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, select
+
+from tamstore.store.metadata import tables as t
+
+__all__ = ["SegmentRow", "Shape", "reference_statement", "sql_for"]
+
+
+class SegmentRow(NamedTuple):
+    ts_start: int
+    ts_end: int
+    timerange: str
+    object_id: str
+    ts_offset: int
+    last_duration: int | None
+    object_timerange: str | None
+    key_frame_count: int | None
+    sample_offset: int | None
+    sample_count: int | None
+    init_object_id: str | None
+
+
+SEGMENT_COLUMNS = len(SegmentRow._fields)
+
+
+class Shape(NamedTuple):
+    """Which optional conditions a page query has (each shape is one cached statement)."""
+
+    lo: bool
+    hi: bool
+    object_id: bool
+    after: bool
+    reverse: bool
+
+
+_TEMPLATE = """\
+WITH page AS (
+  SELECT s.ts_start, s.ts_end, s.timerange, s.object_id, s.ts_offset, s.last_duration,
+         s.object_timerange, s.key_frame_count, s.sample_offset, s.sample_count, o.init_object_id
+  FROM segments s JOIN objects o ON o.id = s.object_id
+  WHERE s.flow_id = :flow_id{conditions}
+  ORDER BY s.ts_start {direction}
+  LIMIT :limit
+)
+SELECT page.*, i.storage_id, i.url, i.label, i.controlled
+FROM page LEFT JOIN object_instances i ON i.object_id = page.object_id
+ORDER BY page.ts_start {direction}, i.id"""
+
+
+@functools.cache
+def sql_for(shape: Shape, dialect: str) -> tuple[str, tuple[str, ...]]:
+    """The SQL text for a shape and the parameter names in the order the driver takes them
+    (sqlite3 takes ``:name`` itself; asyncpg takes ``$1, $2, ...``)."""
+    conditions = ""
+    if shape.lo:
+        conditions += (
+            "\n    AND s.ts_start >= (SELECT ts_start FROM segments"
+            " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1)"
+        )
+    if shape.hi:
+        conditions += "\n    AND s.ts_start < :hi"
+    if shape.object_id:
+        conditions += "\n    AND s.object_id = :object_id"
+    if shape.after:
+        conditions += "\n    AND s.ts_start " + ("< :after" if shape.reverse else "> :after")
+    sql = _TEMPLATE.format(conditions=conditions, direction="DESC" if shape.reverse else "ASC")
+    if dialect == "sqlite":
+        return sql, ()
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r":(\w+)", number, sql), tuple(names)
+
+
+@functools.cache
+def reference_statement(shape: Shape) -> Any:
+    """The same query in SQLAlchemy Core: used where no raw driver is at hand (aiosqlite inside
+    a write transaction) and as the reference the SQL text is tested against."""
+    s, o, i = t.segments, t.objects, t.object_instances
+    inner = (
+        select(*[s.c[name] for name in SegmentRow._fields[:-1]], o.c.init_object_id)
+        .select_from(s.join(o, o.c.id == s.c.object_id))
+        .where(s.c.flow_id == bindparam("flow_id"))
+    )
+    if shape.lo:
+        first = (
+            select(s.c.ts_start)
+            .where(s.c.flow_id == bindparam("flow_id"), s.c.ts_end > bindparam("lo"))
+            .order_by(s.c.ts_end)
+            .limit(1)
+            .scalar_subquery()
+        )
+        inner = inner.where(s.c.ts_start >= first)
+    if shape.hi:
+        inner = inner.where(s.c.ts_start < bindparam("hi"))
+    if shape.object_id:
+        inner = inner.where(s.c.object_id == bindparam("object_id"))
+    if shape.after:
+        inner = inner.where(s.c.ts_start < bindparam("after") if shape.reverse else s.c.ts_start > bindparam("after"))
+    order = s.c.ts_start.desc() if shape.reverse else s.c.ts_start.asc()
+    page = inner.order_by(order).limit(bindparam("limit")).cte("page")
+    return (
+        select(page, i.c.storage_id, i.c.url, i.c.label, i.c.controlled)
+        .select_from(page.outerjoin(i, i.c.object_id == page.c.object_id))
+        .order_by(page.c.ts_start.desc() if shape.reverse else page.c.ts_start.asc(), i.c.id)
+    )
