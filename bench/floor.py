@@ -13,15 +13,66 @@ import uuid
 from typing import Any
 
 from tamstore.config import Settings
+from tamstore.store.metadata.segment_page import Shape, sql_for
+from tamstore.store.metadata.sql import _numbered
 
 NS = 1_000_000_000
 
-PAGE_SQL = (
-    "SELECT flow_id, ts_start, ts_end, timerange, object_id, ts_offset, last_duration, object_timerange,"
-    " key_frame_count, sample_offset, sample_count FROM segments WHERE flow_id = {p1} AND ts_start >= "
-    "(SELECT ts_start FROM segments WHERE flow_id = {p1} AND ts_end > {p2} ORDER BY ts_end LIMIT 1)"
-    " AND ts_start < {p3} ORDER BY ts_start LIMIT {p4}"
-)
+
+PAGE_SHAPE = Shape(lo=True, hi=True, object_id=False, after=False, reverse=False)
+
+
+def setup_statements(flow_id: str, objects: int) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """A Source, a Flow and its allocated (not yet registered) Objects."""
+    return [
+        (
+            "INSERT INTO sources (id, format, created, updated) VALUES (?, 'urn:x-nmos:format:video', 0, 0)",
+            [(flow_id,)],
+        ),
+        (
+            "INSERT INTO flows (id, source_id, format, container, doc, created, metadata_updated)"
+            " VALUES (?, ?, 'urn:x-nmos:format:video', 'video/mp2t', '{}', 0, 0)",
+            [(flow_id, flow_id)],
+        ),
+        (
+            "INSERT INTO objects (id, allocated_for_flow, allocated_at, registered, is_init)"
+            " VALUES (?, ?, 0, false, false)",
+            [(f"{flow_id}/{i}", flow_id) for i in range(objects)],
+        ),
+    ]
+
+
+def batch_statements(flow_id: str, base: int, n: int) -> list[tuple[str, str, Any]]:
+    """What tamstore's store does for one batch of ``n`` segments on newly allocated Objects:
+    read the Objects, mark them registered, insert the segments, count the references, update
+    the Flow's maintained span and counters."""
+    ids = [f"{flow_id}/{base + i}" for i in range(n)]
+    spans = [((base + i) * NS, (base + i + 1) * NS, f"[{base + i}:0_{base + i + 1}:0)") for i in range(n)]
+    return [
+        ("fetch", f"SELECT * FROM objects WHERE id IN ({','.join('?' * n)})", ids),
+        (
+            "many",
+            "UPDATE objects SET first_referenced_by_flow = ?, registered = true, timerange = ? WHERE id = ?",
+            [(flow_id, tr, oid) for oid, (_, _, tr) in zip(ids, spans, strict=True)],
+        ),
+        (
+            "many",
+            "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
+            " VALUES (?, ?, ?, ?, ?, 0)",
+            [(flow_id, lo, hi, tr, oid) for oid, (lo, hi, tr) in zip(ids, spans, strict=True)],
+        ),
+        (
+            "many",
+            "INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?, ?, 1) ON CONFLICT (object_id, flow_id)"
+            " DO UPDATE SET segments = object_refs.segments + excluded.segments",
+            [(oid, flow_id) for oid in ids],
+        ),
+        (
+            "many",
+            "UPDATE flows SET seg_start = ?, seg_end = ?, seg_count = seg_count + ? WHERE id = ?",
+            [(spans[0][0], spans[-1][1], n, flow_id)],
+        ),
+    ]
 
 
 def connect(settings: Settings) -> Any:
@@ -51,42 +102,27 @@ class SqliteFloor:
         self.conn.execute("PRAGMA journal_mode=WAL")
 
     def page(self, flow_id: str, at: int, n: int) -> None:
-        sql = PAGE_SQL.format(p1="?", p2="?", p3="?", p4="?").replace("flow_id = ?", "flow_id = :f")
-        rows = self.conn.execute(
-            sql.replace("ts_end > ?", "ts_end > :lo")
-            .replace("ts_start < ?", "ts_start < :hi")
-            .replace("LIMIT ?", "LIMIT :n"),
-            {"f": flow_id, "lo": at * NS, "hi": (at + n) * NS, "n": n + 1},
-        ).fetchall()
-        ids = [r[4] for r in rows]
-        marks = ",".join("?" * len(ids))
-        self.conn.execute(f"SELECT * FROM objects WHERE id IN ({marks})", ids).fetchall()
-        self.conn.execute(f"SELECT * FROM object_instances WHERE object_id IN ({marks}) ORDER BY id", ids).fetchall()
+        sql, _ = sql_for(PAGE_SHAPE, "sqlite")
+        params = {"flow_id": flow_id, "lo": at * NS, "hi": (at + n) * NS, "limit": n + 1}
+        self.conn.execute(sql, params).fetchall()
 
     def bulk_insert(self, requests: int, per_request: int) -> float:
+        """The statements of a segment batch (see ``batch_statements``), foreign keys on as
+        tamstore has them, on a Flow whose Objects were allocated beforehand."""
+        self.conn.execute("PRAGMA foreign_keys=ON")
         flow_id = str(uuid.uuid4())
+        self.conn.execute("BEGIN IMMEDIATE")
+        for sql, args in setup_statements(flow_id, requests * per_request):
+            self.conn.executemany(sql, args)
+        self.conn.execute("COMMIT")
         t0 = time.perf_counter()
         for k in range(requests):
-            base = k * per_request
             self.conn.execute("BEGIN IMMEDIATE")
-            self.conn.executemany(
-                "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
-                " VALUES (?,?,?,?,?,0)",
-                [
-                    (
-                        flow_id,
-                        (base + i) * NS,
-                        (base + i + 1) * NS,
-                        f"[{base + i}:0_{base + i + 1}:0)",
-                        f"o{base + i}",
-                    )
-                    for i in range(per_request)
-                ],
-            )
-            self.conn.executemany(
-                "INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?,?,1)",
-                [(f"o{base + i}", flow_id) for i in range(per_request)],
-            )
+            for kind, sql, args in batch_statements(flow_id, k * per_request, per_request):
+                if kind == "fetch":
+                    self.conn.execute(sql, args).fetchall()
+                else:
+                    self.conn.executemany(sql, args)
             self.conn.execute("COMMIT")
         return time.perf_counter() - t0
 
@@ -130,59 +166,31 @@ class PostgresFloor:
         return self.loop.run_until_complete(coro)
 
     def page(self, flow_id: str, at: int, n: int) -> None:
-        sql = PAGE_SQL.format(p1="$1", p2="$2", p3="$3", p4="$4")
-        rows = self._run(self.conn.fetch(sql, flow_id, at * NS, (at + n) * NS, n + 1))
-        ids = [r["object_id"] for r in rows]
-        self._run(self.conn.fetch("SELECT * FROM objects WHERE id = ANY($1)", ids))
-        self._run(self.conn.fetch("SELECT * FROM object_instances WHERE object_id = ANY($1) ORDER BY id", ids))
+        sql, names = sql_for(PAGE_SHAPE, "postgresql")
+        params = {"flow_id": flow_id, "lo": at * NS, "hi": (at + n) * NS, "limit": n + 1}
+        self._run(self.conn.fetch(sql, *[params[name] for name in names]))
 
     def bulk_insert(self, requests: int, per_request: int) -> float:
+        """The same statements as the SQLite floor, on asyncpg."""
         flow_id = str(uuid.uuid4())
-        self._run(
-            self.conn.execute(
-                "INSERT INTO sources (id, format, created, updated) VALUES ($1, 'urn:x-nmos:format:data', 0, 0)",
-                flow_id,
-            )
-        )
-        self._run(
-            self.conn.execute(
-                "INSERT INTO flows (id, source_id, format, doc, created, metadata_updated)"
-                " VALUES ($1, $1, 'x', '{}', 0, 0)",
-                flow_id,
-            )
-        )
-        self._run(
-            self.conn.executemany(
-                "INSERT INTO objects (id, allocated_at) VALUES ($1, 0)",
-                [(f"o{i}",) for i in range(requests * per_request)],
-            )
-        )
+
+        async def setup() -> None:
+            async with self.conn.transaction():
+                for sql, args in setup_statements(flow_id, requests * per_request):
+                    await self.conn.executemany(_numbered(sql), args)
+
+        async def batch(base: int) -> None:
+            async with self.conn.transaction():
+                for kind, sql, args in batch_statements(flow_id, base, per_request):
+                    if kind == "fetch":
+                        await self.conn.fetch(_numbered(sql).replace("IN ($1)", "= ANY($1)"), list(args))
+                    else:
+                        await self.conn.executemany(_numbered(sql), args)
+
+        self._run(setup())
         t0 = time.perf_counter()
         for k in range(requests):
-            base = k * per_request
-
-            async def one(base: int = base) -> None:
-                async with self.conn.transaction():
-                    await self.conn.executemany(
-                        "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
-                        " VALUES ($1,$2,$3,$4,$5,0)",
-                        [
-                            (
-                                flow_id,
-                                (base + i) * NS,
-                                (base + i + 1) * NS,
-                                f"[{base + i}:0_{base + i + 1}:0)",
-                                f"o{base + i}",
-                            )
-                            for i in range(per_request)
-                        ],
-                    )
-                    await self.conn.executemany(
-                        "INSERT INTO object_refs (object_id, flow_id, segments) VALUES ($1,$2,1)",
-                        [(f"o{base + i}", flow_id) for i in range(per_request)],
-                    )
-
-            self._run(one())
+            self._run(batch(k * per_request))
         return time.perf_counter() - t0
 
     def flows_page(self, limit: int, tag: str | None) -> None:

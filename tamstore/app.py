@@ -118,12 +118,13 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     app.add_middleware(AuthMiddleware, config=auth)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     errors.install_error_handlers(app)
+    # The router tries routes in order: the hot ones (segments, then flows) first.
     for module in (
+        segments,
+        flows,
         service,
         webhooks,
         sources,
-        flows,
-        segments,
         objects,
         delete_requests,
         analytics,

@@ -26,6 +26,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tamstore.keys import HmacSha256
 from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_via_file
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
@@ -53,7 +54,7 @@ class FilesystemMediaStore:
         self.tmp = root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._key = key
-        self._hmac = hmac.new(key, digestmod=hashlib.sha256)
+        self._hmac = HmacSha256(key)
         self.url_timeout = url_timeout
         self.info = info or BackendInfo(
             id=FILESYSTEM_BACKEND_ID,
@@ -72,15 +73,12 @@ class FilesystemMediaStore:
     # -- signing ------------------------------------------------------------------------------
 
     def _signature(self, method: str, object_id: str, expires: int) -> str:
-        h = self._hmac.copy()  # the keyed state, computed once
-        h.update(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
-        return h.hexdigest()
+        return self._hmac.hexdigest(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
 
     def _signed(self, method: str, object_id: str, base_url: str) -> str:
         expires = int(time.time()) + self.url_timeout
-        h = self._hmac.copy()
-        h.update(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
-        return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={h.hexdigest()}"
+        sig = self._signature(method, object_id, expires)
+        return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={sig}"
 
     def verify(self, method: str, object_id: str, expires: str, signature: str) -> bool:
         """True when the signature is ours for this method and id and has not expired.

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import operator
 import random
+import sqlite3
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
@@ -109,6 +112,11 @@ class Instance(NamedTuple):
     controlled: bool
 
 
+_SEGMENT_COLUMNS = [c.name for c in t.segments.c]
+_INSERT_SEGMENT = (
+    f"INSERT INTO segments ({', '.join(_SEGMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_SEGMENT_COLUMNS))})"
+)
+_segment_values = operator.itemgetter(*_SEGMENT_COLUMNS)  # a segment row dict -> its values in column order
 _OBJECTS = select(t.objects).where(t.objects.c.id.in_(bindparam("ids", expanding=True)))
 _INSTANCES = (
     select(t.object_instances)
@@ -135,13 +143,15 @@ class Tx:
         For the 1,000-row writes of a segment batch, SQLAlchemy's per-row parameter handling cost
         more than the database's work (docs/performance.md). Integrity errors come out as
         SQLAlchemy's ``IntegrityError``, as from any other statement."""
-        raw = await self.conn.get_raw_connection()
-        driver: Any = raw.driver_connection
         try:
-            if self.conn.dialect.name == "postgresql":
-                await driver.executemany(_numbered(sql), rows)
+            if isinstance(self.conn, _InlineConnection):
+                self.conn.driver().executemany(sql, rows)
+            elif self.conn.dialect.name == "postgresql":
+                raw = await self.conn.get_raw_connection()
+                await raw.driver_connection.executemany(_numbered(sql), rows)  # type: ignore[union-attr]
             else:
-                await driver.executemany(sql, rows)
+                raw = await self.conn.get_raw_connection()
+                await raw.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
         except Exception as exc:
             if type(exc).__name__ in _INTEGRITY_ERRORS or _is_integrity_error(exc):
                 raise IntegrityError(sql, None, exc) from exc
@@ -644,11 +654,9 @@ class Tx:
     async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
-        columns = [c.name for c in t.segments.c]
-        sql = f"INSERT INTO segments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
         try:
             async with self.conn.begin_nested():
-                await self._executemany(sql, [tuple(r.get(c) for c in columns) for r in rows])
+                await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
 
@@ -1042,10 +1050,11 @@ class Tx:
 class _InlineConnection:
     """A synchronous SQLAlchemy connection behind the awaitable methods ``Tx`` uses.
 
-    SQLite reads run in the event loop's own thread: each is a bounded indexed query of a few
-    tens of microseconds, while handing it to aiosqlite's thread costs several thread switches
-    per statement (it was most of the time of a small request). Writes keep aiosqlite, since they
-    may wait for another process's write lock.
+    On SQLite every statement runs in the event loop's own thread. Each is a keyed lookup, a
+    scan bounded by a page, or one batch's rows; handing it to aiosqlite's thread instead cost
+    several thread switches per statement, which was most of the time of a small request.
+    The one wait SQLite can impose, for another process's write lock, is taken without
+    blocking the loop (:func:`_begin_immediate`).
     """
 
     def __init__(self, conn: Connection) -> None:
@@ -1058,17 +1067,42 @@ class _InlineConnection:
     async def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
         return self._conn.exec_driver_sql(sql, params)
 
+    @contextlib.asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self._conn.begin_nested():
+            yield
+
     def driver(self) -> Any:
         """The sqlite3 connection underneath."""
         return self._conn.connection.driver_connection
 
 
+async def _begin_immediate(dbapi_conn: Any, timeout: float = 30.0) -> None:
+    """Take SQLite's write lock (``BEGIN IMMEDIATE``) without blocking the event loop: try at
+    once, and while another process holds the lock, sleep asynchronously and try again."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    finally:
+        dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+
 class MetadataStore:
     """Opens transactions on one database. Create with :func:`open_metadata_store`."""
 
-    def __init__(self, engine: AsyncEngine, read_engine: Engine | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, sync_engine: Engine | None = None) -> None:
         self.engine = engine
-        self.read_engine = read_engine
+        self.sync_engine = sync_engine  # SQLite: every transaction runs on it, in the loop's thread
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
@@ -1077,13 +1111,13 @@ class MetadataStore:
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
         try:
-            if self.read_engine is not None:
-                with self.read_engine.connect() as sync_conn:
+            if self.sync_engine is not None:
+                with self.sync_engine.connect() as sync_conn:
                     yield Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
                 return
             async with self.engine.connect() as conn:
                 yield Tx(conn)
-        except (OperationalError, DBAPIError, OSError) as exc:
+        except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
             if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
                 raise
             raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
@@ -1093,21 +1127,29 @@ class MetadataStore:
         lock = self._write_lock or contextlib.nullcontext()
         async with lock:  # type: ignore[attr-defined]
             try:
-                async with self.engine.connect() as conn:
-                    conn = await conn.execution_options(tamstore_write=True)
-                    async with conn.begin():
-                        tx = Tx(conn)
-                        yield tx
+                if self.sync_engine is not None:
+                    with self.sync_engine.connect() as sync_conn:
+                        await _begin_immediate(sync_conn.connection.driver_connection)
+                        # The transaction is open; tell SQLAlchemy, whose own BEGIN is skipped.
+                        with sync_conn.execution_options(tamstore_begun=True).begin():
+                            tx = Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
+                            yield tx
+                else:
+                    async with self.engine.connect() as conn:
+                        conn = await conn.execution_options(tamstore_write=True)
+                        async with conn.begin():
+                            tx = Tx(conn)
+                            yield tx
                 if tx.wrote_events:
                     self.events_written.set()
-            except (OperationalError, DBAPIError, OSError) as exc:
+            except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
                 if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
                     raise
                 raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
 
     async def close(self) -> None:
-        if self.read_engine is not None:
-            self.read_engine.dispose()
+        if self.sync_engine is not None:
+            self.sync_engine.dispose()
         await self.engine.dispose()
 
 
@@ -1124,20 +1166,21 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
     ``postgresql+asyncpg://...``)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
-        # Reads: the plain sqlite3 driver in the event loop's thread (see _InlineConnection).
+        # Transactions: the plain sqlite3 driver in the event loop's thread (_InlineConnection);
+        # the aiosqlite engine above remains for migrations.
         # The pool never blocks (unbounded overflow): a blocked loop thread could not give back
         # the connection it waits for.
-        read_engine = create_engine(
+        sync_engine = create_engine(
             url.replace("+aiosqlite", ""),
             poolclass=QueuePool,
             pool_size=pool_size,
             max_overflow=-1,
             connect_args={"check_same_thread": False, "timeout": 5},
         )
-        for sync_engine in (engine.sync_engine, read_engine):
-            event.listen(sync_engine, "connect", _sqlite_pragmas)
-            event.listen(sync_engine, "begin", _sqlite_begin)
-        return MetadataStore(engine, read_engine)
+        for each in (engine.sync_engine, sync_engine):
+            event.listen(each, "connect", _sqlite_pragmas)
+            event.listen(each, "begin", _sqlite_begin)
+        return MetadataStore(engine, sync_engine)
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10)
     return MetadataStore(engine)
 
@@ -1155,5 +1198,6 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 def _sqlite_begin(conn: Any) -> None:
     # Writers take the database write lock up front (BEGIN IMMEDIATE), so that two processes
     # wait for each other instead of failing on a lock upgrade.
-    write = conn.get_execution_options().get("tamstore_write")
-    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+    options = conn.get_execution_options()
+    if not options.get("tamstore_begun"):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("tamstore_write") else "BEGIN")
