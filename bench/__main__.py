@@ -25,9 +25,12 @@ import httpx
 
 from bench import floor, loader
 from tamstore.config import Settings
+from tamstore.domain.paging import PageRequest
+from tamstore.store.metadata.sql import TagFilter, open_metadata_store
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, str]
+NS = 1_000_000_000
 
 
 def pct(values: list[float], p: float) -> float:
@@ -89,6 +92,26 @@ def _free_port() -> int:
 # -- scenarios ----------------------------------------------------------------------------------
 
 
+def store_query_times(settings: Settings, query: Callable[[Any], Any], reps: int) -> list[float]:
+    """Seconds per run of ``query(tx)`` in tamstore's own store (one read transaction each):
+    the hot query as tamstore issues it, without HTTP or JSON, to set beside the raw driver."""
+
+    async def run() -> list[float]:
+        store = open_metadata_store(settings.sqlalchemy_url())
+        times = []
+        try:
+            for _ in range(reps):
+                t0 = time.perf_counter()
+                async with store.read() as tx:
+                    await query(tx)
+                times.append(time.perf_counter() - t0)
+        finally:
+            await store.close()
+        return times
+
+    return asyncio.run(run())
+
+
 def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
     flows = [(str(uuid.uuid4()), n, {}) for n in sizes]
     took = loader.load(settings, flows)
@@ -109,6 +132,21 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                             f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
                             ms(pct(f, 0.5)),
                             ratio(pct(t, 0.5), pct(f, 0.5)),
+                        )
+                    )
+                    q = store_query_times(
+                        settings,
+                        lambda tx, at=at, flow_id=flow_id: tx.list_segments(
+                            flow_id, PageRequest(100), lo=at * NS, hi=(at + 100) * NS, object_id=None
+                        ),
+                        reps,
+                    )
+                    rows.append(
+                        (
+                            f"  its store query (no HTTP), {where} (p50 / p99)",
+                            f"{ms(pct(q, 0.5))} / {ms(pct(q, 0.99))}",
+                            ms(pct(f, 0.5)),
+                            ratio(pct(q, 0.5), pct(f, 0.5)),
                         )
                     )
                 url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
@@ -227,6 +265,27 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
                         f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
                         ms(pct(f, 0.5)),
                         ratio(pct(t, 0.5), pct(f, 0.5)),
+                    )
+                )
+                tags = [TagFilter("genre", ("sport",))] if tag else []
+                q = store_query_times(
+                    settings,
+                    lambda tx, tags=tags: tx.list_flows(
+                        PageRequest(100),
+                        sort_by="created",
+                        filters={},
+                        tags=tags,
+                        collected_by_ids=None,
+                        timerange=None,
+                    ),
+                    reps,
+                )
+                rows.append(
+                    (
+                        "  its store query (no HTTP) (p50 / p99)",
+                        f"{ms(pct(q, 0.5))} / {ms(pct(q, 0.99))}",
+                        ms(pct(f, 0.5)),
+                        ratio(pct(q, 0.5), pct(f, 0.5)),
                     )
                 )
     finally:

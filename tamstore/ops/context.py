@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from tamstore.config import Settings
@@ -23,8 +22,9 @@ def rfc3339(us: int | None) -> str | None:
     """Wall-clock microseconds as an RFC 3339 UTC date-time (``2026-11-25T12:00:00.000001Z``)."""
     if us is None:
         return None
-    dt = datetime.fromtimestamp(us / 1_000_000, tz=UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{us % 1_000_000:06d}Z"
+    secs, micros = divmod(us, 1_000_000)
+    t = time.gmtime(secs)
+    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
 
 
 @dataclass
