@@ -8,13 +8,13 @@ or any header. Metrics are kept per app in their own registry.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sys
 import time
 import uuid
 from typing import Any
 
+import orjson
 from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
@@ -112,7 +112,7 @@ class JsonFormatter(logging.Formatter):
                 out[key] = getattr(record, key)
         if record.exc_info:
             out["error"] = self.formatException(record.exc_info)
-        return json.dumps(out)
+        return orjson.dumps(out, default=str).decode()
 
 
 def configure_logging(fmt: str, level: str = "INFO") -> None:

@@ -23,8 +23,7 @@ def rfc3339(us: int | None) -> str | None:
     if us is None:
         return None
     secs, micros = divmod(us, 1_000_000)
-    t = time.gmtime(secs)
-    return f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}.{micros:06d}Z"
+    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (*time.gmtime(secs)[:6], micros)  # noqa: UP031 (faster)
 
 
 @dataclass

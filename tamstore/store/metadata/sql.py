@@ -1175,11 +1175,14 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
             poolclass=QueuePool,
             pool_size=pool_size,
             max_overflow=-1,
+            # A Connection rolls back its own transaction when closed; no second reset.
+            pool_reset_on_return=None,
             connect_args={"check_same_thread": False, "timeout": 5},
         )
         for each in (engine.sync_engine, sync_engine):
             event.listen(each, "connect", _sqlite_pragmas)
-            event.listen(each, "begin", _sqlite_begin)
+        event.listen(engine.sync_engine, "begin", _sqlite_begin)
+        event.listen(sync_engine, "begin", _sqlite_begin_on_driver)
         return MetadataStore(engine, sync_engine)
     engine = create_async_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, pool_timeout=10)
     return MetadataStore(engine)
@@ -1201,3 +1204,11 @@ def _sqlite_begin(conn: Any) -> None:
     options = conn.get_execution_options()
     if not options.get("tamstore_begun"):
         conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("tamstore_write") else "BEGIN")
+
+
+def _sqlite_begin_on_driver(conn: Any) -> None:
+    """``_sqlite_begin`` for the sqlite3 engine, straight on the driver: it runs for every
+    transaction, and SQLAlchemy's statement machinery cost more than the BEGIN."""
+    options = conn.get_execution_options()
+    if not options.get("tamstore_begun"):
+        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if options.get("tamstore_write") else "BEGIN")
