@@ -60,25 +60,39 @@ def _str_field(body: dict[str, Any], name: str, required: bool = False) -> str |
     return value
 
 
+_OPTIONAL = frozenset(
+    {"ts_offset", "last_duration", "object_timerange", "init_object_id", "get_urls"}
+    | {"key_frame_count", "sample_offset", "sample_count"}
+)
+
+
 def parse_segment(body: Any) -> SegmentPost:
-    """Check one flow-segment-post.json body and turn it into domain values."""
+    """Check one flow-segment-post.json body and turn it into domain values. (This runs for
+    every segment of a batch: the common body of just object_id and timerange takes the
+    shortest path.)"""
     if not isinstance(body, dict):
         raise BadRequest("a segment must be a JSON object")
     object_id = _str_field(body, "object_id", required=True)
     tr_text = _str_field(body, "timerange", required=True)
+    optional = not _OPTIONAL.isdisjoint(body)
     try:
         tr = TimeRange.from_str(tr_text)  # type: ignore[arg-type]
-        ts_offset = parse_timestamp(body["ts_offset"]) if body.get("ts_offset") is not None else 0
-        last_duration = parse_timestamp(body["last_duration"]) if body.get("last_duration") is not None else None
-        otr = TimeRange.from_str(body["object_timerange"]) if body.get("object_timerange") is not None else None
+        ts_offset = last_duration = otr = None
+        if optional:
+            ts_offset = parse_timestamp(body["ts_offset"]) if body.get("ts_offset") is not None else None
+            last_duration = parse_timestamp(body["last_duration"]) if body.get("last_duration") is not None else None
+            otr = TimeRange.from_str(body["object_timerange"]) if body.get("object_timerange") is not None else None
     except (InvalidTimeRange, TypeError) as exc:
         raise BadRequest(f"invalid segment: {exc}") from None
     if tr.is_empty() or not tr.is_bounded():
         raise BadRequest(f"segment timerange {tr_text!r} must be bounded and not empty")
     if tr.start_exclusive:
         raise BadRequest(f"segment timerange {tr_text!r} must have an inclusive start")
-    if not tr.fits_int64() or not tr.shift(-ts_offset).fits_int64():
+    if not tr.fits_int64() or (ts_offset and not tr.shift(-ts_offset).fits_int64()):
         raise BadRequest(f"segment timerange {tr_text!r} is outside the supported years 1677-2262")
+    seg = SegmentPost(object_id=object_id, timerange=tr)  # type: ignore[arg-type]
+    if not optional:
+        return seg
     if last_duration is not None and last_duration < 0:
         raise BadRequest("last_duration must not be negative")
     get_urls = body.get("get_urls")
@@ -94,18 +108,15 @@ def parse_segment(body: Any) -> SegmentPost:
         labels = [u["label"] for u in get_urls]
         if len(set(labels)) != len(labels):
             raise BadRequest("get_urls labels must be unique")
-    return SegmentPost(
-        object_id=object_id,  # type: ignore[arg-type]
-        timerange=tr,
-        ts_offset=ts_offset,
-        last_duration=last_duration,
-        object_timerange=otr,
-        init_object_id=_str_field(body, "init_object_id"),
-        get_urls=get_urls,
-        key_frame_count=_int_field(body, "key_frame_count", 0),
-        sample_offset=_int_field(body, "sample_offset"),
-        sample_count=_int_field(body, "sample_count", 0),
-    )
+    seg.ts_offset = ts_offset or 0
+    seg.last_duration = last_duration
+    seg.object_timerange = otr
+    seg.init_object_id = _str_field(body, "init_object_id")
+    seg.get_urls = get_urls
+    seg.key_frame_count = _int_field(body, "key_frame_count", 0)
+    seg.sample_offset = _int_field(body, "sample_offset")
+    seg.sample_count = _int_field(body, "sample_count", 0)
+    return seg
 
 
 def overlaps_any(lo: int, hi: int, starts: list[int], spans: list[tuple[int, int]]) -> bool:

@@ -23,9 +23,15 @@ NS_PER_S = 1_000_000_000
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-_TS = r"-?(?:0|[1-9][0-9]*):(?:0|[1-9][0-9]{0,8})"
-_TIMESTAMP_RE = re.compile(r"^(-?)(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})$")
-_TIMERANGE_RE = re.compile(rf"^([\[(])?({_TS})?(_({_TS})?)?([\])])?$")
+_TS = r"(-?)(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})"  # sign, seconds, nanoseconds
+_TIMESTAMP_RE = re.compile(rf"^{_TS}\Z")  # \Z: no trailing newline either
+# One match yields both timestamps' parts (no second parse per bound: this runs per segment).
+_TIMERANGE_RE = re.compile(rf"^([\[(])?(?:{_TS})?(_(?:{_TS})?)?([\])])?\Z")
+
+
+def _ns(sign: str, secs: str, nanos: str) -> int:
+    value = int(secs) * NS_PER_S + int(nanos)
+    return -value if sign else value
 
 
 class InvalidTimeRange(ValueError):
@@ -37,8 +43,7 @@ def parse_timestamp(text: str) -> int:
     m = _TIMESTAMP_RE.match(text)
     if m is None:
         raise InvalidTimeRange(f"{text!r} is not a TAMS timestamp (expected [-]seconds:nanoseconds)")
-    value = int(m.group(2)) * NS_PER_S + int(m.group(3))
-    return -value if m.group(1) else value
+    return _ns(*m.groups())
 
 
 def format_timestamp(value: int) -> str:
@@ -106,19 +111,19 @@ class TimeRange:
         m = _TIMERANGE_RE.match(text)
         if m is None:
             raise InvalidTimeRange(f"{text!r} is not a TAMS timerange")
-        open_mark, start_s, underscore, end_s, close_mark = m.groups()
+        open_mark, s_sign, s_secs, s_nanos, underscore, e_sign, e_secs, e_nanos, close_mark = m.groups()
         start_inclusive = open_mark != "("
         end_inclusive = close_mark != ")"
+        start = None if s_secs is None else _ns(s_sign, s_secs, s_nanos)
         if underscore is None:
             # No '_': either nothing (empty) or an instant, which any exclusive marker empties
             # (AppNote 0012; mediatimestamp differs here and reads `[10:0)` as an instant).
-            if start_s is None:
+            if start is None:
                 return _NEVER
             if not (start_inclusive and end_inclusive):
                 return _NEVER
-            return cls.instant(parse_timestamp(start_s))
-        start = None if start_s is None else parse_timestamp(start_s)
-        end = None if end_s is None else parse_timestamp(end_s)
+            return cls.instant(start)
+        end = None if e_secs is None else _ns(e_sign, e_secs, e_nanos)
         return cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
 
     # -- properties ---------------------------------------------------------------------------

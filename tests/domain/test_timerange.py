@@ -67,6 +67,13 @@ def test_rejects_what_the_spec_regex_rejects(text: str) -> None:
         TimeRange.from_str(text)
 
 
+@pytest.mark.parametrize("text", ["[0:0_1:0)\n", "1:0\n", "_\n"])
+def test_rejects_a_trailing_newline(text: str) -> None:
+    # Python's "$" would let it through; JSON Schema's ECMA-262 "$" does not.
+    with pytest.raises(InvalidTimeRange):
+        TimeRange.from_str(text) if "_" in text else parse_timestamp(text)
+
+
 def test_timestamps_are_integer_nanoseconds() -> None:
     assert parse_timestamp("1:5") == 1_000_000_005
     assert parse_timestamp("-1:500000000") == -1_500_000_000
