@@ -1,6 +1,7 @@
 """Background work: flow-delete-requests, collection of unused allocations, the recovery-window
-purge (and webhook delivery). Runs inside ``tamstore serve`` by default, or alone as
-``tamstore worker`` beside stateless API replicas; several workers share a PostgreSQL safely."""
+purge, webhook delivery, and (SQLite) checkpoints of the write-ahead log. Runs inside
+``tamstore serve`` by default, or alone as ``tamstore worker`` beside stateless API replicas;
+several workers share a PostgreSQL safely."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ log = logging.getLogger("tamstore.workers")
 HOUSEKEEPING_SECONDS = 60.0
 POLL_SECONDS = 0.5
 STOP_SECONDS = 10.0
+CHECKPOINT_SECONDS = 1.0
 
 
 class Workers:
@@ -44,6 +46,10 @@ class Workers:
                 self._every(self.housekeeping_seconds, self.housekeeping), name="tamstore-housekeeping"
             ),
         ]
+        if self.ctx.store.dialect == "sqlite":
+            self._tasks.append(
+                asyncio.create_task(self._every(CHECKPOINT_SECONDS, self.ctx.store.checkpoint), name="tamstore-wal")
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -1147,6 +1147,13 @@ class MetadataStore:
                     raise
                 raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
 
+    async def checkpoint(self) -> None:
+        """SQLite: copy the write-ahead log into the database file, in a thread of its own, so
+        that commits on the request path seldom do it themselves (only past
+        ``wal_autocheckpoint``). The background workers call this every second."""
+        if self.sync_engine is not None:
+            await asyncio.to_thread(_checkpoint, str(self.sync_engine.url.database))
+
     async def close(self) -> None:
         if self.sync_engine is not None:
             self.sync_engine.dispose()
@@ -1188,6 +1195,14 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
     return MetadataStore(engine)
 
 
+def _checkpoint(path: str) -> None:
+    conn = sqlite3.connect(path, timeout=1)
+    try:
+        conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    finally:
+        conn.close()
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves, below
     cur = dbapi_conn.cursor()
@@ -1195,6 +1210,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
+    # Commits checkpoint the log themselves only past 32 MB: the workers' checkpoint job does it
+    # off the request path (a 1,000-segment commit spent ~4 ms checkpointing).
+    cur.execute("PRAGMA wal_autocheckpoint=8000")
     cur.close()
 
 
