@@ -82,18 +82,9 @@ def connect(settings: Settings) -> Any:
 
 
 def create_database(server: str) -> str:
-    import asyncpg
+    from tests.pgcluster import create_database as create
 
-    async def run() -> str:
-        name = "bench_" + uuid.uuid4().hex[:10]
-        conn = await asyncpg.connect(server + "/postgres")
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return f"{server}/{name}"
-
-    return asyncio.run(run())
+    return asyncio.run(create(server, "bench_"))
 
 
 class SqliteFloor:
@@ -182,8 +173,8 @@ class PostgresFloor:
         async def batch(base: int) -> None:
             async with self.conn.transaction():
                 for kind, sql, args in batch_statements(flow_id, base, per_request):
-                    if kind == "fetch":
-                        await self.conn.fetch(_numbered(sql).replace("IN ($1)", "= ANY($1)"), list(args))
+                    if kind == "fetch":  # the SQLite statement's IN (?, ?, ...) as one array parameter
+                        await self.conn.fetch("SELECT * FROM objects WHERE id = ANY($1)", list(args))
                     else:
                         await self.conn.executemany(_numbered(sql), args)
 

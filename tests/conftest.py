@@ -23,7 +23,7 @@ import pytest
 
 from tamstore.config import Settings
 from tamstore.testing import SpecSchemas, app_client, find_spec_dir
-from tests.pgcluster import PgCluster, find_pg_bin
+from tests.pgcluster import PgCluster, create_database, find_pg_bin
 from tests.s3server import ACCESS_KEY as S3_ACCESS_KEY
 from tests.s3server import SECRET_KEY as S3_SECRET_KEY
 from tests.s3server import SeaweedS3, weed_binary
@@ -73,18 +73,6 @@ def pg_server() -> Iterator[str]:
         cluster.destroy()
 
 
-async def _create_database(server: str) -> str:
-    import asyncpg
-
-    name = "t_" + uuid.uuid4().hex[:12]
-    conn = await asyncpg.connect(server + "/postgres")
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return f"{server}/{name}"
-
-
 @pytest.fixture(scope="session")
 def s3_server() -> Iterator[SeaweedS3]:
     if weed_binary() is None:
@@ -108,7 +96,7 @@ def database_url(backends: str, request: pytest.FixtureRequest) -> str | None:
     if backends.split("+")[0] == "sqlite":
         return None
     server = request.getfixturevalue("pg_server")
-    return asyncio.run(_create_database(server))
+    return asyncio.run(create_database(server))
 
 
 @pytest.fixture

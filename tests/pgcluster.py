@@ -12,9 +12,23 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import uuid
 from pathlib import Path
 
 PG_BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), reverse=True)
+
+
+async def create_database(server: str, prefix: str = "t_") -> str:
+    """A new empty database on ``server`` (a URL without a database); returns its URL."""
+    import asyncpg
+
+    name = prefix + uuid.uuid4().hex[:12]
+    conn = await asyncpg.connect(server + "/postgres")
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return f"{server}/{name}"
 
 
 def find_pg_bin() -> Path | None:

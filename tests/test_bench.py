@@ -31,3 +31,21 @@ def test_bench_quick_runs_every_scenario() -> None:
         "analytics",
     ):
         assert expected in operations, expected
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+def test_bench_quick_runs_on_postgres(pg_server: str) -> None:
+    """The PostgreSQL floors have their own SQL: run the database scenarios there too."""
+    r = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--backend", "postgres", "--database-url", pg_server]
+        + ["--only", "pages,register,flows,delete"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    operations = " ".join(line for line in r.stdout.splitlines() if line.startswith("| "))
+    for expected in ("100-segment page", "its store query", "bulk registration", "GET /flows", "delete a flow"):
+        assert expected in operations, expected

@@ -19,9 +19,9 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.conftest import _create_database, _unavailable
+from tests.conftest import _unavailable
 from tests.live import LiveServer
-from tests.pgcluster import PgCluster, find_pg_bin
+from tests.pgcluster import PgCluster, create_database, find_pg_bin
 
 pytestmark = pytest.mark.postgres
 
@@ -39,7 +39,7 @@ def _flow_body(flow_id: str) -> dict[str, Any]:
 
 @pytest.mark.slow
 def test_concurrent_overlapping_posts_through_two_processes(tmp_path: Path, pg_server: str) -> None:
-    db = asyncio.run(_create_database(pg_server))
+    db = asyncio.run(create_database(pg_server))
     servers = [LiveServer(tmp_path / f"data{i}", db).start() for i in range(2)]
     flow_id = str(uuid.uuid4())
     try:
@@ -112,7 +112,7 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
     cluster.start()
     server = None
     try:
-        db = asyncio.run(_create_database(cluster.url))
+        db = asyncio.run(create_database(cluster.url))
         server = LiveServer(tmp_path / "data", db).start()
         flow_id = str(uuid.uuid4())
         with httpx.Client(base_url=server.url, timeout=30) as c:
