@@ -58,11 +58,12 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
 class Server:
     """``tamstore serve`` in a subprocess, as an operator would run it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, processes: int = 1) -> None:
         self.settings = settings
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir), "TAMSTORE_PORT": str(self.port)}
+        env["TAMSTORE_PROCESSES"] = str(processes)
         if settings.database_url:
             env["TAMSTORE_DATABASE_URL"] = settings.database_url
         self.proc = subprocess.Popen([sys.executable, "-m", "tamstore", "serve"], env=env, stdout=subprocess.DEVNULL)
@@ -161,21 +162,27 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                 )
             if shutil.which("wrk"):
                 flow_id, n, _ = flows[-1]
-                url = f"{server.url}/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
-                out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True).stdout
-                rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
+                path = f"/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
                 rows.append(
-                    (
-                        f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow",
-                        f"{float(rps):,.0f}/s",
-                        "",
-                        "",
-                    )
+                    (f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow", _wrk(server.url + path), "", "")
                 )
     finally:
         server.stop()
         raw.close()
+    if shutil.which("wrk"):
+        server = Server(settings, processes=2)
+        try:
+            rows.append(("  the same, `serve --processes 2`", _wrk(server.url + path), "", ""))
+        finally:
+            server.stop()
     return rows
+
+
+def _wrk(url: str) -> str:
+    """Requests/s at 32 connections for 10 s."""
+    out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True).stdout
+    rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
+    return f"{float(rps):,.0f}/s"
 
 
 def bench_registration(settings: Settings, requests: int, per_request: int) -> list[Row]:

@@ -7,8 +7,10 @@ This is the only module that chooses backends. The lifespan opens the metadata d
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -42,7 +44,7 @@ from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
 from tamstore.workers import Workers
 
-__all__ = ["create_app", "open_context"]
+__all__ = ["app_from_environment", "create_app", "open_context"]
 
 log = logging.getLogger("tamstore")
 
@@ -82,6 +84,19 @@ def load_auth(settings: Settings) -> AuthConfig:
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
     )
+
+
+PROCESS_SETTINGS_ENV = "TAMSTORE_PROCESS_SETTINGS"
+
+
+def app_from_environment() -> FastAPI:
+    """The app of each process of ``serve --processes N`` (a uvicorn factory): the parent
+    checked the settings and migrated the database, and hands the settings down as JSON."""
+    from tamstore.api.observability import configure_logging
+
+    settings = dataclasses.replace(Settings.from_json(os.environ[PROCESS_SETTINGS_ENV]), migrate=False)
+    configure_logging(settings.log_format)
+    return create_app(settings)
 
 
 def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:

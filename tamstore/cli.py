@@ -167,7 +167,7 @@ def serve(**values: Any) -> None:
     _check_port(settings.host, settings.port)
     import uvicorn
 
-    from tamstore.app import create_app, load_auth
+    from tamstore.app import PROCESS_SETTINGS_ENV, create_app, load_auth
 
     try:
         load_auth(settings)
@@ -180,13 +180,22 @@ def serve(**values: Any) -> None:
     configure_logging(settings.log_format)
     click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
     click.echo(f"data dir: {settings.data_dir.resolve()}  (API docs at /docs)")
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        proxy_headers=True,
-    )
+    server: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": "warning",
+        "proxy_headers": True,
+    }
+    if settings.processes == 1:
+        uvicorn.run(create_app(settings), **server)
+        return
+    # Several processes on one port: migrate once here, before they start, and hand them the
+    # settings; each runs the app (and its background workers, which share work by leases).
+    if settings.migrate:
+        _upgrade(settings)
+    os.environ[PROCESS_SETTINGS_ENV] = settings.to_json()
+    click.echo(f"{settings.processes} server processes")
+    uvicorn.run("tamstore.app:app_from_environment", factory=True, workers=settings.processes, **server)
 
 
 @main.group()
@@ -200,7 +209,11 @@ def db_upgrade(**values: Any) -> None:
     """Apply schema migrations now (serve also does this on start)."""
     settings = _build_settings(values)
     _check_data_dir(settings.data_dir)
+    _upgrade(settings)
+    click.echo("database schema is up to date")
 
+
+def _upgrade(settings: Settings) -> None:
     from tamstore.store.metadata.sql import open_metadata_store
     from tamstore.store.migrate import upgrade
 
@@ -215,7 +228,6 @@ def db_upgrade(**values: Any) -> None:
         asyncio.run(run())
     except OSError as exc:
         _fail(f"cannot reach the database: {exc}")
-    click.echo("database schema is up to date")
 
 
 def _with_context(settings: Settings, job: Any) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,10 @@ class Settings:
     )
     delete_request_retention: int = field(
         default=86400, metadata={"help": "Seconds a finished flow-delete-request stays listed."}
+    )
+    processes: int = field(
+        default=1,
+        metadata={"help": "HTTP server processes sharing the port, one per core to use (uvicorn workers)."},
     )
     workers: bool = field(
         default=True,
@@ -154,6 +159,7 @@ class Settings:
             "max_page_limit",
             "max_storage_limit",
             "db_pool_size",
+            "processes",
             "worker_lease",
             "webhook_timeout",
             "webhook_max_attempts",
@@ -161,6 +167,19 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+
+    def to_json(self) -> str:
+        """The settings as JSON, for another process (``serve --processes``)."""
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in values.items()})
+
+    @classmethod
+    def from_json(cls, text: str) -> Settings:
+        values = json.loads(text)
+        for f in fields(cls):
+            if str(f.type).startswith("Path") and values.get(f.name) is not None:
+                values[f.name] = Path(values[f.name])
+        return cls(**values)
 
 
 SETTINGS: list[dict[str, Any]] = [
