@@ -1199,6 +1199,9 @@ def _checkpoint(path: str) -> None:
     conn = sqlite3.connect(path, timeout=1)
     try:
         conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+    except sqlite3.OperationalError as exc:
+        if exc.sqlite_errorcode not in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            raise  # busy: another process (serve --processes, tamstore worker) is checkpointing
     finally:
         conn.close()
 
