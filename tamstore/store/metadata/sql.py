@@ -89,11 +89,11 @@ def _span_overlaps(lo: int | None, hi: int | None) -> Any:
     return and_(*clauses)
 
 
-_INTEGRITY_ERRORS = {"IntegrityError"}
-
-
 def _is_integrity_error(exc: BaseException) -> bool:
-    """sqlite3's IntegrityError, or any of asyncpg's integrity violations (class 23 SQLSTATE)."""
+    """sqlite3's IntegrityError, or any of asyncpg's integrity violations (SQLSTATE class 23),
+    as they come from the raw drivers."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
     return str(getattr(exc, "sqlstate", "") or "").startswith("23")
 
 
@@ -153,7 +153,7 @@ class Tx:
                 raw = await self.conn.get_raw_connection()
                 await raw.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
         except Exception as exc:
-            if type(exc).__name__ in _INTEGRITY_ERRORS or _is_integrity_error(exc):
+            if _is_integrity_error(exc):
                 raise IntegrityError(sql, None, exc) from exc
             raise
 

@@ -1,0 +1,37 @@
+"""Batch writes go through the drivers' executemany; the database's own guards still answer
+as the store's errors."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tamstore.domain.errors import Conflict
+from tests.conftest import add_segments, put_flow
+
+NS = 1_000_000_000
+
+
+async def test_a_segment_the_database_refuses_is_a_conflict_and_nothing_is_written(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    oids = await add_segments(client, flow["id"], [0, 1])
+    store = client._transport.app.state.ctx.store  # type: ignore[attr-defined]
+    row = {
+        "flow_id": flow["id"],
+        "ts_start": 5 * NS,
+        "ts_end": 6 * NS,
+        "timerange": "[5:0_6:0)",
+        "object_id": oids[0],
+        "ts_offset": 0,
+        "last_duration": None,
+        "object_timerange": None,
+        "key_frame_count": None,
+        "sample_offset": None,
+        "sample_count": None,
+    }
+    clash = {**row, "ts_start": 1 * NS, "ts_end": 2 * NS, "timerange": "[1:0_2:0)"}  # the key of segment 1
+    with pytest.raises(Conflict):
+        async with store.write() as tx:
+            await tx.insert_segments([row, clash])
+    page = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert [s["timerange"] for s in page] == ["[0:0_1:0)", "[1:0_2:0)"]
