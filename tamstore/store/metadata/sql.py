@@ -2,9 +2,12 @@
 
 ``MetadataStore.read()`` and ``.write()`` open a transaction and hand out a ``Tx`` whose methods
 speak in rows and domain values. Everything one API operation does happens in one ``Tx``, so an
-operation is all-or-nothing. On SQLite, writers are serialised by an asyncio lock and
-``BEGIN IMMEDIATE`` so that readers (WAL) never wait for them and writers never see SQLITE_BUSY.
-Every query here is a keyed lookup or an indexed range scan bounded by a page size.
+operation is all-or-nothing. On SQLite, statements run on the sqlite3 driver in the event loop's
+thread (``_InlineConnection``); writers are serialised by an asyncio lock and ``BEGIN IMMEDIATE``
+(taken without blocking the loop) so that readers (WAL) never wait for them and writers never see
+SQLITE_BUSY. PostgreSQL goes through asyncpg. Every query here is a keyed lookup or an indexed
+range scan bounded by a page size; the hottest ones (the segment page, batch writes) run as SQL
+text on the driver, see ``segment_page.py`` and ``Tx._executemany``.
 """
 
 from __future__ import annotations
