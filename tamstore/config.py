@@ -120,7 +120,8 @@ class Settings:
         metadata={"help": "Apply database migrations on start (--no-migrate: run `tamstore db upgrade`)."},
     )
     db_pool_size: int = field(
-        default=10, metadata={"help": "PostgreSQL connections per process (as many again on bursts)."}
+        default=10,
+        metadata={"help": "PostgreSQL connections per process for reads; writes get half as many (+50% in bursts)."},
     )
     service_name: str = field(default="tamstore", metadata={"help": "Default service name."})
 
