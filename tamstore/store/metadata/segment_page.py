@@ -4,7 +4,7 @@ A 100-segment page through SQLAlchemy Core spent more time building Row objects 
 their attributes than SQLite spent answering (see docs/performance.md). Here the same query is
 written once as SQL, run on the sqlite3 or asyncpg connection underneath, and its rows come back
 as plain named tuples. ``tests/store/test_segment_page.py`` checks it returns exactly what the
-SQLAlchemy form of the query (``reference_statement``) returns.
+same query built with SQLAlchemy from the store's own ``segment_range_clause`` returns.
 
 The query: one page of a Flow's segments overlapping ``[lo, hi)`` in time order (keyset on
 ``ts_start``), each with its Object's init Object id, then each segment's Object instances joined
@@ -16,13 +16,9 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
-from sqlalchemy import bindparam, select
-
-from tamstore.store.metadata import tables as t
-
-__all__ = ["SegmentRow", "Shape", "reference_statement", "sql_for"]
+__all__ = ["SegmentRow", "Shape", "sql_for"]
 
 
 class SegmentRow(NamedTuple):
@@ -93,37 +89,3 @@ def sql_for(shape: Shape, dialect: str) -> tuple[str, tuple[str, ...]]:
         return f"${names.index(match.group(1)) + 1}"
 
     return re.sub(r":(\w+)", number, sql), tuple(names)
-
-
-@functools.cache
-def reference_statement(shape: Shape) -> Any:
-    """The same query in SQLAlchemy Core: used where no raw driver is at hand (aiosqlite inside
-    a write transaction) and as the reference the SQL text is tested against."""
-    s, o, i = t.segments, t.objects, t.object_instances
-    inner = (
-        select(*[s.c[name] for name in SegmentRow._fields[:-1]], o.c.init_object_id)
-        .select_from(s.join(o, o.c.id == s.c.object_id))
-        .where(s.c.flow_id == bindparam("flow_id"))
-    )
-    if shape.lo:
-        first = (
-            select(s.c.ts_start)
-            .where(s.c.flow_id == bindparam("flow_id"), s.c.ts_end > bindparam("lo"))
-            .order_by(s.c.ts_end)
-            .limit(1)
-            .scalar_subquery()
-        )
-        inner = inner.where(s.c.ts_start >= first)
-    if shape.hi:
-        inner = inner.where(s.c.ts_start < bindparam("hi"))
-    if shape.object_id:
-        inner = inner.where(s.c.object_id == bindparam("object_id"))
-    if shape.after:
-        inner = inner.where(s.c.ts_start < bindparam("after") if shape.reverse else s.c.ts_start > bindparam("after"))
-    order = s.c.ts_start.desc() if shape.reverse else s.c.ts_start.asc()
-    page = inner.order_by(order).limit(bindparam("limit")).cte("page")
-    return (
-        select(page, i.c.storage_id, i.c.url, i.c.label, i.c.controlled)
-        .select_from(page.outerjoin(i, i.c.object_id == page.c.object_id))
-        .order_by(page.c.ts_start.desc() if shape.reverse else page.c.ts_start.asc(), i.c.id)
-    )

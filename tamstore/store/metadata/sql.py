@@ -53,9 +53,9 @@ from sqlalchemy.pool import QueuePool
 from tamstore.domain.errors import Conflict, Unavailable
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
-from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, reference_statement, sql_for
+from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
 
-__all__ = ["Instance", "MetadataStore", "TagFilter", "Tx", "open_metadata_store"]
+__all__ = ["Instance", "MetadataStore", "TagFilter", "Tx", "open_metadata_store", "segment_range_clause"]
 
 USAGE_SHARDS = 8
 
@@ -128,6 +128,21 @@ _INSTANCES = (
 )
 
 
+def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
+    """A Flow's segments overlapping ``[lo, hi)`` (None: unbounded), as an indexed range scan.
+    Segments never overlap, so every one overlapping a range starting at ``lo`` starts at or after
+    the start of the first segment that ends after ``lo``: the scan begins there, never at the
+    start of the Flow. (Values or bind parameters.)"""
+    s = t.segments
+    clauses: list[Any] = [s.c.flow_id == flow_id]
+    if lo is not None:
+        first = select(s.c.ts_start).where(s.c.flow_id == flow_id, s.c.ts_end > lo).order_by(s.c.ts_end).limit(1)
+        clauses.append(s.c.ts_start >= first.scalar_subquery())
+    if hi is not None:
+        clauses.append(s.c.ts_start < hi)
+    return and_(*clauses)
+
+
 class Tx:
     """One transaction on the metadata store."""
 
@@ -135,10 +150,7 @@ class Tx:
         self.conn = conn
         self.wrote_events = False
 
-    async def _all(self, stmt: Any) -> Sequence[Any]:
-        return (await self.conn.execute(stmt)).all()
-
-    async def _all_with(self, stmt: Any, params: dict[str, Any]) -> Sequence[Any]:
+    async def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return (await self.conn.execute(stmt, params)).all()
 
     async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
@@ -147,14 +159,11 @@ class Tx:
         more than the database's work (docs/performance.md). Integrity errors come out as
         SQLAlchemy's ``IntegrityError``, as from any other statement."""
         try:
-            if isinstance(self.conn, _InlineConnection):
+            if isinstance(self.conn, _InlineConnection):  # SQLite
                 self.conn.driver().executemany(sql, rows)
-            elif self.conn.dialect.name == "postgresql":
+            else:  # PostgreSQL
                 raw = await self.conn.get_raw_connection()
                 await raw.driver_connection.executemany(_numbered(sql), rows)  # type: ignore[union-attr]
-            else:
-                raw = await self.conn.get_raw_connection()
-                await raw.driver_connection.executemany(sql, rows)  # type: ignore[union-attr]
         except Exception as exc:
             if _is_integrity_error(exc):
                 raise IntegrityError(sql, None, exc) from exc
@@ -457,7 +466,7 @@ class Tx:
         ids = list(set(object_ids))
         if not ids:
             return {}
-        return {r.id: r for r in await self._all_with(_OBJECTS, {"ids": ids})}
+        return {r.id: r for r in await self._all(_OBJECTS, {"ids": ids})}
 
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
         if rows:
@@ -484,7 +493,7 @@ class Tx:
         out: dict[str, list[Any]] = {i: [] for i in ids}
         if not ids:
             return out
-        for r in await self._all_with(_INSTANCES, {"ids": ids}):
+        for r in await self._all(_INSTANCES, {"ids": ids}):
             out[r.object_id].append(r)
         return out
 
@@ -574,27 +583,6 @@ class Tx:
 
     # -- segments -----------------------------------------------------------------------------
 
-    def _overlap_lower_bound(self, flow_id: str, lo: int) -> Any:
-        """Start of the first segment that ends after ``lo``: segments never overlap, so every
-        segment that overlaps a query starting at ``lo`` starts at or after it."""
-        s = t.segments
-        return (
-            select(s.c.ts_start)
-            .where(s.c.flow_id == flow_id, s.c.ts_end > lo)
-            .order_by(s.c.ts_end)
-            .limit(1)
-            .scalar_subquery()
-        )
-
-    def _segment_range_clause(self, flow_id: str, lo: int | None, hi: int | None) -> Any:
-        s = t.segments
-        clauses: list[Any] = [s.c.flow_id == flow_id]
-        if lo is not None:
-            clauses.append(s.c.ts_start >= self._overlap_lower_bound(flow_id, lo))
-        if hi is not None:
-            clauses.append(s.c.ts_start < hi)
-        return and_(*clauses)
-
     async def list_segments(
         self,
         flow_id: str,
@@ -637,20 +625,18 @@ class Tx:
     async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
         """The page query's rows as tuples, straight from the driver where there is one."""
         conn = self.conn
-        if isinstance(conn, _InlineConnection):
+        if isinstance(conn, _InlineConnection):  # SQLite
             sql, _ = sql_for(shape, "sqlite")
             return conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
-        if conn.dialect.name == "postgresql":
-            sql, names = sql_for(shape, "postgresql")
-            raw = await conn.get_raw_connection()
-            return await raw.driver_connection.fetch(sql, *[params[n] for n in names])  # type: ignore[no-any-return, union-attr]
-        return (await conn.execute(reference_statement(shape), params)).all()
+        sql, names = sql_for(shape, "postgresql")
+        raw = await conn.get_raw_connection()
+        return await raw.driver_connection.fetch(sql, *[params[n] for n in names])  # type: ignore[no-any-return, union-attr]
 
     async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
         s = t.segments
         rows = await self._all(
-            select(s.c.ts_start, s.c.ts_end).where(self._segment_range_clause(flow_id, lo, hi)).order_by(s.c.ts_start)
+            select(s.c.ts_start, s.c.ts_end).where(segment_range_clause(flow_id, lo, hi)).order_by(s.c.ts_start)
         )
         return [(r.ts_start, r.ts_end) for r in rows]
 
@@ -666,7 +652,7 @@ class Tx:
     async def segment_extent(self, flow_id: str, lo: int | None = None, hi: int | None = None) -> Any:
         """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
         s = t.segments
-        where = self._segment_range_clause(flow_id, lo, hi)
+        where = segment_range_clause(flow_id, lo, hi)
         first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
         if first is None:
             return None
@@ -689,7 +675,7 @@ class Tx:
         """Segments wholly inside ``[lo, hi)`` (optionally of one Object), in time order."""
         s = t.segments
         stmt = select(s.c.ts_start, s.c.ts_end, s.c.object_id, s.c.timerange).where(
-            self._segment_range_clause(flow_id, lo, hi)
+            segment_range_clause(flow_id, lo, hi)
         )
         if lo is not None:
             stmt = stmt.where(s.c.ts_start >= lo)
@@ -1035,7 +1021,7 @@ class Tx:
         length = s.c.ts_end - s.c.ts_start
         return await self._one(
             select(func.count(), func.coalesce(func.sum(length), 0), func.min(length), func.max(length)).where(
-                self._segment_range_clause(flow_id, lo, hi)
+                segment_range_clause(flow_id, lo, hi)
             )
         )
 
@@ -1043,7 +1029,7 @@ class Tx:
         s = t.segments
         rows = await self._all(
             select(s.c.ts_start, s.c.ts_end)
-            .where(self._segment_range_clause(flow_id, lo, hi))
+            .where(segment_range_clause(flow_id, lo, hi))
             .order_by(s.c.ts_start)
             .limit(limit)
         )
@@ -1141,11 +1127,9 @@ class MetadataStore:
                             tx = Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
                             yield tx
                 else:
-                    async with self.engine.connect() as conn:
-                        conn = await conn.execution_options(tamstore_write=True)
-                        async with conn.begin():
-                            tx = Tx(conn)
-                            yield tx
+                    async with self.engine.connect() as conn, conn.begin():
+                        tx = Tx(conn)
+                        yield tx
                 if tx.wrote_events:
                     self.events_written.set()
             except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
@@ -1196,12 +1180,11 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
             max_overflow=-1,
             # A Connection rolls back its own transaction when closed; no second reset.
             pool_reset_on_return=None,
-            connect_args={"check_same_thread": False, "timeout": 5},
+            connect_args={"check_same_thread": False},
         )
         for each in (engine.sync_engine, sync_engine):
             event.listen(each, "connect", _sqlite_pragmas)
-        event.listen(engine.sync_engine, "begin", _sqlite_begin)
-        event.listen(sync_engine, "begin", _sqlite_begin_on_driver)
+            event.listen(each, "begin", _sqlite_begin)
         return MetadataStore(engine, sync_engine)
     # PostgreSQL: writes on one pool; reads on another whose connections are in autocommit for
     # good. Under READ COMMITTED each statement takes its own snapshot even inside a transaction,
@@ -1244,16 +1227,12 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(conn: Any) -> None:
-    # Writers take the database write lock up front (BEGIN IMMEDIATE), so that two processes
-    # wait for each other instead of failing on a lock upgrade.
-    options = conn.get_execution_options()
-    if not options.get("tamstore_begun"):
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if options.get("tamstore_write") else "BEGIN")
-
-
-def _sqlite_begin_on_driver(conn: Any) -> None:
-    """``_sqlite_begin`` for the sqlite3 engine, straight on the driver: it runs for every
-    transaction, and SQLAlchemy's statement machinery cost more than the BEGIN."""
-    options = conn.get_execution_options()
-    if not options.get("tamstore_begun"):
-        conn.connection.driver_connection.execute("BEGIN IMMEDIATE" if options.get("tamstore_write") else "BEGIN")
+    """BEGIN for the transactions SQLAlchemy opens (reads; migrations on the aiosqlite engine).
+    Store writes open theirs with ``_begin_immediate`` and mark the connection ``tamstore_begun``."""
+    if conn.get_execution_options().get("tamstore_begun"):
+        return
+    driver = conn.connection.driver_connection
+    if isinstance(driver, sqlite3.Connection):
+        driver.execute("BEGIN")  # straight on the driver: it runs for every read transaction
+    else:
+        conn.exec_driver_sql("BEGIN")
