@@ -146,6 +146,18 @@ def video_flow(flow_id: str | None = None, source_id: str | None = None, **extra
     return body
 
 
+def audio_flow(flow_id: str | None = None, source_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "id": flow_id or new_id(),
+        "source_id": source_id or new_id(),
+        "format": "urn:x-nmos:format:audio",
+        "codec": "audio/aac",
+        "essence_parameters": {"sample_rate": 48000, "channels": 2},
+    }
+    body.update(extra)
+    return body
+
+
 async def put_flow(client: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:
     body = video_flow(**kwargs)
     r = await client.put(f"/flows/{body['id']}", json=body)

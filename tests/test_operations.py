@@ -12,25 +12,16 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tamstore.config import Settings
 from tamstore.testing import app_client
-from tests.conftest import add_segments, allocate, media_request, new_id, put_flow
+from tests.conftest import add_segments, allocate, audio_flow, media_request, new_id, put_flow
 from tests.live import LiveServer
 
 
 async def test_analytics_on_a_known_store(client: httpx.AsyncClient) -> None:
     a = await put_flow(client)
     b = await put_flow(client, source_id=a["source_id"])
-    audio_id = new_id()
-    await client.put(
-        f"/flows/{audio_id}",
-        json={
-            "id": audio_id,
-            "source_id": new_id(),
-            "format": "urn:x-nmos:format:audio",
-            "codec": "audio/aac",
-            "container": "audio/aac",
-            "essence_parameters": {"sample_rate": 48000, "channels": 2},
-        },
-    )
+    audio = audio_flow(container="audio/aac")
+    audio_id = audio["id"]
+    assert (await client.put(f"/flows/{audio_id}", json=audio)).status_code == 201
     objs = await allocate(client, a["id"], 2)
     for o in objs:
         assert (await media_request(client, "PUT", o["put_url"]["url"], content=b"x" * 1000)).status_code == 200

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from tamstore.testing import SpecSchemas
-from tests.conftest import add_segments, new_id, put_flow, video_flow
+from tests.conftest import add_segments, audio_flow, new_id, put_flow, video_flow
 
 
 async def test_put_creates_with_201_and_replaces_with_204(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
@@ -36,13 +36,7 @@ async def test_flow_creates_its_source(client: httpx.AsyncClient, schemas: SpecS
 
 async def test_format_clash_with_source_is_400(client: httpx.AsyncClient) -> None:
     flow = await put_flow(client)
-    audio = {
-        "id": new_id(),
-        "source_id": flow["source_id"],
-        "format": "urn:x-nmos:format:audio",
-        "codec": "audio/aac",
-        "essence_parameters": {"sample_rate": 48000, "channels": 2},
-    }
+    audio = audio_flow(source_id=flow["source_id"])
     assert (await client.put(f"/flows/{audio['id']}", json=audio)).status_code == 400
 
 
@@ -138,17 +132,9 @@ async def test_spec_example_flows_round_trip(client: httpx.AsyncClient, schemas:
 async def test_listing_filters(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     a = await put_flow(client, label="alpha", tags={"genre": ["news", "sport"]})
     b = await put_flow(client, label="beta", tags={"genre": "drama"}, status="ingesting")
-    audio_id = new_id()
-    await client.put(
-        f"/flows/{audio_id}",
-        json={
-            "id": audio_id,
-            "source_id": new_id(),
-            "format": "urn:x-nmos:format:audio",
-            "codec": "audio/aac",
-            "essence_parameters": {"sample_rate": 48000, "channels": 2},
-        },
-    )
+    audio = audio_flow()
+    audio_id = audio["id"]
+    assert (await client.put(f"/flows/{audio_id}", json=audio)).status_code == 201
 
     async def ids(query: str) -> set[str]:
         r = await client.get(f"/flows?{query}")
