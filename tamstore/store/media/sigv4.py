@@ -15,6 +15,8 @@ import time
 from datetime import UTC, datetime
 from urllib.parse import quote, urlsplit
 
+from tamstore.keys import HmacSha256
+
 __all__ = ["Presigner"]
 
 _UNRESERVED = "-_.~"
@@ -52,15 +54,16 @@ class Presigner:
         self.secret_key = secret_key
         self.session_token = session_token
         self._key_day = ""
-        self._key = b""
+        self._signer = HmacSha256(b"")
 
-    def _signing_key(self, day: str) -> bytes:
+    def _day_signer(self, day: str) -> HmacSha256:
+        """The HMAC of the day's signing key, keyed states computed once a day."""
         if day != self._key_day:
             k = hmac.new(("AWS4" + self.secret_key).encode(), day.encode(), hashlib.sha256).digest()
             for part in (self.region, "s3", "aws4_request"):
                 k = hmac.new(k, part.encode(), hashlib.sha256).digest()
-            self._key, self._key_day = k, day
-        return self._key
+            self._signer, self._key_day = HmacSha256(k), day
+        return self._signer
 
     def presign(self, method: str, key: str, expires: int, *, now: float | None = None) -> str:
         """A URL for ``method`` on object ``key``, valid ``expires`` seconds from ``now``."""
@@ -81,5 +84,5 @@ class Presigner:
         query = "&".join(f"{_enc(k)}={_enc(v)}" for k, v in sorted(params.items()))
         canonical = f"{method}\n{path}\n{query}\nhost:{self.host}\n\nhost\nUNSIGNED-PAYLOAD"
         to_sign = "\n".join(("AWS4-HMAC-SHA256", amz_date, scope, hashlib.sha256(canonical.encode()).hexdigest()))
-        signature = hmac.new(self._signing_key(day), to_sign.encode(), hashlib.sha256).hexdigest()
+        signature = self._day_signer(day).hexdigest(to_sign.encode())
         return f"{self.scheme}://{self.host}{path}?{query}&X-Amz-Signature={signature}"
