@@ -405,14 +405,14 @@ def bench_presign(count: int) -> list[Row]:
     ]
 
 
-def bench_presigned_pages(reps: int) -> list[Row]:
+def bench_presigned_pages(scratch: Path, reps: int) -> list[Row]:
     """A 100-segment page with and without presigned S3 URLs (SeaweedFS started here)."""
     from tamstore.store.media.backends import open_backends
     from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
 
     s3 = SeaweedS3().start()
     os.environ.update(AWS_ACCESS_KEY_ID=ACCESS_KEY, AWS_SECRET_ACCESS_KEY=SECRET_KEY, AWS_REGION="us-east-1")
-    data = Path(tempfile.mkdtemp(prefix="tamstore-bench-"))
+    data = Path(tempfile.mkdtemp(dir=scratch))
     settings = Settings(data_dir=data, s3_bucket=s3.new_bucket(), s3_endpoint_url=s3.endpoint)
     [backend_id] = open_backends(settings)
     flow_id = str(uuid.uuid4())
@@ -563,10 +563,13 @@ def main(argv: list[str] | None = None) -> int:
         cluster.start()
         args.database_url = cluster.url
     rows: list[Row] = []
+    # Every store the run builds lives under one directory, removed at the end: a 10M-segment
+    # store is ~10 GB, and a few forgotten runs fill a disk.
+    scratch = Path(tempfile.mkdtemp(prefix="tamstore-bench-"))
     try:
 
         def fresh() -> Settings:
-            data = Path(tempfile.mkdtemp(prefix="tamstore-bench-"))
+            data = Path(tempfile.mkdtemp(dir=scratch))
             url = floor.create_database(args.database_url) if args.backend == "postgres" else None
             return Settings(data_dir=data, database_url=url)
 
@@ -577,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
             ("media", lambda: bench_media(fresh(), args.media_mib)),
             ("delete", lambda: bench_delete(fresh(), args.delete)),
             ("presign", lambda: bench_presign(2000 if args.quick else 100_000)),
-            ("s3pages", lambda: bench_presigned_pages(args.reps)),
+            ("s3pages", lambda: bench_presigned_pages(scratch, args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
         ]:
@@ -585,6 +588,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows += run()
                 print(f"# {name} done", file=sys.stderr, flush=True)
     finally:
+        shutil.rmtree(scratch, ignore_errors=True)
         if cluster is not None:
             cluster.destroy()
     print(
