@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 from tamstore import spec
 from tamstore.domain.errors import BadRequest
+from tamstore.domain.ids import time_ordered_uuid
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 
@@ -36,7 +36,7 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
         limit = body.get("limit", ctx.settings.default_page_limit)
         if limit < 1:
             raise BadRequest("limit must be at least 1")
-        object_ids = [str(uuid.uuid4()) for _ in range(min(limit, ctx.settings.max_storage_limit))]
+        object_ids = [str(time_ordered_uuid()) for _ in range(min(limit, ctx.settings.max_storage_limit))]
     async with ctx.store.write() as tx:
         flow = await writable_flow(tx, flow_id)
         if not flow.container:
