@@ -14,7 +14,7 @@ Standard library only: this module has no framework imports.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["InvalidTimeRange", "TimeRange", "format_timestamp", "parse_timestamp"]
 
@@ -67,6 +67,8 @@ class TimeRange:
     end: int | None
     start_exclusive: bool = False
     end_inclusive: bool = False
+    # The rendering, kept once known: a segment batch renders each range more than once.
+    _text: str | None = field(default=None, init=False, repr=False, compare=False)
 
     # -- construction -------------------------------------------------------------------------
 
@@ -124,7 +126,20 @@ class TimeRange:
                 return _NEVER
             return cls.instant(start)
         end = None if e_secs is None else _ns(e_sign, e_secs, e_nanos)
-        return cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
+        tr = cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
+        if (
+            open_mark == "["
+            and close_mark == ")"
+            and start is not None
+            and end is not None
+            and start < end
+            and not (s_sign and start == 0)
+            and not (e_sign and end == 0)
+        ):
+            # The usual segment form: bounded, ``[a_b)``, no "-0:0" (and the grammar allows no
+            # leading zeros) is written exactly as it renders; keep the text.
+            object.__setattr__(tr, "_text", text)
+        return tr
 
     # -- properties ---------------------------------------------------------------------------
 
@@ -205,6 +220,13 @@ class TimeRange:
 
     def to_str(self) -> str:
         """Canonical rendering: ``()``, ``_``, ``[ts]`` or markers on bounded sides only."""
+        text = self._text
+        if text is None:
+            text = self._render()
+            object.__setattr__(self, "_text", text)
+        return text
+
+    def _render(self) -> str:
         if self.is_empty():
             return "()"
         if self.is_instant() and self.end_inclusive and not self.start_exclusive:

@@ -142,6 +142,20 @@ def test_rendering_round_trips_and_matches_the_spec_regex(tr: TimeRange) -> None
     assert TimeRange.from_str(text) == tr
 
 
+@given(st.from_regex(SPEC_RE.pattern.replace("$", r"\Z"), fullmatch=True))
+def test_a_parsed_range_renders_as_if_rendered_afresh(text: str) -> None:
+    """from_str keeps the text of an already-canonical range instead of rendering it again;
+    whatever was written, what comes out is what a fresh rendering of the value gives."""
+    tr = TimeRange.from_str(text)
+    assert tr.to_str() == tr._render()
+
+
+def test_a_segment_range_keeps_its_text_and_others_are_rendered() -> None:
+    assert TimeRange.from_str("[10:0_11:0)")._text == "[10:0_11:0)"  # kept, as written
+    assert TimeRange.from_str("[-0:0_1:0)").to_str() == "[0:0_1:0)"
+    assert TimeRange.from_str("[1:0_)").to_str() == "[1:0_"
+
+
 @given(timeranges(), timeranges())
 def test_overlap_is_non_empty_intersection(a: TimeRange, b: TimeRange) -> None:
     assert a.overlaps(b) == (not a.intersect(b).is_empty())
