@@ -226,13 +226,13 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
         obj.registered = True
         obj.timerange = seg.object_timerange or seg.on_object_timeline()
         obj.init_object_id = seg.init_object_id
-        obj.changes.update(
-            registered=True,
-            first_referenced_by_flow=flow.id,
-            timerange=obj.timerange.to_str(),
-            key_frame_count=seg.key_frame_count,
-            init_object_id=seg.init_object_id,
-        )
+        changes = obj.changes
+        changes.update(registered=True, first_referenced_by_flow=flow.id, timerange=obj.timerange.to_str())
+        # Unset properties stay as allocated (NULL): not writing them spares their indexes.
+        if seg.key_frame_count is not None:
+            changes["key_frame_count"] = seg.key_frame_count
+        if seg.init_object_id is not None:
+            changes["init_object_id"] = seg.init_object_id
     for u in seg.get_urls or []:
         obj.new_instances.append({"url": u["url"], "label": u["label"], "controlled": False})
     if seg.init_object_id is not None:
@@ -243,15 +243,20 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
             init.changes.update(registered=True, is_init=True, first_referenced_by_flow=flow.id)
 
 
+_UNSET_PROPERTIES = {"key_frame_count": None, "init_object_id": None}
+
+
 async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
-    new_rows, updates, instances = [], [], []
+    new_rows, instances = [], []
+    updates: list[tuple[str, dict[str, Any]]] = []
     usage: dict[str, tuple[int, int]] = {}
     now = now_us()
     for oid, st in states.items():
         if st.row is None and st.registered:
-            new_rows.append({"id": oid, "allocated_at": now, **st.changes})
+            # (one insert for all: every row names the same columns)
+            new_rows.append({"id": oid, "allocated_at": now, **_UNSET_PROPERTIES, **st.changes})
         elif st.changes:
-            updates.append({"id": oid, **st.changes})
+            updates.append((oid, st.changes))
             if st.changes.get("registered") and st.row.storage_id:  # first use: now it counts
                 objects, size = usage.get(st.row.storage_id, (0, 0))
                 usage[st.row.storage_id] = (objects + 1, size + (st.row.size or 0))

@@ -240,6 +240,33 @@ async def test_external_objects_with_get_urls(client: httpx.AsyncClient) -> None
     assert (await client.get("/objects/ext%2F1")).json()["id"] == "ext/1"
 
 
+async def test_a_batch_mixing_objects_with_and_without_properties(client: httpx.AsyncClient) -> None:
+    """Allocated and external Objects, some with key_frame_count and some without, in one
+    batch: each records exactly what its first segment said."""
+    flow = await put_flow(client)
+    a, b = await allocate(client, flow["id"], 2)
+    batch = [
+        {"object_id": a["object_id"], "timerange": "[0:0_1:0)", "key_frame_count": 2},
+        {"object_id": b["object_id"], "timerange": "[1:0_2:0)"},
+        {
+            "object_id": "ext/kf",
+            "timerange": "[2:0_3:0)",
+            "key_frame_count": 3,
+            "get_urls": [{"url": "u1", "label": "x"}],
+        },
+        {"object_id": "ext/plain", "timerange": "[3:0_4:0)", "get_urls": [{"url": "u2", "label": "x"}]},
+    ]
+    r = await client.post(f"/flows/{flow['id']}/segments", json=batch)
+    assert r.status_code == 201, r.text
+    docs = {
+        oid: (await client.get(f"/objects/{oid.replace('/', '%2F')}")).json() for oid in [s["object_id"] for s in batch]
+    }
+    assert [docs[s["object_id"]].get("key_frame_count") for s in batch] == [2, None, 3, None]
+    assert [docs[s["object_id"]]["timerange"] for s in batch] == [s["timerange"] for s in batch]
+    segs = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert [s.get("key_frame_count") for s in segs] == [2, None, 3, None]
+
+
 async def test_init_segments(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     flow = video_flow(container="video/mp4")
     flow["essence_parameters"]["init_segments"] = True

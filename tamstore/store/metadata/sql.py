@@ -120,7 +120,10 @@ _INSERT_SEGMENT = (
     f"INSERT INTO segments ({', '.join(_SEGMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_SEGMENT_COLUMNS))})"
 )
 _segment_values = operator.itemgetter(*_SEGMENT_COLUMNS)  # a segment row dict -> its values in column order
-_OBJECTS = select(t.objects).where(t.objects.c.id.in_(bindparam("ids", expanding=True)))
+# An Object row as ``get_objects`` returns it: every column, by name.
+ObjectRow = NamedTuple("ObjectRow", [(c.name, Any) for c in t.objects.columns])  # type: ignore[misc]
+_OBJECT_SELECT = ", ".join(ObjectRow._fields)
+_IN_CHUNK = 10_000  # ids per IN list: well under SQLite's 32,766 bound parameters
 _INSTANCES = (
     select(t.object_instances)
     .where(t.object_instances.c.object_id.in_(bindparam("ids", expanding=True)))
@@ -462,11 +465,25 @@ class Tx:
     async def get_object(self, object_id: str) -> Any:
         return await self._one(select(t.objects).where(t.objects.c.id == object_id))
 
-    async def get_objects(self, object_ids: Iterable[str]) -> dict[str, Any]:
+    async def get_objects(self, object_ids: Iterable[str]) -> dict[str, ObjectRow]:
+        """The Objects with these ids that exist, by id. Read on the driver: a segment batch
+        reads a thousand at once, and SQLAlchemy's expanding IN and Row objects cost more than
+        the lookups."""
         ids = list(set(object_ids))
-        if not ids:
-            return {}
-        return {r.id: r for r in await self._all(_OBJECTS, {"ids": ids})}
+        out: dict[str, ObjectRow] = {}
+        conn = self.conn
+        for at in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[at : at + _IN_CHUNK]
+            if isinstance(conn, _InlineConnection):  # SQLite
+                sql = f"SELECT {_OBJECT_SELECT} FROM objects WHERE id IN ({', '.join('?' * len(chunk))})"
+                rows = conn.driver().execute(sql, chunk).fetchall()
+            else:
+                raw = await conn.get_raw_connection()
+                sql = f"SELECT {_OBJECT_SELECT} FROM objects WHERE id = ANY($1::varchar[])"
+                rows = await raw.driver_connection.fetch(sql, chunk)  # type: ignore[union-attr]
+            for r in rows:
+                out[r[0]] = ObjectRow(*r)
+        return out
 
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
         if rows:
@@ -477,16 +494,14 @@ class Tx:
     async def update_object(self, object_id: str, values: dict[str, Any]) -> None:
         await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
 
-    async def register_objects(self, updates: list[dict[str, Any]]) -> None:
-        """Mark newly used Objects registered, with the properties fixed at first use: one
-        executemany per shape of update (media Objects, init Objects)."""
-        shapes: dict[tuple[str, ...], list[dict[str, Any]]] = {}
-        for values in updates:
-            keys = tuple(sorted(k for k in values if k != "id"))
-            shapes.setdefault(keys, []).append({"_id": values["id"], **{k: values[k] for k in keys}})
-        for keys, rows in shapes.items():
-            sql = f"UPDATE objects SET {', '.join(f'{k} = ?' for k in keys)} WHERE id = ?"
-            await self._executemany(sql, [(*(r[k] for k in keys), r["_id"]) for r in rows])
+    async def register_objects(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
+        """Mark newly used Objects registered, with the properties fixed at first use, given as
+        ``(object_id, {column: value})``: one executemany per set of columns."""
+        shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        for object_id, values in updates:
+            shapes.setdefault(tuple(values), []).append((*values.values(), object_id))
+        for columns, rows in shapes.items():
+            await self._executemany(f"UPDATE objects SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", rows)
 
     async def instances(self, object_ids: Iterable[str]) -> dict[str, list[Any]]:
         ids = list(set(object_ids))
