@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -212,21 +213,22 @@ def bench_registration(settings: Settings, requests: int, per_request: int) -> l
             )
             # bulk
             base = 1000
+            # Bodies are encoded before the clock starts: the figure is the server's, not the
+            # client's JSON encoder's.
             bodies = []
             for k in range(requests):
                 objs = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request}).json()["media_objects"]
-                bodies.append(
-                    [
-                        {
-                            "object_id": o["object_id"],
-                            "timerange": f"[{base + k * per_request + i}:0_{base + k * per_request + i + 1}:0)",
-                        }
-                        for i, o in enumerate(objs)
-                    ]
-                )
+                segments = [
+                    {
+                        "object_id": o["object_id"],
+                        "timerange": f"[{base + k * per_request + i}:0_{base + k * per_request + i + 1}:0)",
+                    }
+                    for i, o in enumerate(objs)
+                ]
+                bodies.append(json.dumps(segments).encode())
             t0 = time.perf_counter()
             for b in bodies:
-                r = c.post(f"/flows/{flow_id}/segments", json=b)
+                r = c.post(f"/flows/{flow_id}/segments", content=b, headers={"content-type": "application/json"})
                 assert r.status_code == 201, r.text[:300]
             took = time.perf_counter() - t0
     finally:

@@ -378,6 +378,49 @@ async def test_media_urls_are_signed(client: httpx.AsyncClient) -> None:
     assert (await media_request(client, "GET", other)).status_code == 403
 
 
+def _url_expiry(url: str) -> int:
+    """When a filesystem or S3 presigned URL stops working (Unix seconds)."""
+    import calendar
+    import time
+    from urllib.parse import parse_qs, urlsplit
+
+    q = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+    if "expires" in q:
+        return int(q["expires"])
+    signed_at = calendar.timegm(time.strptime(q["X-Amz-Date"], "%Y%m%dT%H%M%SZ"))
+    return signed_at + int(q["X-Amz-Expires"])
+
+
+async def test_a_page_read_twice_gives_the_same_urls_with_the_promised_lifetime(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """GET URLs are signed once per Object per minute: the same URL all minute long (stable for
+    HTTP caches), and each still valid at least min_presigned_url_timeout when handed out."""
+    import time
+    import types
+
+    from tamstore.store.media import base
+
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], [0, 1, 2])
+    url = f"/flows/{flow['id']}/segments"
+    now = int(time.time()) // 60 * 60 + 1.0  # a second into this minute
+    monkeypatch.setattr(base, "time", types.SimpleNamespace(time=lambda: now))
+    first = (await client.get(url)).json()
+    now += 45  # later in the same minute
+    again = (await client.get(url)).json()
+    urls = [u["url"] for s in first for u in s["get_urls"]]
+    assert len(set(urls)) == 3
+    assert [u["url"] for s in again for u in s["get_urls"]] == urls
+    promised = (await client.get("/service")).json()["min_presigned_url_timeout"]
+    seconds = int(promised.split(":")[0])
+    assert all(_url_expiry(u) >= now + seconds for u in urls)
+    for u in urls:  # accepted (a bad signature is 403): the Objects were never uploaded
+        assert (await media_request(client, "GET", u)).status_code == 404
+    now += 15  # the next minute: new URLs
+    assert (await client.get(url)).json()[0]["get_urls"][0]["url"] != urls[0]
+
+
 @pytest.mark.parametrize("object_id", ["../../etc/passwd", "a/../../b", "%2F..%2F..", "/abs", "..", "."])
 async def test_object_ids_cannot_escape_the_media_root(client: httpx.AsyncClient, object_id: str) -> None:
     flow = await put_flow(client)

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["BackendInfo", "MediaStore", "SignedUrl", "copy_via_file"]
+__all__ = ["BackendInfo", "GetUrlWindow", "MediaStore", "SignedUrl", "copy_via_file"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +53,36 @@ class SignedUrl(NamedTuple):
 
     url: str
     presigned: bool
+
+
+class GetUrlWindow:
+    """GET URLs signed once per Object per time window and handed out again within it.
+
+    Every page of segments carries a signed URL per Object. Signing each once per window
+    instead of once per read takes most of the URL work off a page, and the same Object gets
+    the same URL all window long, so HTTP caches in front of the media (a CDN, a browser) see
+    one URL rather than a new one per read. Every URL stays valid ``lifetime`` seconds past the
+    end of its window: whenever it is handed out, it has at least ``lifetime`` seconds to run.
+    """
+
+    def __init__(self, lifetime: int, *, seconds: int = 60, max_urls: int = 100_000) -> None:
+        self.lifetime = lifetime
+        self.seconds = seconds
+        self.max_urls = max_urls
+        self.start = -1  # the current window: [start, start + seconds)
+        self.expires = 0  # when its URLs expire
+        self._urls: dict[Hashable, str] = {}
+
+    def urls(self) -> dict[Hashable, str]:
+        """The URLs made in the current window, by the backend's own key (emptied when the
+        window moves on, or when it holds ``max_urls``: memory stays bounded)."""
+        now = int(time.time())
+        start = now - now % self.seconds
+        if start != self.start:
+            self.start, self.expires, self._urls = start, start + self.seconds + self.lifetime, {}
+        elif len(self._urls) >= self.max_urls:
+            self._urls = {}
+        return self._urls
 
 
 class MediaStore(Protocol):

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tamstore.keys import HmacSha256
-from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_via_file
+from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
@@ -56,6 +56,7 @@ class FilesystemMediaStore:
         self._key = key
         self._hmac = HmacSha256(key)
         self.url_timeout = url_timeout
+        self._get_window = GetUrlWindow(url_timeout)
         self.info = info or BackendInfo(
             id=FILESYSTEM_BACKEND_ID,
             label="tamstore:filesystem:local",
@@ -75,8 +76,7 @@ class FilesystemMediaStore:
     def _signature(self, method: str, object_id: str, expires: int) -> str:
         return self._hmac.hexdigest(f"{method}\n{object_id}\n{expires}".encode("utf-8", "surrogatepass"))
 
-    def _signed(self, method: str, object_id: str, base_url: str) -> str:
-        expires = int(time.time()) + self.url_timeout
+    def _signed(self, method: str, object_id: str, base_url: str, expires: int) -> str:
         sig = self._signature(method, object_id, expires)
         return f"{base_url}{MEDIA_PREFIX}/{encode_id(object_id)}?expires={expires}&signature={sig}"
 
@@ -95,12 +95,16 @@ class FilesystemMediaStore:
     # -- MediaStore ---------------------------------------------------------------------------
 
     def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
-        return SignedUrl(self._signed("PUT", object_id, base_url), True)
+        return SignedUrl(self._signed("PUT", object_id, base_url, int(time.time()) + self.url_timeout), True)
 
     def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
         if presigned is False:
             return []
-        return [SignedUrl(self._signed("GET", object_id, base_url), True)]
+        made = self._get_window.urls()
+        url = made.get((object_id, base_url))
+        if url is None:
+            url = made[object_id, base_url] = self._signed("GET", object_id, base_url, self._get_window.expires)
+        return [SignedUrl(url, True)]
 
     async def write(self, object_id: str, chunks: AsyncIterator[bytes]) -> int:
         """Stream an upload to a temporary file, fsync it, then rename it into place, so a

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tamstore.store.media.base import BackendInfo, MediaStore, SignedUrl, copy_via_file
+from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
 from tamstore.store.media.filesystem import decode_id, encode_id
 from tamstore.store.media.sigv4 import Presigner
 
@@ -23,6 +23,9 @@ __all__ = ["S3MediaStore", "StorageUnavailable"]
 
 class StorageUnavailable(Exception):
     """The bucket cannot be used (missing, wrong credentials, unreachable)."""
+
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's longest presigned URL
 
 
 class S3MediaStore:
@@ -47,6 +50,7 @@ class S3MediaStore:
         self.bucket = bucket
         self.prefix = prefix
         self.url_timeout = url_timeout
+        self._get_window = GetUrlWindow(url_timeout)
         endpoint = endpoint_url or f"https://s3.{region}.amazonaws.com"
         style = addressing_style or ("path" if endpoint_url else "virtual")
         self.client = boto3.client(
@@ -91,7 +95,13 @@ class S3MediaStore:
     def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
         if presigned is False:
             return []
-        return [SignedUrl(self.presigner.presign("GET", self.key(object_id), self.url_timeout), True)]
+        made = self._get_window.urls()
+        url = made.get(object_id)
+        if url is None:
+            window = self._get_window  # signed as at the window's start, valid until its expiry
+            expires_in = min(window.expires - window.start, MAX_PRESIGN_SECONDS)
+            url = made[object_id] = self.presigner.presign("GET", self.key(object_id), expires_in, now=window.start)
+        return [SignedUrl(url, True)]
 
     async def delete(self, object_ids: list[str]) -> None:
         for i in range(0, len(object_ids), 1000):
