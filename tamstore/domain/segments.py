@@ -16,6 +16,8 @@ __all__ = ["SegmentPost", "overlaps_any", "parse_segment"]
 class SegmentPost:
     object_id: str
     timerange: TimeRange
+    lo: int  # timerange's bounds, read many times per segment by the batch checks
+    hi: int
     ts_offset: int = 0
     last_duration: int | None = None
     object_timerange: TimeRange | None = None
@@ -24,14 +26,6 @@ class SegmentPost:
     key_frame_count: int | None = None
     sample_offset: int | None = None
     sample_count: int | None = None
-
-    @property
-    def lo(self) -> int:
-        return self.timerange.start  # type: ignore[return-value]
-
-    @property
-    def hi(self) -> int:
-        return self.timerange.end  # type: ignore[return-value]
 
     def on_object_timeline(self) -> TimeRange:
         """The part of the Object this segment uses: ``timerange - ts_offset``."""
@@ -90,7 +84,7 @@ def parse_segment(body: Any) -> SegmentPost:
         raise BadRequest(f"segment timerange {tr_text!r} must have an inclusive start")
     if not tr.fits_int64() or (ts_offset and not tr.shift(-ts_offset).fits_int64()):
         raise BadRequest(f"segment timerange {tr_text!r} is outside the supported years 1677-2262")
-    seg = SegmentPost(object_id=object_id, timerange=tr)  # type: ignore[arg-type]
+    seg = SegmentPost(object_id, tr, tr.start, tr.end)  # type: ignore[arg-type]
     if not optional:
         return seg
     if last_duration is not None and last_duration < 0:

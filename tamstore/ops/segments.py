@@ -34,7 +34,7 @@ class SegmentQuery:
     include_object_timerange: bool = False
 
 
-@dataclass
+@dataclass(slots=True)
 class _ObjectState:
     """What the batch knows about one Object as it goes (it may register it part-way)."""
 
