@@ -167,21 +167,28 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                 rows.append(
                     (f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow", _wrk(server.url + path), "", "")
                 )
+                rows.append(("  random pages across the flow", _wrk(server.url, random_pages=(flow_id, n)), "", ""))
     finally:
         server.stop()
         raw.close()
     if shutil.which("wrk"):
         server = Server(settings, processes=2)
         try:
-            rows.append(("  the same, `serve --processes 2`", _wrk(server.url + path), "", ""))
+            rows.append(("  one page, `serve --processes 2`", _wrk(server.url + path), "", ""))
+            rows.append(("  random pages, `serve --processes 2`", _wrk(server.url, random_pages=(flow_id, n)), "", ""))
         finally:
             server.stop()
     return rows
 
 
-def _wrk(url: str) -> str:
-    """Requests/s at 32 connections for 10 s."""
-    out = subprocess.run(["wrk", "-t2", "-c32", "-d10s", url], capture_output=True, text=True).stdout
+def _wrk(url: str, random_pages: tuple[str, int] | None = None) -> str:
+    """Requests/s at 32 connections for 10 s: of ``url``, or of random 100-segment pages of
+    ``random_pages`` (a flow id and its segment count; bench/random_pages.lua)."""
+    cmd = ["wrk", "-t2", "-c32", "-d10s", url]
+    if random_pages is not None:
+        cmd[4:4] = ["-s", str(ROOT / "bench" / "random_pages.lua")]
+        cmd += ["--", random_pages[0], str(random_pages[1])]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
     return f"{float(rps):,.0f}/s"
 
@@ -542,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database-url", help="PostgreSQL server URL without a database (default: a throwaway cluster)")
     p.add_argument("--sizes", default="10000,1000000,10000000", help="segment counts of the page-latency flows")
     p.add_argument("--flows", type=int, default=100_000, help="flow count for the /flows listing")
-    p.add_argument("--bulk", default="30x1000", help="bulk registration: REQUESTSxSEGMENTS")
+    p.add_argument("--bulk", default="100x1000", help="bulk registration: REQUESTSxSEGMENTS")
     p.add_argument("--delete", type=int, default=86_400, help="segments in the flow to delete")
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
