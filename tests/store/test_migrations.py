@@ -28,3 +28,34 @@ async def test_migrations_match_the_table_definitions(settings: Settings) -> Non
     finally:
         await store.close()
     assert differences == []
+
+
+async def test_unregistered_allocations_have_a_partial_index_the_collector_uses(settings: Settings) -> None:
+    """Registering an Object only removes it from ix_objects_unregistered (migration 0002)."""
+    from sqlalchemy import false, select, text
+
+    from tamstore.store.metadata import tables as t
+
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+        o = t.objects
+        query = select(o.c.id).where(o.c.registered == false(), o.c.allocated_at < 5).order_by(o.c.allocated_at)
+        async with store.engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                ddl = (
+                    await conn.execute(text("SELECT sql FROM sqlite_master WHERE name = 'ix_objects_unregistered'"))
+                ).scalar()
+                compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
+                plan = " ".join(r[-1] for r in await conn.execute(text(f"EXPLAIN QUERY PLAN {compiled}")))
+                assert "USING INDEX ix_objects_unregistered" in plan
+            else:
+                ddl = (
+                    await conn.execute(
+                        text("SELECT indexdef FROM pg_indexes WHERE indexname = 'ix_objects_unregistered'")
+                    )
+                ).scalar()
+    finally:
+        await store.close()
+    assert "(allocated_at) WHERE" in ddl and "registered = " in ddl, ddl

@@ -22,6 +22,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -147,8 +148,17 @@ objects = Table(
     Column("key_frame_count", Integer),
     Column("init_object_id", String),
     Column("size", BigInteger),  # bytes, when known (uploads through tamstore)
-    Index("ix_objects_unregistered", "registered", "allocated_at"),
     Index("ix_objects_init", "init_object_id"),
+)
+# Allocations not (yet) used by a segment, oldest first, for their collection. Partial: an Object
+# leaves the index when it is registered instead of moving to another part of it, which made the
+# registration UPDATE of a 1,000-segment batch ~20% slower, and registered Objects (nearly all of
+# them) take no room in it.
+Index(
+    "ix_objects_unregistered",
+    objects.c.allocated_at,
+    sqlite_where=objects.c.registered == false(),
+    postgresql_where=objects.c.registered == false(),
 )
 
 object_instances = Table(
