@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +24,14 @@ def rfc3339(us: int | None) -> str | None:
     if us is None:
         return None
     secs, micros = divmod(us, 1_000_000)
-    return "%04d-%02d-%02dT%02d:%02d:%02d.%06dZ" % (*time.gmtime(secs)[:6], micros)  # noqa: UP031 (faster)
+    return f"{_utc_second(secs)}.{micros:06d}Z"
+
+
+@functools.lru_cache(maxsize=8192)
+def _utc_second(secs: int) -> str:
+    """The date and time of a whole second (kept: a page of 100 Flows renders 200 timestamps,
+    and Flows made or changed in the same second share it)."""
+    return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(secs)[:6]  # noqa: UP031 (faster)
 
 
 @dataclass

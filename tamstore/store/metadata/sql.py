@@ -124,6 +124,11 @@ _segment_values = operator.itemgetter(*_SEGMENT_COLUMNS)  # a segment row dict -
 ObjectRow = NamedTuple("ObjectRow", [(c.name, Any) for c in t.objects.columns])  # type: ignore[misc]
 _OBJECT_SELECT = ", ".join(ObjectRow._fields)
 _IN_CHUNK = 10_000  # ids per IN list: well under SQLite's 32,766 bound parameters
+_COLLECTORS = (
+    select(t.flow_collections.c.member_id, t.flow_collections.c.collector_id)
+    .where(t.flow_collections.c.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.flow_collections.c.collector_id)
+)
 _INSTANCES = (
     select(t.object_instances)
     .where(t.object_instances.c.object_id.in_(bindparam("ids", expanding=True)))
@@ -394,11 +399,7 @@ class Tx:
         out: dict[str, list[str]] = {fid: [] for fid in flow_ids}
         if not flow_ids:
             return out
-        fc = t.flow_collections
-        rows = await self._all(
-            select(fc.c.member_id, fc.c.collector_id).where(fc.c.member_id.in_(flow_ids)).order_by(fc.c.collector_id)
-        )
-        for r in rows:
+        for r in await self._all(_COLLECTORS, {"ids": flow_ids}):
             if r.collector_id not in out[r.member_id]:
                 out[r.member_id].append(r.collector_id)
         return out
