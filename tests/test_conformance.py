@@ -37,8 +37,11 @@ def test_schemathesis_against_the_official_spec(spec_dir: Path, tmp_path: Path) 
                 "5",
                 "--seed",
                 "1",
+                # One worker: with two threads, hypothesis's ast.parse of filter lambdas can hit
+                # CPython 3.11's thread-unsafe AST recursion counter ("SystemError: AST
+                # constructor recursion depth mismatch") and fail the run at random.
                 "--workers",
-                "2",
+                "1",
                 "--exclude-path-regex",
                 "webhooks|flow-delete-requests",
                 "--no-color",
