@@ -135,7 +135,9 @@ async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
         candidates = set(object_ids) | {r.init_object_id for r in rows.values() if r.init_object_id}
         gone = await tx.unreferenced(candidates)
         instances = await tx.instances(gone)
-        sizes = {oid: (r.size or 0) for oid, r in (await tx.get_objects(gone)).items()}
+        missing = [oid for oid in gone if oid not in rows]  # init Objects found through their media Objects
+        rows.update(await tx.get_objects(missing))
+        sizes = {oid: (rows[oid].size or 0) for oid in gone if oid in rows}
         usage: dict[str, tuple[int, int]] = {}
         for oid in gone:
             for inst in instances.get(oid, []):

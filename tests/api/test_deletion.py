@@ -161,6 +161,30 @@ async def test_restore_inside_the_recovery_window(settings: Settings) -> None:
         assert (await client.get(f"/objects/{oids[0]}")).status_code == 404
 
 
+async def test_an_object_in_a_younger_batch_outlives_an_older_batch(settings: Settings) -> None:
+    """Purging one expired batch keeps an Object that a batch still in the window holds."""
+    settings = dataclasses.replace(settings, recovery_window=3600)
+    async with app_client(settings) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        from tamstore.ops import deletion
+
+        a, b = await put_flow(client), await put_flow(client)
+        [obj] = await allocate(client, a["id"])
+        assert (await media_request(client, "PUT", obj["put_url"]["url"], content=b"kept")).status_code == 200
+        seg = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+        for flow in (a, b):
+            assert (await client.post(f"/flows/{flow['id']}/segments", json=seg)).status_code == 201
+        assert (await client.delete(f"/flows/{b['id']}/segments")).status_code == 204  # the older batch
+        await asyncio.sleep(1.1)
+        assert (await client.delete(f"/flows/{a['id']}/segments")).status_code == 204  # the younger one
+        ctx.settings = dataclasses.replace(ctx.settings, recovery_window=1)
+        assert await deletion.purge_recovery_window(ctx) == 1  # only the older batch has expired
+        assert await stored_bytes(client, obj["object_id"]) == b"kept"
+        [younger] = await deletion.list_deleted(ctx)
+        await deletion.restore(ctx, younger["id"])
+        assert (await client.get(f"/objects/{obj['object_id']}")).json()["referenced_by_flows"] == [a["id"]]
+
+
 async def test_restore_refuses_to_overwrite(settings: Settings) -> None:
     settings = dataclasses.replace(settings, recovery_window=3600)
     async with app_client(settings) as client:

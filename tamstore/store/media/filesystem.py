@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -68,8 +69,7 @@ class FilesystemMediaStore:
     # -- paths --------------------------------------------------------------------------------
 
     def path_for(self, object_id: str) -> Path:
-        digest = hashlib.sha256(object_id.encode("utf-8", "surrogatepass")).hexdigest()
-        return self.root / digest[:2] / digest[2:4] / digest
+        return self.root / _relative_path(object_id)
 
     # -- signing ------------------------------------------------------------------------------
 
@@ -134,10 +134,12 @@ class FilesystemMediaStore:
 
     async def delete(self, object_ids: list[str]) -> None:
         def _rm() -> None:
+            root = str(self.root)  # plain strings: a Flow's deletion unlinks ~2 files per segment
             for oid in object_ids:
-                path = self.path_for(oid)
-                path.unlink(missing_ok=True)
-                path.with_suffix(".id").unlink(missing_ok=True)
+                path = os.path.join(root, _relative_path(oid))
+                for name in (path, path + ".id"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(name)
 
         await asyncio.to_thread(_rm)
 
@@ -178,6 +180,13 @@ class FilesystemMediaStore:
     def remove_stored(self, item: StoredItem) -> None:
         item.path.unlink(missing_ok=True)
         item.path.with_suffix(".id").unlink(missing_ok=True)
+
+
+def _relative_path(object_id: str) -> str:
+    """Where an Object's bytes live under the media root: by a hash of its id (so any id is a
+    safe file name), two levels of 256 directories deep."""
+    digest = hashlib.sha256(object_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{digest[:2]}/{digest[2:4]}/{digest}"
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")

@@ -551,15 +551,13 @@ class Tx:
     async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         if not counts:
             return
-        r = t.object_refs
-        await self.conn.execute(
-            update(r)
-            .where(r.c.object_id == bindparam("oid"), r.c.flow_id == flow_id)
-            .values(segments=r.c.segments - bindparam("n")),
-            [{"oid": o, "n": n} for o, n in counts.items()],
+        await self._executemany(
+            "UPDATE object_refs SET segments = segments - ? WHERE object_id = ? AND flow_id = ?",
+            [(n, o, flow_id) for o, n in counts.items()],
         )
-        await self.conn.execute(
-            delete(r).where(r.c.flow_id == flow_id, r.c.object_id.in_(list(counts)), r.c.segments <= 0)
+        await self._executemany(
+            "DELETE FROM object_refs WHERE object_id = ? AND flow_id = ? AND segments <= 0",
+            [(o, flow_id) for o in counts],
         )
 
     async def unreferenced(self, object_ids: Iterable[str]) -> list[str]:
@@ -569,7 +567,10 @@ class Tx:
             return []
         r, d, o = t.object_refs, t.deleted_segments, t.objects
         used = {row.object_id for row in await self._all(select(r.c.object_id).where(r.c.object_id.in_(ids)))}
-        # Segments in the recovery window keep their Objects, and those Objects' init Objects.
+        # Segments in the recovery window keep their Objects, and those Objects' init Objects
+        # (not asked when the window holds nothing, as it always does with the window off).
+        if await self._one(select(literal(1)).select_from(d).limit(1)) is None:
+            return [i for i in ids if i not in used]
         kept = select(d.c.object_id).where(d.c.object_id.in_(ids))
         kept_init = (
             select(o.c.init_object_id.label("object_id"))
@@ -593,9 +594,9 @@ class Tx:
     async def delete_objects(self, object_ids: list[str]) -> None:
         if not object_ids:
             return
-        oi, o = t.object_instances, t.objects
-        await self.conn.execute(delete(oi).where(oi.c.object_id.in_(object_ids)))
-        await self.conn.execute(delete(o).where(o.c.id.in_(object_ids)))
+        ids = [(i,) for i in object_ids]
+        await self._executemany("DELETE FROM object_instances WHERE object_id = ?", ids)
+        await self._executemany("DELETE FROM objects WHERE id = ?", ids)
 
     # -- segments -----------------------------------------------------------------------------
 
@@ -702,10 +703,9 @@ class Tx:
         return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
 
     async def delete_segments(self, flow_id: str, starts: list[int]) -> None:
-        s = t.segments
-        for i in range(0, len(starts), 500):
-            chunk = starts[i : i + 500]
-            await self.conn.execute(delete(s).where(s.c.flow_id == flow_id, s.c.ts_start.in_(chunk)))
+        await self._executemany(
+            "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
+        )
 
     async def count_segments(self, flow_id: str, limit: int) -> int:
         """How many segments the Flow has, counting no further than ``limit``."""
