@@ -7,6 +7,9 @@ Create Date: 2026-11-25
 Registering an Object moved its entry within ix_objects_unregistered (registered, allocated_at);
 now the index holds only unregistered Objects (WHERE registered = false), so registering one
 just removes its entry, and registered Objects take no room in the index.
+
+The index is rebuilt in place: on a large PostgreSQL store, writes to objects wait while it is
+built (one pass over the table), so run `tamstore db upgrade` before the roll-out, as usual.
 """
 
 from __future__ import annotations
