@@ -16,6 +16,17 @@ class Clock:
         return self.now
 
 
+class Signer:
+    """Records each signing; a URL names its key and the window bounds it was signed with."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, int, str]] = []
+
+    def __call__(self, start: int, expires: int, key: str) -> str:
+        self.calls.append((start, expires, key))
+        return f"{key}@{start}-{expires}"
+
+
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     c = Clock(1_800_000_000.0)  # a window boundary (a multiple of 60)
@@ -23,27 +34,30 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
     return c
 
 
-def test_a_window_keeps_its_urls_and_the_next_starts_empty(clock: Clock) -> None:
-    window = GetUrlWindow(lifetime=900)
-    window.urls()["a"] = "url-a"
+def test_a_url_is_signed_once_per_window(clock: Clock) -> None:
+    window, sign = GetUrlWindow(lifetime=900), Signer()
+    first = window.url("a", sign, "a")
     clock.now += 59.5
-    assert window.urls() == {"a": "url-a"}
-    clock.now += 0.5
-    assert window.urls() == {}
+    assert window.url("a", sign, "a") == first
+    assert len(sign.calls) == 1
+    clock.now += 0.5  # the next window
+    assert window.url("a", sign, "a") != first
+    assert len(sign.calls) == 2
 
 
 @pytest.mark.parametrize("offset", [0, 1, 30, 59.99])
 def test_urls_outlive_the_lifetime_whenever_handed_out(clock: Clock, offset: float) -> None:
-    window = GetUrlWindow(lifetime=900)
+    window, sign = GetUrlWindow(lifetime=900), Signer()
     clock.now += offset
-    window.urls()
-    assert window.expires - clock.now >= 900
-    assert window.expires - clock.now <= 960
-    assert window.start <= clock.now < window.start + 60
+    window.url("a", sign, "a")
+    [(start, expires, _)] = sign.calls
+    assert 900 <= expires - clock.now <= 960
+    assert start <= clock.now < start + 60
 
 
 def test_a_full_window_starts_over(clock: Clock) -> None:
-    window = GetUrlWindow(lifetime=900, max_urls=3)
+    window, sign = GetUrlWindow(lifetime=900, max_urls=3), Signer()
     for key in "abc":
-        window.urls()[key] = key
-    assert window.urls() == {}  # the fourth would exceed the bound
+        window.url(key, sign, key)
+    window.url("a", sign, "a")  # the fourth would exceed the bound: everything is made afresh
+    assert [k for _, _, k in sign.calls] == ["a", "b", "c", "a"]

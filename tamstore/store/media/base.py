@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -69,20 +69,22 @@ class GetUrlWindow:
         self.lifetime = lifetime
         self.seconds = seconds
         self.max_urls = max_urls
-        self.start = -1  # the current window: [start, start + seconds)
-        self.expires = 0  # when its URLs expire
+        self._start = -1  # the current window: [start, start + seconds)
         self._urls: dict[Hashable, str] = {}
 
-    def urls(self) -> dict[Hashable, str]:
-        """The URLs made in the current window, by the backend's own key (emptied when the
-        window moves on, or when it holds ``max_urls``: memory stays bounded)."""
+    def url(self, key: Hashable, sign: Callable[..., str], *args: Any) -> str:
+        """The current window's URL for ``key``, made by ``sign(start, expires, *args)`` the
+        first time it is asked for (``start``: the window's start, ``expires``: when its URLs
+        stop working, both Unix seconds). The URLs are forgotten when the window moves on, or
+        when ``max_urls`` are kept: memory stays bounded."""
         now = int(time.time())
         start = now - now % self.seconds
-        if start != self.start:
-            self.start, self.expires, self._urls = start, start + self.seconds + self.lifetime, {}
-        elif len(self._urls) >= self.max_urls:
-            self._urls = {}
-        return self._urls
+        if start != self._start or len(self._urls) >= self.max_urls:
+            self._start, self._urls = start, {}
+        url = self._urls.get(key)
+        if url is None:
+            url = self._urls[key] = sign(start, start + self.seconds + self.lifetime, *args)
+        return url
 
 
 class MediaStore(Protocol):

@@ -100,11 +100,11 @@ class FilesystemMediaStore:
     def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
         if presigned is False:
             return []
-        made = self._get_window.urls()
-        url = made.get((object_id, base_url))
-        if url is None:
-            url = made[object_id, base_url] = self._signed("GET", object_id, base_url, self._get_window.expires)
+        url = self._get_window.url((object_id, base_url), self._signed_get, object_id, base_url)
         return [SignedUrl(url, True)]
+
+    def _signed_get(self, _start: int, expires: int, object_id: str, base_url: str) -> str:
+        return self._signed("GET", object_id, base_url, expires)
 
     async def write(self, object_id: str, chunks: AsyncIterator[bytes]) -> int:
         """Stream an upload to a temporary file, fsync it, then rename it into place, so a

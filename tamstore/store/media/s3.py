@@ -95,13 +95,12 @@ class S3MediaStore:
     def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
         if presigned is False:
             return []
-        made = self._get_window.urls()
-        url = made.get(object_id)
-        if url is None:
-            window = self._get_window  # signed as at the window's start, valid until its expiry
-            expires_in = min(window.expires - window.start, MAX_PRESIGN_SECONDS)
-            url = made[object_id] = self.presigner.presign("GET", self.key(object_id), expires_in, now=window.start)
-        return [SignedUrl(url, True)]
+        return [SignedUrl(self._get_window.url(object_id, self._presigned_get, object_id), True)]
+
+    def _presigned_get(self, start: int, expires: int, object_id: str) -> str:
+        """Signed as at the window's start, valid until the window's URLs expire."""
+        expires_in = min(expires - start, MAX_PRESIGN_SECONDS)
+        return self.presigner.presign("GET", self.key(object_id), expires_in, now=start)
 
     async def delete(self, object_ids: list[str]) -> None:
         for i in range(0, len(object_ids), 1000):
