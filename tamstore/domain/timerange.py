@@ -23,13 +23,15 @@ NS_PER_S = 1_000_000_000
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
 
-_TS = r"(-?)(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})"  # sign, seconds, nanoseconds
+_UNSIGNED_TS = r"(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})"  # seconds, nanoseconds
+_TS = rf"(-?){_UNSIGNED_TS}"  # sign, seconds, nanoseconds
 _TIMESTAMP_RE = re.compile(rf"^{_TS}\Z")  # \Z: no trailing newline either
 # One match yields both timestamps' parts (no second parse per bound: this runs per segment).
 _TIMERANGE_RE = re.compile(rf"^([\[(])?(?:{_TS})?(_(?:{_TS})?)?([\])])?\Z")
 # The form nearly every segment is written in, "[s:ns_s:ns)" with non-negative bounds: parsed
-# without the general grammar's branches (a 1,000-segment batch parses a thousand of them).
-_SEGMENT_FORM_RE = re.compile(r"\[(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})_(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8})\)\Z")
+# without the general grammar's branches (a 1,000-segment batch parses a thousand of them),
+# and, with no leading zeros and no "-0", already written exactly as it renders.
+_SEGMENT_FORM_RE = re.compile(rf"\[{_UNSIGNED_TS}_{_UNSIGNED_TS}\)\Z")
 
 
 def _ns(sign: str, secs: str, nanos: str) -> int:
@@ -116,10 +118,10 @@ class TimeRange:
         m = _SEGMENT_FORM_RE.match(text)
         if m is not None:
             s_secs, s_nanos, e_secs, e_nanos = m.groups()
-            start, end = int(s_secs) * NS_PER_S + int(s_nanos), int(e_secs) * NS_PER_S + int(e_nanos)
+            start, end = _ns("", s_secs, s_nanos), _ns("", e_secs, e_nanos)
             if start < end:
                 tr = cls(start, end)
-                object.__setattr__(tr, "_text", text)  # written as it renders (see below)
+                object.__setattr__(tr, "_text", text)  # written as it renders
                 return tr
         m = _TIMERANGE_RE.match(text)
         if m is None:
@@ -137,20 +139,7 @@ class TimeRange:
                 return _NEVER
             return cls.instant(start)
         end = None if e_secs is None else _ns(e_sign, e_secs, e_nanos)
-        tr = cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
-        if (
-            open_mark == "["
-            and close_mark == ")"
-            and start is not None
-            and end is not None
-            and start < end
-            and not (s_sign and start == 0)
-            and not (e_sign and end == 0)
-        ):
-            # The usual segment form: bounded, ``[a_b)``, no "-0:0" (and the grammar allows no
-            # leading zeros) is written exactly as it renders; keep the text.
-            object.__setattr__(tr, "_text", text)
-        return tr
+        return cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
 
     # -- properties ---------------------------------------------------------------------------
 
