@@ -177,6 +177,19 @@ class Tx:
                 raise IntegrityError(sql, None, exc) from exc
             raise
 
+    async def _driver_rows(
+        self, sqlite: tuple[str, Sequence[Any] | dict[str, Any]], postgresql: tuple[str, Sequence[Any]]
+    ) -> Sequence[Sequence[Any]]:
+        """Rows as plain tuples from the driver underneath, past SQLAlchemy's Row objects: the
+        statement in each dialect's placeholders with its parameters (sqlite3 takes ``?`` or
+        ``:name``, asyncpg ``$1, $2, ...``)."""
+        if isinstance(self.conn, _InlineConnection):
+            sql, params = sqlite
+            return self.conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+        sql, args = postgresql
+        raw = await self.conn.get_raw_connection()
+        return await raw.driver_connection.fetch(sql, *args)  # type: ignore[no-any-return, union-attr]
+
     async def _one(self, stmt: Any) -> Any:
         return (await self.conn.execute(stmt)).first()
 
@@ -472,16 +485,12 @@ class Tx:
         the lookups."""
         ids = list(set(object_ids))
         out: dict[str, ObjectRow] = {}
-        conn = self.conn
         for at in range(0, len(ids), _IN_CHUNK):
             chunk = ids[at : at + _IN_CHUNK]
-            if isinstance(conn, _InlineConnection):  # SQLite
-                sql = f"SELECT {_OBJECT_SELECT} FROM objects WHERE id IN ({', '.join('?' * len(chunk))})"
-                rows = conn.driver().execute(sql, chunk).fetchall()
-            else:
-                raw = await conn.get_raw_connection()
-                sql = f"SELECT {_OBJECT_SELECT} FROM objects WHERE id = ANY($1::varchar[])"
-                rows = await raw.driver_connection.fetch(sql, chunk)  # type: ignore[union-attr]
+            rows = await self._driver_rows(
+                (f"SELECT {_OBJECT_SELECT} FROM objects WHERE id IN ({', '.join('?' * len(chunk))})", chunk),
+                (f"SELECT {_OBJECT_SELECT} FROM objects WHERE id = ANY($1::varchar[])", [chunk]),
+            )
             for r in rows:
                 out[r[0]] = ObjectRow(*r)
         return out
@@ -640,14 +649,9 @@ class Tx:
         return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
 
     async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
-        """The page query's rows as tuples, straight from the driver where there is one."""
-        conn = self.conn
-        if isinstance(conn, _InlineConnection):  # SQLite
-            sql, _ = sql_for(shape, "sqlite")
-            return conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
-        sql, names = sql_for(shape, "postgresql")
-        raw = await conn.get_raw_connection()
-        return await raw.driver_connection.fetch(sql, *[params[n] for n in names])  # type: ignore[no-any-return, union-attr]
+        """The page statement's rows, as tuples from the driver."""
+        pg_sql, names = sql_for(shape, "postgresql")
+        return await self._driver_rows((sql_for(shape, "sqlite")[0], params), (pg_sql, [params[n] for n in names]))
 
     async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
