@@ -47,6 +47,15 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}x" if b > 0 else "-"
 
 
+def latency_row(label: str, times: list[float], floor_times: list[float] | None = None) -> Row:
+    """``label (p50 / p99)``: tamstore's p50 and p99, beside the floor's p50 and their ratio
+    when there is a floor."""
+    row = f"{label} (p50 / p99)", f"{ms(pct(times, 0.5))} / {ms(pct(times, 0.99))}"
+    if floor_times is None:
+        return (*row, "", "")
+    return (*row, ms(pct(floor_times, 0.5)), ratio(pct(times, 0.5), pct(floor_times, 0.5)))
+
+
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
     out = []
     for _ in range(n):
@@ -128,14 +137,7 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                     url = f"/flows/{flow_id}/segments?limit=100&timerange=[{at}:0_{at + 100}:0)"
                     t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
                     f = timed(lambda at=at, flow_id=flow_id: raw.page(flow_id, at, 100), reps)
-                    rows.append(
-                        (
-                            f"100-segment page, {n:,}-segment flow, {where} (p50 / p99)",
-                            f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
-                            ms(pct(f, 0.5)),
-                            ratio(pct(t, 0.5), pct(f, 0.5)),
-                        )
-                    )
+                    rows.append(latency_row(f"100-segment page, {n:,}-segment flow, {where}", t, f))
                     q = store_query_times(
                         settings,
                         lambda tx, at=at, flow_id=flow_id: tx.list_segments(
@@ -143,24 +145,10 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                         ),
                         reps,
                     )
-                    rows.append(
-                        (
-                            f"  its store query (no HTTP), {where} (p50 / p99)",
-                            f"{ms(pct(q, 0.5))} / {ms(pct(q, 0.99))}",
-                            ms(pct(f, 0.5)),
-                            ratio(pct(q, 0.5), pct(f, 0.5)),
-                        )
-                    )
+                    rows.append(latency_row(f"  its store query (no HTTP), {where}", q, f))
                 url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
                 t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
-                rows.append(
-                    (
-                        f"100-segment page, {n:,}-segment flow, reverse from end (p50 / p99)",
-                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
-                        "",
-                        "",
-                    )
-                )
+                rows.append(latency_row(f"100-segment page, {n:,}-segment flow, reverse from end", t))
             if shutil.which("wrk"):
                 flow_id, n, _ = flows[-1]
                 path = f"/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
@@ -210,14 +198,7 @@ def bench_registration(settings: Settings, requests: int, per_request: int) -> l
                 t0 = time.perf_counter()
                 c.post(f"/flows/{flow_id}/segments", json=seg).raise_for_status()
                 singles.append(time.perf_counter() - t0)
-            rows.append(
-                (
-                    "single segment POST (p50 / p99)",
-                    f"{ms(pct(singles, 0.5))} / {ms(pct(singles, 0.99))}",
-                    "",
-                    "",
-                )
-            )
+            rows.append(latency_row("single segment POST", singles))
             # bulk
             base = 1000
             # Bodies are encoded before the clock starts: the figure is the server's, not the
@@ -275,14 +256,7 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
                 t = timed(lambda q=query: c.get(f"/flows?{q}").raise_for_status(), reps)
                 tag = "sport" if "tag" in query else None
                 f = timed(lambda tag=tag: raw.flows_page(100, tag), reps)
-                rows.append(
-                    (
-                        f"{label}, {count:,} flows (p50 / p99)",
-                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
-                        ms(pct(f, 0.5)),
-                        ratio(pct(t, 0.5), pct(f, 0.5)),
-                    )
-                )
+                rows.append(latency_row(f"{label}, {count:,} flows", t, f))
                 tags = [TagFilter("genre", ("sport",))] if tag else []
                 q = store_query_times(
                     settings,
@@ -296,14 +270,7 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
                     ),
                     reps,
                 )
-                rows.append(
-                    (
-                        "  its store query (no HTTP) (p50 / p99)",
-                        f"{ms(pct(q, 0.5))} / {ms(pct(q, 0.99))}",
-                        ms(pct(f, 0.5)),
-                        ratio(pct(q, 0.5), pct(f, 0.5)),
-                    )
-                )
+                rows.append(latency_row("  its store query (no HTTP)", q, f))
     finally:
         server.stop()
         raw.close()
@@ -507,7 +474,7 @@ def bench_webhooks(settings: Settings, receivers: int, events: int) -> list[Row]
     delays = sorted(a - committed[min(events - 1, i // receivers)] for i, a in enumerate(sorted(arrivals)))
     return [
         (f"webhook deliveries, {receivers} receivers x {events} events", f"{len(arrivals) / took:,.0f}/s", "", ""),
-        ("webhook delay, commit to arrival (p50 / p99)", f"{ms(pct(delays, 0.5))} / {ms(pct(delays, 0.99))}", "", ""),
+        latency_row("webhook delay, commit to arrival", delays),
     ]
 
 
@@ -527,14 +494,7 @@ def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
                 ),
             ]:
                 t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
-                rows.append(
-                    (
-                        f"analytics: {label}, {size:,}-segment store (p50 / p99)",
-                        f"{ms(pct(t, 0.5))} / {ms(pct(t, 0.99))}",
-                        "",
-                        "",
-                    )
-                )
+                rows.append(latency_row(f"analytics: {label}, {size:,}-segment store", t))
     finally:
         server.stop()
     return rows
