@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import operator
 import random
+import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
@@ -90,6 +91,15 @@ def _span_overlaps(lo: int | None, hi: int | None) -> Any:
     if lo is not None:
         clauses.append(f.c.seg_end > lo)
     return and_(*clauses)
+
+
+_PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"
+
+
+def _new_pages_token() -> int:
+    """A random non-negative 63-bit value: it fits BIGINT on both databases, and the chance
+    that a Flow's new token equals an old one a kept page was rendered at is nil in practice."""
+    return secrets.randbits(63)
 
 
 def _is_integrity_error(exc: BaseException) -> bool:
@@ -500,6 +510,8 @@ class Tx:
             await self.conn.execute(insert(t.objects), rows)
         if instances:
             await self.conn.execute(insert(t.object_instances), instances)
+            # (a segment's get_urls may add instances to an Object other Flows already use)
+            await self._renew_pages_of_objects(i["object_id"] for i in instances)
 
     async def update_object(self, object_id: str, values: dict[str, Any]) -> None:
         await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
@@ -524,10 +536,36 @@ class Tx:
 
     async def insert_instance(self, row: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.object_instances).values(**row))
+        await self._renew_pages_of_objects([row["object_id"]])
 
     async def delete_instance(self, instance_id: int) -> None:
         oi = t.object_instances
-        await self.conn.execute(delete(oi).where(oi.c.id == instance_id))
+        deleted = await self._one(delete(oi).where(oi.c.id == instance_id).returning(oi.c.object_id))
+        if deleted is not None:
+            await self._renew_pages_of_objects([deleted.object_id])
+
+    # -- pages tokens: what lets every process reuse a rendered segment page --------------------
+
+    async def pages_token(self, flow_id: str) -> int | None:
+        """The Flow's pages token (None: no such Flow). It changes in every transaction that
+        changes what a segment page of the Flow shows; see :meth:`_renew_pages_tokens`."""
+        rows = await self._driver_rows((_PAGES_TOKEN, (flow_id,)), (_numbered(_PAGES_TOKEN), (flow_id,)))
+        return rows[0][0] if rows else None
+
+    async def _renew_pages_tokens(self, flow_ids: Iterable[str]) -> None:
+        """Called by every write of segments: a fresh random token for each Flow written."""
+        await self._executemany(
+            "UPDATE flows SET pages_token = ? WHERE id = ?", [(_new_pages_token(), f) for f in set(flow_ids)]
+        )
+
+    async def _renew_pages_of_objects(self, object_ids: Iterable[str]) -> None:
+        """Called by every write of Object instances: the pages of every Flow whose segments use
+        one of the Objects, directly or as their init Object (object_refs counts both), show
+        its URLs."""
+        await self._executemany(
+            "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
+            [(_new_pages_token(), o) for o in set(object_ids)],
+        )
 
     async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
@@ -669,6 +707,7 @@ class Tx:
                 await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
+        await self._renew_pages_tokens(r["flow_id"] for r in rows)
 
     async def segment_extent(self, flow_id: str, lo: int | None = None, hi: int | None = None) -> Any:
         """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
@@ -710,6 +749,7 @@ class Tx:
         await self._executemany(
             "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
         )
+        await self._renew_pages_tokens([flow_id])
 
     async def count_segments(self, flow_id: str, limit: int) -> int:
         """How many segments the Flow has, counting no further than ``limit``."""
@@ -1117,6 +1157,7 @@ class MetadataStore:
         self.read_engine = read_engine  # PostgreSQL: autocommit connections for read()
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         self.events_written = asyncio.Event()
 
@@ -1133,6 +1174,23 @@ class MetadataStore:
             if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
                 raise
             raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+
+    async def pages_token(self, flow_id: str) -> int | None:
+        """The Flow's pages token (see :meth:`Tx.pages_token`), read on its own, as cheaply as the
+        database allows: it is read before every segment page. On SQLite it runs on a connection
+        kept for it (in the loop's thread and with no await in between, so no two reads ever share
+        it; fetchall ends the statement, and so its snapshot, at once): a pool checkout cost four
+        times the query. Elsewhere it is an ordinary read."""
+        if self.sync_engine is None:
+            async with self.read() as tx:
+                return await tx.pages_token(flow_id)
+        try:
+            if self._lookups is None:
+                self._lookups = self.sync_engine.raw_connection()
+            rows = self._lookups.driver_connection.execute(_PAGES_TOKEN, (flow_id,)).fetchall()
+        except sqlite3.Error as exc:
+            raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+        return rows[0][0] if rows else None
 
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
@@ -1169,6 +1227,9 @@ class MetadataStore:
         return [e.pool for e in (self.engine, self.read_engine, self.sync_engine) if e is not None]
 
     async def close(self) -> None:
+        if self._lookups is not None:
+            self._lookups.close()
+            self._lookups = None
         if self.read_engine is not None:
             await self.read_engine.dispose()
         if self.sync_engine is not None:

@@ -92,6 +92,10 @@ flows = Table(
     Column("seg_count", BigInteger, nullable=False, server_default="0"),
     Column("seg_duration", BigInteger, nullable=False, server_default="0"),  # nanoseconds
     Column("seg_bytes", BigInteger, nullable=False, server_default="0"),
+    # A fresh random value in every transaction that changes what a segment page of the Flow
+    # shows (its segments, or the instances of an Object they use): rendered pages kept by any
+    # process are reused only while it is unchanged (tamstore/api/page_cache.py).
+    Column("pages_token", BigInteger, nullable=False, server_default="0"),
     Index("ix_flows_source", "source_id", "created", "id"),
     Index("ix_flows_created", "created", "id"),
     Index("ix_flows_updated", "metadata_updated", "id"),
