@@ -32,6 +32,7 @@ from tamstore.api import (
     webhooks,
 )
 from tamstore.api.observability import Metrics, RequestLogMiddleware
+from tamstore.api.page_cache import PageCache, PageCacheMiddleware
 from tamstore.api.security import AuthMiddleware
 from tamstore.auth import AuthConfig
 from tamstore.config import Settings
@@ -130,6 +131,14 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     )
     app.state.auth = auth
     app.state.metrics = metrics = Metrics()
+    # Innermost first: kept segment pages are answered after authentication, inside the request
+    # log, before routing.
+    app.add_middleware(
+        PageCacheMiddleware,
+        cache=PageCache(settings.page_cache_mib * 2**20),
+        metrics=metrics,
+        route=next(r for r in segments.router.routes if getattr(r, "path", None) == "/flows/{flow_id}/segments"),
+    )
     app.add_middleware(AuthMiddleware, config=auth)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     errors.install_error_handlers(app)

@@ -31,6 +31,12 @@ class Settings:
         metadata={"help": "Seconds signed media URLs stay valid (>= 30, <= min_object_timeout)."},
     )
     default_page_limit: int = field(default=100, metadata={"help": "Page size when no limit given."})
+    page_cache_mib: int = field(
+        default=32,
+        metadata={
+            "help": "MiB of rendered segment pages each process keeps and reuses until the Flow changes (0: none)."
+        },
+    )
     max_page_limit: int = field(default=1000, metadata={"help": "Largest page size served."})
     max_storage_limit: int = field(default=1000, metadata={"help": "Most Objects allocated by one /storage request."})
     inline_delete_limit: int = field(

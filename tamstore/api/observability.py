@@ -42,6 +42,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.segments = Counter("tamstore_segments_registered", "Segments registered", registry=r)
+        pages = Counter(
+            "tamstore_page_cache_lookups", "Segment pages looked for in the page cache", ["outcome"], registry=r
+        )
+        self.page_cache_hits, self.page_cache_misses = pages.labels("hit"), pages.labels("miss")
         self.deliveries = Counter("tamstore_webhook_deliveries", "Webhook deliveries", ["outcome"], registry=r)
         self.stored_bytes = Gauge("tamstore_stored_bytes", "Bytes stored", ["storage_id", "label"], registry=r)
         self.stored_objects = Gauge("tamstore_stored_objects", "Objects stored", ["storage_id", "label"], registry=r)

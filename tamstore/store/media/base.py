@@ -14,7 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
 
-__all__ = ["BackendInfo", "GetUrlWindow", "MediaStore", "SignedUrl", "copy_via_file"]
+__all__ = [
+    "URL_WINDOW_SECONDS",
+    "BackendInfo",
+    "GetUrlWindow",
+    "MediaStore",
+    "SignedUrl",
+    "copy_via_file",
+    "url_window",
+]
+
+URL_WINDOW_SECONDS = 60
+
+
+def url_window(seconds: int = URL_WINDOW_SECONDS) -> int:
+    """The start (Unix seconds) of the window that GET URLs are signed for now: every GET URL
+    handed out during it stays valid at least its lifetime after the window ends."""
+    now = int(time.time())
+    return now - now % seconds
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +82,7 @@ class GetUrlWindow:
     end of its window: whenever it is handed out, it has at least ``lifetime`` seconds to run.
     """
 
-    def __init__(self, lifetime: int, *, seconds: int = 60, max_urls: int = 100_000) -> None:
+    def __init__(self, lifetime: int, *, seconds: int = URL_WINDOW_SECONDS, max_urls: int = 100_000) -> None:
         self.lifetime = lifetime
         self.seconds = seconds
         self.max_urls = max_urls
@@ -77,8 +94,7 @@ class GetUrlWindow:
         first time it is asked for (``start``: the window's start, ``expires``: when its URLs
         stop working, both Unix seconds). The URLs are forgotten when the window moves on, or
         when ``max_urls`` are kept: memory stays bounded."""
-        now = int(time.time())
-        start = now - now % self.seconds
+        start = url_window(self.seconds)
         if start != self._start or len(self._urls) >= self.max_urls:
             self._start, self._urls = start, {}
         url = self._urls.get(key)

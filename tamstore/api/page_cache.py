@@ -1,0 +1,139 @@
+"""Kept segment pages: a GET of ``/flows/{id}/segments`` answered again from memory while
+nothing it shows can have changed.
+
+A segment page is a function of four things: what the database holds for the Flow (its segments
+in range and the instances of the Objects they use), the request's path and query string, the
+address it was asked at (links and media URLs are made from it), and the URL window its
+``get_urls`` were signed in.
+
+- The database part is summed up by the Flow's ``pages_token``: every write of segments or of
+  Object instances sets the token of each Flow it touches to a fresh random value, in the same
+  transaction (``store/metadata/sql.py``). The token is read from the database before a page is
+  reused, so a write made by any process or replica is seen by the next read everywhere.
+- The token is read *before* a page is rendered: a write committed in between makes the kept page
+  newer than its token, never older, and the next read simply renders it again.
+- A page is reused only within the URL window it was rendered in, so the URLs in it keep the
+  lifetime they promise (``store/media/base.py: GetUrlWindow``).
+
+This is ASGI middleware inside authentication and the request log, and before routing: a hit
+costs the token read and a copy of the kept bytes. The route itself knows nothing of it. The
+cache is per process, least recently used out first, bounded by the bytes of the pages it keeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any, NamedTuple
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tamstore.domain.errors import TamsError
+from tamstore.domain.flows import UUID_RE
+from tamstore.ops import segments
+from tamstore.store.media.base import url_window
+
+__all__ = ["PageCache", "PageCacheMiddleware"]
+
+_SEGMENTS_PATH = re.compile(r"/flows/([^/]+)/segments")
+
+
+class Page(NamedTuple):
+    token: int
+    window: int
+    status: int
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
+
+
+class PageCache:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.bytes = 0
+        self._pages: OrderedDict[Hashable, Page] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._pages)
+
+    def get(self, key: Hashable, token: int, window: int) -> Page | None:
+        """The page kept for ``key`` if it was rendered at this ``token`` in this ``window``."""
+        page = self._pages.get(key)
+        if page is None or page.token != token or page.window != window:
+            return None
+        self._pages.move_to_end(key)
+        return page
+
+    def put(self, key: Hashable, page: Page) -> None:
+        """Keep ``page`` (pages over a quarter of the budget are not kept)."""
+        if len(page.body) > self.max_bytes // 4:
+            return
+        old = self._pages.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old.body)
+        self._pages[key] = page
+        self.bytes += len(page.body)
+        while self.bytes > self.max_bytes:
+            _, evicted = self._pages.popitem(last=False)
+            self.bytes -= len(evicted.body)
+
+
+class PageCacheMiddleware:
+    """Answers a GET or HEAD of a segment page from ``cache`` when it may, and keeps each 200
+    answer to a GET that it passes on. ``route`` is the segment listing's route: the request log
+    and metrics name it for a kept page as for any other."""
+
+    def __init__(self, app: ASGIApp, cache: PageCache, metrics: Any, route: Any) -> None:
+        self.app = app
+        self.cache = cache
+        self.metrics = metrics
+        self.route = route
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        match = _SEGMENTS_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        if match is None or scope["method"] not in ("GET", "HEAD") or not self.cache.max_bytes:
+            await self.app(scope, receive, send)
+            return
+        token = None
+        if UUID_RE.match(match.group(1)):
+            # (the database being away, the route answers, in the spec's error shape)
+            with contextlib.suppress(TamsError):
+                token = await segments.pages_token(scope["app"].state.ctx, match.group(1))
+        if token is None:  # a malformed id, no such Flow, or no database: the route says which
+            await self.app(scope, receive, send)
+            return
+        window = url_window()
+        key = (
+            scope.get("raw_path") or scope["path"],
+            scope["query_string"],
+            scope["scheme"],
+            scope.get("server"),
+            scope.get("root_path"),
+            next((v for k, v in scope["headers"] if k == b"host"), None),
+        )
+        page = self.cache.get(key, token, window)
+        if page is not None:
+            self.metrics.page_cache_hits.inc()
+            scope["route"] = self.route
+            await send({"type": "http.response.start", "status": page.status, "headers": list(page.headers)})
+            await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else page.body})
+            return
+        self.metrics.page_cache_misses.inc()
+        if scope["method"] == "HEAD":
+            await self.app(scope, receive, send)
+            return
+        started: dict[str, Any] = {}
+        body: list[bytes] = []
+
+        async def keep(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                started.update(message)
+            elif message["type"] == "http.response.body":
+                body.append(message.get("body", b""))
+                if not message.get("more_body") and started.get("status") == 200:
+                    headers = list(started.get("headers", []))
+                    self.cache.put(key, Page(token, window, 200, headers, b"".join(body)))
+            await send(message)
+
+        await self.app(scope, receive, keep)
