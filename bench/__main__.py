@@ -32,6 +32,7 @@ from tamstore.store.metadata.sql import TagFilter, open_metadata_store
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, str]
 NS = 1_000_000_000
+WRK_SECONDS = 10  # each wrk throughput figure (1 s in a --quick smoke run)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -68,12 +69,14 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
 class Server:
     """``tamstore serve`` in a subprocess, as an operator would run it."""
 
-    def __init__(self, settings: Settings, processes: int = 1) -> None:
+    def __init__(self, settings: Settings, processes: int = 1, *, page_cache: bool = True) -> None:
         self.settings = settings
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir), "TAMSTORE_PORT": str(self.port)}
         env["TAMSTORE_PROCESSES"] = str(processes)
+        if not page_cache:
+            env["TAMSTORE_PAGE_CACHE_MIB"] = "0"
         if settings.database_url:
             env["TAMSTORE_DATABASE_URL"] = settings.database_url
         self.proc = subprocess.Popen([sys.executable, "-m", "tamstore", "serve"], env=env, stdout=subprocess.DEVNULL)
@@ -124,11 +127,13 @@ def store_query_times(settings: Settings, query: Callable[[Any], Any], reps: int
 
 
 def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
+    """Page latency by flow size and position, rendered every time (the page cache off: these
+    rows are about the query), then what the page cache changes."""
     flows = [(str(uuid.uuid4()), n, {}) for n in sizes]
     took = loader.load(settings, flows)
     rows: list[Row] = [(f"bulk load {sum(sizes):,} segments (direct)", f"{took:.1f} s", "", "")]
     raw = floor.connect(settings)
-    server = Server(settings)
+    server = Server(settings, page_cache=False)
     try:
         with httpx.Client(base_url=server.url, timeout=60) as c:
             for flow_id, n, _ in flows:
@@ -149,16 +154,37 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                 url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
                 t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
                 rows.append(latency_row(f"100-segment page, {n:,}-segment flow, reverse from end", t))
-            if shutil.which("wrk"):
-                flow_id, n, _ = flows[-1]
-                path = f"/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
-                rows.append(
-                    (f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow", _wrk(server.url + path), "", "")
+        flow_id, n, _ = flows[-1]
+        path = f"/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
+        if shutil.which("wrk"):
+            rows.append(
+                (
+                    f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow, page cache off",
+                    _wrk(server.url + path),
+                    "",
+                    "",
                 )
-                rows.append(("  random pages across the flow", _wrk(server.url, random_pages=(flow_id, n)), "", ""))
+            )
+            rows.append(
+                ("  random pages across the flow, page cache off", _wrk(server.url, random_pages=(flow_id, n)), "", "")
+            )
     finally:
         server.stop()
         raw.close()
+    server = Server(settings)
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            t = timed(lambda: c.get(path).raise_for_status(), reps)
+            rows.append(latency_row(f"100-segment page, {n:,}-segment flow, kept by the page cache", t))
+        if shutil.which("wrk"):
+            rows.append(
+                ("100-segment pages/s, 32 connections (wrk), one page, page cache on", _wrk(server.url + path), "", "")
+            )
+            rows.append(
+                ("  random pages across the flow, page cache on", _wrk(server.url, random_pages=(flow_id, n)), "", "")
+            )
+    finally:
+        server.stop()
     if shutil.which("wrk"):
         server = Server(settings, processes=2)
         try:
@@ -172,7 +198,7 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
 def _wrk(url: str, random_pages: tuple[str, int] | None = None) -> str:
     """Requests/s at 32 connections for 10 s: of ``url``, or of random 100-segment pages of
     ``random_pages`` (a flow id and its segment count; bench/random_pages.lua)."""
-    cmd = ["wrk", "-t2", "-c32", "-d10s", url]
+    cmd = ["wrk", "-t2", "-c32", f"-d{WRK_SECONDS}s", url]
     if random_pages is not None:
         cmd[4:4] = ["-s", str(ROOT / "bench" / "random_pages.lua")]
         cmd += ["--", random_pages[0], str(random_pages[1])]
@@ -518,6 +544,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
+        global WRK_SECONDS
+        WRK_SECONDS = 1
         args.sizes, args.flows, args.bulk, args.delete = "300", 300, "2x100", 500
         args.media_mib, args.reps, args.webhooks = 1, 5, "2x5"
     only = set(args.only.split(","))
