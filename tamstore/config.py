@@ -31,13 +31,13 @@ class Settings:
         metadata={"help": "Seconds signed media URLs stay valid (>= 30, <= min_object_timeout)."},
     )
     default_page_limit: int = field(default=100, metadata={"help": "Page size when no limit given."})
+    max_page_limit: int = field(default=1000, metadata={"help": "Largest page size served."})
     page_cache_mib: int = field(
         default=32,
         metadata={
             "help": "MiB of rendered segment pages each process keeps and reuses until the Flow changes (0: none)."
         },
     )
-    max_page_limit: int = field(default=1000, metadata={"help": "Largest page size served."})
     max_storage_limit: int = field(default=1000, metadata={"help": "Most Objects allocated by one /storage request."})
     inline_delete_limit: int = field(
         default=1000,
@@ -161,6 +161,8 @@ class Settings:
             raise ValueError("log_format must be auto, json or text")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
+        if self.page_cache_mib < 0:
+            raise ValueError("page_cache_mib must not be negative")
         for name in (
             "default_page_limit",
             "max_page_limit",

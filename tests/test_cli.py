@@ -43,6 +43,7 @@ def test_bad_flag_is_a_one_line_error() -> None:
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert "eighty" in result.stderr
     _one_line_error(run("serve", "--min-object-timeout", "5"), "min_object_timeout")
+    _one_line_error(run("serve", "--page-cache-mib", "-1"), "page_cache_mib")
 
 
 def test_unwritable_data_dir_is_a_one_line_error() -> None:
