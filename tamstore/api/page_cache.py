@@ -16,7 +16,9 @@ address it was asked at (links and media URLs are made from it), and the URL win
   lifetime they promise (``store/media/base.py: GetUrlWindow``).
 
 This is ASGI middleware inside authentication and the request log, and before routing: a hit
-costs the token read and a copy of the kept bytes. The route itself knows nothing of it. The
+costs the token read and a copy of the kept bytes. The route itself knows nothing of it. A page
+is kept from the second time it is asked for: the first time costs nothing more than before (no
+token read), so reading a Flow through once, page after page, pays nothing for the cache. The
 cache is per process, least recently used out first, bounded by the bytes of the pages it keeps.
 """
 
@@ -49,13 +51,26 @@ class Page(NamedTuple):
 
 
 class PageCache:
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, *, remembered: int = 10_000) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
         self._pages: OrderedDict[Hashable, Page] = OrderedDict()
+        self._asked: OrderedDict[Hashable, None] = OrderedDict()  # keys asked for once lately
+        self._remembered = remembered
 
     def __len__(self) -> int:
         return len(self._pages)
+
+    def asked_before(self, key: Hashable) -> bool:
+        """Whether ``key`` was asked for lately; if not, remember that it now was. Only pages
+        asked for a second time are worth a token read and a place: most of a random scan
+        never comes back, and on PostgreSQL the read costs a round trip."""
+        if key in self._pages or key in self._asked:
+            return True
+        self._asked[key] = None
+        if len(self._asked) > self._remembered:
+            self._asked.popitem(last=False)
+        return False
 
     def get(self, key: Hashable, token: int, window: int) -> Page | None:
         """The page kept for ``key`` if it was rendered at this ``token`` in this ``window``."""
@@ -95,15 +110,6 @@ class PageCacheMiddleware:
         if match is None or scope["method"] not in ("GET", "HEAD") or not self.cache.max_bytes:
             await self.app(scope, receive, send)
             return
-        token = None
-        if UUID_RE.match(match.group(1)):
-            # (the database being away, the route answers, in the spec's error shape)
-            with contextlib.suppress(TamsError):
-                token = await segments.pages_token(scope["app"].state.ctx, match.group(1))
-        if token is None:  # a malformed id, no such Flow, or no database: the route says which
-            await self.app(scope, receive, send)
-            return
-        window = url_window()
         key = (
             scope.get("raw_path") or scope["path"],
             scope["query_string"],
@@ -112,6 +118,16 @@ class PageCacheMiddleware:
             scope.get("root_path"),
             next((v for k, v in scope["headers"] if k == b"host"), None),
         )
+        token = None
+        if UUID_RE.match(match.group(1)) and self.cache.asked_before(key):
+            # (the database being away, the route answers, in the spec's error shape)
+            with contextlib.suppress(TamsError):
+                token = await segments.pages_token(scope["app"].state.ctx, match.group(1))
+        if token is None:  # asked for once, a malformed id, no such Flow, no database: rendered
+            self.metrics.page_cache_misses.inc()
+            await self.app(scope, receive, send)
+            return
+        window = url_window()
         page = self.cache.get(key, token, window)
         if page is not None:
             self.metrics.page_cache_hits.inc()

@@ -29,14 +29,16 @@ async def hits(client: httpx.AsyncClient) -> int:
 
 
 async def kept(client: httpx.AsyncClient, url: str) -> httpx.Response:
-    """Read ``url`` twice; the second read must come from the cache, unchanged."""
-    first = await client.get(url)
-    assert first.status_code == 200, first.text
+    """Read ``url`` until it is kept (a page is kept from its second read on); one more read
+    must then come from the cache, unchanged."""
+    await client.get(url)
+    rendered = await client.get(url)
+    assert rendered.status_code == 200, rendered.text
     before = await hits(client)
-    second = await client.get(url)
-    assert await hits(client) == before + 1, "the second read of an unchanged page was not a hit"
-    assert second.content == first.content
-    return second
+    again = await client.get(url)
+    assert await hits(client) == before + 1, "a page read again, unchanged, was not a hit"
+    assert again.content == rendered.content
+    return again
 
 
 class Clock:
@@ -171,6 +173,20 @@ async def test_a_page_is_not_reused_past_its_url_window(client: httpx.AsyncClien
     assert new != old  # signed again for the new window, valid for longer
 
 
+async def test_a_page_asked_for_once_is_not_kept(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], [0])
+    before = await hits(client)
+    for i in range(3):  # three different pages, once each: nothing to reuse, nothing kept
+        assert (await client.get(f"/flows/{flow['id']}/segments?limit={i + 1}")).status_code == 200
+    assert await hits(client) == before
+    url = f"/flows/{flow['id']}/segments?limit=1"
+    await client.get(url)  # the second time: rendered, and kept
+    assert await hits(client) == before
+    await client.get(url)
+    assert await hits(client) == before + 1
+
+
 def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used() -> None:
     def page(size: int, token: int = 1) -> Page:
         return Page(token, 0, 200, [], b"x" * size)
@@ -187,3 +203,12 @@ def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used() -
     assert cache.bytes == 400 and cache.get("a", 2, 0) is not None
     cache.put("big", page(101))  # over a quarter of the budget: not kept
     assert cache.get("big", 1, 0) is None and cache.bytes == 400
+
+
+def test_keys_are_remembered_once_asked_for_within_a_bound() -> None:
+    cache = PageCache(max_bytes=400, remembered=2)
+    assert [cache.asked_before(k) for k in "aab"] == [False, True, False]
+    assert cache.asked_before("c") is False  # "a" is forgotten now
+    assert cache.asked_before("a") is False and cache.asked_before("c") is True
+    cache.put("z", Page(1, 0, 200, [], b""))
+    assert cache.asked_before("z") is True  # a kept page is asked for again by definition
