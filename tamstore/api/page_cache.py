@@ -42,7 +42,7 @@ __all__ = ["PageCache", "PageCacheMiddleware"]
 _SEGMENTS_PATH = re.compile(r"/flows/([^/]+)/segments")
 
 
-class Page(NamedTuple):
+class KeptPage(NamedTuple):
     token: int
     window: int
     status: int
@@ -54,7 +54,7 @@ class PageCache:
     def __init__(self, max_bytes: int, *, remembered: int = 10_000) -> None:
         self.max_bytes = max_bytes
         self.bytes = 0
-        self._pages: OrderedDict[Hashable, Page] = OrderedDict()
+        self._pages: OrderedDict[Hashable, KeptPage] = OrderedDict()
         self._asked: OrderedDict[Hashable, None] = OrderedDict()  # keys asked for once lately
         self._remembered = remembered
 
@@ -72,7 +72,7 @@ class PageCache:
             self._asked.popitem(last=False)
         return False
 
-    def get(self, key: Hashable, token: int, window: int) -> Page | None:
+    def get(self, key: Hashable, token: int, window: int) -> KeptPage | None:
         """The page kept for ``key`` if it was rendered at this ``token`` in this ``window``."""
         page = self._pages.get(key)
         if page is None or page.token != token or page.window != window:
@@ -80,7 +80,7 @@ class PageCache:
         self._pages.move_to_end(key)
         return page
 
-    def put(self, key: Hashable, page: Page) -> None:
+    def put(self, key: Hashable, page: KeptPage) -> None:
         """Keep ``page`` (pages over a quarter of the budget are not kept)."""
         if len(page.body) > self.max_bytes // 4:
             return
@@ -149,7 +149,7 @@ class PageCacheMiddleware:
                 body.append(message.get("body", b""))
                 if not message.get("more_body") and started.get("status") == 200:
                     headers = list(started.get("headers", []))
-                    self.cache.put(key, Page(token, window, 200, headers, b"".join(body)))
+                    self.cache.put(key, KeptPage(token, window, 200, headers, b"".join(body)))
             await send(message)
 
         await self.app(scope, receive, keep)
