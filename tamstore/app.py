@@ -128,6 +128,10 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         version=__version__,
         summary="A Time-addressable Media Store (TAMS 8.2) server",
         lifespan=lifespan,
+        # tamstore's own metrics and logs are its observability (docs/operating.md). FastAPI's
+        # native OpenTelemetry checks for a configured provider on every request (~10% of a
+        # kept segment page, reading the environment each time) and finds none.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.auth = auth
     app.state.metrics = metrics = Metrics()
