@@ -122,6 +122,26 @@ async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+class Clock:
+    """A clock that stands still until a test moves it (``now`` in Unix seconds)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def time(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
+    """The clock URL windows are read from (store/media/base.py), stopped at a window's start."""
+    from tamstore.store.media import base
+
+    c = Clock(1_800_000_000.0)  # a multiple of 60
+    monkeypatch.setattr(base, "time", c)
+    return c
+
+
 # -- small builders shared by the behaviour suite ---------------------------------------------------
 
 

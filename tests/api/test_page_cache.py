@@ -12,13 +12,12 @@ import dataclasses
 import re
 
 import httpx
-import pytest
 
 from tamstore.api.page_cache import KeptPage, PageCache
 from tamstore.config import Settings
 from tamstore.store.media import base
 from tamstore.testing import app_client
-from tests.conftest import add_segments, allocate, put_flow, video_flow
+from tests.conftest import Clock, add_segments, allocate, put_flow, video_flow
 
 HITS = re.compile(rb'^tamstore_page_cache_lookups_total\{outcome="hit"\} (\S+)$', re.M)
 
@@ -39,22 +38,6 @@ async def kept(client: httpx.AsyncClient, url: str) -> httpx.Response:
     assert await hits(client) == before + 1, "a page read again, unchanged, was not a hit"
     assert again.content == rendered.content
     return again
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    """The clock URL windows are read from, frozen at the start of a window."""
-    c = Clock(float(base.url_window()) + 1)
-    monkeypatch.setattr(base, "time", c)
-    return c
 
 
 async def test_a_kept_page_is_what_rendering_it_again_gives(settings: Settings, clock: Clock) -> None:

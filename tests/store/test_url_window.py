@@ -4,16 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tamstore.store.media import base
 from tamstore.store.media.base import GetUrlWindow
-
-
-class Clock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def time(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 class Signer:
@@ -25,13 +17,6 @@ class Signer:
     def __call__(self, start: int, expires: int, key: str) -> str:
         self.calls.append((start, expires, key))
         return f"{key}@{start}-{expires}"
-
-
-@pytest.fixture
-def clock(monkeypatch: pytest.MonkeyPatch) -> Clock:
-    c = Clock(1_800_000_000.0)  # a window boundary (a multiple of 60)
-    monkeypatch.setattr(base, "time", c)
-    return c
 
 
 def test_a_url_is_signed_once_per_window(clock: Clock) -> None:
