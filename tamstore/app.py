@@ -141,7 +141,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         PageCacheMiddleware,
         cache=PageCache(settings.page_cache_mib * 2**20),
         metrics=metrics,
-        route=next(r for r in segments.router.routes if getattr(r, "path", None) == "/flows/{flow_id}/segments"),
+        route=next(r for r in segments.router.routes if r.name == "list_segments"),
     )
     app.add_middleware(AuthMiddleware, config=auth)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)

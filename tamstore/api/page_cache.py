@@ -25,7 +25,6 @@ cache is per process, least recently used out first, bounded by the bytes of the
 from __future__ import annotations
 
 import contextlib
-import re
 from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, NamedTuple
@@ -34,18 +33,16 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tamstore.domain.errors import TamsError
 from tamstore.domain.flows import UUID_RE
-from tamstore.ops import segments
 from tamstore.store.media.base import url_window
 
 __all__ = ["PageCache", "PageCacheMiddleware"]
 
-_SEGMENTS_PATH = re.compile(r"/flows/([^/]+)/segments")
-
 
 class KeptPage(NamedTuple):
+    """A 200 answer to a GET, rendered after ``token`` was read, in URL window ``window``."""
+
     token: int
     window: int
-    status: int
     headers: list[tuple[bytes, bytes]]
     body: bytes
 
@@ -96,8 +93,9 @@ class PageCache:
 
 class PageCacheMiddleware:
     """Answers a GET or HEAD of a segment page from ``cache`` when it may, and keeps each 200
-    answer to a GET that it passes on. ``route`` is the segment listing's route: the request log
-    and metrics name it for a kept page as for any other."""
+    answer to a GET that it passes on. ``route`` is the segment listing's GET route: its path
+    is what is answered here, and the request log and metrics name it for a kept page as for
+    any other."""
 
     def __init__(self, app: ASGIApp, cache: PageCache, metrics: Any, route: Any) -> None:
         self.app = app
@@ -106,10 +104,11 @@ class PageCacheMiddleware:
         self.route = route
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        match = _SEGMENTS_PATH.fullmatch(scope["path"]) if scope["type"] == "http" else None
+        match = self.route.path_regex.match(scope["path"]) if scope["type"] == "http" else None
         if match is None or scope["method"] not in ("GET", "HEAD") or not self.cache.max_bytes:
             await self.app(scope, receive, send)
             return
+        flow_id = match["flow_id"]
         key = (
             scope.get("raw_path") or scope["path"],
             scope["query_string"],
@@ -119,24 +118,22 @@ class PageCacheMiddleware:
             next((v for k, v in scope["headers"] if k == b"host"), None),
         )
         token = None
-        if UUID_RE.match(match.group(1)) and self.cache.asked_before(key):
+        if UUID_RE.match(flow_id) and self.cache.asked_before(key):
             # (the database being away, the route answers, in the spec's error shape)
             with contextlib.suppress(TamsError):
-                token = await segments.pages_token(scope["app"].state.ctx, match.group(1))
-        if token is None:  # asked for once, a malformed id, no such Flow, no database: rendered
-            self.metrics.page_cache_misses.inc()
-            await self.app(scope, receive, send)
-            return
+                token = await scope["app"].state.ctx.store.pages_token(flow_id)
         window = url_window()
-        page = self.cache.get(key, token, window)
+        page = None if token is None else self.cache.get(key, token, window)
         if page is not None:
             self.metrics.page_cache_hits.inc()
             scope["route"] = self.route
-            await send({"type": "http.response.start", "status": page.status, "headers": list(page.headers)})
+            await send({"type": "http.response.start", "status": 200, "headers": list(page.headers)})
             await send({"type": "http.response.body", "body": b"" if scope["method"] == "HEAD" else page.body})
             return
         self.metrics.page_cache_misses.inc()
-        if scope["method"] == "HEAD":
+        # Rendered by the route. Not kept: a page asked for once, a malformed id, no such Flow,
+        # no database (no token), or a HEAD (no body).
+        if token is None or scope["method"] == "HEAD":
             await self.app(scope, receive, send)
             return
         started: dict[str, Any] = {}
@@ -149,7 +146,7 @@ class PageCacheMiddleware:
                 body.append(message.get("body", b""))
                 if not message.get("more_body") and started.get("status") == 200:
                     headers = list(started.get("headers", []))
-                    self.cache.put(key, KeptPage(token, window, 200, headers, b"".join(body)))
+                    self.cache.put(key, KeptPage(token, window, headers, b"".join(body)))
             await send(message)
 
         await self.app(scope, receive, keep)

@@ -23,7 +23,7 @@ from tamstore.ops.objects import UrlRenderer
 from tamstore.ops.render import extent_timerange
 from tamstore.store.metadata.sql import Tx
 
-__all__ = ["SegmentQuery", "list_segments", "pages_token", "post_segments"]
+__all__ = ["SegmentQuery", "list_segments", "post_segments"]
 
 
 @dataclass(frozen=True)
@@ -46,12 +46,6 @@ class _ObjectState:
     allocated_for: str | None
     changes: dict[str, Any]
     new_instances: list[dict[str, Any]]
-
-
-async def pages_token(ctx: Context, flow_id: str) -> int | None:
-    """What the Flow's segment pages show, summed up: it changes whenever they may (None: no
-    such Flow). Read it before rendering a page to be kept (see api/page_cache.py)."""
-    return await ctx.store.pages_token(flow_id)
 
 
 async def list_segments(

@@ -172,7 +172,7 @@ async def test_a_page_asked_for_once_is_not_kept(client: httpx.AsyncClient) -> N
 
 def test_the_cache_keeps_to_its_byte_budget_dropping_the_least_recently_used() -> None:
     def page(size: int, token: int = 1) -> KeptPage:
-        return KeptPage(token, 0, 200, [], b"x" * size)
+        return KeptPage(token, 0, [], b"x" * size)
 
     cache = PageCache(max_bytes=400)
     for key in "abcd":
@@ -193,5 +193,5 @@ def test_keys_are_remembered_once_asked_for_within_a_bound() -> None:
     assert [cache.asked_before(k) for k in "aab"] == [False, True, False]
     assert cache.asked_before("c") is False  # "a" is forgotten now
     assert cache.asked_before("a") is False and cache.asked_before("c") is True
-    cache.put("z", KeptPage(1, 0, 200, [], b""))
+    cache.put("z", KeptPage(1, 0, [], b""))
     assert cache.asked_before("z") is True  # a kept page is asked for again by definition
