@@ -116,6 +116,9 @@ def _numbered(sql: str) -> str:
     return "".join(f"{part}${i}" if i < len(parts) else part for i, part in enumerate(parts, 1))
 
 
+_PAGES_TOKEN_PG = _numbered(_PAGES_TOKEN)
+
+
 class Instance(NamedTuple):
     """Where an Object's bytes are: a controlled Storage Backend, or an uncontrolled URL."""
 
@@ -510,8 +513,10 @@ class Tx:
             await self.conn.execute(insert(t.objects), rows)
         if instances:
             await self.conn.execute(insert(t.object_instances), instances)
-            # (a segment's get_urls may add instances to an Object other Flows already use)
-            await self._renew_pages_of_objects(i["object_id"] for i in instances)
+            # A segment's get_urls may add instances to an Object other Flows already use; an
+            # Object inserted just now is in no Flow's pages yet.
+            new = {r["id"] for r in rows}
+            await self._renew_pages_of_objects(i["object_id"] for i in instances if i["object_id"] not in new)
 
     async def update_object(self, object_id: str, values: dict[str, Any]) -> None:
         await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
@@ -549,7 +554,7 @@ class Tx:
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that
         changes what a segment page of the Flow shows; see :meth:`_renew_pages_tokens`."""
-        rows = await self._driver_rows((_PAGES_TOKEN, (flow_id,)), (_numbered(_PAGES_TOKEN), (flow_id,)))
+        rows = await self._driver_rows((_PAGES_TOKEN, (flow_id,)), (_PAGES_TOKEN_PG, (flow_id,)))
         return rows[0][0] if rows else None
 
     async def _renew_pages_tokens(self, flow_ids: Iterable[str]) -> None:
@@ -562,10 +567,12 @@ class Tx:
         """Called by every write of Object instances: the pages of every Flow whose segments use
         one of the Objects, directly or as their init Object (object_refs counts both), show
         its URLs."""
-        await self._executemany(
-            "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
-            [(_new_pages_token(), o) for o in set(object_ids)],
-        )
+        renew = [(_new_pages_token(), o) for o in set(object_ids)]
+        if renew:
+            await self._executemany(
+                "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
+                renew,
+            )
 
     async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
