@@ -27,7 +27,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from tamstore.auth import ALL_SCOPES, hash_secret
 from tamstore.config import Settings
 from tamstore.testing import app_client
-from tests.conftest import video_flow
+from tests.api.test_page_cache import kept
+from tests.conftest import add_segments, put_flow, video_flow
 
 A, R, W, D = "tams-api/admin", "tams-api/read", "tams-api/write", "tams-api/delete"
 EVERY = {A, R, W, D}
@@ -190,6 +191,20 @@ async def test_basic_user_and_principal(auth_settings: Settings) -> None:
         assert r.json()["created_by"] == "alice"
         r = await client.delete(f"/flows/{body['id']}", auth=("alice", "wonderland"))
         assert r.status_code == 403  # alice has read and write, not delete
+
+
+async def test_a_kept_segment_page_still_needs_credentials(auth_settings: Settings) -> None:
+    """Kept pages are answered after authentication (api/page_cache.py sits inside it)."""
+    async with app_client(auth_settings) as client:
+        client.auth = ("alice", "wonderland")
+        flow = await put_flow(client)
+        await add_segments(client, flow["id"], [0])
+        url = f"/flows/{flow['id']}/segments"
+        await kept(client, url)
+        assert (await client.get(url, auth=("alice", "wrong"))).status_code == 401
+        client.auth = None
+        r = await client.get(url)
+        assert r.status_code == 401 and "www-authenticate" in r.headers
 
 
 async def test_access_token_query_parameter_is_kept_in_links(auth_settings: Settings) -> None:

@@ -1,8 +1,9 @@
 """Kept segment pages (tamstore/api/page_cache.py): reused byte for byte while nothing they show
 has changed, and never once something has, whichever process changed it.
 
-Each test first shows that the page *is* kept (the second read is a hit), then makes one change
-and shows the next read has it: without the first half, these tests would pass with no cache.
+Each test first shows that the page *is* kept (``kept``: read again, it is a hit), then makes one
+change and shows the next read has it: without the first half, these tests would pass with no
+cache. (That authentication comes before kept pages is in tests/test_auth.py.)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import httpx
 
 from tamstore.api.page_cache import KeptPage, PageCache
 from tamstore.config import Settings
+from tamstore.ops import deletion
 from tamstore.store.media import base
 from tamstore.testing import app_client
 from tests.conftest import Clock, add_segments, allocate, put_flow, video_flow
@@ -142,6 +144,20 @@ async def test_an_asynchronous_deletion_renews_the_page(settings: Settings) -> N
                 break
             await asyncio.sleep(0.05)
         assert [s["timerange"] for s in (await client.get(url)).json()] == ["[0:0_1:0)", "[1:0_2:0)"]
+
+
+async def test_a_restore_from_the_recovery_window_renews_the_page(settings: Settings) -> None:
+    async with app_client(dataclasses.replace(settings, recovery_window=3600)) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        flow = await put_flow(client)
+        await add_segments(client, flow["id"], [0, 1, 2])
+        url = f"/flows/{flow['id']}/segments"
+        await kept(client, url)
+        assert (await client.delete(f"{url}?timerange=[1:0_3:0)")).status_code == 204
+        assert len((await kept(client, url)).json()) == 1
+        [deleted] = await deletion.list_deleted(ctx)
+        await deletion.restore(ctx, deleted["id"])
+        assert len((await client.get(url)).json()) == 3
 
 
 async def test_a_page_is_not_reused_past_its_url_window(client: httpx.AsyncClient, clock: Clock) -> None:
