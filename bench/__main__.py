@@ -32,7 +32,6 @@ from tamstore.store.metadata.sql import TagFilter, open_metadata_store
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, str]
 NS = 1_000_000_000
-WRK_SECONDS = 10  # each wrk throughput figure (1 s in a --quick smoke run)
 
 
 def pct(values: list[float], p: float) -> float:
@@ -126,7 +125,7 @@ def store_query_times(settings: Settings, query: Callable[[Any], Any], reps: int
     return asyncio.run(run())
 
 
-def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
+def bench_pages(settings: Settings, sizes: list[int], reps: int, wrk_seconds: int) -> list[Row]:
     """Page latency by flow size and position, rendered every time (the page cache off: these
     rows are about the query), then what the page cache changes."""
     flows = [(str(uuid.uuid4()), n, {}) for n in sizes]
@@ -156,18 +155,14 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
                 rows.append(latency_row(f"100-segment page, {n:,}-segment flow, reverse from end", t))
         flow_id, n, _ = flows[-1]
         path = f"/flows/{flow_id}/segments?limit=100&timerange=[{n // 2}:0_{n // 2 + 100}:0)"
-        if shutil.which("wrk"):
-            rows.append(
-                (
-                    f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow, page cache off",
-                    _wrk(server.url + path),
-                    "",
-                    "",
-                )
-            )
-            rows.append(
-                ("  random pages across the flow, page cache off", _wrk(server.url, random_pages=(flow_id, n)), "", "")
-            )
+        rows += _throughput_rows(
+            server.url,
+            path,
+            (flow_id, n),
+            wrk_seconds,
+            f"100-segment pages/s, 32 connections (wrk), {n:,}-segment flow, page cache off",
+            "  random pages across the flow, page cache off",
+        )
     finally:
         server.stop()
         raw.close()
@@ -176,29 +171,49 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int) -> list[Row]:
         with httpx.Client(base_url=server.url, timeout=60) as c:
             t = timed(lambda: c.get(path).raise_for_status(), reps)
             rows.append(latency_row(f"100-segment page, {n:,}-segment flow, kept by the page cache", t))
-        if shutil.which("wrk"):
-            rows.append(
-                ("100-segment pages/s, 32 connections (wrk), one page, page cache on", _wrk(server.url + path), "", "")
-            )
-            rows.append(
-                ("  random pages across the flow, page cache on", _wrk(server.url, random_pages=(flow_id, n)), "", "")
-            )
+        rows += _throughput_rows(
+            server.url,
+            path,
+            (flow_id, n),
+            wrk_seconds,
+            "100-segment pages/s, 32 connections (wrk), one page, page cache on",
+            "  random pages across the flow, page cache on",
+        )
     finally:
         server.stop()
     if shutil.which("wrk"):
         server = Server(settings, processes=2)
         try:
-            rows.append(("  one page, `serve --processes 2`", _wrk(server.url + path), "", ""))
-            rows.append(("  random pages, `serve --processes 2`", _wrk(server.url, random_pages=(flow_id, n)), "", ""))
+            rows += _throughput_rows(
+                server.url,
+                path,
+                (flow_id, n),
+                wrk_seconds,
+                "  one page, `serve --processes 2`",
+                "  random pages, `serve --processes 2`",
+            )
         finally:
             server.stop()
     return rows
 
 
-def _wrk(url: str, random_pages: tuple[str, int] | None = None) -> str:
-    """Requests/s at 32 connections for 10 s: of ``url``, or of random 100-segment pages of
-    ``random_pages`` (a flow id and its segment count; bench/random_pages.lua)."""
-    cmd = ["wrk", "-t2", "-c32", f"-d{WRK_SECONDS}s", url]
+def _throughput_rows(
+    server: str, path: str, flow: tuple[str, int], seconds: int, one_page: str, random: str
+) -> list[Row]:
+    """Two rows, none without wrk: ``path`` asked for over and over, then random 100-segment
+    pages of ``flow`` (its id and segment count), from the server at ``server``."""
+    if not shutil.which("wrk"):
+        return []
+    return [
+        (one_page, _wrk(server + path, seconds), "", ""),
+        (random, _wrk(server, seconds, random_pages=flow), "", ""),
+    ]
+
+
+def _wrk(url: str, seconds: int, random_pages: tuple[str, int] | None = None) -> str:
+    """Requests/s at 32 connections for ``seconds``: of ``url``, or of random 100-segment pages
+    of ``random_pages`` (a flow id and its segment count; bench/random_pages.lua)."""
+    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", url]
     if random_pages is not None:
         cmd[4:4] = ["-s", str(ROOT / "bench" / "random_pages.lua")]
         cmd += ["--", random_pages[0], str(random_pages[1])]
@@ -544,8 +559,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
-        global WRK_SECONDS
-        WRK_SECONDS = 1
         args.sizes, args.flows, args.bulk, args.delete = "300", 300, "2x100", 500
         args.media_mib, args.reps, args.webhooks = 1, 5, "2x5"
     only = set(args.only.split(","))
@@ -571,7 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             return Settings(data_dir=data, database_url=url)
 
         for name, run in [
-            ("pages", lambda: bench_pages(fresh(), sizes, args.reps)),
+            ("pages", lambda: bench_pages(fresh(), sizes, args.reps, 1 if args.quick else 10)),
             ("register", lambda: bench_registration(fresh(), requests, per_request)),
             ("flows", lambda: bench_flows(fresh(), args.flows, args.reps)),
             ("media", lambda: bench_media(fresh(), args.media_mib)),
