@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from tamstore import __version__
 from tamstore.api import (
@@ -31,6 +32,7 @@ from tamstore.api import (
     sources,
     webhooks,
 )
+from tamstore.api.limits import BodyLimitMiddleware
 from tamstore.api.observability import Metrics, RequestLogMiddleware
 from tamstore.api.page_cache import PageCache, PageCacheMiddleware
 from tamstore.api.security import AuthMiddleware
@@ -143,8 +145,27 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         metrics=metrics,
         route=next(r for r in segments.router.routes if r.name == "list_segments"),
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kib * 1024)
     app.add_middleware(AuthMiddleware, config=auth)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
+    origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
+    if origins:  # off unless asked for: no web page elsewhere may call the API (docs/operating.md)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            expose_headers=[
+                "Link",
+                "Location",
+                "X-Paging-Limit",
+                "X-Paging-NextKey",
+                "X-Paging-Count",
+                "X-Paging-Reverse-Order",
+                "X-Request-ID",
+            ],
+            max_age=600,
+        )
     errors.install_error_handlers(app)
     # Each module's routes go straight into the app's own route list, hot ones (segments, then
     # flows) first: the router tries them in order. (FastAPI's include_router keeps each router

@@ -39,6 +39,21 @@ class Settings:
         },
     )
     max_storage_limit: int = field(default=1000, metadata={"help": "Most Objects allocated by one /storage request."})
+    max_body_kib: int = field(
+        default=8192,
+        metadata={"help": "Largest API request body, in KiB (413 beyond it). Media uploads are not API bodies."},
+    )
+    max_json_items: int = field(
+        default=10_000,
+        metadata={"help": "Most members of one JSON object or array in a request, so most segments in one POST."},
+    )
+    cors_origins: str = field(
+        default="",
+        metadata={
+            "help": "Comma list of web origins whose pages may call the API from a browser (CORS); "
+            "empty: none, * for any."
+        },
+    )
     inline_delete_limit: int = field(
         default=1000,
         metadata={"help": "Deletions of up to this many segments finish inline (204)."},
@@ -167,6 +182,8 @@ class Settings:
             "default_page_limit",
             "max_page_limit",
             "max_storage_limit",
+            "max_body_kib",
+            "max_json_items",
             "db_pool_size",
             "processes",
             "worker_lease",

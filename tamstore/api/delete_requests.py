@@ -29,7 +29,7 @@ def deletion_response(request: Request, pending: dict[str, Any] | None) -> Respo
 async def list_requests(request: Request) -> Response:
     q = Query(request)
     sort_by = q.choice("sort_by", ("created", "expiry"), "created") or "created"
-    page = await deletion.list_delete_requests(context(request), q.page(2), sort_by)
+    page = await deletion.list_delete_requests(context(request), q.page((int, str)), sort_by)
     return page_response(request, page)
 
 

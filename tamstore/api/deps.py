@@ -7,7 +7,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from tamstore.domain.errors import BadRequest
+from tamstore.domain.errors import BadRequest, UnsupportedMedia
+from tamstore.domain.limits import JsonLimits, check_json
 from tamstore.ops.context import Context
 
 __all__ = ["base_url", "context", "principal", "read_json"]
@@ -30,11 +31,16 @@ def principal(request: Request) -> str | None:
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:
+    """The request's JSON body, held to the service's limits (``domain/limits.py``). A body must
+    say it is JSON: a browser page may send ``text/plain`` to any address without asking
+    (no CORS preflight), so accepting it would let any web page change a loopback server."""
     raw = await request.body()
     if not raw.strip():
         if required:
             raise BadRequest("a JSON request body is required")
         return None
+    if not _is_json(request.headers.get("content-type", "")):
+        raise UnsupportedMedia("the request body must be JSON, sent with Content-Type: application/json")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -42,4 +48,13 @@ async def read_json(request: Request, *, required: bool = True) -> Any:
     if b"\\u0000" in raw:
         # No database stores NUL inside text; refuse it rather than store something else.
         raise BadRequest("strings in the request body must not contain NUL (\\u0000)")
-    return body
+    return check_json(body, json_limits(request))
+
+
+def json_limits(request: Request) -> JsonLimits:
+    return JsonLimits(max_items=context(request).settings.max_json_items)
+
+
+def _is_json(content_type: str) -> bool:
+    kind = content_type.partition(";")[0].strip().lower()
+    return kind == "application/json" or (kind.startswith("application/") and kind.endswith("+json"))

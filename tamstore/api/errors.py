@@ -18,13 +18,17 @@ from starlette.responses import Response
 from tamstore.domain.errors import (
     BadRequest,
     Forbidden,
+    InsufficientStorage,
     NotFound,
     TamsError,
+    TooLarge,
+    TooManyRequests,
     Unavailable,
+    UnsupportedMedia,
     error_body,
 )
 
-__all__ = ["install_error_handlers", "STATUS"]
+__all__ = ["STATUS", "error_response", "install_error_handlers", "retry_headers", "status_of"]
 
 log = logging.getLogger("tamstore")
 
@@ -32,11 +36,15 @@ STATUS: dict[type[TamsError], int] = {
     BadRequest: 400,
     Forbidden: 403,
     NotFound: 404,
+    TooLarge: 413,
+    UnsupportedMedia: 415,
+    TooManyRequests: 429,
+    InsufficientStorage: 507,
     Unavailable: 503,
 }
 
 
-def _status_of(exc: TamsError) -> int:
+def status_of(exc: TamsError) -> int:
     for cls in type(exc).__mro__:
         if cls in STATUS:
             return STATUS[cls]
@@ -48,11 +56,19 @@ def error_response(request: Request, exc: TamsError, status: int, headers: dict[
     return Response(body, status_code=status, media_type="application/json", headers=headers)
 
 
+def retry_headers(exc: TamsError) -> dict[str, str] | None:
+    """``Retry-After`` for the errors that pass: a backing service down, a client held back."""
+    if isinstance(exc, TooManyRequests):
+        return {"Retry-After": str(exc.retry_after)}
+    if isinstance(exc, Unavailable) and not isinstance(exc, InsufficientStorage):
+        return {"Retry-After": "5"}
+    return None
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def tams_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, TamsError)
-        headers = {"Retry-After": "5"} if isinstance(exc, Unavailable) else None
-        return error_response(request, exc, _status_of(exc), headers)
+        return error_response(request, exc, status_of(exc), retry_headers(exc))
 
     async def validation_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)

@@ -45,7 +45,7 @@ async def list_flows(request: Request) -> Response:
         timerange=q.timerange(),
         sort_by=sort_by,
     )
-    page = await flows.list_flows(context(request), query, q.page(3 if sort_by == "label" else 2))
+    page = await flows.list_flows(context(request), query, q.page((str, str) if sort_by == "label" else (int, str)))
     return page_response(request, page)
 
 

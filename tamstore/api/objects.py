@@ -43,7 +43,7 @@ async def object_route(request: Request, object_path: str) -> Response:
         page = await objects.get_object(
             ctx,
             object_id,
-            q.page(1, reverse_param=False),
+            q.page((str,), reverse_param=False),
             q.tag_filters("flow_tag"),
             q.url_filter(),
             base_url(request),

@@ -136,16 +136,17 @@ class Query:
             verbose=bool(self.bool("verbose_storage")),
         )
 
-    def page(self, arity: int, *, reverse_param: bool = True) -> PageRequest:
+    def page(self, key: tuple[type, ...], *, reverse_param: bool = True) -> PageRequest:
         """Any integer limit is accepted (the spec gives no bounds) and clamped to
-        1..max_page_limit; ``X-Paging-Limit`` tells the client what was applied."""
+        1..max_page_limit; ``X-Paging-Limit`` tells the client what was applied. ``key`` is the
+        listing's sort key, one type a part (the cursor must match it)."""
         limit = self.int("limit", minimum=-(2**63) + 1)
         s = self.settings
         limit = s.default_page_limit if limit is None else max(1, min(limit, s.max_page_limit))
         cursor = self.params.get("page")
         after: tuple[Any, ...] | None = None
         if cursor:
-            after = decode_cursor(cursor, arity)
+            after = decode_cursor(cursor, key)
         reverse = bool(self.bool("reverse_order")) if reverse_param else False
         return PageRequest(limit=limit, after=after, reverse=reverse)
 
@@ -160,7 +161,10 @@ def raw_path_tail(request: Request, marker: str) -> list[str]:
         raw = raw[len(root) :]
     parts = raw.split("/")
     i = parts.index(marker, 1)
-    tail = [unquote(p, errors="strict") for p in parts[i + 1 :]]
+    try:
+        tail = [unquote(p, errors="strict") for p in parts[i + 1 :]]
+    except UnicodeDecodeError:
+        raise BadRequest("the path is not valid UTF-8 once percent-decoded") from None
     if any("\x00" in p for p in tail):
         raise BadRequest("the path must not contain NUL characters")
     return tail

@@ -8,10 +8,12 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Scope, Send
 
+from tamstore.domain.errors import TamsError, error_body
 from tamstore.domain.paging import Page
 
-__all__ = ["empty", "json_response", "page_response"]
+__all__ = ["empty", "error_reply", "json_response", "page_response"]
 
 JSON = "application/json"
 
@@ -53,3 +55,16 @@ def page_response(
     if extra_headers:
         headers.update(extra_headers)
     return json_response(request, page.items if body is None else body, headers=headers)
+
+
+async def error_reply(
+    scope: Scope, send: Send, status: int, err: TamsError, headers: dict[str, str] | None = None
+) -> None:
+    """An error in the spec's shape straight from ASGI middleware, before any route runs."""
+    body = b"" if scope["method"] == "HEAD" else orjson.dumps(error_body(err))
+    response = Response(body, status_code=status, media_type=JSON, headers=headers)
+    await response(scope, _no_receive, send)
+
+
+async def _no_receive() -> dict[str, Any]:  # pragma: no cover - responses never read
+    return {"type": "http.disconnect"}

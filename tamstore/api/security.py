@@ -7,7 +7,6 @@ missing or invalid credentials get 401 with ``WWW-Authenticate``, too few scopes
 from __future__ import annotations
 
 import base64
-from typing import Any
 from urllib.parse import parse_qs
 
 import orjson
@@ -17,8 +16,9 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tamstore.api.responses import error_reply
 from tamstore.auth import AuthConfig, AuthError, scopes_for
-from tamstore.domain.errors import Forbidden, TamsError, error_body
+from tamstore.domain.errors import Forbidden, TamsError
 
 __all__ = ["AuthMiddleware", "router"]
 
@@ -49,24 +49,14 @@ class AuthMiddleware:
         except AuthError as exc:
             err = TamsError(str(exc))
             err.kind = "unauthorized"
-            await _reply(scope, send, 401, err, {"WWW-Authenticate": self.challenge})
+            await error_reply(scope, send, 401, err, {"WWW-Authenticate": self.challenge})
             return
         if not principal.scopes & needed:
             wanted = " or ".join(sorted(needed))
-            await _reply(scope, send, 403, Forbidden(f"this needs the scope {wanted}"))
+            await error_reply(scope, send, 403, Forbidden(f"this needs the scope {wanted}"))
             return
         scope["tamstore.principal"] = principal.name
         await self.app(scope, receive, send)
-
-
-async def _reply(scope: Scope, send: Send, status: int, err: TamsError, headers: dict[str, str] | None = None) -> None:
-    body = b"" if scope["method"] == "HEAD" else orjson.dumps(error_body(err))
-    response = Response(body, status_code=status, media_type="application/json", headers=headers)
-    await response(scope, _no_receive, send)
-
-
-async def _no_receive() -> dict[str, Any]:  # pragma: no cover - responses never read
-    return {"type": "http.disconnect"}
 
 
 router = APIRouter(tags=["authentication"])

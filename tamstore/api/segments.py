@@ -27,7 +27,7 @@ async def list_segments(request: Request, flow_id: str) -> Response:
         urls=q.url_filter(),
         include_object_timerange=bool(q.bool("include_object_timerange")),
     )
-    page = await segments.list_segments(context(request), flow_id, query, q.page(1), base_url(request))
+    page = await segments.list_segments(context(request), flow_id, query, q.page((int,)), base_url(request))
     return page_response(request, page, extra_headers={"X-Paging-Timerange": page.extra["timerange"].to_str()})
 
 

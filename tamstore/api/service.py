@@ -38,7 +38,7 @@ async def storage_backends(request: Request) -> Response:
     tags = q.tag_filters()
     page = service.list_storage_backends(
         context(request),
-        q.page(1),
+        q.page((str,)),
         {t.name: t.values for t in tags if t.values is not None},
         {t.name: bool(t.exists) for t in tags if t.exists is not None},
     )
@@ -50,7 +50,7 @@ async def list_profiles(request: Request) -> Response:
     q = Query(request)
     page = await service.list_profiles(
         context(request),
-        q.page(1, reverse_param=False),
+        q.page((str,), reverse_param=False),
         format=q.choice("format", FORMATS),
         codec=q.mime("codec"),
         label=q.str("label"),

@@ -22,7 +22,7 @@ async def list_sources(request: Request) -> Response:
     sort_by = q.choice("sort_by", ("created", "updated", "label"), "created")
     page = await sources.list_sources(
         context(request),
-        q.page(3 if sort_by == "label" else 2),
+        q.page((str, str) if sort_by == "label" else (int, str)),
         sort_by=sort_by or "created",
         label=q.str("label"),
         format=q.choice("format", FORMATS),

@@ -18,7 +18,7 @@ router = APIRouter(tags=["webhooks"])
 @get(router, "/service/webhooks", summary="List webhooks")
 async def list_webhooks(request: Request) -> Response:
     q = Query(request)
-    page = await webhooks.list_webhooks(context(request), q.page(2), q.tag_filters())
+    page = await webhooks.list_webhooks(context(request), q.page((str, str)), q.tag_filters())
     return page_response(request, page)
 
 

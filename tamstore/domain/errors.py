@@ -5,6 +5,10 @@ TamsError
 │   └── Conflict      it clashes with stored state (overlap, existing id)     (400)
 ├── Forbidden         allowed in general, refused here (read-only Flow)       (403)
 ├── NotFound          the resource does not exist                             (404)
+├── TooLarge          the request is bigger than this service accepts         (413)
+├── UnsupportedMedia  the body is not of a type the route reads (not JSON)    (415)
+├── TooManyRequests   the client is refused for a while (failed logins)       (429)
+├── InsufficientStorage  the media store has no room for the bytes           (507)
 └── Unavailable       a backing service (database, storage) is unreachable    (503)
 """
 
@@ -17,9 +21,13 @@ __all__ = [
     "BadRequest",
     "Conflict",
     "Forbidden",
+    "InsufficientStorage",
     "NotFound",
     "TamsError",
+    "TooLarge",
+    "TooManyRequests",
     "Unavailable",
+    "UnsupportedMedia",
     "error_body",
 ]
 
@@ -53,8 +61,28 @@ class NotFound(TamsError):
     kind = "not_found"
 
 
+class TooLarge(TamsError):
+    kind = "payload_too_large"
+
+
+class UnsupportedMedia(TamsError):
+    kind = "unsupported_media_type"
+
+
+class TooManyRequests(TamsError):
+    kind = "too_many_requests"
+
+    def __init__(self, summary: str, retry_after: int) -> None:
+        super().__init__(summary)
+        self.retry_after = retry_after
+
+
 class Unavailable(TamsError):
     kind = "unavailable"
+
+
+class InsufficientStorage(Unavailable):
+    kind = "insufficient_storage"
 
 
 def error_body(exc: TamsError) -> dict[str, Any]:

@@ -7,8 +7,11 @@ import uuid
 from typing import Any
 
 from tamstore.domain.errors import BadRequest
+from tamstore.domain.limits import INT32_MAX, MAX_LABEL_BYTES, check_int, check_text
+from tamstore.domain.tags import check_tags
 
 __all__ = [
+    "check_flow_limits",
     "FORMATS",
     "PROFILE_FIELDS",
     "SERVER_MANAGED",
@@ -77,6 +80,22 @@ def columns_of(doc: dict[str, Any]) -> dict[str, Any]:
         "init_segments": bool(essence.get("init_segments", False)),
         "read_only": bool(doc.get("read_only", False)),
     }
+
+
+def check_flow_limits(doc: dict[str, Any]) -> None:
+    """What the schema leaves open but the store cannot hold: indexed strings of bounded length
+    and 32-bit picture sizes (domain/limits.py)."""
+    check_tags(doc.get("tags", {}))
+    if isinstance(doc.get("label"), str):
+        check_text(doc["label"], MAX_LABEL_BYTES, "label")
+    for name in ("codec", "container"):
+        if isinstance(doc.get(name), str):
+            check_text(doc[name], MAX_LABEL_BYTES, name)
+    essence = doc.get("essence_parameters")
+    if isinstance(essence, dict):
+        for name in ("frame_width", "frame_height"):
+            if isinstance(essence.get(name), int):
+                check_int(essence[name], f"essence_parameters.{name}", INT32_MAX, 0)
 
 
 def check_collection(flow_id: str, collection: list[dict[str, Any]], existing: set[str]) -> None:

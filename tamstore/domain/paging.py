@@ -44,16 +44,26 @@ def encode_cursor(key: tuple[Any, ...]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-def decode_cursor(text: str, arity: int) -> tuple[Any, ...]:
-    """Decode a ``page`` value; anything we did not produce is a 400, not a 500."""
+INT64 = (-(2**63), 2**63 - 1)
+
+
+def decode_cursor(text: str, types: tuple[type, ...]) -> tuple[Any, ...]:
+    """Decode a ``page`` value whose key has one part of each of ``types`` (``int`` parts are
+    64-bit integers, ``str`` parts bounded strings): anything we did not produce is a 400 before
+    it reaches SQL, never a 500."""
     try:
+        if len(text) > MAX_CURSOR_CHARS:
+            raise ValueError("too long")
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         key = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"'page' value {text!r} is not a valid paging key") from exc
-    if not isinstance(key, list) or len(key) != arity:
-        raise BadRequest(f"'page' value {text!r} is not a valid paging key for this listing")
-    for part in key:
-        if not isinstance(part, (str, int)) or isinstance(part, bool):
-            raise BadRequest(f"'page' value {text!r} is not a valid paging key")
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key") from exc
+    if not isinstance(key, list) or len(key) != len(types):
+        raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
+    for part, kind in zip(key, types, strict=True):
+        if type(part) is not kind or (kind is int and not INT64[0] <= part <= INT64[1]):
+            raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
     return tuple(key)
+
+
+MAX_CURSOR_CHARS = 8192  # a key holds at most a label, a URL or an Object id, each bounded

@@ -7,6 +7,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from tamstore.domain.errors import BadRequest
+from tamstore.domain.limits import (
+    INT32_MAX,
+    INT64_MAX,
+    MAX_ID_BYTES,
+    MAX_LABEL_BYTES,
+    MAX_URL_BYTES,
+    check_int,
+    check_text,
+)
 from tamstore.domain.timerange import InvalidTimeRange, TimeRange, parse_timestamp
 
 __all__ = ["SegmentPost", "overlaps_any", "parse_segment"]
@@ -32,7 +41,7 @@ class SegmentPost:
         return self.timerange.shift(-self.ts_offset)
 
 
-def _int_field(body: dict[str, Any], name: str, minimum: int | None = None) -> int | None:
+def _int_field(body: dict[str, Any], name: str, minimum: int | None = None, maximum: int = INT64_MAX) -> int | None:
     value = body.get(name)
     if value is None:
         return None
@@ -40,7 +49,7 @@ def _int_field(body: dict[str, Any], name: str, minimum: int | None = None) -> i
         raise BadRequest(f"{name} must be an integer")
     if minimum is not None and value < minimum:
         raise BadRequest(f"{name} must be at least {minimum}")
-    return value
+    return check_int(value, name, maximum)
 
 
 def _str_field(body: dict[str, Any], name: str, required: bool = False) -> str | None:
@@ -66,7 +75,7 @@ def parse_segment(body: Any) -> SegmentPost:
     shortest path.)"""
     if not isinstance(body, dict):
         raise BadRequest("a segment must be a JSON object")
-    object_id = _str_field(body, "object_id", required=True)
+    object_id = check_text(_str_field(body, "object_id", required=True), MAX_ID_BYTES, "object_id")  # type: ignore[arg-type]
     tr_text = _str_field(body, "timerange", required=True)
     optional = not _OPTIONAL.isdisjoint(body)
     try:
@@ -99,15 +108,19 @@ def parse_segment(body: Any) -> SegmentPost:
             for u in get_urls
         ):
             raise BadRequest("get_urls must be an array of {url, label} objects")
+        for u in get_urls:
+            check_text(u["url"], MAX_URL_BYTES, "a get_urls url")
+            check_text(u["label"], MAX_LABEL_BYTES, "a get_urls label")
         labels = [u["label"] for u in get_urls]
         if len(set(labels)) != len(labels):
             raise BadRequest("get_urls labels must be unique")
     seg.ts_offset = ts_offset or 0
     seg.last_duration = last_duration
     seg.object_timerange = otr
-    seg.init_object_id = _str_field(body, "init_object_id")
+    init_object_id = _str_field(body, "init_object_id")
+    seg.init_object_id = None if init_object_id is None else check_text(init_object_id, MAX_ID_BYTES, "init_object_id")
     seg.get_urls = get_urls
-    seg.key_frame_count = _int_field(body, "key_frame_count", 0)
+    seg.key_frame_count = _int_field(body, "key_frame_count", 0, INT32_MAX)  # a 32-bit column
     seg.sample_offset = _int_field(body, "sample_offset")
     seg.sample_count = _int_field(body, "sample_count", 0)
     return seg

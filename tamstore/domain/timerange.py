@@ -35,7 +35,13 @@ _SEGMENT_FORM_RE = re.compile(rf"\[{_UNSIGNED_TS}_{_UNSIGNED_TS}\)\Z")
 
 
 def _ns(sign: str, secs: str, nanos: str) -> int:
+    if len(secs) > 11:  # before int(): a megabyte of digits is a request, not a time
+        raise InvalidTimeRange(f"timestamp {sign}{secs[:20]}...:{nanos} is outside the 64-bit nanosecond range")
     value = int(secs) * NS_PER_S + int(nanos)
+    if not INT64_MIN < value < INT64_MAX:
+        # Every stored time is a signed 64-bit count of nanoseconds (about the years 1677-2262);
+        # one step inside, so that an inclusive bound can still become an exclusive one.
+        raise InvalidTimeRange(f"timestamp {sign}{secs}:{nanos} is outside the 64-bit nanosecond range")
     return -value if sign else value
 
 

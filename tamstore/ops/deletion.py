@@ -15,6 +15,7 @@ removes is kept (``deleted_segments``, ``deleted_flows``) until the window close
 from __future__ import annotations
 
 import json
+import logging
 import uuid
 from typing import Any
 
@@ -29,6 +30,8 @@ from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
 from tamstore.ops.segments import reference_counts
 from tamstore.store.metadata.sql import Tx
+
+log = logging.getLogger("tamstore.deletion")
 
 __all__ = [
     "delete_flow",
@@ -271,6 +274,10 @@ async def run_next_delete_request(ctx: Context, owner: str) -> bool:
         return False
     try:
         await _carry_out(ctx, req, owner, lease)
+    except _LeaseLost:
+        # Our lease ran out and another worker holds the request now: the chunk we were on was
+        # rolled back with the transaction, and that worker carries on from the last commit.
+        log.info("flow-delete-request %s: lease lost to another worker, leaving it to them", req.id)
     except TamsError as exc:
         async with ctx.store.write() as tx:
             await tx.update_delete_request(
@@ -305,7 +312,7 @@ async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
                 values = {"updated": now_us(), "lease_until": now_us() + lease}
                 values["timerange_remaining"] = "()" if done else remaining.to_str()
                 if not await tx.update_delete_request(req.id, values, owner):
-                    raise _LeaseLost()
+                    raise _LeaseLost(req.id)
         if batch is None and flow is not None:
             await purge_objects(ctx, used)
         if done:
@@ -314,8 +321,9 @@ async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
         await tx.update_delete_request(req.id, _finished("done", ctx) | {"timerange_remaining": "()"}, owner)
 
 
-class _LeaseLost(TamsError):
-    """Another worker took the request over (our lease ran out); it carries on from here."""
+class _LeaseLost(Exception):
+    """Another worker took the request over (our lease ran out); it carries on from here. Not a
+    TamsError: it is no failure of the request, and nothing is recorded on it."""
 
 
 # -- recovery window ------------------------------------------------------------------------------

@@ -14,11 +14,13 @@ from tamstore.domain.flows import (
     PROFILE_FIELDS,
     SERVER_MANAGED,
     check_collection,
+    check_flow_limits,
     columns_of,
     new_metadata_version,
 )
+from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import check_tag_value
+from tamstore.domain.tags import check_tag_name, check_tag_value
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
@@ -103,6 +105,7 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
         raise BadRequest(f"Flow id in the body ({body['id']}) does not match the path ({flow_id})")
     doc = {k: v for k, v in body.items() if k not in SERVER_MANAGED}
     doc.setdefault("tags", {})
+    check_flow_limits(doc)
     async with ctx.store.write() as tx:
         existing = await tx.get_flow(flow_id)
         if existing is not None and existing.read_only:
@@ -136,6 +139,10 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
             await events.flow_event(tx, "flows/created", new)
             return new
         old = orjson.loads(existing.doc)
+        # A replacement describes the Flow, not its history: who created it stays (flow-common.json
+        # asks for a default), as does `created` (a column the update leaves alone).
+        if "created_by" in old:
+            doc.setdefault("created_by", old["created_by"])
         if doc.get("metadata_version") in (None, old.get("metadata_version")):
             doc["metadata_version"] = new_metadata_version()
         await tx.update_flow(
@@ -237,6 +244,8 @@ def check_property_value(name: str, value: Any) -> Any:
     if name in ("label", "description"):
         if not isinstance(value, str):
             raise BadRequest(f"{name} must be a JSON string")
+        if name == "label":
+            check_text(value, MAX_LABEL_BYTES, "label")
     elif name in ("max_bit_rate", "avg_bit_rate"):
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
             raise BadRequest(f"{name} must be a non-negative integer (kbit/s)")
@@ -253,6 +262,7 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
     deleting = value is _DELETE
     if not deleting:
         if name.startswith("tags/"):
+            check_tag_name(name[len("tags/") :])
             value = check_tag_value(value)
         else:
             check_property_value(name, value)

@@ -8,8 +8,9 @@ import orjson
 
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.flows import label_key
+from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import check_tag_value
+from tamstore.domain.tags import check_tag_name, check_tag_value
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import source_docs
@@ -81,9 +82,12 @@ async def set_source_property(
     deleting = value is _DELETE
     if not deleting:
         if name.startswith("tags/"):
+            check_tag_name(name[len("tags/") :])
             value = check_tag_value(value)
         elif not isinstance(value, str):
             raise BadRequest(f"{name} must be a JSON string")
+        elif name == "label":
+            check_text(value, MAX_LABEL_BYTES, "label")
     async with ctx.store.write() as tx:
         row = await _require_source(tx, source_id)
         values: dict[str, Any] = {"updated": now_us()}

@@ -214,7 +214,9 @@ async def test_sub_resources(client: httpx.AsyncClient) -> None:
         assert r.status_code == 200 and r.json() == value
         assert (await client.delete(f"{base}/{prop}")).status_code == 204
         assert (await client.get(f"{base}/{prop}")).status_code == 404
-    assert (await client.put(f"{base}/label", content=b"unquoted")).status_code == 400
+    json_type = {"content-type": "application/json"}
+    assert (await client.put(f"{base}/label", content=b"unquoted", headers=json_type)).status_code == 400
+    assert (await client.put(f"{base}/label", content=b'"plain"', headers={"content-type": "text/plain"})).status_code == 415
     assert (await client.put(f"{base}/label", json=5)).status_code == 400
     assert (await client.put(f"{base}/max_bit_rate", json=-5)).status_code == 400
     assert (await client.put(f"{base}/max_bit_rate", json=1.5)).status_code == 400

@@ -47,7 +47,7 @@ async def test_post_service_updates_name_and_description(client: httpx.AsyncClie
 
 @pytest.mark.parametrize("payload", [b"not json", b'{"name": 5}', b"[1]"])
 async def test_post_service_rejects_bad_bodies(client: httpx.AsyncClient, payload: bytes) -> None:
-    r = await client.post("/service", content=payload)
+    r = await client.post("/service", content=payload, headers={"content-type": "application/json"})
     assert r.status_code == 400
     assert set(r.json()) >= {"type", "summary", "time"}
 
@@ -105,7 +105,7 @@ async def test_profile_errors(client: httpx.AsyncClient) -> None:
     pid = new_id()
     multi = {"id": pid, "flow_metadata": {"format": "urn:x-nmos:format:multi"}}
     assert (await client.post(f"/service/profiles/{pid}", json=multi)).status_code == 400
-    assert (await client.post(f"/service/profiles/{pid}", content=b"{")).status_code == 400
+    assert (await client.post(f"/service/profiles/{pid}", content=b"{", headers={"content-type": "application/json"})).status_code == 400
     assert (await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})).status_code == 400
 
 

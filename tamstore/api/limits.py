@@ -1,0 +1,51 @@
+"""Request bodies held to ``max_body_kib`` as they arrive (ASGI middleware).
+
+A body declared larger than the limit (``Content-Length``) is refused with 413 before any of it
+is read; a body sent without a length (chunked) is counted as it streams and refused the moment
+it passes the limit, so no request holds more than the limit in memory. Media uploads
+(``/x-tamstore/media/``) are not API bodies: they stream to the media store and are not limited
+here.
+"""
+
+from __future__ import annotations
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tamstore.api.responses import error_reply
+from tamstore.domain.errors import TooLarge
+from tamstore.store.media.filesystem import MEDIA_PREFIX
+
+__all__ = ["BodyLimitMiddleware"]
+
+
+class BodyLimitMiddleware:
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(MEDIA_PREFIX + "/"):
+            await self.app(scope, receive, send)
+            return
+        limit = self.max_bytes
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                if not value.isdigit() or int(value) > limit:
+                    await error_reply(scope, send, 413, self._too_large())
+                    return
+                break
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted, send)
+
+    def _too_large(self) -> TooLarge:
+        return TooLarge(f"the request body is larger than this service accepts ({self.max_bytes} bytes)")
