@@ -94,6 +94,17 @@ class Settings:
     )
     webhook_backoff_max: int = field(default=300, metadata={"help": "Longest retry delay, in seconds."})
     webhook_concurrency: int = field(default=16, metadata={"help": "Webhooks one worker delivers to at the same time."})
+    webhook_targets: str = field(
+        default="auto",
+        metadata={
+            "help": "Addresses webhooks may be delivered to: public, local (public and loopback), private "
+            "(public, loopback and private networks); auto: local when listening on loopback, else public."
+        },
+    )
+    webhook_allow_networks: str = field(
+        default="",
+        metadata={"help": "Comma list of networks (CIDR) webhooks may reach whatever their range."},
+    )
     webhook_event_retention: int = field(
         default=86400, metadata={"help": "Seconds undelivered events are kept for webhooks in error."}
     )
@@ -176,6 +187,9 @@ class Settings:
             raise ValueError("log_format must be auto, json or text")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
+        from tamstore.domain.targets import TargetPolicy
+
+        TargetPolicy.from_settings(self.webhook_targets, self.webhook_allow_networks, self.host)
         if self.page_cache_mib < 0:
             raise ValueError("page_cache_mib must not be negative")
         for name in (

@@ -14,7 +14,6 @@ import logging
 from types import SimpleNamespace
 from typing import Any
 
-import httpx
 import orjson
 
 from tamstore.domain.errors import TamsError, error_body
@@ -23,6 +22,7 @@ from tamstore.domain.objects import UrlFilter
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.segments import SegmentQuery, segment_docs
+from tamstore.outbound import OutboundClient
 
 __all__ = ["Deliverer"]
 
@@ -32,11 +32,11 @@ BATCH = 100
 
 
 class Deliverer:
-    def __init__(self, ctx: Context, owner: str, client: httpx.AsyncClient | None = None) -> None:
+    def __init__(self, ctx: Context, owner: str) -> None:
         self.ctx = ctx
         self.owner = owner
         s = ctx.settings
-        self.client = client or httpx.AsyncClient(timeout=s.webhook_timeout, follow_redirects=False)
+        self.client = OutboundClient(ctx.target_policy, s.webhook_timeout)
         self.concurrency = asyncio.Semaphore(s.webhook_concurrency)
 
     async def close(self) -> None:
@@ -80,7 +80,7 @@ class Deliverer:
                 facts = _facts(event)
                 if filt.matches(facts):
                     body = await self._message(event, filt)
-                    ok, problem = await self._post(hook.url, body, headers)
+                    ok, problem = await self.client.post(hook.url, body, headers)
                     delivered += 1
                     metrics = self.ctx.extras.get("metrics")
                     if metrics is not None:
@@ -96,15 +96,6 @@ class Deliverer:
                         values["status"] = "started"
                     if not await tx.update_webhook(hook.id, values, owner=self.owner):
                         return delivered  # lost the lease, or the webhook was changed: stop here
-
-    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str]:
-        try:
-            r = await self.client.post(url, content=body, headers=headers)
-        except httpx.HTTPError as exc:
-            return False, f"{type(exc).__name__}: {exc}"
-        if 200 <= r.status_code < 300:
-            return True, ""
-        return False, f"the receiver answered {r.status_code}"
 
     async def _failed(self, hook: Any, problem: str) -> None:
         s = self.ctx.settings

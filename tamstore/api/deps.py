@@ -9,9 +9,9 @@ from starlette.requests import Request
 
 from tamstore.domain.errors import BadRequest, UnsupportedMedia
 from tamstore.domain.limits import JsonLimits, check_json
-from tamstore.ops.context import Context
+from tamstore.ops.context import Caller, Context
 
-__all__ = ["base_url", "context", "principal", "read_json"]
+__all__ = ["base_url", "caller", "context", "principal", "read_json"]
 
 _NO_BODY = object()
 
@@ -28,6 +28,11 @@ def base_url(request: Request) -> str:
 def principal(request: Request) -> str | None:
     """The authenticated caller's name, when authentication is on."""
     return request.scope.get("tamstore.principal")
+
+
+def caller(request: Request) -> Caller:
+    """Who makes the request, for rules that depend on it (webhook ownership)."""
+    return Caller(request.scope.get("tamstore.principal"), bool(request.scope.get("tamstore.admin")))
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:

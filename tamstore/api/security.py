@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tamstore.api.responses import error_reply
-from tamstore.auth import AuthConfig, AuthError, scopes_for
+from tamstore.auth import ADMIN, AuthConfig, AuthError, scopes_for
 from tamstore.domain.errors import Forbidden, TamsError
 
 __all__ = ["AuthMiddleware", "router"]
@@ -56,6 +56,7 @@ class AuthMiddleware:
             await error_reply(scope, send, 403, Forbidden(f"this needs the scope {wanted}"))
             return
         scope["tamstore.principal"] = principal.name
+        scope["tamstore.admin"] = ADMIN in principal.scopes
         await self.app(scope, receive, send)
 
 

@@ -9,10 +9,11 @@ from typing import Any
 
 from tamstore.config import Settings
 from tamstore.domain.errors import BadRequest
+from tamstore.domain.targets import TargetPolicy
 from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.sql import MetadataStore
 
-__all__ = ["Context", "now_us", "rfc3339"]
+__all__ = ["Caller", "Context", "now_us", "rfc3339"]
 
 
 def now_us() -> int:
@@ -34,6 +35,21 @@ def _utc_second(secs: int) -> str:
     return "%04d-%02d-%02dT%02d:%02d:%02d" % time.gmtime(secs)[:6]  # noqa: UP031 (faster)
 
 
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who makes a request: the authenticated principal's name (None with authentication off)
+    and whether it holds the admin scope."""
+
+    name: str | None = None
+    admin: bool = False
+
+    def may_manage(self, owner: str | None) -> bool:
+        """May this caller change or delete something ``owner`` registered? With authentication
+        off everyone may; with it on, the owner and admins (a thing registered without
+        authentication has no owner: admins only)."""
+        return self.name is None or self.admin or (owner is not None and owner == self.name)
+
+
 @dataclass
 class Context:
     """The composition of stores one running tamstore uses (built by ``app.create_app``)."""
@@ -42,6 +58,12 @@ class Context:
     store: MetadataStore
     backends: dict[str, MediaStore]
     extras: dict[str, Any] = field(default_factory=dict)
+
+    @functools.cached_property
+    def target_policy(self) -> TargetPolicy:
+        """Where webhook deliveries may connect (domain/targets.py)."""
+        s = self.settings
+        return TargetPolicy.from_settings(s.webhook_targets, s.webhook_allow_networks, s.host)
 
     @property
     def default_backend(self) -> MediaStore | None:

@@ -10,10 +10,14 @@ from urllib.parse import urlsplit
 import orjson
 
 from tamstore import spec
-from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.events import check_transition
+from tamstore.domain.limits import MAX_URL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.ops.context import Context, now_us
+from tamstore.domain.tags import check_tags
+from tamstore.domain.targets import check_header
+from tamstore.ops.context import Caller, Context, now_us
+from tamstore.outbound import check_target
 from tamstore.store.metadata.sql import TagFilter
 
 __all__ = ["create_webhook", "delete_webhook", "get_webhook", "list_webhooks", "replace_webhook"]
@@ -35,10 +39,27 @@ CLIENT_FIELDS = (
 )
 
 
-def _check_url(url: str) -> None:
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise BadRequest(f"webhook url {url!r} must be an absolute http(s) URL")
+async def _check_target(ctx: Context, body: dict[str, Any]) -> None:
+    """The URL is an absolute http(s) URL to an allowed address (domain/targets.py), and the
+    API key is something HTTP can carry: refused now, not found undeliverable later."""
+    url = body["url"]
+    check_text(url, MAX_URL_BYTES, "webhook url")
+    try:
+        parts = urlsplit(url)
+        hostname = parts.hostname
+        parts.port  # noqa: B018 - a malformed port raises here
+    except ValueError:
+        hostname = None
+    if parts.scheme not in ("http", "https") or not hostname:
+        raise BadRequest(f"webhook url {url[:200]!r} must be an absolute http(s) URL")
+    if "api_key_name" in body:
+        problem = check_header(body["api_key_name"], body.get("api_key_value"))
+        if problem is not None:
+            raise BadRequest(problem)
+    elif body.get("api_key_value") is not None:
+        raise BadRequest("api_key_value needs an api_key_name to be sent as")
+    check_tags(body.get("tags", {}))
+    await check_target(url, ctx.target_policy)
 
 
 def webhook_doc(row: Any) -> dict[str, Any]:
@@ -51,12 +72,12 @@ def webhook_doc(row: Any) -> dict[str, Any]:
 
 
 def _doc(body: dict[str, Any]) -> dict[str, Any]:
-    _check_url(body["url"])
     return {k: body[k] for k in CLIENT_FIELDS if k in body}
 
 
-async def create_webhook(ctx: Context, body: Any) -> dict[str, Any]:
+async def create_webhook(ctx: Context, body: Any, caller: Caller) -> dict[str, Any]:
     spec.validate("webhook-post.json", body)
+    await _check_target(ctx, body)
     doc = _doc(body)
     webhook_id = str(uuid.uuid4())
     async with ctx.store.write() as tx:
@@ -69,6 +90,7 @@ async def create_webhook(ctx: Context, body: Any) -> dict[str, Any]:
             "status": body.get("status", "created"),
             "cursor": await tx.max_event_seq(),  # new webhooks hear about what happens from now on
             "created": now_us(),
+            "created_by": caller.name,
         }
         await tx.insert_webhook(row, doc.get("tags", {}))
         created = await tx.get_webhook(webhook_id)
@@ -90,21 +112,28 @@ async def list_webhooks(ctx: Context, page: PageRequest, tags: list[TagFilter]) 
     return result
 
 
-async def replace_webhook(ctx: Context, webhook_id: str, body: Any) -> dict[str, Any]:
-    """PUT: full replacement. Without ``api_key_value`` the stored secret is kept (it cannot be
-    read back, so a client could not resend it)."""
+async def replace_webhook(ctx: Context, webhook_id: str, body: Any, caller: Caller) -> dict[str, Any]:
+    """PUT: full replacement, by the webhook's owner or an admin. Without ``api_key_value`` the
+    stored secret is kept (it cannot be read back, so a client could not resend it), but only
+    while it goes where it went before: a new ``url`` or ``api_key_name`` without the value
+    drops it, so that changing a webhook never sends its secret somewhere new."""
     spec.validate("webhook-put.json", body)
     if body["id"] != webhook_id:
         raise BadRequest(f"webhook id in the body ({body['id']}) does not match the path")
+    await _check_target(ctx, body)
     doc = _doc(body)
     async with ctx.store.write() as tx:
         row = await tx.get_webhook(webhook_id)
         if row is None:
             raise NotFound(f"webhook {webhook_id} does not exist")
+        if not caller.may_manage(row.created_by):
+            raise Forbidden("only the principal that registered this webhook, or an admin, may change it")
         check_transition(row.status, body["status"])
         values: dict[str, Any] = {"url": doc["url"], "doc": orjson.dumps(doc).decode()}
         if "api_key_value" in body:
             values["api_key_value"] = body["api_key_value"]
+        elif row.url != doc["url"] or orjson.loads(row.doc).get("api_key_name") != doc.get("api_key_name"):
+            values["api_key_value"] = None
         new_status = body["status"]
         if new_status == "created" and row.status in ("error", "disabled"):
             values.update(status="created", error=None, attempts=0, next_attempt=0)
@@ -121,8 +150,11 @@ async def replace_webhook(ctx: Context, webhook_id: str, body: Any) -> dict[str,
     return webhook_doc(updated)
 
 
-async def delete_webhook(ctx: Context, webhook_id: str) -> None:
+async def delete_webhook(ctx: Context, webhook_id: str, caller: Caller) -> None:
     async with ctx.store.write() as tx:
-        if await tx.get_webhook(webhook_id) is None:
+        row = await tx.get_webhook(webhook_id)
+        if row is None:
             raise NotFound(f"webhook {webhook_id} does not exist")
+        if not caller.may_manage(row.created_by):
+            raise Forbidden("only the principal that registered this webhook, or an admin, may delete it")
         await tx.delete_webhook(webhook_id)

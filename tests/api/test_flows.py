@@ -216,7 +216,9 @@ async def test_sub_resources(client: httpx.AsyncClient) -> None:
         assert (await client.get(f"{base}/{prop}")).status_code == 404
     json_type = {"content-type": "application/json"}
     assert (await client.put(f"{base}/label", content=b"unquoted", headers=json_type)).status_code == 400
-    assert (await client.put(f"{base}/label", content=b'"plain"', headers={"content-type": "text/plain"})).status_code == 415
+    assert (
+        await client.put(f"{base}/label", content=b'"plain"', headers={"content-type": "text/plain"})
+    ).status_code == 415
     assert (await client.put(f"{base}/label", json=5)).status_code == 400
     assert (await client.put(f"{base}/max_bit_rate", json=-5)).status_code == 400
     assert (await client.put(f"{base}/max_bit_rate", json=1.5)).status_code == 400

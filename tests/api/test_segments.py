@@ -58,7 +58,9 @@ async def test_single_segment_post_and_errors(client: httpx.AsyncClient) -> None
         r = await client.post(url, json=body)
         assert r.status_code == 400, body
         assert r.json()["summary"]
-    assert (await client.post(url, content=b"{not json", headers={"content-type": "application/json"})).status_code == 400
+    assert (
+        await client.post(url, content=b"{not json", headers={"content-type": "application/json"})
+    ).status_code == 400
     assert (await client.post(f"/flows/{new_id()}/segments", json=bad_bodies[0])).status_code == 404
 
 

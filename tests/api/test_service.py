@@ -105,7 +105,9 @@ async def test_profile_errors(client: httpx.AsyncClient) -> None:
     pid = new_id()
     multi = {"id": pid, "flow_metadata": {"format": "urn:x-nmos:format:multi"}}
     assert (await client.post(f"/service/profiles/{pid}", json=multi)).status_code == 400
-    assert (await client.post(f"/service/profiles/{pid}", content=b"{", headers={"content-type": "application/json"})).status_code == 400
+    assert (
+        await client.post(f"/service/profiles/{pid}", content=b"{", headers={"content-type": "application/json"})
+    ).status_code == 400
     assert (await client.post(f"/service/profiles/{new_id()}", json={"id": pid, **PROFILE})).status_code == 400
 
 

@@ -303,6 +303,7 @@ webhooks = Table(
     Column("lease_owner", String),
     Column("lease_until", BigInteger),
     Column("created", BigInteger, nullable=False),
+    Column("created_by", String),  # the principal that registered it: only it (or an admin) may change it
     Index("ix_webhooks_url", "url", "id"),
     Index("ix_webhooks_status", "status"),
 )

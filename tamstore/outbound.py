@@ -1,0 +1,107 @@
+"""Requests tamstore makes of its own accord (webhook deliveries), only where policy allows.
+
+The target's name is resolved here, every address it resolves to is checked against the
+:class:`~tamstore.domain.targets.TargetPolicy`, and the connection is made to the checked address
+itself (the URL's host kept in ``Host`` and, for HTTPS, in SNI and certificate checks), so that
+what was checked is what is connected to: a name that resolves to a public address when checked
+and to 127.0.0.1 a moment later (DNS rebinding) reaches nothing. Failures are reported in words
+that do not map the network (no "connection refused" versus "timed out" per port); the detail
+goes to the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import socket
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+
+from tamstore.domain.errors import BadRequest
+from tamstore.domain.targets import TargetPolicy
+
+__all__ = ["OutboundClient", "TargetRefused", "check_target"]
+
+log = logging.getLogger("tamstore.outbound")
+
+
+class TargetRefused(Exception):
+    """The URL's host is, or resolves to, an address the policy does not allow."""
+
+
+async def _addresses(host: str, port: int) -> list[str]:
+    try:
+        return [str(ipaddress.ip_address(host.strip("[]")))]
+    except ValueError:
+        pass
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
+
+
+async def _allowed_address(url: str, policy: TargetPolicy) -> str:
+    """The address to connect to for ``url``; TargetRefused when any it resolves to is refused
+    (all of them: a name with one public and one private address could be steered to either)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused("only absolute http(s) URLs are webhook targets")
+    addresses = await _addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+    if not addresses:
+        raise TargetRefused("the host name has no address")
+    for address in addresses:
+        reason = policy.refusal(address)
+        if reason is not None:
+            raise TargetRefused(f"the URL's host is not an allowed webhook target: {reason}")
+    return addresses[0]
+
+
+async def check_target(url: str, policy: TargetPolicy) -> None:
+    """At registration: BadRequest when the URL's host is, or now resolves to, a refused
+    address. A name that does not resolve yet is accepted: it is checked again at each delivery."""
+    try:
+        await _allowed_address(url, policy)
+    except TargetRefused as exc:
+        raise BadRequest(f"webhook url refused: {exc}") from None
+    except OSError:
+        return
+
+
+class OutboundClient:
+    """POSTs to policy-checked addresses. ``post`` returns (ok, problem) and never raises for the
+    target's sake."""
+
+    def __init__(self, policy: TargetPolicy, timeout: float, client: httpx.AsyncClient | None = None) -> None:
+        self.policy = policy
+        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str]:
+        try:
+            address = await _allowed_address(url, self.policy)
+        except TargetRefused as exc:
+            return False, str(exc)
+        except OSError as exc:
+            log.info("webhook target %s does not resolve: %s", urlsplit(url).hostname, exc)
+            return False, "the URL's host name does not resolve"
+        parts = urlsplit(url)
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        netloc = f"[{address}]" if ":" in address else address
+        if parts.port:
+            netloc += f":{parts.port}"
+        if userinfo:
+            netloc = f"{userinfo}@{netloc}"
+        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
+        headers = {**headers, "host": hostport}
+        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        try:
+            r = await self.client.post(pinned, content=body, headers=headers, extensions=extensions)
+        except httpx.HTTPError as exc:
+            log.info("webhook delivery to %s failed: %s: %s", parts.hostname, type(exc).__name__, exc)
+            return False, "no answer from the receiver (connection failed or timed out)"
+        if 200 <= r.status_code < 300:
+            return True, ""
+        return False, f"the receiver answered HTTP {r.status_code}"

@@ -1,0 +1,191 @@
+"""Webhooks as an attacker would use them (issue 16, items 1-2): stealing a webhook's secret by
+retargeting it, reaching internal addresses through it (SSRF), headers HTTP cannot carry."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tamstore.auth import hash_secret
+from tamstore.config import Settings
+from tamstore.testing import app_client
+from tests.conftest import put_flow
+from tests.receiver import Receiver
+
+USERS = {"alice": ["tams-api/read", "tams-api/write"], "bob": ["tams-api/read", "tams-api/write"]}
+USERS["root"] = ["tams-api/admin"]
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    r = Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
+def auth_settings(settings: Settings, tmp_path: Path) -> Settings:
+    path = tmp_path / "auth.toml"
+    path.write_text(
+        "\n".join(
+            f'[[users]]\nname = "{name}"\npassword = "{hash_secret(name + "-pw")}"\nscopes = {scopes!r}\n'.replace(
+                "'", '"'
+            )
+            for name, scopes in USERS.items()
+        )
+    )
+    return dataclasses.replace(settings, auth="basic", auth_file=path, webhook_backoff_ms=20, worker_lease=2)
+
+
+def as_user(name: str) -> tuple[str, str]:
+    return (name, name + "-pw")
+
+
+def hook_body(url: str, **extra: object) -> dict[str, object]:
+    return {"url": url, "events": ["flows/updated"], **extra}
+
+
+async def test_only_the_owner_or_an_admin_may_change_a_webhook(auth_settings: Settings, receiver: Receiver) -> None:
+    async with app_client(auth_settings) as client:
+        body = hook_body(receiver.url + "/a", api_key_name="X-Api-Key", api_key_value="s3cret")
+        r = await client.post("/service/webhooks", json=body, auth=as_user("alice"))
+        assert r.status_code == 201, r.text
+        hook = r.json()
+        assert "api_key_value" not in hook
+        put = {**hook, "url": receiver.url + "/stolen"}
+        path = f"/service/webhooks/{hook['id']}"
+        assert (await client.put(path, json=put, auth=as_user("bob"))).status_code == 403
+        assert (await client.delete(path, auth=as_user("bob"))).status_code == 403
+        assert (await client.put(path, json=put, auth=as_user("alice"))).status_code == 201
+        assert (await client.put(path, json=put, auth=as_user("root"))).status_code == 201
+        r = await client.post("/service/webhooks", json=hook_body(receiver.url + "/b"), auth=as_user("bob"))
+        assert (await client.delete(f"/service/webhooks/{r.json()['id']}", auth=as_user("root"))).status_code == 204
+        assert (await client.delete(path, auth=as_user("alice"))).status_code == 204
+
+
+async def test_a_new_url_without_the_secret_drops_the_secret(settings: Settings, receiver: Receiver) -> None:
+    fast = dataclasses.replace(settings, webhook_backoff_ms=20)
+    async with app_client(fast, workers=True) as client:
+        body = hook_body(receiver.url + "/a", api_key_name="X-Api-Key", api_key_value="s3cret")
+        hook = (await client.post("/service/webhooks", json=body)).json()
+        flow = await put_flow(client)
+        assert (await client.put(f"/flows/{flow['id']}/label", json="one")).status_code == 204
+        await receiver.arrived(1)
+        path = f"/service/webhooks/{hook['id']}"
+        # The same URL, no value: kept (it cannot be read back to be resent).
+        assert (await client.put(path, json={**hook, "status": "created"})).status_code == 201
+        assert (await client.put(f"/flows/{flow['id']}/label", json="two")).status_code == 204
+        await receiver.arrived(2)
+        # A new URL, no value: dropped. A new header name, no value: dropped too.
+        moved = {**hook, "status": "created", "url": receiver.url + "/elsewhere"}
+        assert (await client.put(path, json=moved)).status_code == 201
+        assert (await client.put(f"/flows/{flow['id']}/label", json="three")).status_code == 204
+        await receiver.arrived(3)
+        seen = [(r["path"], r["headers"].get("X-Api-Key")) for r in receiver.received]
+        assert seen == [("/a", "s3cret"), ("/a", "s3cret"), ("/elsewhere", None)]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://169.254.169.254/latest/meta-data/",  # cloud metadata (link-local)
+        "http://[fe80::1]/",
+        "http://[::ffff:169.254.169.254]/",  # the same, IPv4-mapped
+        "http://[fd00:ec2::254]/",  # AWS's IPv6 metadata address
+        "http://0.0.0.0:8000/",
+        "http://10.1.2.3/",  # private: not allowed by default
+        "http://192.168.0.1/",
+        "http://[fc00::1]/",
+        "ftp://example.com/",
+        "http://:80/",
+        "http://host:99999/",
+    ],
+)
+async def test_internal_targets_are_refused_at_registration(client: httpx.AsyncClient, url: str) -> None:
+    r = await client.post("/service/webhooks", json=hook_body(url))
+    assert r.status_code == 400, r.text
+    assert set(r.json()) >= {"type", "summary", "time"}
+
+
+async def test_loopback_only_when_the_policy_allows_it(settings: Settings, receiver: Receiver) -> None:
+    # serve on loopback: 'auto' allows a local receiver (local development keeps working)
+    async with app_client(settings) as client:
+        assert (await client.post("/service/webhooks", json=hook_body(receiver.url))).status_code == 201
+    public = dataclasses.replace(settings, webhook_targets="public")
+    async with app_client(public) as client:
+        for url in (receiver.url, "http://localhost:9/", "http://[::1]:9/", "http://127.7.7.7/"):
+            r = await client.post("/service/webhooks", json=hook_body(url))
+            assert r.status_code == 400 and "loopback" in r.json()["summary"], (url, r.text)
+    allowed = dataclasses.replace(settings, webhook_targets="public", webhook_allow_networks="127.0.0.0/8")
+    async with app_client(allowed) as client:
+        assert (await client.post("/service/webhooks", json=hook_body(receiver.url))).status_code == 201
+    private = dataclasses.replace(settings, webhook_targets="private")
+    async with app_client(private) as client:
+        assert (await client.post("/service/webhooks", json=hook_body("http://10.1.2.3/"))).status_code == 201
+        r = await client.post("/service/webhooks", json=hook_body("http://169.254.169.254/"))
+        assert r.status_code == 400, "link-local stays refused even where private networks are allowed"
+
+
+async def test_the_policy_is_checked_again_when_delivering(settings: Settings, receiver: Receiver) -> None:
+    """What was allowed at registration is checked again on the address resolved at connect
+    time: here the policy tightened in between (as a name that now resolves elsewhere would)."""
+    async with app_client(settings) as client:
+        hook = (await client.post("/service/webhooks", json=hook_body(receiver.url + "/x"))).json()
+        flow = await put_flow(client)
+    strict = dataclasses.replace(
+        settings, webhook_targets="public", webhook_backoff_ms=10, webhook_max_attempts=2, worker_lease=2
+    )
+    async with app_client(strict, workers=True) as client:
+        assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
+        for _ in range(200):
+            doc = (await client.get(f"/service/webhooks/{hook['id']}")).json()
+            if doc["status"] == "error":
+                break
+            await asyncio.sleep(0.05)
+        assert doc["status"] == "error", doc
+        assert "not an allowed webhook target" in doc["error"]["summary"]
+    assert receiver.received == []
+
+
+async def test_delivery_errors_do_not_map_the_network(settings: Settings) -> None:
+    """A closed port and a silent one read the same: the error text is no port scanner."""
+    fast = dataclasses.replace(settings, webhook_backoff_ms=10, webhook_max_attempts=1, worker_lease=2)
+    async with app_client(fast, workers=True) as client:
+        hook = (await client.post("/service/webhooks", json=hook_body("http://127.0.0.1:9/"))).json()
+        flow = await put_flow(client)
+        assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
+        for _ in range(200):
+            doc = (await client.get(f"/service/webhooks/{hook['id']}")).json()
+            if doc["status"] == "error":
+                break
+            await asyncio.sleep(0.05)
+        summary = doc["error"]["summary"]
+        assert "no answer from the receiver" in summary
+        assert "refused" not in summary.lower() and "errno" not in summary.lower()
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"api_key_name": "Ключ", "api_key_value": "x"},
+        {"api_key_name": "X-Key", "api_key_value": "€uro"},
+        {"api_key_name": "X-Key", "api_key_value": "a\r\nX-Injected: 1"},
+        {"api_key_name": "Bad Name", "api_key_value": "x"},
+        {"api_key_name": "Host", "api_key_value": "evil.example"},
+        {"api_key_name": "Content-Length", "api_key_value": "0"},
+        {"api_key_value": "a value with no name"},
+    ],
+)
+async def test_headers_http_cannot_carry_are_refused(
+    client: httpx.AsyncClient, receiver: Receiver, extra: dict[str, str]
+) -> None:
+    r = await client.post("/service/webhooks", json=hook_body(receiver.url, **extra))
+    assert r.status_code == 400, r.text
+    hook = (await client.post("/service/webhooks", json=hook_body(receiver.url))).json()
+    r = await client.put(f"/service/webhooks/{hook['id']}", json={**hook, **extra})
+    assert r.status_code == 400, r.text
