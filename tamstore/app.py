@@ -36,7 +36,7 @@ from tamstore.api.limits import BodyLimitMiddleware
 from tamstore.api.observability import Metrics, RequestLogMiddleware
 from tamstore.api.page_cache import PageCache, PageCacheMiddleware
 from tamstore.api.security import AuthMiddleware
-from tamstore.auth import AuthConfig
+from tamstore.auth import AuthConfig, FailureLimiter
 from tamstore.config import Settings
 from tamstore.keys import load_or_create_key
 from tamstore.ops.context import Context
@@ -82,6 +82,7 @@ def load_auth(settings: Settings) -> AuthConfig:
         settings.auth_file,
         key,
         token_lifetime=settings.token_lifetime,
+        failures=FailureLimiter(settings.auth_failures_per_minute, 60.0),
         jwks_url=settings.jwt_jwks_url,
         public_key=public_key,
         issuer=settings.jwt_issuer,

@@ -9,7 +9,9 @@ request to the scopes that may make it. No framework imports: ``api/security.py`
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -27,7 +29,9 @@ __all__ = [
     "ALL_SCOPES",
     "AuthConfig",
     "AuthError",
+    "FailureLimiter",
     "Principal",
+    "TooManyFailures",
     "hash_secret",
     "scopes_for",
     "verify_secret",
@@ -153,7 +157,11 @@ class AuthConfig:
     issuer: str | None = None
     audience: str | None = None
     _jwks: Any = None
-    _verified: dict[str, tuple[float, Principal]] = field(default_factory=dict)
+    # Verified credentials by a hash of what was sent (never the secret itself): a token until it
+    # expires, a user name and password for CREDENTIAL_TTL seconds.
+    _verified: dict[bytes, tuple[float, Principal]] = field(default_factory=dict)
+    failures: FailureLimiter = field(default_factory=lambda: FailureLimiter())
+    _hashing: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(HASHING_THREADS))
 
     @property
     def enabled(self) -> bool:
@@ -182,12 +190,14 @@ class AuthConfig:
 
     # -- checking a request --
 
-    def authenticate(self, authorization: str | None, access_token: str | None) -> Principal:
+    async def authenticate(self, authorization: str | None, access_token: str | None, client: str = "") -> Principal:
+        """The principal the credentials name. ``client`` (the caller's address) is held back
+        with TooManyFailures after repeated failures of the costly checks (passwords)."""
         if authorization:
             kind, _, value = authorization.partition(" ")
             kind = kind.lower()
             if kind == "basic" and "basic" in self.methods:
-                return self._basic(value)
+                return await self._basic(value, client)
             if kind == "bearer" and "bearer" in self.methods:
                 return self._bearer(value.strip())
             raise AuthError("unsupported authorization scheme")
@@ -195,28 +205,49 @@ class AuthConfig:
             return self._bearer(access_token)
         raise AuthError("credentials required")
 
-    def _basic(self, value: str) -> Principal:
+    async def _basic(self, value: str, client: str) -> Principal:
+        key = _cache_key("basic", value)
+        cached = self._verified.get(key)
+        if cached is not None and cached[0] > time.monotonic():
+            return cached[1]
+        self.failures.check(client)
         try:
             name, _, password = base64.b64decode(value, validate=True).decode().partition(":")
         except (ValueError, UnicodeDecodeError):
+            self.failures.record(client)
             raise AuthError("malformed basic credentials") from None
         user = self.users.get(name)
-        if user is None or not verify_secret(password, user[0]):
+        if not await self.verify(password, user[0] if user else None) or user is None:
+            self.failures.record(client)
             raise AuthError("invalid user name or password")
-        return Principal(name, user[1])
+        principal = Principal(name, user[1])
+        self._remember(key, time.monotonic() + CREDENTIAL_TTL, principal)
+        return principal
+
+    async def verify(self, secret: str, stored: str | None) -> bool:
+        """scrypt in a worker thread (it takes ~40 ms of CPU: on the event loop it would stall
+        every other request), a bounded number at once. An unknown name is checked against a
+        dummy hash, so that it costs what a wrong password costs and names cannot be probed."""
+        async with self._hashing:
+            return await asyncio.to_thread(verify_secret, secret, stored or _dummy_hash())
+
+    def _remember(self, key: bytes, until: float, principal: Principal) -> None:
+        if len(self._verified) >= 10_000:
+            self._verified.clear()
+        self._verified[key] = (until, principal)
 
     def _bearer(self, token: str) -> Principal:
-        cached = self._verified.get(token)
-        if cached is not None and cached[0] > time.time():
+        key = _cache_key("bearer", token)
+        cached = self._verified.get(key)
+        if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         claims = self._decode(token)
         scope = claims.get("scope", claims.get("scp", ""))
         scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         name = str(claims.get("client_id") or claims.get("sub") or "token")
         principal = Principal(name, scopes & ANY)
-        if len(self._verified) > 10_000:
-            self._verified.clear()
-        self._verified[token] = (float(claims.get("exp", time.time() + 60)), principal)
+        lifetime = float(claims.get("exp", time.time() + 60)) - time.time()
+        self._remember(key, time.monotonic() + lifetime, principal)
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:
@@ -261,9 +292,13 @@ class AuthConfig:
 
     # -- the built-in client-credentials grant --
 
-    def issue_token(self, client_id: str, client_secret: str, requested: str | None) -> dict[str, Any]:
+    async def issue_token(
+        self, client_id: str, client_secret: str, requested: str | None, address: str = ""
+    ) -> dict[str, Any]:
+        self.failures.check(address)
         client = self.clients.get(client_id)
-        if client is None or not verify_secret(client_secret, client[0]):
+        if not await self.verify(client_secret, client[0] if client else None) or client is None:
+            self.failures.record(address)
             raise AuthError("invalid client credentials")
         scopes = client[1]
         if requested:
@@ -285,6 +320,56 @@ class AuthConfig:
             "expires_in": self.token_lifetime,
             "scope": claims["scope"],
         }
+
+
+CREDENTIAL_TTL = 60.0  # seconds a verified user name and password is believed without hashing again
+HASHING_THREADS = 2  # password checks at once (each ~40 ms of CPU and 16 MiB)
+
+
+def _cache_key(kind: str, credentials: str) -> bytes:
+    return hashlib.sha256(f"{kind}\0{credentials}".encode("utf-8", "surrogatepass")).digest()
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    return hash_secret(secrets.token_urlsafe(16))
+
+
+class TooManyFailures(AuthError):
+    """A client address failed to authenticate too often lately (429)."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(f"too many failed attempts from this address; try again in {retry_after} s")
+        self.retry_after = retry_after
+
+
+class FailureLimiter:
+    """At most ``limit`` failed password checks per client address in ``window`` seconds; past
+    that the address is refused without checking, until the window has moved on. Addresses are
+    forgotten once quiet, and at most ``max_clients`` are tracked."""
+
+    def __init__(self, limit: int = 10, window: float = 60.0, max_clients: int = 10_000) -> None:
+        self.limit, self.window, self.max_clients = limit, window, max_clients
+        self._failures: dict[str, list[float]] = {}
+
+    def _recent(self, client: str, now: float) -> list[float]:
+        times = [t for t in self._failures.get(client, ()) if t > now - self.window]
+        if times:
+            self._failures[client] = times
+        else:
+            self._failures.pop(client, None)
+        return times
+
+    def check(self, client: str) -> None:
+        now = time.monotonic()
+        times = self._recent(client, now)
+        if len(times) >= self.limit:
+            raise TooManyFailures(max(1, int(times[0] + self.window - now) + 1))
+
+    def record(self, client: str) -> None:
+        if len(self._failures) >= self.max_clients and client not in self._failures:
+            self._failures.clear()
+        self._failures.setdefault(client, []).append(time.monotonic())
 
 
 def _scopes(entry: dict[str, Any]) -> frozenset[str]:

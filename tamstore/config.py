@@ -136,6 +136,10 @@ class Settings:
     )
     jwt_issuer: str | None = field(default=None, metadata={"help": "Required 'iss' of external tokens."})
     jwt_audience: str | None = field(default=None, metadata={"help": "Required 'aud' of external tokens."})
+    auth_failures_per_minute: int = field(
+        default=10,
+        metadata={"help": "Failed password checks one client address may make a minute before 429s."},
+    )
     token_lifetime: int = field(default=3600, metadata={"help": "Seconds a token from the token endpoint lasts."})
     allow_unauthenticated_network_access: bool = field(
         default=False,
@@ -204,6 +208,7 @@ class Settings:
             "webhook_timeout",
             "webhook_max_attempts",
             "webhook_concurrency",
+            "auth_failures_per_minute",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -7,6 +7,7 @@ every route the app has must appear in it: a new route cannot slip in unprotecte
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import logging
 import subprocess
@@ -140,7 +141,10 @@ def auth_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def auth_settings(tmp_path: Path, auth_file: Path) -> Settings:
-    return Settings(data_dir=tmp_path / "data", auth="basic,bearer", auth_file=auth_file)
+    # Many wrong passwords from one address on purpose: not held back here (test_failures_are_limited).
+    return Settings(
+        data_dir=tmp_path / "data", auth="basic,bearer", auth_file=auth_file, auth_failures_per_minute=10**6
+    )
 
 
 async def get_token(client: httpx.AsyncClient, client_id: str, secret: str) -> str:
@@ -389,3 +393,44 @@ def test_hash_secret_command() -> None:
     from tamstore.auth import verify_secret
 
     assert verify_secret("s3cret", r.stdout.strip()) and not verify_secret("other", r.stdout.strip())
+
+
+async def test_password_checks_run_off_the_event_loop_and_cost_the_same_for_unknown_users(
+    auth_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """scrypt takes ~40 ms of CPU: in a worker thread, never on the loop; an unknown name is
+    hashed too (no user enumeration by timing); a verified password is remembered by a hash."""
+    import tamstore.auth as auth_module
+
+    calls: list[int] = []
+    real = auth_module.verify_secret
+
+    def spy(secret: str, stored: str) -> bool:
+        calls.append(threading.get_ident())
+        return real(secret, stored)
+
+    monkeypatch.setattr(auth_module, "verify_secret", spy)
+    async with app_client(auth_settings) as client:
+        loop_thread = threading.get_ident()
+        assert (await client.get("/flows", auth=("nobody", "x"))).status_code == 401
+        assert (await client.get("/flows", auth=("alice", "wrong"))).status_code == 401
+        assert len(calls) == 2 and loop_thread not in calls
+        for _ in range(3):
+            assert (await client.get("/flows", auth=("alice", "wonderland"))).status_code == 200
+        assert len(calls) == 3  # verified once, then remembered
+        cache = client.app.state.auth._verified  # type: ignore[attr-defined]
+        assert not any(b"wonderland" in key for key in cache)
+
+
+async def test_failed_logins_are_limited_per_address(auth_settings: Settings) -> None:
+    limited = dataclasses.replace(auth_settings, auth_failures_per_minute=3)
+    async with app_client(limited) as client:
+        for _ in range(3):
+            assert (await client.get("/flows", auth=("alice", "wrong"))).status_code == 401
+        r = await client.get("/flows", auth=("alice", "wonderland"))
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        assert set(r.json()) >= {"type", "summary", "time"}
+        token = await client.post(
+            "/x-tamstore/oauth2/token", data={"grant_type": "client_credentials"}, auth=("read", "read-secret")
+        )
+        assert token.status_code == 429 and "retry-after" in token.headers

@@ -17,8 +17,8 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tamstore.api.responses import error_reply
-from tamstore.auth import ADMIN, AuthConfig, AuthError, scopes_for
-from tamstore.domain.errors import Forbidden, TamsError
+from tamstore.auth import ADMIN, AuthConfig, AuthError, TooManyFailures, scopes_for
+from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests
 
 __all__ = ["AuthMiddleware", "router"]
 
@@ -45,7 +45,11 @@ class AuthMiddleware:
         headers = Headers(scope=scope)
         token = QueryParams(scope.get("query_string", b"")).get("access_token")
         try:
-            principal = self.config.authenticate(headers.get("authorization"), token)
+            principal = await self.config.authenticate(headers.get("authorization"), token, _client_address(scope))
+        except TooManyFailures as exc:
+            held = TooManyRequests(str(exc), exc.retry_after)
+            await error_reply(scope, send, 429, held, {"Retry-After": str(exc.retry_after)})
+            return
         except AuthError as exc:
             err = TamsError(str(exc))
             err.kind = "unauthorized"
@@ -82,10 +86,24 @@ async def token(request: Request) -> Response:
         except (ValueError, UnicodeDecodeError):
             return _oauth_error(401, "invalid_client")
     try:
-        issued = config.issue_token(client_id, secret, form.get("scope"))
+        issued = await config.issue_token(client_id, secret, form.get("scope"), _client_address(request.scope))
+    except TooManyFailures as exc:
+        return Response(
+            orjson.dumps({"error": "invalid_client", "error_description": str(exc)}),
+            status_code=429,
+            media_type="application/json",
+            headers={"Retry-After": str(exc.retry_after)},
+        )
     except AuthError:
         return _oauth_error(401, "invalid_client")
     return Response(orjson.dumps(issued), media_type="application/json", headers={"Cache-Control": "no-store"})
+
+
+def _client_address(scope: Scope) -> str:
+    """The caller's address as the server saw it (behind a proxy, with --proxy-headers, the
+    address the proxy forwarded for)."""
+    client = scope.get("client")
+    return str(client[0]) if client else ""
 
 
 def _oauth_error(status: int, code: str) -> Response:
