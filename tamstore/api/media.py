@@ -48,11 +48,21 @@ async def get_media(request: Request, object_path: str) -> Response:
 
 @router.put(MEDIA_PREFIX + "/{object_path:path}")
 async def put_media(request: Request, object_path: str) -> Response:
+    """Upload an Object's bytes, until a segment uses them: from then on they are immutable
+    (a segment's media never changes under its readers), checked again just before the upload
+    is put in place."""
     store, object_id = _authorised(request)
     ctx = context(request)
-    async with ctx.store.read() as tx:
-        if await tx.get_object(object_id) is None:
+
+    async def still_unused() -> None:
+        async with ctx.store.read() as tx:
+            obj = await tx.get_object(object_id)
+        if obj is None:
             raise NotFound("the Object was never allocated or has been garbage-collected")
-    size = await store.write(object_id, request.stream())
+        if obj.registered:
+            raise Forbidden("a segment uses this Object: its bytes can no longer be changed")
+
+    await still_unused()
+    size = await store.write(object_id, request.stream(), before_install=still_unused)
     await record_size(ctx, object_id, size, store.info.id)
     return empty(200)

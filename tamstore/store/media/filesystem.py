@@ -16,6 +16,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import errno
 import hashlib
 import hmac
 import os
@@ -23,16 +24,18 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from tamstore.domain.errors import InsufficientStorage, Unavailable
 from tamstore.keys import HmacSha256
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
 MEDIA_PREFIX = "/x-tamstore/media"
+MIN_FREE_BYTES = 64 << 20  # below this the media store reports itself not ready (/readyz)
 WRITE_BATCH = 1 << 20
 # A stable id for the embedded backend, the same in every installation (uuid5 of its name).
 FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
@@ -106,15 +109,23 @@ class FilesystemMediaStore:
     def _signed_get(self, _start: int, expires: int, object_id: str, base_url: str) -> str:
         return self._signed("GET", object_id, base_url, expires)
 
-    async def write(self, object_id: str, chunks: AsyncIterator[bytes]) -> int:
+    async def write(
+        self,
+        object_id: str,
+        chunks: AsyncIterator[bytes],
+        before_install: Callable[[], Awaitable[None]] | None = None,
+    ) -> int:
         """Stream an upload to a temporary file, fsync it, then rename it into place, so a
-        reader sees the whole Object or nothing. Returns the byte count."""
+        reader sees the whole Object or nothing (``before_install`` may still refuse it then).
+        Returns the byte count. A full disk is InsufficientStorage, any other failure to write
+        Unavailable: either way nothing is left half-written."""
         final = self.path_for(object_id)
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         size = 0
-        f = await asyncio.to_thread(open, tmp, "wb")
-        buffer = bytearray()
+        f = None
         try:
+            f = await asyncio.to_thread(open, tmp, "wb")
+            buffer = bytearray()
             async for chunk in chunks:
                 size += len(chunk)
                 buffer += chunk
@@ -124,12 +135,18 @@ class FilesystemMediaStore:
             if buffer:
                 await asyncio.to_thread(f.write, bytes(buffer))
             await asyncio.to_thread(_flush_and_sync, f)
-        except BaseException:
             f.close()
-            tmp.unlink(missing_ok=True)
+            if before_install is not None:
+                await before_install()
+            await asyncio.to_thread(_install, tmp, final, object_id)
+        except BaseException as exc:
+            with contextlib.suppress(OSError):  # a read-only or failing disk may refuse these too
+                if f is not None:
+                    f.close()
+                tmp.unlink(missing_ok=True)
+            if isinstance(exc, OSError):
+                raise _write_failure(exc) from exc
             raise
-        f.close()
-        await asyncio.to_thread(_install, tmp, final, object_id)
         return size
 
     async def delete(self, object_ids: list[str]) -> None:
@@ -144,9 +161,14 @@ class FilesystemMediaStore:
         await asyncio.to_thread(_rm)
 
     async def check(self) -> None:
-        """Ready when the media root is a writable directory."""
+        """Ready when the media root is a writable directory with room left."""
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
             raise OSError(f"media directory {self.root} is not writable")
+        stats = await asyncio.to_thread(os.statvfs, self.root)
+        if stats.f_flag & os.ST_RDONLY:
+            raise OSError(f"media directory {self.root} is on a read-only file system")
+        if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+            raise OSError(f"media directory {self.root} is full")
 
     async def exists(self, object_id: str) -> bool:
         return self.path_for(object_id).exists()
@@ -204,6 +226,14 @@ def decode_id(segment: str) -> str | None:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)).decode()
     except ValueError:
         return None
+
+
+def _write_failure(exc: OSError) -> Unavailable:
+    """What a client is told when the media store cannot take an upload (the path stays out of it)."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("the media store is full: the upload was not stored")
+    reason = os.strerror(exc.errno) if exc.errno else "an I/O error"
+    return Unavailable(f"the media store cannot write ({reason}): the upload was not stored")
 
 
 def _flush_and_sync(f: object) -> None:

@@ -1,0 +1,84 @@
+"""Media uploads when things go wrong (issue 16, items 5 and 14): a registered Object's bytes
+cannot be overwritten; a full or read-only disk answers 507/503, leaves nothing half-written and
+shows in /readyz. The disks are real: small tmpfs mounts (root only, as CI runs)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tamstore.config import Settings
+from tamstore.testing import app_client
+from tests.conftest import IN_CI, allocate, media_request, put_flow, stored_bytes
+
+
+async def test_a_registered_objects_bytes_cannot_be_overwritten(client: httpx.AsyncClient, settings: Settings) -> None:
+    if settings.s3_bucket:
+        pytest.skip("S3 presigned PUT URLs go to the bucket, not tamstore: see docs/operating.md")
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    put = obj["put_url"]["url"]
+    assert (await media_request(client, "PUT", put, content=b"first")).status_code == 200
+    assert (await media_request(client, "PUT", put, content=b"again")).status_code == 200  # not yet used
+    body = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    r = await media_request(client, "PUT", put, content=b"evil")
+    assert r.status_code == 403 and set(r.json()) >= {"type", "summary", "time"}
+    assert await stored_bytes(client, obj["object_id"]) == b"again"
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 4 MiB file system for the media directory."""
+    media = tmp_path / "data" / "media"
+    media.mkdir(parents=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(media)], capture_output=True)
+    if done.returncode != 0:
+        message = f"cannot mount a tmpfs here: {done.stderr.decode().strip()}"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    try:
+        yield media
+    finally:
+        subprocess.run(["umount", "-l", str(media)], check=False)
+
+
+def embedded(settings: Settings) -> None:
+    if settings.s3_bucket:
+        pytest.skip("a full or read-only disk is a fault of the embedded media store")
+
+
+async def test_a_full_disk_answers_507_and_keeps_nothing(settings: Settings, small_disk: Path) -> None:
+    embedded(settings)
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        [big, small] = await allocate(client, flow["id"], 2)
+        r = await media_request(client, "PUT", big["put_url"]["url"], content=os.urandom(3 << 20))
+        assert r.status_code == 200  # fits, but leaves less than /readyz wants free
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503 and "full" in str(ready.json()["checks"])
+        r = await media_request(client, "PUT", small["put_url"]["url"], content=os.urandom(2 << 20))
+        assert r.status_code == 507, r.text
+        assert "full" in r.json()["summary"] and str(small_disk) not in r.text
+        assert list((small_disk / ".tmp").iterdir()) == []  # nothing half-written
+        assert await stored_bytes(client, small["object_id"]) is None
+
+
+async def test_a_read_only_disk_answers_503(settings: Settings, small_disk: Path) -> None:
+    embedded(settings)
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        [obj] = await allocate(client, flow["id"])
+        subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+        r = await media_request(client, "PUT", obj["put_url"]["url"], content=b"data")
+        assert r.status_code == 503, r.text
+        assert "retry-after" in r.headers and set(r.json()) >= {"type", "summary", "time"}
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert any(k.startswith("storage:") and v != "ok" for k, v in ready.json()["checks"].items())
