@@ -60,7 +60,9 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     for backend in backends.values():
         if isinstance(backend, S3MediaStore):
             await backend.check()
-    store = open_metadata_store(settings.sqlalchemy_url(), pool_size=settings.db_pool_size)
+    store = open_metadata_store(
+        settings.sqlalchemy_url(), pool_size=settings.db_pool_size, busy_timeout=settings.db_busy_timeout
+    )
     if migrate and settings.migrate:
         await upgrade(store.engine)
     extras: dict[str, Any] = {

@@ -159,6 +159,10 @@ class Settings:
         default=10,
         metadata={"help": "PostgreSQL connections per process for reads; writes get half as many (+50% in bursts)."},
     )
+    db_busy_timeout: int = field(
+        default=30,
+        metadata={"help": "Seconds a write waits for the database (locked by another process) before a 503."},
+    )
     service_name: str = field(default="tamstore", metadata={"help": "Default service name."})
 
     def sqlalchemy_url(self) -> str:
@@ -209,6 +213,7 @@ class Settings:
             "webhook_max_attempts",
             "webhook_concurrency",
             "auth_failures_per_minute",
+            "db_busy_timeout",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

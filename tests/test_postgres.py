@@ -141,3 +141,54 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
         if server:
             server.stop()
         cluster.destroy()
+
+
+@pytest.mark.slow
+def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path) -> None:
+    """Requests in flight while PostgreSQL shuts down ("database system is shutting down",
+    connections cut mid-statement) each get a 503 with Retry-After, never a 500."""
+    if os.environ.get("TAMSTORE_TEST_DATABASE_URL"):
+        pytest.skip("needs a PostgreSQL cluster of its own to stop")
+    bin_dir = find_pg_bin()
+    if bin_dir is None:
+        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
+    cluster = PgCluster(bin_dir)  # type: ignore[arg-type]
+    cluster.start()
+    server = None
+    try:
+        db = asyncio.run(create_database(cluster.url))
+        server = LiveServer(tmp_path / "data", db).start()
+        flow_id = str(uuid.uuid4())
+        statuses: list[tuple[int, str]] = []
+        stop = threading.Event()
+
+        def load(n: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as c:
+                i = 0
+                while not stop.is_set() and i < 2000:
+                    i += 1
+                    if i % 2:
+                        r = c.put(f"/flows/{flow_id}/label", json=f"{n}-{i}")
+                    else:
+                        r = c.get("/flows", params={"limit": 50})
+                    statuses.append((r.status_code, r.headers.get("retry-after", "")))
+
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 201
+        threads = [threading.Thread(target=load, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        cluster.stop("fast")
+        time.sleep(1.0)
+        stop.set()
+        for t in threads:
+            t.join(60)
+        codes = {code for code, _ in statuses}
+        assert codes <= {200, 204, 503}, sorted(codes)
+        assert 503 in codes
+        assert all(retry for code, retry in statuses if code == 503)
+    finally:
+        if server:
+            server.stop()
+        cluster.destroy()

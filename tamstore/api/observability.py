@@ -150,6 +150,8 @@ async def readyz(request: Request) -> Response:
         async with ctx.store.read() as tx:
             await asyncio.wait_for(tx.service_info(), 5)
         checks["database"] = "ok"
+        if ctx.store.writes_blocked:
+            checks["database"] = "unavailable: writes time out: the database is locked by another process"
     except Exception as exc:  # any failure means not ready; say which
         checks["database"] = f"unavailable: {str(exc)[:200]}"
     for backend in ctx.backends.values():

@@ -48,10 +48,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
-from tamstore.domain.errors import Conflict, Unavailable
+from tamstore.domain.errors import BadRequest, Conflict, TamsError, Unavailable
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
@@ -1157,13 +1158,19 @@ class MetadataStore:
     """Opens transactions on one database. Create with :func:`open_metadata_store`."""
 
     def __init__(
-        self, engine: AsyncEngine, sync_engine: Engine | None = None, read_engine: AsyncEngine | None = None
+        self,
+        engine: AsyncEngine,
+        sync_engine: Engine | None = None,
+        read_engine: AsyncEngine | None = None,
+        busy_timeout: float = 30.0,
     ) -> None:
         self.engine = engine
         self.sync_engine = sync_engine  # SQLite: every transaction runs on it, in the loop's thread
         self.read_engine = read_engine  # PostgreSQL: autocommit connections for read()
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+        self.busy_timeout = busy_timeout  # seconds a write may wait for its turn before a 503
+        self._blocked_since: float | None = None
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         self.events_written = asyncio.Event()
@@ -1177,10 +1184,11 @@ class MetadataStore:
                 return
             async with (self.read_engine or self.engine).connect() as conn:
                 yield Tx(conn)
-        except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
-            if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
+        except Exception as exc:
+            translated = _translate(exc)
+            if translated is None:
                 raise
-            raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+            raise translated from exc
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (see :meth:`Tx.pages_token`), read on its own, as cheaply as the
@@ -1199,14 +1207,41 @@ class MetadataStore:
             raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
         return rows[0][0] if rows else None
 
+    @property
+    def writes_blocked(self) -> bool:
+        """True while writes are giving up on a database locked elsewhere (for /readyz)."""
+        return self._blocked_since is not None
+
+    async def _take_write_lock(self, deadline: float) -> None:
+        """This process's turn to write, within the busy timeout counted from the request: a
+        queue of writers behind another process's lock all give up on time, not one after
+        another."""
+        assert self._write_lock is not None
+        try:
+            await asyncio.wait_for(self._write_lock.acquire(), max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            self._blocked_since = self._blocked_since or time.monotonic()
+            raise _busy(self.busy_timeout) from None
+
     @contextlib.asynccontextmanager
     async def write(self) -> AsyncIterator[Tx]:
-        lock = self._write_lock or contextlib.nullcontext()
-        async with lock:  # type: ignore[attr-defined]
+        deadline = time.monotonic() + self.busy_timeout
+        if self._write_lock is not None:
+            await self._take_write_lock(deadline)
+        try:
             try:
                 if self.sync_engine is not None:
                     with self.sync_engine.connect() as sync_conn:
-                        await _begin_immediate(sync_conn.connection.driver_connection)
+                        try:
+                            await _begin_immediate(
+                                sync_conn.connection.driver_connection, max(0.0, deadline - time.monotonic())
+                            )
+                        except sqlite3.OperationalError as exc:
+                            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
+                                raise
+                            self._blocked_since = self._blocked_since or time.monotonic()
+                            raise _busy(self.busy_timeout) from exc
+                        self._blocked_since = None
                         # The transaction is open; tell SQLAlchemy, whose own BEGIN is skipped.
                         with sync_conn.execution_options(tamstore_begun=True).begin():
                             tx = Tx(_InlineConnection(sync_conn))  # type: ignore[arg-type]
@@ -1217,10 +1252,14 @@ class MetadataStore:
                         yield tx
                 if tx.wrote_events:
                     self.events_written.set()
-            except (OperationalError, DBAPIError, OSError, sqlite3.OperationalError) as exc:
-                if isinstance(exc, DBAPIError) and not _is_disconnect(exc):
+            except Exception as exc:
+                translated = _translate(exc)
+                if translated is None:
                     raise
-                raise Unavailable(f"metadata database unavailable: {_short(exc)}") from exc
+                raise translated from exc
+        finally:
+            if self._write_lock is not None:
+                self._write_lock.release()
 
     async def checkpoint(self) -> None:
         """SQLite: copy the write-ahead log into the database file, in a thread of its own, so
@@ -1248,11 +1287,54 @@ def _is_disconnect(exc: DBAPIError) -> bool:
     return bool(getattr(exc, "connection_invalidated", False)) or isinstance(exc, OperationalError)
 
 
+def _busy(timeout: float) -> Unavailable:
+    return Unavailable(f"the database is locked by another writer; gave up after {timeout:g} s")
+
+
+# SQLSTATE classes: the server or the connection is going away (08 connection exception, 57
+# operator intervention such as "database system is shutting down", 53 insufficient resources)
+# is a 503; a value the database cannot take (22 data exception, 54 program limit exceeded such
+# as "index row size exceeds maximum") is the client's: a 400. Checked on what asyncpg raises
+# directly too (raw driver statements), not only on SQLAlchemy's wrappers.
+_UNAVAILABLE_CLASSES = ("08", "57", "53")
+_BAD_VALUE_CLASSES = ("22", "54")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if state:
+            return str(state)
+    return ""
+
+
+def _translate(exc: BaseException) -> TamsError | None:
+    """The client's view of a database failure, or None for one that is a bug (left as a 500)."""
+    if isinstance(exc, TamsError):
+        return None
+    state = _sqlstate(exc)
+    if state[:2] in _UNAVAILABLE_CLASSES:
+        return Unavailable(f"metadata database unavailable: {_short(exc)}")
+    if state[:2] in _BAD_VALUE_CLASSES or isinstance(exc, OverflowError):
+        return BadRequest(f"a value in the request cannot be stored: {_short(exc)}")
+    if isinstance(exc, (OperationalError, OSError, sqlite3.OperationalError, SATimeoutError)):
+        return Unavailable(f"metadata database unavailable: {_short(exc)}")
+    if isinstance(exc, DBAPIError) and _is_disconnect(exc):
+        return Unavailable(f"metadata database unavailable: {_short(exc)}")
+    if type(exc).__module__.startswith("asyncpg") and type(exc).__name__ in (
+        "InterfaceError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+    ):
+        return Unavailable(f"metadata database unavailable: {_short(exc)}")
+    return None
+
+
 def _short(exc: BaseException) -> str:
     return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
 
 
-def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
+def open_metadata_store(url: str, *, pool_size: int = 10, busy_timeout: float = 30.0) -> MetadataStore:
     """Open the store for a SQLAlchemy async URL (``sqlite+aiosqlite:///...`` or
     ``postgresql+asyncpg://...``)."""
     if url.startswith("sqlite"):
@@ -1273,7 +1355,7 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
         for each in (engine.sync_engine, sync_engine):
             event.listen(each, "connect", _sqlite_pragmas)
             event.listen(each, "begin", _sqlite_begin)
-        return MetadataStore(engine, sync_engine)
+        return MetadataStore(engine, sync_engine, busy_timeout=busy_timeout)
     # PostgreSQL: writes on one pool; reads on another whose connections are in autocommit for
     # good. Under READ COMMITTED each statement takes its own snapshot even inside a transaction,
     # so a read transaction's BEGIN and ROLLBACK (and, per checkout, the isolation level's set and
@@ -1287,7 +1369,7 @@ def open_metadata_store(url: str, *, pool_size: int = 10) -> MetadataStore:
     read_engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, isolation_level="AUTOCOMMIT", **common
     )
-    return MetadataStore(engine, read_engine=read_engine)
+    return MetadataStore(engine, read_engine=read_engine, busy_timeout=busy_timeout)
 
 
 def _checkpoint(path: str) -> None:
