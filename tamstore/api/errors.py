@@ -12,7 +12,7 @@ import orjson
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from tamstore.domain.errors import (
@@ -85,6 +85,12 @@ def install_error_handlers(app: FastAPI) -> None:
             headers["Allow"] = _allowed_methods(request, headers.get("Allow", ""))
         return error_response(request, err, exc.status_code, headers)
 
+    async def disconnected(request: Request, exc: Exception) -> Response:
+        # The client went away mid-request (a slow or cancelled upload): nothing failed here,
+        # and nobody is listening for the answer. One line, not a traceback.
+        log.info("client disconnected during %s %s", request.method, request.url.path)
+        return error_response(request, BadRequest("the client disconnected before the request was read"), 400)
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         err = TamsError("internal server error")
@@ -94,6 +100,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(TamsError, tams_error)
     app.add_exception_handler(RequestValidationError, validation_error)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(ClientDisconnect, disconnected)
     app.add_exception_handler(Exception, unexpected)
 
 
