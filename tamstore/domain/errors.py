@@ -2,14 +2,14 @@
 
 TamsError
 ├── BadRequest        the request is malformed or breaks a rule of the spec   (400)
-│   └── Conflict      it clashes with stored state (overlap, existing id)     (400)
+│   ├── Conflict      it clashes with stored state (overlap, existing id)     (400)
+│   └── TooLarge      it is bigger than this service accepts (a limit)        (413)
 ├── Forbidden         allowed in general, refused here (read-only Flow)       (403)
 ├── NotFound          the resource does not exist                             (404)
-├── TooLarge          the request is bigger than this service accepts         (413)
 ├── UnsupportedMedia  the body is not of a type the route reads (not JSON)    (415)
 ├── TooManyRequests   the client is refused for a while (failed logins)       (429)
-├── InsufficientStorage  the media store has no room for the bytes           (507)
 └── Unavailable       a backing service (database, storage) is unreachable    (503)
+    └── InsufficientStorage  the media store has no room for the bytes        (507)
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class NotFound(TamsError):
     kind = "not_found"
 
 
-class TooLarge(TamsError):
+class TooLarge(BadRequest):
     kind = "payload_too_large"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tamstore.domain.errors import BadRequest
+from tamstore.domain.errors import BadRequest, TooLarge
 
 __all__ = [
     "INT32_MAX",
@@ -64,7 +64,7 @@ def _utf8_len(text: str) -> int:
 def check_text(text: str, limit: int, what: str) -> str:
     """``text`` when it is at most ``limit`` UTF-8 bytes, else a 400 naming ``what``."""
     if len(text) > limit or (len(text) * 4 > limit and _utf8_len(text) > limit):
-        raise BadRequest(f"{what} is longer than {limit} bytes")
+        raise TooLarge(f"{what} is longer than {limit} bytes")
     return text
 
 
@@ -98,9 +98,9 @@ def _walk(value: Any, limits: JsonLimits, depth: int, where: str) -> Any:
         return value
     if kind is dict or kind is list:
         if depth >= limits.max_depth:
-            raise BadRequest(f"the request body is nested more than {limits.max_depth} levels deep")
+            raise TooLarge(f"the request body is nested more than {limits.max_depth} levels deep")
         if len(value) > limits.max_items:
-            raise BadRequest(f"{where} has more than {limits.max_items} members")
+            raise TooLarge(f"{where} has more than {limits.max_items} members")
         if kind is list:
             for i, item in enumerate(value):
                 checked = _walk(item, limits, depth + 1, where)

@@ -6,6 +6,7 @@ already in the batch's span, one for the Objects it names, one insert of all new
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 from dataclasses import dataclass
@@ -110,11 +111,26 @@ def segment_docs(
     return out
 
 
+BATCH = 1000  # segments registered per transaction
+
+
 async def post_segments(ctx: Context, flow_id: str, body: Any) -> list[dict[str, Any]] | None:
     """Register one segment or an array. Returns None when all succeeded, else the failures
-    (only for an array: a single bad segment raises ``BadRequest``)."""
+    (only for an array: a single bad segment raises ``BadRequest``). An array (at most
+    ``max_json_items``) is registered ``BATCH`` segments a transaction, letting other requests
+    run in between, so that a large one neither holds the write lock nor the event loop for
+    long; each segment succeeds or fails on its own either way, as the spec's failed list allows."""
     single = not isinstance(body, list)
     items = [body] if single else body
+    failures: list[dict[str, Any]] = []
+    for start in range(0, max(len(items), 1), BATCH):
+        if start:
+            await asyncio.sleep(0)
+        failures += await _post_batch(ctx, flow_id, items[start : start + BATCH], single)
+    return failures or None
+
+
+async def _post_batch(ctx: Context, flow_id: str, items: list[Any], single: bool) -> list[dict[str, Any]]:
     async with ctx.store.write() as tx:
         flow = await writable_flow(tx, flow_id)
         if not flow.container:
@@ -131,7 +147,7 @@ async def post_segments(ctx: Context, flow_id: str, body: Any) -> list[dict[str,
             raise BadRequest(failures[0]["error"]["summary"])
         if accepted:
             await _commit_batch(tx, flow, accepted, states)
-    return failures or None
+    return failures
 
 
 async def _check_batch(
