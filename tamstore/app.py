@@ -98,10 +98,12 @@ PROCESS_SETTINGS_ENV = "TAMSTORE_PROCESS_SETTINGS"
 def app_from_environment() -> FastAPI:
     """The app of each process of ``serve --processes N`` (a uvicorn factory): the parent
     checked the settings and migrated the database, and hands the settings down as JSON."""
+    from tamstore.api.connections import configure
     from tamstore.api.observability import configure_logging
 
     settings = dataclasses.replace(Settings.from_json(os.environ[PROCESS_SETTINGS_ENV]), migrate=False)
     configure_logging(settings.log_format)
+    configure(settings)
     return create_app(settings)
 
 
@@ -148,7 +150,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         metrics=metrics,
         route=next(r for r in segments.router.routes if r.name == "list_segments"),
     )
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kib * 1024)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kib * 1024, timeout=settings.body_timeout)
     app.add_middleware(AuthMiddleware, config=auth)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]

@@ -180,11 +180,17 @@ def serve(**values: Any) -> None:
     configure_logging(settings.log_format)
     click.echo(f"tamstore {__version__}: serving TAMS 8.2 on http://{settings.host}:{settings.port}/")
     click.echo(f"data dir: {settings.data_dir.resolve()}  (API docs at /docs)")
+    from tamstore.api.connections import GuardedHttpProtocol, configure
+
+    _raise_open_file_limit()
+    configure(settings)
     server: dict[str, Any] = {
         "host": settings.host,
         "port": settings.port,
         "log_level": "warning",
         "proxy_headers": True,
+        "http": GuardedHttpProtocol,
+        "timeout_keep_alive": settings.keep_alive_timeout,
     }
     if settings.processes == 1:
         uvicorn.run(create_app(settings), **server)
@@ -196,6 +202,16 @@ def serve(**values: Any) -> None:
     os.environ[PROCESS_SETTINGS_ENV] = settings.to_json()
     click.echo(f"{settings.processes} server processes")
     uvicorn.run("tamstore.app:app_from_environment", factory=True, workers=settings.processes, **server)
+
+
+def _raise_open_file_limit() -> None:
+    """As many file descriptors as the system lets this process have: connections, the database
+    and media files all need them (max_connections bounds the connections' share)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 @main.group()

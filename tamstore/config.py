@@ -47,6 +47,18 @@ class Settings:
         default=10_000,
         metadata={"help": "Most members of one JSON object or array in a request, so most segments in one POST."},
     )
+    header_timeout: int = field(
+        default=10, metadata={"help": "Seconds a client has to send a request's headers before it is disconnected."}
+    )
+    body_timeout: int = field(
+        default=30, metadata={"help": "Seconds a request body may pause between chunks before a 408."}
+    )
+    keep_alive_timeout: int = field(
+        default=5, metadata={"help": "Seconds an idle connection stays open between requests."}
+    )
+    max_connections: int = field(
+        default=4096, metadata={"help": "Open connections per server process; more are closed at once."}
+    )
     cors_origins: str = field(
         default="",
         metadata={
@@ -214,6 +226,10 @@ class Settings:
             "webhook_concurrency",
             "auth_failures_per_minute",
             "db_busy_timeout",
+            "header_timeout",
+            "body_timeout",
+            "keep_alive_timeout",
+            "max_connections",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -1,27 +1,31 @@
-"""Request bodies held to ``max_body_kib`` as they arrive (ASGI middleware).
+"""Request bodies held to ``max_body_kib`` and ``body_timeout`` as they arrive (ASGI middleware).
 
 A body declared larger than the limit (``Content-Length``) is refused with 413 before any of it
 is read; a body sent without a length (chunked) is counted as it streams and refused the moment
-it passes the limit, so no request holds more than the limit in memory. Media uploads
+it passes the limit, so no request holds more than the limit in memory. A body that stops
+arriving for ``body_timeout`` seconds is a 408. Media uploads
 (``/x-tamstore/media/``) are not API bodies: they stream to the media store and are not limited
 here.
 """
 
 from __future__ import annotations
 
+import asyncio
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tamstore.api.responses import error_reply
-from tamstore.domain.errors import TooLarge
+from tamstore.domain.errors import TimedOut, TooLarge
 from tamstore.store.media.filesystem import MEDIA_PREFIX
 
 __all__ = ["BodyLimitMiddleware"]
 
 
 class BodyLimitMiddleware:
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"].startswith(MEDIA_PREFIX + "/"):
@@ -38,7 +42,10 @@ class BodyLimitMiddleware:
 
         async def counted() -> Message:
             nonlocal received
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout)
+            except TimeoutError:
+                raise TimedOut(f"the request body stalled for {self.timeout:g} s") from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:

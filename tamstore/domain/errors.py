@@ -3,7 +3,8 @@
 TamsError
 ├── BadRequest        the request is malformed or breaks a rule of the spec   (400)
 │   ├── Conflict      it clashes with stored state (overlap, existing id)     (400)
-│   └── TooLarge      it is bigger than this service accepts (a limit)        (413)
+│   ├── TooLarge      it is bigger than this service accepts (a limit)        (413)
+│   └── TimedOut      the client stopped sending it part-way                  (408)
 ├── Forbidden         allowed in general, refused here (read-only Flow)       (403)
 ├── NotFound          the resource does not exist                             (404)
 ├── UnsupportedMedia  the body is not of a type the route reads (not JSON)    (415)
@@ -24,6 +25,7 @@ __all__ = [
     "InsufficientStorage",
     "NotFound",
     "TamsError",
+    "TimedOut",
     "TooLarge",
     "TooManyRequests",
     "Unavailable",
@@ -63,6 +65,10 @@ class NotFound(TamsError):
 
 class TooLarge(BadRequest):
     kind = "payload_too_large"
+
+
+class TimedOut(BadRequest):
+    kind = "request_timeout"
 
 
 class UnsupportedMedia(TamsError):

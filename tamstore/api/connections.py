@@ -1,0 +1,70 @@
+"""Connections held to time and number: uvicorn's HTTP protocol with a header deadline and a cap.
+
+uvicorn closes a connection idle between requests (``timeout_keep_alive``) but gives a client as
+long as it likes to send a request's headers, so clients trickling a header every few seconds
+(slowloris) each hold a file descriptor for ever; 20,000 of them took the server down for
+everyone. Here each request's headers must be complete within ``header_timeout`` seconds of its
+first byte (of the connection, for the first request), and past ``max_connections`` open
+connections a new one is closed at once, so the process keeps descriptors for its database and
+media files and answers the clients it has. A body that stalls is bounded in
+``api/limits.py`` (``body_timeout``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from tamstore.config import Settings
+
+__all__ = ["GuardedHttpProtocol", "configure"]
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    header_timeout: float = 10.0
+    max_connections: int = 4096
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_deadline: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if len(self.connections) > self.max_connections:
+            transport.abort()
+            return
+        self._arm()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._disarm()
+        super().on_headers_complete()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+
+    def _disarm(self) -> None:
+        if self._header_deadline is not None:
+            self._header_deadline.cancel()
+            self._header_deadline = None
+
+    def _headers_too_slow(self) -> None:
+        self._header_deadline = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def configure(settings: Settings) -> None:
+    """Set the limits for this process's connections (each server process calls this)."""
+    GuardedHttpProtocol.header_timeout = float(settings.header_timeout)
+    GuardedHttpProtocol.max_connections = settings.max_connections

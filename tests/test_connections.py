@@ -1,0 +1,66 @@
+"""Slow and idle clients cannot exhaust the server (issue 16, item 7): headers have a deadline,
+connections a cap, stalled bodies a timeout, and everyone else is answered meanwhile. Against a
+real ``tamstore serve`` process."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import time
+from pathlib import Path
+
+import httpx
+
+from tests.live import LiveServer
+
+
+def _closed_by_server(sock: socket.socket, within: float) -> bool:
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_slow_headers_are_cut_and_others_are_served(tmp_path: Path) -> None:
+    env = {"TAMSTORE_HEADER_TIMEOUT": "1", "TAMSTORE_MAX_CONNECTIONS": "60"}
+    server = LiveServer(tmp_path / "data", **env).start()
+    slow: list[socket.socket] = []
+    try:
+        for _ in range(50):  # slowloris: a request line, then headers that never end
+            s = socket.create_connection(("127.0.0.1", server.port))
+            s.sendall(b"GET /flows HTTP/1.1\r\nHost: x\r\n")
+            slow.append(s)
+        with httpx.Client(base_url=server.url, timeout=5) as c:
+            assert c.get("/healthz").status_code == 200  # answered while they wait
+        extra = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(20)]
+        assert sum(_closed_by_server(s, 0.5) for s in extra) >= 5  # over the cap: closed at once
+        for s in extra:
+            s.close()
+        time.sleep(1.2)
+        assert all(_closed_by_server(s, 1.0) for s in slow)  # past the header deadline
+        with httpx.Client(base_url=server.url, timeout=5) as c:
+            assert c.get("/flows").status_code == 200
+    finally:
+        for s in slow:
+            with contextlib.suppress(OSError):
+                s.close()
+        server.stop()
+
+
+def test_a_stalled_body_is_a_408(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", TAMSTORE_BODY_TIMEOUT="1").start()
+    try:
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(
+                b"POST /service/webhooks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b'Content-Length: 100\r\n\r\n{"url": '
+            )
+            s.settimeout(5)
+            answer = s.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert b'"type":"request_timeout"' in answer
+    finally:
+        server.stop()
