@@ -39,7 +39,7 @@ async def flow_usage(request: Request) -> Response:
 @get(router, PREFIX + "/storage", summary="Storage usage: Objects and bytes per Storage Backend, by day")
 async def storage_usage(request: Request) -> Response:
     q = Query(request)
-    days = q.int("days", minimum=0)
+    days = q.int("days", minimum=0, maximum=36_525)  # a century of daily snapshots at most
     result = await analytics.storage_usage(context(request), q.uuid("storage_id"), 30 if days is None else days)
     return json_response(request, result)
 

@@ -44,7 +44,7 @@ class Query:
             raise BadRequest(f"query parameter {name} must be true or false, not {value!r}")
         return value == "true"
 
-    def int(self, name: str, minimum: int = 0) -> int | None:
+    def int(self, name: str, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
         value = self.params.get(name)
         if value is None:
             return None
@@ -55,6 +55,8 @@ class Query:
             raise BadRequest(f"query parameter {name} is out of range")
         if number < minimum:
             raise BadRequest(f"query parameter {name} must be at least {minimum}")
+        if number > maximum:
+            raise BadRequest(f"query parameter {name} must be at most {maximum}")
         return number
 
     def timerange(self, name: str = "timerange") -> TimeRange | None:
