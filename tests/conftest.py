@@ -24,6 +24,7 @@ import pytest
 from tamstore.config import Settings
 from tamstore.testing import SpecSchemas, app_client, find_spec_dir
 from tests.pgcluster import PgCluster, create_database, find_pg_bin
+from tests.receiver import Receiver
 from tests.s3server import ACCESS_KEY as S3_ACCESS_KEY
 from tests.s3server import SECRET_KEY as S3_SECRET_KEY
 from tests.s3server import SeaweedS3, weed_binary
@@ -120,6 +121,14 @@ def settings(tmp_path: Path, database_url: str | None, media_env: dict[str, Any]
 async def client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
     async with app_client(settings) as c:
         yield c
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    """A real HTTP server that records the webhook deliveries it gets."""
+    r = Receiver()
+    yield r
+    r.close()
 
 
 class Clock:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,13 +22,6 @@ USERS["root"] = ["tams-api/admin"]
 
 
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def auth_settings(settings: Settings, tmp_path: Path) -> Settings:
     path = tmp_path / "auth.toml"
     path.write_text(
@@ -40,6 +33,16 @@ def auth_settings(settings: Settings, tmp_path: Path) -> Settings:
         )
     )
     return dataclasses.replace(settings, auth="basic", auth_file=path, webhook_backoff_ms=20, worker_lease=2)
+
+
+async def in_error(client: httpx.AsyncClient, hook_id: str) -> dict[str, Any]:
+    """The webhook once its deliveries have failed for good (or as it is after 10 s)."""
+    for _ in range(200):
+        doc = (await client.get(f"/service/webhooks/{hook_id}")).json()
+        if doc["status"] == "error":
+            break
+        await asyncio.sleep(0.05)
+    return doc  # type: ignore[no-any-return]
 
 
 def as_user(name: str) -> tuple[str, str]:
@@ -142,11 +145,7 @@ async def test_the_policy_is_checked_again_when_delivering(settings: Settings, r
     )
     async with app_client(strict, workers=True) as client:
         assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
-        for _ in range(200):
-            doc = (await client.get(f"/service/webhooks/{hook['id']}")).json()
-            if doc["status"] == "error":
-                break
-            await asyncio.sleep(0.05)
+        doc = await in_error(client, hook["id"])
         assert doc["status"] == "error", doc
         assert "not an allowed webhook target" in doc["error"]["summary"]
     assert receiver.received == []
@@ -159,11 +158,7 @@ async def test_delivery_errors_do_not_map_the_network(settings: Settings) -> Non
         hook = (await client.post("/service/webhooks", json=hook_body("http://127.0.0.1:9/"))).json()
         flow = await put_flow(client)
         assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
-        for _ in range(200):
-            doc = (await client.get(f"/service/webhooks/{hook['id']}")).json()
-            if doc["status"] == "error":
-                break
-            await asyncio.sleep(0.05)
+        doc = await in_error(client, hook["id"])
         summary = doc["error"]["summary"]
         assert "no answer from the receiver" in summary
         assert "refused" not in summary.lower() and "errno" not in summary.lower()
