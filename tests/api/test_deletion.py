@@ -405,3 +405,37 @@ async def test_admin_check_and_stats(settings: Settings) -> None:
         await backend.delete([lost["object_id"]])
     bad = await asyncio.to_thread(_cli, "check", *args, settings=settings)
     assert bad.returncode == 1 and f"missing media: Object {lost['object_id']}" in bad.stdout
+
+
+async def test_a_worker_that_lost_its_lease_stops_quietly(settings: Settings) -> None:
+    """Another worker took the request over: the first one's chunk rolls back, nothing is
+    recorded as an error, and the request stays with the new holder."""
+    from tamstore.ops import deletion
+    from tamstore.ops.context import now_us
+
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        await add_segments(client, flow["id"], [0, 1, 2])
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        request_id = str(uuid.uuid4())
+        async with ctx.store.write() as tx:
+            await tx.insert_delete_request(
+                {
+                    "id": request_id,
+                    "flow_id": flow["id"],
+                    "timerange_to_delete": "_",
+                    "delete_flow": False,
+                    "status": "created",
+                    "created": now_us(),
+                    "updated": now_us(),
+                }
+            )
+            mine = await tx.claim_delete_request("a", now_us(), now_us())  # a lease already over
+        async with ctx.store.write() as tx:
+            taken = await tx.claim_delete_request("b", now_us(), now_us() + 60_000_000)
+        assert mine.id == taken.id == request_id
+        with pytest.raises(deletion._LeaseLost):
+            await deletion._carry_out(ctx, mine, "a", 60_000_000)
+        assert len((await client.get(f"/flows/{flow['id']}/segments")).json()) == 3
+        doc = (await client.get(f"/flow-delete-requests/{request_id}")).json()
+        assert doc["status"] != "error" and "error" not in doc

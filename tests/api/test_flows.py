@@ -373,3 +373,12 @@ async def test_405_lists_every_allowed_method(client: httpx.AsyncClient) -> None
     assert set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "PUT", "DELETE"}
     r = await client.options("/service")
     assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "HEAD", "POST"}
+
+
+async def test_a_replacing_put_keeps_created_by_and_created(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client, created_by="ingest-7")
+    before = (await client.get(f"/flows/{flow['id']}")).json()
+    replacement = {k: v for k, v in flow.items() if k != "created_by"}
+    assert (await client.put(f"/flows/{flow['id']}", json={**replacement, "label": "new"})).status_code == 204
+    after = (await client.get(f"/flows/{flow['id']}")).json()
+    assert after["created_by"] == "ingest-7" and after["created"] == before["created"]
