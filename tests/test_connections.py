@@ -5,6 +5,7 @@ real ``tamstore serve`` process."""
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import time
 from pathlib import Path
@@ -59,8 +60,30 @@ def test_a_stalled_body_is_a_408(tmp_path: Path) -> None:
                 b'Content-Length: 100\r\n\r\n{"url": '
             )
             s.settimeout(5)
-            answer = s.recv(4096)
+            answer = b""
+            while b'"time"' not in answer and (chunk := s.recv(4096)):
+                answer += chunk
         assert answer.startswith(b"HTTP/1.1 408"), answer
         assert b'"type":"request_timeout"' in answer
+    finally:
+        server.stop()
+
+
+def test_a_request_the_parser_cannot_read_gets_the_error_shape(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        for request in (
+            b"GET /flows?x=" + b"a" * (128 * 1024) + b" HTTP/1.1\r\nHost: x\r\n\r\n",  # an over-long request line
+            b"GET /flows HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        ):
+            with socket.create_connection(("127.0.0.1", server.port)) as s:
+                s.sendall(request)
+                s.settimeout(5)
+                answer = b""
+                while chunk := s.recv(65536):
+                    answer += chunk
+            head, _, body = answer.partition(b"\r\n\r\n")
+            assert head.startswith(b"HTTP/1.1 400") and b"application/json" in head, answer[:300]
+            assert set(json.loads(body)) >= {"type", "summary", "time"}
     finally:
         server.stop()

@@ -15,9 +15,11 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tamstore.config import Settings
+from tamstore.domain.errors import BadRequest, error_body
 
 __all__ = ["GuardedHttpProtocol", "configure"]
 
@@ -48,6 +50,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def send_400_response(self, msg: str) -> None:
+        """A request the HTTP parser cannot read (a malformed or over-long request line or
+        header block) gets the spec's error shape too, not uvicorn's plain text."""
+        err = BadRequest(f"the HTTP request could not be read: {msg.rstrip('.')}")
+        body = orjson.dumps(error_body(err))
+        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
+        head += [b"connection: close\r\n\r\n"]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
 
     def _arm(self) -> None:
         self._disarm()
