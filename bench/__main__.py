@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench import floor, loader
+from bench import floor, hostile, loader
 from tamstore.config import Settings
 from tamstore.domain.paging import PageRequest
 from tamstore.store.metadata.sql import TagFilter, open_metadata_store
@@ -68,11 +68,12 @@ def timed(fn: Callable[[], Any], n: int) -> list[float]:
 class Server:
     """``tamstore serve`` in a subprocess, as an operator would run it."""
 
-    def __init__(self, settings: Settings, processes: int = 1, *, page_cache: bool = True) -> None:
+    def __init__(self, settings: Settings, processes: int = 1, *, page_cache: bool = True, **extra_env: str) -> None:
         self.settings = settings
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir), "TAMSTORE_PORT": str(self.port)}
+        env.update(extra_env)
         env["TAMSTORE_PROCESSES"] = str(processes)
         if not page_cache:
             env["TAMSTORE_PAGE_CACHE_MIB"] = "0"
@@ -544,6 +545,26 @@ def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
 # -- main ---------------------------------------------------------------------------------------
 
 
+def bench_hostile(settings: Settings, which: str, reps: int, quick: bool) -> list[Row]:
+    """Password guessing (``auth``) or slow clients (``slowloris``) against a served tamstore."""
+    from tamstore.auth import hash_secret
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if which == "auth":
+        path = hostile.auth_file(settings.data_dir, hash_secret)
+        env = {"TAMSTORE_AUTH": "basic,bearer", "TAMSTORE_AUTH_FILE": str(path)}
+        server = Server(settings, **env, TAMSTORE_AUTH_FAILURES_PER_MINUTE="1000000000")
+        try:
+            return hostile.bench_auth(server.url, reps, 1 if quick else 3)
+        finally:
+            server.stop()
+    server = Server(settings, TAMSTORE_HEADER_TIMEOUT="2")
+    try:
+        return hostile.bench_slowloris(server.url, server.port, 50 if quick else 5000, reps, 2)
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -555,7 +576,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
     p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
-    p.add_argument("--only", default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics")
+    p.add_argument(
+        "--only", default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics,auth,slowloris"
+    )
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
@@ -593,6 +616,8 @@ def main(argv: list[str] | None = None) -> int:
             ("s3pages", lambda: bench_presigned_pages(scratch, args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
+            ("auth", lambda: bench_hostile(fresh(), "auth", args.reps, args.quick)),
+            ("slowloris", lambda: bench_hostile(fresh(), "slowloris", args.reps, args.quick)),
         ]:
             if name in only:
                 rows += run()

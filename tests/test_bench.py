@@ -37,6 +37,8 @@ def test_bench_quick_runs_every_scenario(tmp_path: Path) -> None:
         "presigned=true",
         "webhook deliveries",
         "analytics",
+        "valid Basic requests/s",
+        "slow-header clients",
     ]
     if shutil.which("wrk"):  # the throughput rows, random_pages.lua and --processes 2 among them
         expected += ["pages/s, 32 connections", "random pages across the flow", "random pages, `serve --processes 2`"]
