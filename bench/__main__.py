@@ -545,7 +545,7 @@ def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
 # -- main ---------------------------------------------------------------------------------------
 
 
-def bench_hostile(settings: Settings, which: str, reps: int, quick: bool) -> list[Row]:
+def bench_hostile(settings: Settings, which: str, reps: int, quick: bool, slow_clients: int = 5000) -> list[Row]:
     """Password guessing (``auth``) or slow clients (``slowloris``) against a served tamstore."""
     from tamstore.auth import hash_secret
 
@@ -560,7 +560,7 @@ def bench_hostile(settings: Settings, which: str, reps: int, quick: bool) -> lis
             server.stop()
     server = Server(settings, TAMSTORE_HEADER_TIMEOUT="2")
     try:
-        return hostile.bench_slowloris(server.url, server.port, 50 if quick else 5000, reps, 2)
+        return hostile.bench_slowloris(server.url, server.port, 50 if quick else slow_clients, reps, 2)
     finally:
         server.stop()
 
@@ -579,6 +579,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only", default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics,auth,slowloris"
     )
+    p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
@@ -617,7 +618,7 @@ def main(argv: list[str] | None = None) -> int:
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
             ("auth", lambda: bench_hostile(fresh(), "auth", args.reps, args.quick)),
-            ("slowloris", lambda: bench_hostile(fresh(), "slowloris", args.reps, args.quick)),
+            ("slowloris", lambda: bench_hostile(fresh(), "slowloris", args.reps, args.quick, args.slow_clients)),
         ]:
             if name in only:
                 rows += run()

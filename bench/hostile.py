@@ -125,7 +125,7 @@ def bench_slowloris(url: str, port: int, connections: int, reps: int, header_tim
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     with httpx.Client(base_url=url, timeout=30) as c:
-        quiet = _latencies(c, "/healthz", reps)
+        quiet = _latencies(c, "/flows?limit=1", reps)
     slow: list[socket.socket] = []
     try:
         for _ in range(connections):
@@ -140,11 +140,14 @@ def bench_slowloris(url: str, port: int, connections: int, reps: int, header_tim
             with contextlib.suppress(OSError):
                 s.sendall(b"X-Slow: 1\r\n")
         with httpx.Client(base_url=url, timeout=30) as c:
+            loaded: list[float] = []
             try:
-                loaded = _latencies(c, "/healthz", reps)
+                loaded = _latencies(c, "/flows?limit=1", reps)
                 answered = f"{_ms(_pct(loaded, 0.5))} / {_ms(_pct(loaded, 0.99))}"
             except httpx.HTTPError as exc:
                 answered = f"no answer ({type(exc).__name__})"
+            if loaded and (status := c.get("/flows?limit=1").status_code) != 200:
+                answered += f" (status {status})"
         time.sleep(header_timeout + 1)
         still_open = 0
         for s in slow:
@@ -162,7 +165,7 @@ def bench_slowloris(url: str, port: int, connections: int, reps: int, header_tim
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return [
         (
-            f"/healthz among {opened} slow-header clients (p50 / p99; floor: without them)",
+            f"GET /flows?limit=1 among {opened} slow-header clients (p50 / p99; floor: without them)",
             answered,
             f"{_ms(_pct(quiet, 0.5))} / {_ms(_pct(quiet, 0.99))}",
             "",

@@ -5,8 +5,9 @@ long as it likes to send a request's headers, so clients trickling a header ever
 (slowloris) each hold a file descriptor for ever; 20,000 of them took the server down for
 everyone. Here each request's headers must be complete within ``header_timeout`` seconds of its
 first byte (of the connection, for the first request), and past ``max_connections`` open
-connections a new one is closed at once, so the process keeps descriptors for its database and
-media files and answers the clients it has. A body that stalls is bounded in
+connections the one that has waited longest for its headers is closed to make room (or, when
+every connection is busy with a request, the new one), so the process keeps descriptors for its
+database and media files and goes on answering clients that send whole requests. A body that stalls is bounded in
 ``api/limits.py`` (``body_timeout``).
 """
 
@@ -27,6 +28,10 @@ __all__ = ["GuardedHttpProtocol", "configure"]
 class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_connections: int = 4096
+    # Connections waiting for a request's headers, longest-waiting first: at the cap the first of
+    # these makes room, so that a flood of slow clients costs its oldest member, not the next
+    # client who sends a whole request at once.
+    _awaiting: dict[GuardedHttpProtocol, None] = {}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -35,8 +40,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         if len(self.connections) > self.max_connections:
-            transport.abort()
-            return
+            oldest = next(iter(self._awaiting), None)
+            if oldest is None:  # every connection is busy with a request: refuse this one
+                transport.abort()
+                return
+            oldest._disarm()
+            oldest.transport.abort()
         self._arm()
 
     def on_message_begin(self) -> None:
@@ -66,14 +75,17 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def _arm(self) -> None:
         self._disarm()
         self._header_deadline = self.loop.call_later(self.header_timeout, self._headers_too_slow)
+        self._awaiting[self] = None
 
     def _disarm(self) -> None:
+        self._awaiting.pop(self, None)
         if self._header_deadline is not None:
             self._header_deadline.cancel()
             self._header_deadline = None
 
     def _headers_too_slow(self) -> None:
         self._header_deadline = None
+        self._awaiting.pop(self, None)
         if not self.transport.is_closing():
             self.transport.close()
 
