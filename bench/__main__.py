@@ -27,7 +27,8 @@ import httpx
 from bench import floor, hostile, loader
 from tamstore.config import Settings
 from tamstore.domain.paging import PageRequest
-from tamstore.store.metadata.sql import TagFilter, open_metadata_store
+from tamstore.domain.tags import TagFilter
+from tamstore.store.metadata.sql import open_metadata_store
 
 ROOT = Path(__file__).resolve().parent.parent
 Row = tuple[str, str, str, str]

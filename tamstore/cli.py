@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from tamstore import __version__
-from tamstore.config import Settings
+from tamstore.config import Settings, setting_kinds
 from tamstore.store.media.s3 import StorageUnavailable
 
 ENV_PREFIX = "TAMSTORE_"
@@ -24,14 +24,14 @@ ENV_PREFIX = "TAMSTORE_"
 
 def _settings_options(fn: Any) -> Any:
     """One click option per setting, each also read from ``TAMSTORE_<NAME>``."""
-    path = click.Path(path_type=Path)
-    types: dict[str, Any] = {"int": int, "bool": bool, "Path": path, "Path | None": path}
+    kinds = setting_kinds()
     for f in reversed(fields(Settings)):
         default = f.default
         flag = f"--{f.name.replace('_', '-')}"
-        if str(f.type) == "bool":
+        kind = kinds[f.name]
+        if kind is bool:
             flag = f"{flag}/--no-{f.name.replace('_', '-')}"
-        typ = types.get(str(f.type), str)
+        typ: Any = click.Path(path_type=Path) if kind is Path else kind
         option = click.option(
             flag,
             f.name,

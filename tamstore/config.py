@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
-__all__ = ["SETTINGS", "Settings"]
+__all__ = ["SETTINGS", "Settings", "setting_kinds"]
 
 
 @dataclass(frozen=True)
@@ -242,10 +243,24 @@ class Settings:
     @classmethod
     def from_json(cls, text: str) -> Settings:
         values = json.loads(text)
-        for f in fields(cls):
-            if str(f.type).startswith("Path") and values.get(f.name) is not None:
-                values[f.name] = Path(values[f.name])
+        kinds = setting_kinds()
+        for name, value in values.items():
+            if kinds[name] is Path and value is not None:
+                values[name] = Path(value)
         return cls(**values)
+
+
+def setting_kinds() -> dict[str, type]:
+    """Each setting's value type (``int``, ``bool``, ``str`` or ``Path``), from its annotation:
+    ``X | None`` is ``X``. Any other annotation is an error here, not a setting silently read as
+    a string."""
+    kinds: dict[str, type] = {}
+    for name, hint in get_type_hints(Settings).items():
+        args = [a for a in get_args(hint) if a is not type(None)] if get_origin(hint) is UnionType else [hint]
+        if len(args) != 1 or args[0] not in (int, bool, str, Path):
+            raise TypeError(f"setting {name} has type {hint}; settings are int, bool, str or Path (or None)")
+        kinds[name] = args[0]
+    return kinds
 
 
 SETTINGS: list[dict[str, Any]] = [

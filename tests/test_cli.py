@@ -103,3 +103,30 @@ def test_server_keeps_everything_across_a_restart(tmp_path: Path) -> None:
         assert httpx.get(seg["get_urls"][0]["url"]).content == b"hello"
     finally:
         server.stop()
+
+
+def test_every_setting_has_a_command_line_type() -> None:
+    """Option types come from the annotations (``X | None`` is ``X``); an annotation the CLI
+    cannot read fails loudly instead of becoming a string option."""
+    import dataclasses
+    from pathlib import Path
+
+    import pytest
+
+    from tamstore import config
+
+    kinds = config.setting_kinds()
+    assert kinds["data_dir"] is Path and kinds["storage_config"] is Path and kinds["database_url"] is str
+    assert kinds["port"] is int and kinds["workers"] is bool
+
+    @dataclasses.dataclass(frozen=True)
+    class Odd(config.Settings):
+        ratio: float | None = None
+
+    original = config.Settings
+    try:
+        config.Settings = Odd  # type: ignore[misc]
+        with pytest.raises(TypeError, match="ratio"):
+            config.setting_kinds()
+    finally:
+        config.Settings = original  # type: ignore[misc]

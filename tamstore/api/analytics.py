@@ -32,14 +32,14 @@ async def flow_usage(request: Request) -> Response:
     ):
         if value is not None:
             filters[column] = value
-    result = await analytics.flow_usage(context(request), q.str("group_by"), filters, q.timerange())
+    result = await analytics.flow_usage(context(request), q.text("group_by"), filters, q.timerange())
     return json_response(request, result)
 
 
 @get(router, PREFIX + "/storage", summary="Storage usage: Objects and bytes per Storage Backend, by day")
 async def storage_usage(request: Request) -> Response:
     q = Query(request)
-    days = q.int("days", minimum=0, maximum=36_525)  # a century of daily snapshots at most
+    days = q.integer("days", minimum=0, maximum=36_525)  # a century of daily snapshots at most
     result = await analytics.storage_usage(context(request), q.uuid("storage_id"), 30 if days is None else days)
     return json_response(request, result)
 

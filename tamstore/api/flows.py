@@ -30,11 +30,11 @@ async def list_flows(request: Request) -> Response:
         ("format", q.choice("format", FORMATS)),
         ("codec", q.mime("codec")),
         ("profile_id", q.uuid("profile_id")),
-        ("label", q.str("label")),
+        ("label", q.text("label")),
         ("status", q.choice("status", FLOW_STATUSES)),
-        ("frame_width", q.int("frame_width")),
-        ("frame_height", q.int("frame_height")),
-        ("init_segments", q.bool("init_segments", None)),
+        ("frame_width", q.integer("frame_width")),
+        ("frame_height", q.integer("frame_height")),
+        ("init_segments", q.flag("init_segments", None)),
     ):
         if value is not None:
             filters[column] = value
@@ -56,7 +56,7 @@ async def get_flow(request: Request, flow_id: str) -> Response:
     doc = await flows.get_flow(
         context(request),
         flow_id,
-        include_timerange=bool(q.bool("include_timerange")),
+        include_timerange=bool(q.flag("include_timerange")),
         timerange=q.timerange() or TimeRange.eternity(),
     )
     return json_response(request, doc)

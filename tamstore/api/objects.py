@@ -54,8 +54,8 @@ async def object_route(request: Request, object_path: str) -> Response:
         return empty(201)
     if request.method == "DELETE":
         q = Query(request)
-        storage_id = q.str("storage_id") or None
-        await objects.remove_instance(ctx, object_id, storage_id, q.str("label") or None)
+        storage_id = q.text("storage_id") or None
+        await objects.remove_instance(ctx, object_id, storage_id, q.text("label") or None)
         return empty(204)
     return _method_not_allowed(request, "DELETE, POST")
 

@@ -12,8 +12,8 @@ from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.flows import UUID_RE, check_uuid
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import PageRequest, decode_cursor
+from tamstore.domain.tags import TagFilter
 from tamstore.domain.timerange import InvalidTimeRange, TimeRange
-from tamstore.store.metadata.sql import TagFilter
 
 __all__ = ["Query", "raw_path_tail"]
 
@@ -33,10 +33,10 @@ class Query:
             raise BadRequest("query parameters must not contain NUL characters")
         self.settings = request.app.state.ctx.settings
 
-    def str(self, name: str) -> str | None:
+    def text(self, name: str) -> str | None:
         return self.params.get(name)
 
-    def bool(self, name: str, default: bool | None = False) -> bool | None:
+    def flag(self, name: str, default: bool | None = False) -> bool | None:
         value = self.params.get(name)
         if value is None:
             return default
@@ -44,7 +44,7 @@ class Query:
             raise BadRequest(f"query parameter {name} must be true or false, not {value!r}")
         return value == "true"
 
-    def int(self, name: str, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
+    def integer(self, name: str, minimum: int = 0, maximum: int = 2**63 - 1) -> int | None:
         value = self.params.get(name)
         if value is None:
             return None
@@ -119,7 +119,7 @@ class Query:
                 out.append(TagFilter(name, values=tuple(v for v in value.split(",") if v)))
             elif key.startswith(prefix + "_exists."):
                 name = key[len(prefix) + len("_exists.") :]
-                flag = self.bool(key)
+                flag = self.flag(key)
                 out.append(TagFilter(name, exists=flag))
         return out
 
@@ -132,24 +132,24 @@ class Query:
         return UrlFilter(
             accept_get_urls=self.label_list("accept_get_urls"),
             accept_storage_ids=storage_ids,
-            presigned=self.bool("presigned", None),
+            presigned=self.flag("presigned", None),
             backend_tags={t.name: t.values for t in tags if t.values is not None},
             backend_tags_exist={t.name: bool(t.exists) for t in tags if t.exists is not None},
-            verbose=bool(self.bool("verbose_storage")),
+            verbose=bool(self.flag("verbose_storage")),
         )
 
     def page(self, key: tuple[type, ...], *, reverse_param: bool = True) -> PageRequest:
         """Any integer limit is accepted (the spec gives no bounds) and clamped to
         1..max_page_limit; ``X-Paging-Limit`` tells the client what was applied. ``key`` is the
         listing's sort key, one type a part (the cursor must match it)."""
-        limit = self.int("limit", minimum=-(2**63) + 1)
+        limit = self.integer("limit", minimum=-(2**63) + 1)
         s = self.settings
         limit = s.default_page_limit if limit is None else max(1, min(limit, s.max_page_limit))
         cursor = self.params.get("page")
         after: tuple[Any, ...] | None = None
         if cursor:
             after = decode_cursor(cursor, key)
-        reverse = bool(self.bool("reverse_order")) if reverse_param else False
+        reverse = bool(self.flag("reverse_order")) if reverse_param else False
         return PageRequest(limit=limit, after=after, reverse=reverse)
 
 

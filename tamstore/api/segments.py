@@ -23,9 +23,9 @@ async def list_segments(request: Request, flow_id: str) -> Response:
     q = Query(request)
     query = segments.SegmentQuery(
         timerange=q.timerange() or TimeRange.eternity(),
-        object_id=q.str("object_id"),
+        object_id=q.text("object_id"),
         urls=q.url_filter(),
-        include_object_timerange=bool(q.bool("include_object_timerange")),
+        include_object_timerange=bool(q.flag("include_object_timerange")),
     )
     page = await segments.list_segments(context(request), flow_id, query, q.page((int,)), base_url(request))
     return page_response(request, page, extra_headers={"X-Paging-Timerange": page.extra["timerange"].to_str()})
@@ -48,7 +48,7 @@ async def delete_segments(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     q = Query(request)
     tr = q.timerange() or TimeRange.eternity()
-    pending = await deletion.delete_segments(context(request), flow_id, tr, q.str("object_id"), principal(request))
+    pending = await deletion.delete_segments(context(request), flow_id, tr, q.text("object_id"), principal(request))
     return deletion_response(request, pending)
 
 

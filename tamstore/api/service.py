@@ -53,7 +53,7 @@ async def list_profiles(request: Request) -> Response:
         q.page((str,), reverse_param=False),
         format=q.choice("format", FORMATS),
         codec=q.mime("codec"),
-        label=q.str("label"),
+        label=q.text("label"),
     )
     return page_response(request, page, count_headers=False)
 

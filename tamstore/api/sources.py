@@ -24,7 +24,7 @@ async def list_sources(request: Request) -> Response:
         context(request),
         q.page((str, str) if sort_by == "label" else (int, str)),
         sort_by=sort_by or "created",
-        label=q.str("label"),
+        label=q.text("label"),
         format=q.choice("format", FORMATS),
         tags=q.tag_filters(),
         collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True),

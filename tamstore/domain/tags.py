@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.limits import MAX_TAG_NAME_BYTES, MAX_TAG_VALUE_BYTES, check_text
 
-__all__ = ["check_tag_name", "check_tag_value", "check_tags", "tags_match"]
+__all__ = ["TagFilter", "check_tag_name", "check_tag_value", "check_tags", "tags_match"]
+
+
+@dataclass(frozen=True, slots=True)
+class TagFilter:
+    """``tag.{name}=v1,v2`` (``values`` set) or ``tag_exists.{name}=true|false``."""
+
+    name: str
+    values: tuple[str, ...] | None = None
+    exists: bool | None = None
+
 
 MAX_TAG_VALUES = 1000  # strings in one array-valued tag
 

@@ -20,12 +20,12 @@ from tamstore.domain.flows import (
 )
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import check_tag_name, check_tag_value
+from tamstore.domain.tags import TagFilter, check_tag_name, check_tag_value
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import extent_timerange, flow_docs
-from tamstore.store.metadata.sql import TagFilter, Tx
+from tamstore.store.metadata.sql import Tx
 
 __all__ = [
     "FlowQuery",

@@ -8,10 +8,9 @@ from tamstore import spec
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import tags_match
+from tamstore.domain.tags import TagFilter, tags_match
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
-from tamstore.store.metadata.sql import TagFilter
 
 __all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
 

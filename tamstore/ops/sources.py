@@ -10,11 +10,11 @@ from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.flows import label_key
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import check_tag_name, check_tag_value
+from tamstore.domain.tags import TagFilter, check_tag_name, check_tag_value
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import source_docs
-from tamstore.store.metadata.sql import TagFilter, Tx
+from tamstore.store.metadata.sql import Tx
 
 __all__ = ["get_source", "get_source_property", "list_sources", "set_source_property"]
 

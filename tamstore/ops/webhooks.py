@@ -14,11 +14,10 @@ from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.events import check_transition
 from tamstore.domain.limits import MAX_URL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import check_tags
+from tamstore.domain.tags import TagFilter, check_tags
 from tamstore.domain.targets import check_header
 from tamstore.ops.context import Caller, Context, now_us
 from tamstore.outbound import check_target
-from tamstore.store.metadata.sql import TagFilter
 
 __all__ = ["create_webhook", "delete_webhook", "get_webhook", "list_webhooks", "replace_webhook"]
 

@@ -20,7 +20,6 @@ import secrets
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import orjson
@@ -54,21 +53,13 @@ from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import BadRequest, Conflict, TamsError, Unavailable
 from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
 
-__all__ = ["Instance", "MetadataStore", "TagFilter", "Tx", "open_metadata_store", "segment_range_clause"]
+__all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_range_clause"]
 
 USAGE_SHARDS = 8
-
-
-@dataclass(frozen=True, slots=True)
-class TagFilter:
-    """``tag.{name}=v1,v2`` (``values`` set) or ``tag_exists.{name}=true|false``."""
-
-    name: str
-    values: tuple[str, ...] | None = None
-    exists: bool | None = None
 
 
 def _json(value: Any) -> str:
