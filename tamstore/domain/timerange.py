@@ -251,21 +251,19 @@ class TimeRange:
         return self.to_str()
 
     def __eq__(self, other: object) -> bool:
+        """Value equality: two ranges are equal when they hold the same timestamps, however
+        their brackets were written (``[0:0_1:0)`` is ``[0:0_0:999999999]``). Compare ``to_str()``
+        for the written form."""
         if not isinstance(other, TimeRange):
             return NotImplemented
         if self.is_empty() or other.is_empty():
             return self.is_empty() and other.is_empty()
-        return (
-            self.start == other.start
-            and self.end == other.end
-            and self.start_exclusive == other.start_exclusive
-            and self.end_inclusive == other.end_inclusive
-        )
+        return self.start == other.start and self.end == other.end
 
     def __hash__(self) -> int:
         if self.is_empty():
             return hash(())
-        return hash((self.start, self.end, self.start_exclusive, self.end_inclusive))
+        return hash((self.start, self.end))
 
 
 def _lt(a: int | None, b: int | None) -> bool:

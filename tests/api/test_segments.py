@@ -465,3 +465,15 @@ async def test_objects_endpoint_errors(client: httpx.AsyncClient) -> None:
     assert (await client.get(f"/objects/{oid}?limit=x")).status_code == 400
     assert (await client.post("/objects/nothing/instances", json={"url": "u", "label": "l"})).status_code == 404
     assert (await client.put(f"/objects/{oid}")).status_code == 405
+
+
+async def test_object_timerange_in_another_bracket_style_is_no_conflict(client: httpx.AsyncClient) -> None:
+    """The same Object range written with an inclusive end is the same range (value equality)."""
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    body = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)", "object_timerange": "[0:0_2:0)"}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    other = await put_flow(client)
+    again = {**body, "timerange": "[0:0_1:0)", "object_timerange": "[0:0_1:999999999]"}
+    r = await client.post(f"/flows/{other['id']}/segments", json=again)
+    assert r.status_code == 201, r.text

@@ -198,3 +198,10 @@ def test_mediatimestamp_differs_on_exclusive_instants() -> None:
     """Documented difference: mediatimestamp reads ``[10:0)`` as an instant; the spec says empty."""
     assert not mediatimestamp.TimeRange.from_str("[10:0)").is_empty()
     assert TimeRange.from_str("[10:0)").is_empty()
+
+
+def test_equality_is_by_value_not_by_brackets() -> None:
+    a, b = TimeRange.from_str("[0:0_1:0)"), TimeRange.from_str("[0:0_0:999999999]")
+    assert a == b and hash(a) == hash(b) and a.to_str() != b.to_str()
+    assert TimeRange.from_str("(0:0_1:0)") == TimeRange.from_str("[0:1_1:0)")
+    assert TimeRange.from_str("[1:0_0:0)") == TimeRange.never() == TimeRange.from_str("()")
