@@ -97,14 +97,13 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dic
             raise BadRequest("timerange must not be empty")
         count, total, shortest, longest = await tx.segment_stats(flow_id, timerange.start, timerange.end)
         bounds = await tx.segment_bounds(flow_id, timerange.start, timerange.end, MAX_GAPS + 1)
-    gaps, covered_by_listed = [], 0
+    gaps: list[str] = []
     cursor = timerange.start
     assert cursor is not None and timerange.end is not None
     for a, b in bounds[:MAX_GAPS]:
         a, b = max(a, timerange.start), min(b, timerange.end)
         if a > cursor:
             gaps.append(TimeRange.from_bounds(cursor, a).to_str())
-        covered_by_listed += max(0, b - max(a, cursor))
         cursor = max(cursor, b)
     truncated = len(bounds) > MAX_GAPS
     if not truncated and cursor < timerange.end:

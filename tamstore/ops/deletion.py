@@ -51,7 +51,7 @@ CHUNK = 1000
 
 
 async def _delete_chunk(
-    ctx: Context, tx: Tx, flow: Any, timerange: TimeRange, object_id: str | None, batch: str | None
+    tx: Tx, flow: Any, timerange: TimeRange, object_id: str | None, batch: str | None
 ) -> tuple[list[Any], set[str]]:
     """Delete up to CHUNK segments wholly inside ``timerange``, earliest first. Returns them
     and the Objects they used. One ``segments_deleted`` event per contiguous run, so each event's
@@ -93,7 +93,7 @@ def _counters(flow: Any, rows: list[Any], objects: dict[str, Any], sign: int) ->
     }
 
 
-async def _drop_flow(ctx: Context, tx: Tx, flow: Any, batch: str | None) -> None:
+async def _drop_flow(tx: Tx, flow: Any, batch: str | None) -> None:
     """Remove the Flow row, and its Source when no other Flow uses it (ADR 0018)."""
     source_gone = False
     if batch is not None:
@@ -122,7 +122,7 @@ def _batch_id(ctx: Context, preferred: str | None = None) -> str | None:
     return (preferred or str(uuid.uuid4())) if ctx.settings.recovery_window > 0 else None
 
 
-async def _record_batch(ctx: Context, tx: Tx, batch: str | None, flow_id: str, tr: TimeRange, whole: bool) -> None:
+async def _record_batch(tx: Tx, batch: str | None, flow_id: str, tr: TimeRange, whole: bool) -> None:
     if batch is not None:
         await tx.record_batch(
             {"id": batch, "flow_id": flow_id, "timerange": tr.to_str(), "whole_flow": whole, "deleted_at": now_us()}
@@ -187,14 +187,14 @@ async def _delete(
         if await tx.count_segments_in(flow_id, tr.start, tr.end, object_id, limit + 1) > limit:
             return await _create_request(ctx, tx, flow_id, tr, object_id, whole_flow, principal)
         batch = _batch_id(ctx)
-        await _record_batch(ctx, tx, batch, flow_id, tr, whole_flow)
+        await _record_batch(tx, batch, flow_id, tr, whole_flow)
         while True:
-            rows, objs = await _delete_chunk(ctx, tx, flow, tr, object_id, batch)
+            rows, objs = await _delete_chunk(tx, flow, tr, object_id, batch)
             used |= objs
             if len(rows) < CHUNK:
                 break
         if whole_flow:
-            await _drop_flow(ctx, tx, flow, batch)
+            await _drop_flow(tx, flow, batch)
     if batch is None:
         await purge_objects(ctx, used)
     return None
@@ -301,11 +301,11 @@ async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
             if flow is None:
                 done = True
             else:
-                await _record_batch(ctx, tx, batch, req.flow_id, tr, bool(req.delete_flow))
-                rows, used = await _delete_chunk(ctx, tx, flow, tr, req.object_id, batch)
+                await _record_batch(tx, batch, req.flow_id, tr, bool(req.delete_flow))
+                rows, used = await _delete_chunk(tx, flow, tr, req.object_id, batch)
                 done = len(rows) < CHUNK
                 if done and req.delete_flow:
-                    await _drop_flow(ctx, tx, flow, batch)
+                    await _drop_flow(tx, flow, batch)
                 remaining = (
                     tr if not rows else TimeRange.from_bounds(rows[-1].ts_end, tr.end, end_inclusive=tr.end_inclusive)
                 )

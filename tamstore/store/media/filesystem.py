@@ -57,7 +57,6 @@ class FilesystemMediaStore:
         self.root = root
         self.tmp = root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
-        self._key = key
         self._hmac = HmacSha256(key)
         self.url_timeout = url_timeout
         self._get_window = GetUrlWindow(url_timeout)

@@ -750,12 +750,6 @@ class Tx:
         )
         await self._renew_pages_tokens([flow_id])
 
-    async def count_segments(self, flow_id: str, limit: int) -> int:
-        """How many segments the Flow has, counting no further than ``limit``."""
-        s = t.segments
-        sub = select(s.c.ts_start).where(s.c.flow_id == flow_id).limit(limit).subquery()
-        return int((await self._one(select(func.count()).select_from(sub)))[0])
-
     async def count_segments_in(
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
     ) -> int:
