@@ -12,7 +12,6 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
@@ -65,13 +64,8 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     )
     if migrate and settings.migrate:
         await upgrade(store.engine)
-    extras: dict[str, Any] = {
-        "event_stream_mechanisms": [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}],
-    }
-    filesystem = [b for b in backends.values() if isinstance(b, FilesystemMediaStore)]
-    if filesystem:
-        extras["filesystem"] = filesystem[0]
-    return Context(settings=settings, store=store, backends=backends, extras=extras)
+    filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)
+    return Context(settings=settings, store=store, backends=backends, filesystem=filesystem)
 
 
 def load_auth(settings: Settings) -> AuthConfig:
@@ -113,7 +107,8 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(settings)
-        ctx.extras["metrics"] = app.state.metrics
+        deliveries = app.state.metrics.deliveries
+        ctx.count_delivery = lambda ok: deliveries.labels("ok" if ok else "failed").inc()
         app.state.ctx = ctx
         # What start-up built (modules, the app, the stores) lives as long as the process: keep
         # it out of the garbage collector's sight, so that collecting the many short-lived

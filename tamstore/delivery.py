@@ -82,9 +82,7 @@ class Deliverer:
                     body = await self._message(event, filt)
                     ok, problem = await self.client.post(hook.url, body, headers)
                     delivered += 1
-                    metrics = self.ctx.extras.get("metrics")
-                    if metrics is not None:
-                        metrics.deliveries.labels("ok" if ok else "failed").inc()
+                    self.ctx.count_delivery(ok)
                     if not ok:
                         await self._failed(hook, problem)
                         return delivered

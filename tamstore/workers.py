@@ -32,8 +32,7 @@ class Workers:
     def __init__(self, ctx: Context, *, housekeeping_seconds: float = HOUSEKEEPING_SECONDS) -> None:
         self.ctx = ctx
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        self.wake = asyncio.Event()
-        ctx.extras["wake_deleter"] = self.wake
+        self.wake = ctx.wake_deleter
         self.housekeeping_seconds = housekeeping_seconds
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -89,8 +88,7 @@ class Workers:
         """Deliver as soon as this process commits events; otherwise look every POLL_SECONDS
         (for events other processes committed, and for retries that have come due)."""
         written = self.ctx.store.events_written
-        wake = asyncio.Event()
-        self.ctx.extras["wake_webhooks"] = wake
+        wake = self.ctx.wake_webhooks
         while True:
             written.clear()
             wake.clear()

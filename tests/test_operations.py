@@ -33,7 +33,7 @@ async def test_analytics_on_a_known_store(client: httpx.AsyncClient) -> None:
     from tamstore.ops.analytics import learn_sizes
 
     learnt = await learn_sizes(client.app.state.ctx)  # type: ignore[attr-defined]
-    assert learnt == (0 if client.app.state.ctx.extras.get("filesystem") else 2)  # type: ignore[attr-defined]
+    assert learnt == (0 if client.app.state.ctx.filesystem else 2)  # type: ignore[attr-defined]
     known = 2000
     usage = (await client.get("/x-tamstore/analytics/flows?group_by=format")).json()
     video = next(g for g in usage["groups"] if g["format"] == "urn:x-nmos:format:video")
@@ -96,7 +96,7 @@ async def test_health_and_readiness(settings: Settings) -> None:
         r = await client.get("/readyz")
         assert r.status_code == 200 and all(v == "ok" for v in r.json()["checks"].values())
         [backend] = client.app.state.ctx.backends.values()  # type: ignore[attr-defined]
-        fs = client.app.state.ctx.extras.get("filesystem")  # type: ignore[attr-defined]
+        fs = client.app.state.ctx.filesystem  # type: ignore[attr-defined]
         if fs is not None:
             fs.root.rename(fs.root.with_name("gone"))  # the media directory disappears
         else:

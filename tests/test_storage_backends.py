@@ -102,7 +102,7 @@ async def test_two_backends_side_by_side(two_backends: Settings, schemas: SpecSc
         for url in doc["get_urls"]:
             assert (await media_request(client, "GET", url["url"])).content == b"on disk"
         assert (await client.delete(f"/objects/{hot}/instances?storage_id={FS_ID}")).status_code == 204
-        fs = client.app.state.ctx.extras["filesystem"]  # type: ignore[attr-defined]
+        fs = client.app.state.ctx.filesystem  # type: ignore[attr-defined]
         assert not fs.path_for(hot).exists()
         assert (await client.delete(f"/objects/{hot}/instances?storage_id={S3_ID}")).status_code == 400  # the last
         # and the bucket copy back to disk

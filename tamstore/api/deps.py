@@ -6,18 +6,26 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Scope
 
 from tamstore.domain.errors import BadRequest, UnsupportedMedia
 from tamstore.domain.limits import JsonLimits, check_json
 from tamstore.ops.context import Caller, Context
 
-__all__ = ["base_url", "caller", "context", "principal", "read_json"]
+__all__ = ["base_url", "caller", "context", "principal", "read_json", "scope_context"]
 
 _NO_BODY = object()
 
 
 def context(request: Request) -> Context:
-    return request.app.state.ctx  # type: ignore[no-any-return]
+    return scope_context(request.scope)
+
+
+def scope_context(scope: Scope) -> Context:
+    """The running Context from an ASGI scope (for middleware, which has no Request)."""
+    ctx = scope["app"].state.ctx
+    assert isinstance(ctx, Context)
+    return ctx
 
 
 def base_url(request: Request) -> str:

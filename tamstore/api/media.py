@@ -21,7 +21,7 @@ router = APIRouter(include_in_schema=False)
 
 
 def _authorised(request: Request) -> tuple[FilesystemMediaStore, str]:
-    store = context(request).extras.get("filesystem")
+    store = context(request).filesystem
     if not isinstance(store, FilesystemMediaStore):
         raise NotFound("this service has no filesystem media backend")
     tail = request.path_params["object_path"]

@@ -31,6 +31,7 @@ from typing import Any, NamedTuple
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tamstore.api.deps import scope_context
 from tamstore.domain.errors import TamsError
 from tamstore.domain.flows import UUID_RE
 from tamstore.store.media.base import url_window
@@ -121,7 +122,7 @@ class PageCacheMiddleware:
         if UUID_RE.match(flow_id) and self.cache.asked_before(key):
             # (the database being away, the route answers, in the spec's error shape)
             with contextlib.suppress(TamsError):
-                token = await scope["app"].state.ctx.store.pages_token(flow_id)
+                token = await scope_context(scope).store.pages_token(flow_id)
         window = url_window()
         page = None if token is None else self.cache.get(key, token, window)
         if page is not None:

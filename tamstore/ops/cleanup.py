@@ -46,7 +46,7 @@ async def find_orphans(ctx: Context, min_age: int | None = None) -> Findings:
     allocation timeout) are left alone: they may belong to an upload registering right now."""
     found = Findings()
     young = time.time() - (ctx.settings.min_object_timeout + GRACE_SECONDS if min_age is None else min_age)
-    fs = ctx.extras.get("filesystem")
+    fs = ctx.filesystem
     if isinstance(fs, FilesystemMediaStore):
         pending: list[StoredItem] = []
         for item in fs.stored():
@@ -91,7 +91,7 @@ async def _unknown(ctx: Context, items: list[StoredItem]) -> list[StoredItem]:
 
 
 async def remove_orphans(ctx: Context, found: Findings) -> int:
-    fs = ctx.extras.get("filesystem")
+    fs = ctx.filesystem
     for item in found.orphaned_bytes:
         if isinstance(fs, FilesystemMediaStore):
             fs.remove_stored(item)

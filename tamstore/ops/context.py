@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from tamstore.config import Settings
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.targets import TargetPolicy
 from tamstore.store.media.base import MediaStore
+from tamstore.store.media.filesystem import FilesystemMediaStore
 from tamstore.store.metadata.sql import MetadataStore
 
 __all__ = ["Caller", "Context", "now_us", "rfc3339"]
@@ -50,14 +52,24 @@ class Caller:
         return self.name is None or self.admin or (owner is not None and owner == self.name)
 
 
+def _not_counted(ok: bool) -> None:
+    pass
+
+
 @dataclass
 class Context:
-    """The composition of stores one running tamstore uses (built by ``app.create_app``)."""
+    """The composition of stores one running tamstore uses (built by ``app.open_context``)."""
 
     settings: Settings
     store: MetadataStore
     backends: dict[str, MediaStore]
-    extras: dict[str, Any] = field(default_factory=dict)
+    # The embedded backend, when there is one: its signed URLs are served by tamstore itself.
+    filesystem: FilesystemMediaStore | None = None
+    # Set to have this process's background workers look now rather than at their next poll.
+    wake_deleter: asyncio.Event = field(default_factory=asyncio.Event)
+    wake_webhooks: asyncio.Event = field(default_factory=asyncio.Event)
+    # Called with each webhook delivery's outcome (the app counts them in its metrics).
+    count_delivery: Callable[[bool], None] = _not_counted
 
     @functools.cached_property
     def target_policy(self) -> TargetPolicy:

@@ -217,9 +217,7 @@ async def _create_request(
         "updated": now,
     }
     await tx.insert_delete_request(row)
-    wake = ctx.extras.get("wake_deleter")
-    if wake is not None:
-        wake.set()
+    ctx.wake_deleter.set()
     return request_doc(row)
 
 

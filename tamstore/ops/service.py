@@ -27,6 +27,10 @@ API_VERSION = "8.2"
 SERVICE_TYPE = "urn:x-tams:service:tamstore"
 
 
+# How clients can follow what happens in the store (the spec's `event_stream_mechanisms`).
+EVENT_STREAM_MECHANISMS = [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}]
+
+
 async def get_service(ctx: Context) -> dict[str, Any]:
     async with ctx.store.read() as tx:
         info = await tx.service_info()
@@ -40,9 +44,7 @@ async def get_service(ctx: Context) -> dict[str, Any]:
     }
     if "description" in info:
         out["description"] = info["description"]
-    mechanisms = ctx.extras.get("event_stream_mechanisms")
-    if mechanisms:
-        out["event_stream_mechanisms"] = mechanisms
+    out["event_stream_mechanisms"] = EVENT_STREAM_MECHANISMS
     return out
 
 

@@ -143,9 +143,7 @@ async def replace_webhook(ctx: Context, webhook_id: str, body: Any, caller: Call
             values.update(status="disabled")
         await tx.update_webhook(webhook_id, values, doc.get("tags", {}))
         updated = await tx.get_webhook(webhook_id)
-    wake = ctx.extras.get("wake_webhooks")
-    if wake is not None:
-        wake.set()
+    ctx.wake_webhooks.set()
     return webhook_doc(updated)
 
 

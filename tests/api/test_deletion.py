@@ -265,7 +265,7 @@ async def _plant_stray_media(ctx: Any) -> str:
     import os
 
     old = time.time() - 7200
-    fs = ctx.extras.get("filesystem")
+    fs = ctx.filesystem
     if fs is not None:
         stray = fs.root / "ab" / "cd" / ("0" * 64)
         stray.parent.mkdir(parents=True, exist_ok=True)

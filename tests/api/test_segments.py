@@ -431,7 +431,7 @@ async def test_object_ids_cannot_escape_the_media_root(client: httpx.AsyncClient
     put = r.json()["media_objects"][0]["put_url"]["url"]
     assert (await media_request(client, "PUT", put, content=b"inside")).status_code == 200
     assert await stored_bytes(client, object_id) == b"inside"
-    fs = client.app.state.ctx.extras.get("filesystem")  # type: ignore[attr-defined]
+    fs = client.app.state.ctx.filesystem  # type: ignore[attr-defined]
     if fs is not None:
         path = fs.path_for(object_id).resolve()
         assert path.is_relative_to(fs.root.resolve())
