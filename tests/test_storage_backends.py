@@ -182,3 +182,34 @@ async def test_env_only_s3_configuration(tmp_path: Path, s3_server: SeaweedS3, m
         assert await stored_bytes(client, oid) == b"s3 only"
         [seg] = (await client.get(f"/flows/{flow['id']}/segments")).json()
         assert seg["get_urls"][0]["url"].startswith(s3_server.endpoint)
+
+
+async def test_copying_to_another_backend_holds_no_transaction(
+    two_backends: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bytes are copied with no database transaction open: other writes go on meanwhile
+    (on SQLite a write transaction would hold the write lock for the whole copy)."""
+    import asyncio
+
+    from tamstore.store.media.s3 import S3MediaStore
+
+    async with app_client(two_backends) as client:
+        flow = await put_flow(client)
+        oid = await _segment(client, flow["id"], 0, FS_ID, b"to be copied")
+        copying, release = asyncio.Event(), asyncio.Event()
+        real = S3MediaStore.copy_from
+
+        async def slow_copy(self: S3MediaStore, object_id: str, source: object) -> None:
+            copying.set()
+            await release.wait()
+            await real(self, object_id, source)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(S3MediaStore, "copy_from", slow_copy)
+        copy = asyncio.create_task(client.post(f"/objects/{oid}/instances", json={"storage_id": S3_ID}))
+        await asyncio.wait_for(copying.wait(), 10)
+        r = await asyncio.wait_for(client.put(f"/flows/{flow['id']}/label", json="during the copy"), 5)
+        assert r.status_code == 204
+        release.set()
+        assert (await copy).status_code == 201
+        [seg] = (await client.get(f"/flows/{flow['id']}/segments?verbose_storage=true")).json()
+        assert {u.get("storage_id") for u in seg["get_urls"]} == {FS_ID, S3_ID}

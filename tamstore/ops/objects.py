@@ -11,6 +11,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter, tags_match
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
+from tamstore.store.metadata.sql import Tx
 
 __all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
 
@@ -110,30 +111,54 @@ async def get_object(
 async def add_instance(ctx: Context, object_id: str, body: Any) -> None:
     """Register an uncontrolled URL, or copy the Object to another controlled backend."""
     spec.validate("objects-instances-post.json", body)
+    if "storage_id" in body:
+        await _copy_to_backend(ctx, object_id, body["storage_id"])
+        return
     async with ctx.store.write() as tx:
-        obj = await tx.get_object(object_id)
-        if obj is None or not obj.registered:
-            raise NotFound(f"Object {object_id!r} does not exist")
-        existing = (await tx.instances([object_id]))[object_id]
-        if "storage_id" in body:
-            target = ctx.backend(body["storage_id"])
-            if any(i.storage_id == target.info.id for i in existing):
-                raise BadRequest(f"Object already has an instance on storage {target.info.id}")
-            sources = [ctx.backends[i.storage_id] for i in existing if i.storage_id in ctx.backends]
-            if not sources:
-                raise BadRequest("the Object has no controlled instance to copy from")
-            try:
-                await target.copy_from(object_id, sources[0])
-            except NotImplementedError as exc:
-                raise BadRequest(str(exc)) from None
-            await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
-            return
+        existing = await _registered_instances(tx, object_id)
         label = body["label"]
         if label in ctx.backend_labels():
             raise BadRequest(f"label {label!r} is a Storage Backend's label")
         if any(i.label == label for i in existing):
             raise BadRequest(f"the Object already has an instance labelled {label!r}")
         await tx.insert_instance({"object_id": object_id, "url": body["url"], "label": label, "controlled": False})
+
+
+async def _registered_instances(tx: Tx, object_id: str) -> list[Any]:
+    obj = await tx.get_object(object_id)
+    if obj is None or not obj.registered:
+        raise NotFound(f"Object {object_id!r} does not exist")
+    return (await tx.instances([object_id]))[object_id]
+
+
+async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> None:
+    """Copy the bytes with no transaction open (a copy may take minutes; a write transaction
+    would hold SQLite's write lock all that time), then record the instance in a short one that
+    checks again that the Object is still there and not already on the target."""
+    target = ctx.backend(storage_id)
+
+    def on_target(instances: list[Any]) -> bool:
+        return any(i.storage_id == target.info.id for i in instances)
+
+    async with ctx.store.read() as tx:
+        existing = await _registered_instances(tx, object_id)
+    if on_target(existing):
+        raise BadRequest(f"Object already has an instance on storage {target.info.id}")
+    sources = [ctx.backends[i.storage_id] for i in existing if i.storage_id in ctx.backends]
+    if not sources:
+        raise BadRequest("the Object has no controlled instance to copy from")
+    try:
+        await target.copy_from(object_id, sources[0])
+    except NotImplementedError as exc:
+        raise BadRequest(str(exc)) from None
+    try:
+        async with ctx.store.write() as tx:
+            if on_target(await _registered_instances(tx, object_id)):
+                raise BadRequest(f"Object already has an instance on storage {target.info.id}")
+            await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
+    except NotFound:
+        await target.delete([object_id])  # deleted while we copied: the copy is nobody's
+        raise
 
 
 async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, label: str | None) -> None:
