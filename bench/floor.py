@@ -13,8 +13,8 @@ import uuid
 from typing import Any
 
 from tamstore.config import Settings
+from tamstore.store.metadata.driver import for_asyncpg
 from tamstore.store.metadata.segment_page import Shape, sql_for
-from tamstore.store.metadata.sql import _numbered
 
 NS = 1_000_000_000
 
@@ -93,7 +93,7 @@ class SqliteFloor:
         self.conn.execute("PRAGMA journal_mode=WAL")
 
     def page(self, flow_id: str, at: int, n: int) -> None:
-        sql, _ = sql_for(PAGE_SHAPE, "sqlite")
+        sql = sql_for(PAGE_SHAPE)
         params = {"flow_id": flow_id, "lo": at * NS, "hi": (at + n) * NS, "limit": n + 1}
         self.conn.execute(sql, params).fetchall()
 
@@ -157,7 +157,7 @@ class PostgresFloor:
         return self.loop.run_until_complete(coro)
 
     def page(self, flow_id: str, at: int, n: int) -> None:
-        sql, names = sql_for(PAGE_SHAPE, "postgresql")
+        sql, names = for_asyncpg(sql_for(PAGE_SHAPE))
         params = {"flow_id": flow_id, "lo": at * NS, "hi": (at + n) * NS, "limit": n + 1}
         self._run(self.conn.fetch(sql, *[params[name] for name in names]))
 
@@ -168,7 +168,7 @@ class PostgresFloor:
         async def setup() -> None:
             async with self.conn.transaction():
                 for sql, args in setup_statements(flow_id, requests * per_request):
-                    await self.conn.executemany(_numbered(sql), args)
+                    await self.conn.executemany(for_asyncpg(sql)[0], args)
 
         async def batch(base: int) -> None:
             async with self.conn.transaction():
@@ -176,7 +176,7 @@ class PostgresFloor:
                     if kind == "fetch":  # the SQLite statement's IN (?, ?, ...) as one array parameter
                         await self.conn.fetch("SELECT * FROM objects WHERE id = ANY($1)", list(args))
                     else:
-                        await self.conn.executemany(_numbered(sql), args)
+                        await self.conn.executemany(for_asyncpg(sql)[0], args)
 
         self._run(setup())
         t0 = time.perf_counter()

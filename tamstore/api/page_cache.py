@@ -8,7 +8,7 @@ address it was asked at (links and media URLs are made from it), and the URL win
 
 - The database part is summed up by the Flow's ``pages_token``: every write of segments or of
   Object instances sets the token of each Flow it touches to a fresh random value, in the same
-  transaction (``store/metadata/sql.py``). The token is read from the database before a page is
+  transaction (``store/metadata/base.py``). The token is read from the database before a page is
   reused, so a write made by any process or replica is seen by the next read everywhere.
 - The token is read *before* a page is rendered: a write committed in between makes the kept page
   newer than its token, never older, and the next read simply renders it again.

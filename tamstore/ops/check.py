@@ -8,13 +8,10 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
-
 from tamstore.ops.cleanup import find_orphans
 from tamstore.ops.context import Context
 from tamstore.store.media.filesystem import FilesystemMediaStore
 from tamstore.store.media.s3 import S3MediaStore
-from tamstore.store.metadata import tables as t
 
 __all__ = ["Report", "check", "stats"]
 
@@ -52,24 +49,15 @@ async def _media_of_registered_objects(ctx: Context, report: Report) -> None:
     listings: dict[str, set[str | None]] = {}
     for sid, backend in ctx.backends.items():
         if isinstance(backend, S3MediaStore):
-            listings[sid] = await asyncio.to_thread(lambda b=backend: {oid for oid, _, _ in b.stored_ids()})
+            listings[sid] = await asyncio.to_thread(_stored_ids, backend)
     after = ""
     while True:
         async with ctx.store.read() as tx:
-            oi, o = t.object_instances, t.objects
-            rows = (
-                await tx.conn.execute(
-                    select(oi.c.object_id, oi.c.storage_id)
-                    .select_from(oi.join(o, o.c.id == oi.c.object_id))
-                    .where(o.c.registered.is_(True), oi.c.controlled.is_(True), oi.c.object_id > after)
-                    .order_by(oi.c.object_id)
-                    .limit(BATCH)
-                )
-            ).all()
+            rows = await tx.controlled_instances_after(after, BATCH)
         for object_id, storage_id in rows:
-            backend = ctx.backends.get(storage_id)
+            backend = ctx.backends.get(storage_id) if storage_id else None
             on_disk = isinstance(backend, FilesystemMediaStore) and backend.path_for(object_id).exists()
-            in_bucket = isinstance(backend, S3MediaStore) and object_id in listings[storage_id]
+            in_bucket = isinstance(backend, S3MediaStore) and object_id in listings[storage_id or ""]
             if backend is not None and not (on_disk or in_bucket):
                 report.missing_media.append(object_id)
         if len(rows) < BATCH:
@@ -77,29 +65,21 @@ async def _media_of_registered_objects(ctx: Context, report: Report) -> None:
         after = rows[-1][0]
 
 
+def _stored_ids(backend: S3MediaStore) -> set[str | None]:
+    return {oid for oid, _, _ in backend.stored_ids()}
+
+
 async def _counters(ctx: Context, report: Report) -> None:
     """The maintained counters against a recount."""
     async with ctx.store.read() as tx:
-        s, f = t.segments, t.flows
-        actual = dict((await tx.conn.execute(select(s.c.flow_id, func.count()).group_by(s.c.flow_id))).all())
-        kept = dict((await tx.conn.execute(select(f.c.id, f.c.seg_count))).all())
-        for flow_id, count in kept.items():
-            if int(count) != int(actual.get(flow_id, 0)):
-                report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {actual.get(flow_id, 0)}")
-        oi, o = t.object_instances, t.objects
-        recount = dict(
-            (
-                await tx.conn.execute(
-                    select(oi.c.storage_id, func.count())
-                    .select_from(oi.join(o, o.c.id == oi.c.object_id))
-                    .where(o.c.registered.is_(True), oi.c.controlled.is_(True))
-                    .group_by(oi.c.storage_id)
-                )
-            ).all()
-        )
+        actual, kept = await tx.segment_counts()
+        recount = await tx.controlled_objects_per_backend()
         usage = await tx.storage_usage()
+    for flow_id, count in kept.items():
+        if count != actual.get(flow_id, 0):
+            report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {actual.get(flow_id, 0)}")
     for sid in set(recount) | set(usage):
-        if int(recount.get(sid, 0)) != usage.get(sid, (0, 0))[0]:
+        if recount.get(sid, 0) != usage.get(sid, (0, 0))[0]:
             report.counter_drift.append(
                 f"backend {sid} counts {usage.get(sid, (0, 0))[0]} Objects, holds {recount.get(sid, 0)}"
             )
@@ -109,17 +89,15 @@ async def stats(ctx: Context) -> dict[str, Any]:
     from tamstore.ops import analytics
 
     async with ctx.store.read() as tx:
-        sources = (await tx.conn.execute(select(func.count()).select_from(t.sources))).scalar_one()
-        hooks = dict(
-            (await tx.conn.execute(select(t.webhooks.c.status, func.count()).group_by(t.webhooks.c.status))).all()
-        )
+        sources = await tx.count_sources()
+        hooks = await tx.webhooks_by_status()
         backlog = await tx.count_pending_deletions()
     usage = await analytics.flow_usage(ctx, None, {}, None)
     storage = await analytics.storage_usage(ctx, None, 0)
     return {
-        "sources": int(sources),
+        "sources": sources,
         **usage["totals"],
         "storage": [{k: b[k] for k in ("label", "objects", "bytes")} for b in storage["backends"]],
-        "webhooks": {k: int(v) for k, v in hooks.items()},
+        "webhooks": hooks,
         "pending_deletions": backlog,
     }

@@ -15,7 +15,6 @@ overlap, so the scan starts there and never from the start of the Flow.
 from __future__ import annotations
 
 import functools
-import re
 from typing import NamedTuple
 
 __all__ = ["SegmentRow", "Shape", "sql_for"]
@@ -63,9 +62,9 @@ ORDER BY page.ts_start {direction}, i.id"""
 
 
 @functools.cache
-def sql_for(shape: Shape, dialect: str) -> tuple[str, tuple[str, ...]]:
-    """The SQL text for a shape and the parameter names in the order the driver takes them
-    (sqlite3 takes ``:name`` itself; asyncpg takes ``$1, $2, ...``)."""
+def sql_for(shape: Shape) -> str:
+    """The SQL text for a shape, with ``:name`` placeholders (driver.for_asyncpg numbers them
+    for asyncpg)."""
     conditions = ""
     if shape.lo:
         conditions += (
@@ -78,14 +77,4 @@ def sql_for(shape: Shape, dialect: str) -> tuple[str, tuple[str, ...]]:
         conditions += "\n    AND s.object_id = :object_id"
     if shape.after:
         conditions += "\n    AND s.ts_start " + ("< :after" if shape.reverse else "> :after")
-    sql = _TEMPLATE.format(conditions=conditions, direction="DESC" if shape.reverse else "ASC")
-    if dialect == "sqlite":
-        return sql, ()
-    names: list[str] = []
-
-    def number(match: re.Match[str]) -> str:
-        if match.group(1) not in names:
-            names.append(match.group(1))
-        return f"${names.index(match.group(1)) + 1}"
-
-    return re.sub(r":(\w+)", number, sql), tuple(names)
+    return _TEMPLATE.format(conditions=conditions, direction="DESC" if shape.reverse else "ASC")

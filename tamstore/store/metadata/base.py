@@ -1,0 +1,186 @@
+"""What every part of a transaction shares: its connection, the three ways a statement runs, keyset
+pages, tag rows, and the pages tokens every segment or instance write renews.
+
+Query styles, one per purpose: SQLAlchemy Core for everything whose cost is the database's
+(lookups, listings, filters built from a request); SQL text on the raw driver where building
+rows through SQLAlchemy cost more than the query (``_executemany`` for batch writes,
+``_driver_rows`` for the segment page and the pages token). Raw SQL is written with ``?`` or
+``:name`` placeholders and translated for asyncpg in one place (``driver.for_asyncpg``)."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    insert,
+    literal,
+    not_,
+    select,
+    tuple_,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import TagFilter
+from tamstore.store.metadata.driver import InlineConnection, for_asyncpg, is_integrity_error
+
+
+def json_text(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for name, value in tags.items():
+        for v in value if isinstance(value, list) else [value]:
+            rows.append({owner_col: owner_id, "name": name, "value": v})
+    return rows
+
+
+_PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"
+
+
+def _new_pages_token() -> int:
+    """A random non-negative 63-bit value: it fits BIGINT on both databases, and the chance
+    that a Flow's new token equals an old one a kept page was rendered at is nil in practice."""
+    return secrets.randbits(63)
+
+
+IN_CHUNK = 10_000  # ids per IN list: well under SQLite's 32,766 bound parameters
+
+
+class Queries:
+    """The connection of one transaction and the helpers every aggregate's queries use."""
+
+    def __init__(self, conn: AsyncConnection) -> None:
+        self.conn = conn
+        self.wrote_events = False
+
+    async def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
+        return (await self.conn.execute(stmt, params)).all()
+
+    async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement (``?`` placeholders) for many rows, on the driver's own executemany.
+        For the 1,000-row writes of a segment batch, SQLAlchemy's per-row parameter handling cost
+        more than the database's work (docs/performance.md). Integrity errors come out as
+        SQLAlchemy's ``IntegrityError``, as from any other statement."""
+        try:
+            if isinstance(self.conn, InlineConnection):  # SQLite
+                self.conn.driver().executemany(sql, rows)
+            else:  # PostgreSQL
+                raw = await self.conn.get_raw_connection()
+                await raw.driver_connection.executemany(for_asyncpg(sql)[0], rows)  # type: ignore[union-attr]
+        except Exception as exc:
+            if is_integrity_error(exc):
+                raise IntegrityError(sql, None, exc) from exc
+            raise
+
+    async def _driver_rows(
+        self,
+        sql: str,
+        params: Sequence[Any] | dict[str, Any],
+        *,
+        postgresql: tuple[str, Sequence[Any]] | None = None,
+    ) -> Sequence[Sequence[Any]]:
+        """Rows as plain tuples from the driver underneath, past SQLAlchemy's Row objects. ``sql``
+        has ``?`` placeholders (``params`` a sequence) or ``:name`` ones (``params`` a dict).
+        ``postgresql`` is a statement of PostgreSQL's own (``$n`` placeholders) to run there
+        instead, where the two dialects need different SQL (an array for a long IN list)."""
+        if isinstance(self.conn, InlineConnection):
+            return self.conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+        if postgresql is not None:
+            pg_sql, args = postgresql
+        else:
+            pg_sql, names = for_asyncpg(sql)
+            args = [params[n] for n in names] if isinstance(params, dict) else params
+        raw = await self.conn.get_raw_connection()
+        return await raw.driver_connection.fetch(pg_sql, *args)  # type: ignore[no-any-return, union-attr]
+
+    async def _one(self, stmt: Any) -> Any:
+        return (await self.conn.execute(stmt)).first()
+
+    # -- paging -------------------------------------------------------------------------------
+
+    async def _page(
+        self,
+        stmt: Select[Any],
+        keys: list[ColumnElement[Any]],
+        page: PageRequest,
+        *,
+        descending: bool,
+    ) -> Page[Any]:
+        """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction)."""
+        desc = descending != page.reverse
+        if page.after is not None:
+            cursor = tuple_(*keys)
+            after = tuple_(*[literal(v) for v in page.after])
+            stmt = stmt.where(cursor < after if desc else cursor > after)
+        order = [k.desc() if desc else k.asc() for k in keys]
+        rows = list(await self._all(stmt.order_by(*order).limit(page.limit + 1)))
+        next_key = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            next_key = tuple(rows[-1]._mapping[f"_k{i}"] for i in range(len(keys)))
+        return Page(rows, page.limit, next_key, page.reverse)
+
+    @staticmethod
+    def _with_keys(stmt: Select[Any], keys: list[ColumnElement[Any]]) -> Select[Any]:
+        return stmt.add_columns(*[k.label(f"_k{i}") for i, k in enumerate(keys)])
+
+    @staticmethod
+    def _tag_clause(tag_table: Any, owner_col: Any, owner_id_col: Any, f: TagFilter) -> Any:
+        match = select(literal(1)).where(owner_col == owner_id_col, tag_table.c.name == f.name)
+        if f.values is not None:
+            return exists(match.where(tag_table.c.value.in_(f.values)))
+        clause = exists(match)
+        return clause if f.exists else not_(clause)
+
+    # -- tags (shared by sources and flows) -----------------------------------------------------
+
+    async def _replace_tags(self, table: Any, owner: str, owner_id: str, tags: dict[str, Any]) -> None:
+        await self.conn.execute(delete(table).where(table.c[owner] == owner_id))
+        rows = tag_rows(owner, owner_id, tags)
+        if rows:
+            await self.conn.execute(insert(table), rows)
+
+    async def pages_token(self, flow_id: str) -> int | None:
+        """The Flow's pages token (None: no such Flow). It changes in every transaction that
+        changes what a segment page of the Flow shows; see :meth:`_renew_pages_tokens`."""
+        rows = await self._driver_rows(_PAGES_TOKEN, (flow_id,))
+        return rows[0][0] if rows else None
+
+    async def _renew_pages_tokens(self, flow_ids: Iterable[str]) -> None:
+        """Called by every write of segments: a fresh random token for each Flow written."""
+        await self._executemany(
+            "UPDATE flows SET pages_token = ? WHERE id = ?", [(_new_pages_token(), f) for f in set(flow_ids)]
+        )
+
+    async def _renew_pages_of_objects(self, object_ids: Iterable[str]) -> None:
+        """Called by every write of Object instances: the pages of every Flow whose segments use
+        one of the Objects, directly or as their init Object (object_refs counts both), show
+        its URLs."""
+        renew = [(_new_pages_token(), o) for o in set(object_ids)]
+        if renew:
+            await self._executemany(
+                "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
+                renew,
+            )
+
+    def _add_on_conflict(self, table: Any, keys: list[str], counters: list[str]) -> Any:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE adding the new row's counters to the old."""
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        stmt = dialect_insert(table)
+        return stmt.on_conflict_do_update(
+            index_elements=[table.c[k] for k in keys],
+            set_={c: table.c[c] + stmt.excluded[c] for c in counters},
+        )

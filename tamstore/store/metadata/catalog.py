@@ -1,0 +1,287 @@
+"""The catalogue: the service document, Sources, Flows (with their tags and collections) and Flow Profiles."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    and_,
+    bindparam,
+    delete,
+    exists,
+    insert,
+    literal,
+    not_,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from tamstore.domain.errors import Conflict
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import TagFilter
+from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import Queries, json_text
+
+
+def span_overlaps(lo: int | None, hi: int | None) -> Any:
+    """Flows with segments whose span overlaps ``[lo, hi)`` (from the maintained span columns)."""
+    f = t.flows
+    clauses = [f.c.seg_start.is_not(None)]
+    if hi is not None:
+        clauses.append(f.c.seg_start < hi)
+    if lo is not None:
+        clauses.append(f.c.seg_end > lo)
+    return and_(*clauses)
+
+
+_COLLECTORS = (
+    select(t.flow_collections.c.member_id, t.flow_collections.c.collector_id)
+    .where(t.flow_collections.c.member_id.in_(bindparam("ids", expanding=True)))
+    .order_by(t.flow_collections.c.collector_id)
+)
+
+
+class CatalogQueries(Queries):
+    """Sources, Flows, Profiles and the service document."""
+
+    # -- service ------------------------------------------------------------------------------
+
+    async def service_info(self) -> dict[str, str]:
+        rows = await self._all(select(t.service_info))
+        return {r.key: r.value for r in rows}
+
+    async def set_service_info(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            await self.conn.execute(delete(t.service_info).where(t.service_info.c.key == key))
+            await self.conn.execute(insert(t.service_info).values(key=key, value=value))
+
+    # -- sources ------------------------------------------------------------------------------
+
+    async def get_source(self, source_id: str) -> Any:
+        return await self._one(select(t.sources).where(t.sources.c.id == source_id))
+
+    async def insert_source(self, row: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.sources).values(**row))
+        await self._replace_tags(t.source_tags, "source_id", row["id"], orjson.loads(row["tags"]))
+
+    async def update_source(self, source_id: str, values: dict[str, Any]) -> None:
+        await self.conn.execute(update(t.sources).where(t.sources.c.id == source_id).values(**values))
+        if "tags" in values:
+            await self._replace_tags(t.source_tags, "source_id", source_id, orjson.loads(values["tags"]))
+
+    async def delete_source(self, source_id: str) -> None:
+        await self.conn.execute(delete(t.source_tags).where(t.source_tags.c.source_id == source_id))
+        await self.conn.execute(delete(t.sources).where(t.sources.c.id == source_id))
+
+    async def source_has_flows(self, source_id: str) -> bool:
+        row = await self._one(select(t.flows.c.id).where(t.flows.c.source_id == source_id).limit(1))
+        return row is not None
+
+    async def list_sources(
+        self,
+        page: PageRequest,
+        *,
+        sort_by: str,
+        label: str | None,
+        format: str | None,
+        tags: list[TagFilter],
+        collected_by_ids: list[str] | None,
+    ) -> Page[Any]:
+        s = t.sources
+        keys, descending = self._sort_keys(s, sort_by, {"created": "created", "updated": "updated"})
+        stmt = self._with_keys(select(s), keys)
+        if label is not None:
+            stmt = stmt.where(s.c.label == label)
+        if format is not None:
+            stmt = stmt.where(s.c.format == format)
+        for f in tags:
+            stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
+        if collected_by_ids is not None:
+            stmt = stmt.where(self._source_collected_by_clause(s.c.id, collected_by_ids))
+        return await self._page(stmt, keys, page, descending=descending)
+
+    @staticmethod
+    def _sort_keys(table: Any, sort_by: str, datetime_columns: dict[str, str]) -> tuple[list[ColumnElement[Any]], bool]:
+        """Sort keys per ADR 0052: datetimes newest first; labels A-Z with unlabelled last."""
+        if sort_by == "label":
+            return [table.c.label_key, table.c.id], False
+        return [table.c[datetime_columns[sort_by]], table.c.id], True
+
+    @staticmethod
+    def _source_collected_by_clause(source_id_col: Any, ids: list[str]) -> Any:
+        member = t.flows.alias("member")
+        collector = t.flows.alias("collector")
+        fc = t.flow_collections
+        q = (
+            select(literal(1))
+            .select_from(
+                member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
+            )
+            .where(member.c.source_id == source_id_col, collector.c.source_id != source_id_col)
+        )
+        if ids:
+            return exists(q.where(collector.c.source_id.in_(ids)))
+        return not_(exists(q))
+
+    async def source_collections(self, source_ids: list[str]) -> dict[str, dict[str, list[Any]]]:
+        """``source_collection`` and ``collected_by`` for each Source, inferred from Flows."""
+        out: dict[str, dict[str, list[Any]]] = {
+            sid: {"source_collection": [], "collected_by": []} for sid in source_ids
+        }
+        if not source_ids:
+            return out
+        member = t.flows.alias("member")
+        collector = t.flows.alias("collector")
+        fc = t.flow_collections
+        joined = member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
+        rows = await self._all(
+            select(collector.c.source_id, member.c.source_id.label("member_source"), fc.c.role)
+            .select_from(joined)
+            .where(
+                or_(collector.c.source_id.in_(source_ids), member.c.source_id.in_(source_ids)),
+                collector.c.source_id != member.c.source_id,
+            )
+            .order_by(collector.c.created, fc.c.collector_id, fc.c.position)
+        )
+        for r in rows:
+            if r.source_id in out:
+                items = out[r.source_id]["source_collection"]
+                item = {"id": r.member_source}
+                if r.role is not None:
+                    item["role"] = r.role
+                if item not in items:
+                    items.append(item)
+            if r.member_source in out:
+                by = out[r.member_source]["collected_by"]
+                if r.source_id not in by:
+                    by.append(r.source_id)
+        return out
+
+    # -- flows --------------------------------------------------------------------------------
+
+    async def get_flow(self, flow_id: str, *, lock: bool = False) -> Any:
+        """The Flow row. ``lock`` holds the row until the transaction ends, so that writers of
+        one Flow's segments take turns (on PostgreSQL; SQLite has one writer anyway) and each
+        sees the segments the previous one committed."""
+        stmt = select(t.flows).where(t.flows.c.id == flow_id)
+        if lock:
+            stmt = stmt.with_for_update()
+        return await self._one(stmt)
+
+    async def get_flows(self, flow_ids: Iterable[str]) -> dict[str, Any]:
+        ids = list(set(flow_ids))
+        if not ids:
+            return {}
+        rows = await self._all(select(t.flows).where(t.flows.c.id.in_(ids)))
+        return {r.id: r for r in rows}
+
+    async def insert_flow(self, row: dict[str, Any], tags: dict[str, Any], collection: list[Any]) -> None:
+        await self.conn.execute(insert(t.flows).values(**row))
+        await self._replace_tags(t.flow_tags, "flow_id", row["id"], tags)
+        await self.replace_collection(row["id"], collection)
+
+    async def update_flow(
+        self,
+        flow_id: str,
+        values: dict[str, Any],
+        *,
+        tags: dict[str, Any] | None = None,
+        collection: list[Any] | None = None,
+    ) -> None:
+        await self.conn.execute(update(t.flows).where(t.flows.c.id == flow_id).values(**values))
+        if tags is not None:
+            await self._replace_tags(t.flow_tags, "flow_id", flow_id, tags)
+        if collection is not None:
+            await self.replace_collection(flow_id, collection)
+
+    async def replace_collection(self, flow_id: str, collection: list[Any]) -> None:
+        fc = t.flow_collections
+        await self.conn.execute(delete(fc).where(fc.c.collector_id == flow_id))
+        rows = [
+            {
+                "collector_id": flow_id,
+                "member_id": item["id"],
+                "position": i,
+                "role": item.get("role"),
+                "container_mapping": json_text(item["container_mapping"]) if "container_mapping" in item else None,
+            }
+            for i, item in enumerate(collection)
+        ]
+        if rows:
+            await self.conn.execute(insert(fc), rows)
+
+    async def delete_flow_row(self, flow_id: str) -> None:
+        await self.conn.execute(delete(t.flow_tags).where(t.flow_tags.c.flow_id == flow_id))
+        await self.conn.execute(delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id))
+        await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
+
+    async def collected_by(self, flow_ids: list[str]) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {fid: [] for fid in flow_ids}
+        if not flow_ids:
+            return out
+        for r in await self._all(_COLLECTORS, {"ids": flow_ids}):
+            if r.collector_id not in out[r.member_id]:
+                out[r.member_id].append(r.collector_id)
+        return out
+
+    async def list_flows(
+        self,
+        page: PageRequest,
+        *,
+        sort_by: str,
+        filters: dict[str, Any],
+        tags: list[TagFilter],
+        collected_by_ids: list[str] | None,
+        timerange: tuple[int | None, int | None] | None,
+        empty_only: bool = False,
+    ) -> Page[Any]:
+        f = t.flows
+        keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
+        stmt = self._with_keys(select(f), keys)
+        for column, value in filters.items():
+            stmt = stmt.where(f.c[column] == value)
+        for tf in tags:
+            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, f.c.id, tf))
+        if collected_by_ids is not None:
+            fc = t.flow_collections
+            q = select(literal(1)).where(fc.c.member_id == f.c.id)
+            if collected_by_ids:
+                stmt = stmt.where(exists(q.where(fc.c.collector_id.in_(collected_by_ids))))
+            else:
+                stmt = stmt.where(not_(exists(q)))
+        if empty_only:
+            stmt = stmt.where(f.c.seg_start.is_(None))
+        elif timerange is not None:
+            stmt = stmt.where(span_overlaps(*timerange))
+        return await self._page(stmt, keys, page, descending=descending)
+
+    # -- profiles -----------------------------------------------------------------------------
+
+    async def get_profile(self, profile_id: str) -> Any:
+        return await self._one(select(t.profiles).where(t.profiles.c.id == profile_id))
+
+    async def insert_profile(self, row: dict[str, Any]) -> None:
+        try:
+            async with self.conn.begin_nested():
+                await self.conn.execute(insert(t.profiles).values(**row))
+        except IntegrityError as exc:
+            raise Conflict(f"Profile {row['id']} already exists; Profiles are immutable") from exc
+
+    async def list_profiles(
+        self, page: PageRequest, *, format: str | None, codec: str | None, label: str | None
+    ) -> Page[Any]:
+        p = t.profiles
+        keys: list[ColumnElement[Any]] = [p.c.id]
+        stmt = self._with_keys(select(p), keys)
+        if format is not None:
+            stmt = stmt.where(p.c.format == format)
+        if codec is not None:
+            stmt = stmt.where(p.c.codec == codec)
+        if label is not None:
+            stmt = stmt.where(p.c.label == label)
+        return await self._page(stmt, keys, page, descending=False)

@@ -1,0 +1,157 @@
+"""The database driver underneath the store: raw statements, placeholders, SQLite's write lock,
+and what a driver's failure means to a client.
+
+- ``InlineConnection``: on SQLite, statements run on the sqlite3 driver in the event loop's own
+  thread (a thread hop per statement cost more than the statement); ``begin_immediate`` takes the
+  write lock without blocking the loop.
+- ``for_asyncpg``: the one placeholder translation. Raw SQL is written with ``?`` (positional)
+  or ``:name`` placeholders, which sqlite3 takes as they are; asyncpg takes ``$1, $2, ...``.
+- ``translate``: a driver error as the client should see it (503 for a database going away, 400
+  for a value it cannot store), or None for a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import re
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as SATimeoutError
+
+from tamstore.domain.errors import BadRequest, TamsError, Unavailable
+
+__all__ = ["InlineConnection", "begin_immediate", "busy", "for_asyncpg", "is_integrity_error", "short", "translate"]
+
+
+def is_integrity_error(exc: BaseException) -> bool:
+    """sqlite3's IntegrityError, or any of asyncpg's integrity violations (SQLSTATE class 23),
+    as they come from the raw drivers."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return str(getattr(exc, "sqlstate", "") or "").startswith("23")
+
+
+@functools.lru_cache(maxsize=256)
+def for_asyncpg(sql: str) -> tuple[str, tuple[str, ...]]:
+    """``sql`` with its ``?`` or ``:name`` placeholders as asyncpg's ``$1, $2, ...``, and the
+    parameter names in that order (empty for ``?``). Our SQL has no ``?`` or ``:word`` inside
+    string literals; ``::`` casts are left alone."""
+    if "?" in sql:
+        parts = sql.split("?")
+        return "".join(f"{part}${i}" if i < len(parts) else part for i, part in enumerate(parts, 1)), ()
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(1) not in names:
+            names.append(match.group(1))
+        return f"${names.index(match.group(1)) + 1}"
+
+    return re.sub(r"(?<!:):(\w+)", number, sql), tuple(names)
+
+
+class InlineConnection:
+    """A synchronous SQLAlchemy connection behind the awaitable methods ``Tx`` uses.
+
+    On SQLite every statement runs in the event loop's own thread. Each is a keyed lookup, a
+    scan bounded by a page, or one batch's rows; handing it to aiosqlite's thread instead cost
+    several thread switches per statement, which was most of the time of a small request.
+    The one wait SQLite can impose, for another process's write lock, is taken without
+    blocking the loop (:func:`_begin_immediate`).
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+        self.dialect = conn.dialect
+
+    async def execute(self, stmt: Any, params: Any = None) -> Any:
+        return self._conn.execute(stmt, params)
+
+    async def exec_driver_sql(self, sql: str, params: Any = None) -> Any:
+        return self._conn.exec_driver_sql(sql, params)
+
+    @contextlib.asynccontextmanager
+    async def begin_nested(self) -> AsyncIterator[None]:
+        with self._conn.begin_nested():
+            yield
+
+    def driver(self) -> Any:
+        """The sqlite3 connection underneath."""
+        return self._conn.connection.driver_connection
+
+
+async def begin_immediate(dbapi_conn: Any, timeout: float = 30.0) -> None:
+    """Take SQLite's write lock (``BEGIN IMMEDIATE``) without blocking the event loop: try at
+    once, and while another process holds the lock, sleep asynchronously and try again."""
+    deadline = time.monotonic() + timeout
+    delay = 0.001
+    dbapi_conn.execute("PRAGMA busy_timeout=0")
+    try:
+        while True:
+            try:
+                dbapi_conn.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+    finally:
+        dbapi_conn.execute("PRAGMA busy_timeout=30000")
+
+
+def _is_disconnect(exc: DBAPIError) -> bool:
+    return bool(getattr(exc, "connection_invalidated", False)) or isinstance(exc, OperationalError)
+
+
+def busy(timeout: float) -> Unavailable:
+    return Unavailable(f"the database is locked by another writer; gave up after {timeout:g} s")
+
+
+# SQLSTATE classes: the server or the connection is going away (08 connection exception, 57
+# operator intervention such as "database system is shutting down", 53 insufficient resources)
+# is a 503; a value the database cannot take (22 data exception, 54 program limit exceeded such
+# as "index row size exceeds maximum") is the client's: a 400. Checked on what asyncpg raises
+# directly too (raw driver statements), not only on SQLAlchemy's wrappers.
+_UNAVAILABLE_CLASSES = ("08", "57", "53")
+_BAD_VALUE_CLASSES = ("22", "54")
+
+
+def _sqlstate(exc: BaseException) -> str:
+    for candidate in (exc, getattr(exc, "orig", None), exc.__cause__):
+        state = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if state:
+            return str(state)
+    return ""
+
+
+def translate(exc: BaseException) -> TamsError | None:
+    """The client's view of a database failure, or None for one that is a bug (left as a 500)."""
+    if isinstance(exc, TamsError):
+        return None
+    state = _sqlstate(exc)
+    if state[:2] in _UNAVAILABLE_CLASSES:
+        return Unavailable(f"metadata database unavailable: {short(exc)}")
+    if state[:2] in _BAD_VALUE_CLASSES or isinstance(exc, OverflowError):
+        return BadRequest(f"a value in the request cannot be stored: {short(exc)}")
+    if isinstance(exc, (OperationalError, OSError, sqlite3.OperationalError, SATimeoutError)):
+        return Unavailable(f"metadata database unavailable: {short(exc)}")
+    if isinstance(exc, DBAPIError) and _is_disconnect(exc):
+        return Unavailable(f"metadata database unavailable: {short(exc)}")
+    if type(exc).__module__.startswith("asyncpg") and type(exc).__name__ in (
+        "InterfaceError",
+        "ConnectionDoesNotExistError",
+        "ConnectionFailureError",
+    ):
+        return Unavailable(f"metadata database unavailable: {short(exc)}")
+    return None
+
+
+def short(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]

@@ -1,0 +1,127 @@
+"""Webhook registrations and the event outbox they are delivered from."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import (
+    ColumnElement,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
+
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.tags import TagFilter
+from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import Queries
+
+
+class EventQueries(Queries):
+    """Webhooks, their leases and the events waiting for them."""
+
+    # -- webhooks and the event outbox -------------------------------------------------------------
+
+    async def webhooks_listening(self) -> bool:
+        """Whether any webhook may want events (so that changes record them)."""
+        w = t.webhooks
+        row = await self._one(select(w.c.id).where(w.c.status != "disabled").limit(1))
+        return row is not None
+
+    async def get_webhook(self, webhook_id: str) -> Any:
+        return await self._one(select(t.webhooks).where(t.webhooks.c.id == webhook_id))
+
+    async def insert_webhook(self, row: dict[str, Any], tags: dict[str, Any]) -> None:
+        await self.conn.execute(insert(t.webhooks).values(**row))
+        await self._replace_tags(t.webhook_tags, "webhook_id", row["id"], tags)
+
+    async def update_webhook(
+        self, webhook_id: str, values: dict[str, Any], tags: dict[str, Any] | None = None, owner: str | None = None
+    ) -> bool:
+        w = t.webhooks
+        stmt = update(w).where(w.c.id == webhook_id)
+        if owner is not None:
+            stmt = stmt.where(w.c.lease_owner == owner)
+        result = await self.conn.execute(stmt.values(**values))
+        if tags is not None:
+            await self._replace_tags(t.webhook_tags, "webhook_id", webhook_id, tags)
+        return bool(result.rowcount)
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.conn.execute(delete(t.webhook_tags).where(t.webhook_tags.c.webhook_id == webhook_id))
+        await self.conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
+
+    async def list_webhooks(self, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
+        w = t.webhooks
+        keys: list[ColumnElement[Any]] = [w.c.url, w.c.id]
+        stmt = self._with_keys(select(w), keys)
+        for f in tags:
+            stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))
+        return await self._page(stmt, keys, page, descending=False)
+
+    async def insert_events(self, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            await self.conn.execute(insert(t.events), rows)
+            self.wrote_events = True
+
+    async def sequence_events(self, limit: int = 1000) -> int:
+        """Number the committed events that have no ``seq`` yet, in id order. One sequencer at
+        a time (a transaction-scoped advisory lock on PostgreSQL; SQLite has one writer)."""
+        e = t.events
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql("SELECT pg_advisory_xact_lock(7261001)")
+        rows = await self._all(select(e.c.id).where(e.c.seq.is_(None)).order_by(e.c.id).limit(limit))
+        if not rows:
+            return 0
+        top = await self.max_event_seq()
+        await self.conn.execute(
+            update(e).where(e.c.id == bindparam("_id")).values(seq=bindparam("_seq")),
+            [{"_id": r.id, "_seq": top + i + 1} for i, r in enumerate(rows)],
+        )
+        return len(rows)
+
+    async def max_event_seq(self) -> int:
+        """The last ``seq`` given out. Delivered events are purged, so the webhooks' cursors
+        remember it too: numbering must never go back below a cursor."""
+        e, w = t.events, t.webhooks
+        events_top = (await self._one(select(func.coalesce(func.max(e.c.seq), 0))))[0]
+        cursor_top = (await self._one(select(func.coalesce(func.max(w.c.cursor), 0))))[0]
+        return int(max(events_top, cursor_top))
+
+    async def claim_webhooks(self, owner: str, now: int, lease_until: int, limit: int) -> list[Any]:
+        """Webhooks with events to deliver that no other worker holds (SKIP LOCKED)."""
+        w = t.webhooks
+        top = await self.max_event_seq()
+        rows = await self._all(
+            select(w.c.id)
+            .where(
+                w.c.status.in_(("created", "started")),
+                w.c.cursor < top,
+                w.c.next_attempt <= now,
+                or_(w.c.lease_until.is_(None), w.c.lease_until < now),
+            )
+            .order_by(w.c.next_attempt)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        ids = [r.id for r in rows]
+        if not ids:
+            return []
+        await self.conn.execute(update(w).where(w.c.id.in_(ids)).values(lease_owner=owner, lease_until=lease_until))
+        return list(await self._all(select(w).where(w.c.id.in_(ids))))
+
+    async def events_after(self, seq: int, limit: int) -> list[Any]:
+        e = t.events
+        return list(await self._all(select(e).where(e.c.seq > seq).order_by(e.c.seq).limit(limit)))
+
+    async def purge_events(self, created_before: int) -> None:
+        """Drop events every webhook is past, and any older than the retention period."""
+        e, w = t.events, t.webhooks
+        low = (await self._one(select(func.min(w.c.cursor)).where(w.c.status.in_(("created", "started", "error")))))[0]
+        # With no webhook left to serve, every numbered event is done with.
+        delivered = e.c.seq <= low if low is not None else e.c.seq.is_not(None)
+        await self.conn.execute(delete(e).where(or_(e.c.created < created_before, delivered)))

@@ -1,0 +1,174 @@
+"""Flow Segments: the page query, batch inserts, extents and deletion by time."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import (
+    and_,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.exc import IntegrityError
+
+from tamstore.domain.errors import Conflict
+from tamstore.domain.paging import Page, PageRequest
+from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.objects import Instance
+from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
+
+_SEGMENT_COLUMNS = [c.name for c in t.segments.c]
+
+_INSERT_SEGMENT = (
+    f"INSERT INTO segments ({', '.join(_SEGMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_SEGMENT_COLUMNS))})"
+)
+
+_segment_values = operator.itemgetter(*_SEGMENT_COLUMNS)  # a segment row dict -> its values in column order
+
+
+def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
+    """A Flow's segments overlapping ``[lo, hi)`` (None: unbounded), as an indexed range scan.
+    Segments never overlap, so every one overlapping a range starting at ``lo`` starts at or after
+    the start of the first segment that ends after ``lo``: the scan begins there, never at the
+    start of the Flow. (Values or bind parameters.)"""
+    s = t.segments
+    clauses: list[Any] = [s.c.flow_id == flow_id]
+    if lo is not None:
+        first = select(s.c.ts_start).where(s.c.flow_id == flow_id, s.c.ts_end > lo).order_by(s.c.ts_end).limit(1)
+        clauses.append(s.c.ts_start >= first.scalar_subquery())
+    if hi is not None:
+        clauses.append(s.c.ts_start < hi)
+    return and_(*clauses)
+
+
+class SegmentQueries(Queries):
+    """A Flow's segments."""
+
+    # -- segments -----------------------------------------------------------------------------
+
+    async def list_segments(
+        self,
+        flow_id: str,
+        page: PageRequest,
+        *,
+        lo: int | None,
+        hi: int | None,
+        object_id: str | None,
+    ) -> Page[Any]:
+        """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id;
+        ``extra["instances"]`` maps each Object to its instances (in id order). One statement."""
+        shape = Shape(lo is not None, hi is not None, object_id is not None, page.after is not None, page.reverse)
+        params: dict[str, Any] = {"flow_id": flow_id, "limit": page.limit + 1}
+        if lo is not None:
+            params["lo"] = lo
+        if hi is not None:
+            params["hi"] = hi
+        if object_id is not None:
+            params["object_id"] = object_id
+        if page.after is not None:
+            params["after"] = page.after[0]
+        rows: list[SegmentRow] = []
+        instances: dict[str, list[Instance]] = {}
+        filling = False  # whether the rows at hand bring instances of an Object not seen before
+        for r in await self._segment_page_rows(shape, params):
+            if not rows or r[0] != rows[-1].ts_start:
+                row = SegmentRow(*r[:SEGMENT_COLUMNS])
+                rows.append(row)
+                filling = row.object_id not in instances
+                if filling:
+                    instances[row.object_id] = []
+            if filling and r[-1] is not None:
+                instances[rows[-1].object_id].append(Instance(r[-4], r[-3], r[-2], bool(r[-1])))
+        next_key = None
+        if len(rows) > page.limit:
+            rows = rows[: page.limit]
+            next_key = (rows[-1].ts_start,)
+        return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
+
+    async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
+        """The page statement's rows, as tuples from the driver."""
+        return await self._driver_rows(sql_for(shape), params)
+
+    async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
+        """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
+        s = t.segments
+        rows = await self._all(
+            select(s.c.ts_start, s.c.ts_end).where(segment_range_clause(flow_id, lo, hi)).order_by(s.c.ts_start)
+        )
+        return [(r.ts_start, r.ts_end) for r in rows]
+
+    async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
+        if not rows:
+            return
+        try:
+            async with self.conn.begin_nested():
+                await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
+        except IntegrityError as exc:
+            raise Conflict("segment overlaps an existing segment of the Flow") from exc
+        await self._renew_pages_tokens(r["flow_id"] for r in rows)
+
+    async def segment_extent(self, flow_id: str, lo: int | None = None, hi: int | None = None) -> Any:
+        """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
+        s = t.segments
+        where = segment_range_clause(flow_id, lo, hi)
+        first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
+        if first is None:
+            return None
+        last = await self._one(select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1))
+        return first, last
+
+    async def refresh_flow_span(self, flow_id: str) -> tuple[int | None, int | None]:
+        s = t.segments
+        first = await self._one(select(s.c.ts_start).where(s.c.flow_id == flow_id).order_by(s.c.ts_start).limit(1))
+        last = await self._one(select(s.c.ts_end).where(s.c.flow_id == flow_id).order_by(s.c.ts_end.desc()).limit(1))
+        span = (first.ts_start if first else None, last.ts_end if last else None)
+        await self.conn.execute(
+            update(t.flows).where(t.flows.c.id == flow_id).values(seg_start=span[0], seg_end=span[1])
+        )
+        return span
+
+    async def segments_to_delete(
+        self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
+    ) -> list[Any]:
+        """Segments wholly inside ``[lo, hi)`` (optionally of one Object), in time order."""
+        s = t.segments
+        stmt = select(s.c.ts_start, s.c.ts_end, s.c.object_id, s.c.timerange).where(
+            segment_range_clause(flow_id, lo, hi)
+        )
+        if lo is not None:
+            stmt = stmt.where(s.c.ts_start >= lo)
+        if hi is not None:
+            stmt = stmt.where(s.c.ts_end <= hi)
+        if object_id is not None:
+            stmt = stmt.where(s.c.object_id == object_id)
+        return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
+
+    async def delete_segments(self, flow_id: str, starts: list[int]) -> None:
+        await self._executemany(
+            "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
+        )
+        await self._renew_pages_tokens([flow_id])
+
+    async def count_segments_in(
+        self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
+    ) -> int:
+        """How many segments lie wholly inside ``[lo, hi)``, counting no further than ``limit``."""
+        rows = await self.segments_to_delete(flow_id, lo, hi, object_id, limit)
+        return len(rows)
+
+    async def move_segments_to_deleted(self, batch_id: str, flow_id: str, starts: list[int], now: int) -> None:
+        """Keep segments in the recovery window instead of dropping them (then delete them)."""
+        s, d = t.segments, t.deleted_segments
+        cols = [c.name for c in s.c]
+        for i in range(0, len(starts), 500):
+            chunk = starts[i : i + 500]
+            picked = select(
+                literal(batch_id).label("batch_id"), literal(now).label("deleted_at"), *[s.c[c] for c in cols]
+            ).where(s.c.flow_id == flow_id, s.c.ts_start.in_(chunk))
+            await self.conn.execute(insert(d).from_select(["batch_id", "deleted_at", *cols], picked))
+        await self.delete_segments(flow_id, starts)

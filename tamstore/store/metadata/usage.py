@@ -1,0 +1,159 @@
+"""Usage counters and the analytics read from them (storage per backend, Flow statistics)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from sqlalchemy import (
+    delete,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+
+from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.catalog import span_overlaps
+from tamstore.store.metadata.segments import segment_range_clause
+
+USAGE_SHARDS = 8
+
+
+class UsageQueries(Queries):
+    """Counters kept by every write, and the statistics read from them."""
+
+    # -- usage counters and analytics ----------------------------------------------------------------
+
+    async def bump_usage(self, deltas: dict[str, tuple[int, int]]) -> None:
+        """Add (objects, bytes) to each backend's counters, on a random shard."""
+        rows = [
+            {"storage_id": sid, "shard": random.randrange(USAGE_SHARDS), "objects": o, "bytes": b}
+            for sid, (o, b) in deltas.items()
+            if sid and (o or b)
+        ]
+        if not rows:
+            return
+        stmt = self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"])
+        for row in rows:
+            await self.conn.execute(stmt, [row])
+
+    async def unsized_objects(self, storage_ids: list[str], limit: int) -> list[Any]:
+        """Registered Objects on these backends whose size tamstore has not learnt yet."""
+        o = t.objects
+        return list(
+            await self._all(
+                select(o.c.id, o.c.storage_id)
+                .where(o.c.registered.is_(True), o.c.size.is_(None), o.c.storage_id.in_(storage_ids))
+                .limit(limit)
+            )
+        )
+
+    async def add_flow_bytes(self, object_id: str, size: int) -> None:
+        """Count an Object's newly learnt size in every Flow that uses it (once per segment)."""
+        r, f = t.object_refs, t.flows
+        for row in await self._all(select(r.c.flow_id, r.c.segments).where(r.c.object_id == object_id)):
+            await self.conn.execute(
+                update(f).where(f.c.id == row.flow_id).values(seg_bytes=f.c.seg_bytes + size * row.segments)
+            )
+
+    async def storage_usage(self) -> dict[str, tuple[int, int]]:
+        u = t.usage_counters
+        rows = await self._all(
+            select(u.c.storage_id, func.sum(u.c.objects), func.sum(u.c.bytes)).group_by(u.c.storage_id)
+        )
+        return {r[0]: (int(r[1] or 0), int(r[2] or 0)) for r in rows}
+
+    async def record_usage_day(self, day: str) -> None:
+        h = t.usage_history
+        await self.conn.execute(delete(h).where(h.c.day == day))
+        usage = await self.storage_usage()
+        if usage:
+            await self.conn.execute(
+                insert(h), [{"day": day, "storage_id": sid, "objects": o, "bytes": b} for sid, (o, b) in usage.items()]
+            )
+
+    async def usage_history(self, since: str) -> list[Any]:
+        h = t.usage_history
+        return list(await self._all(select(h).where(h.c.day >= since).order_by(h.c.day, h.c.storage_id)))
+
+    async def flow_usage(
+        self, group_by: str | None, filters: dict[str, Any], span: tuple[int | None, int | None] | None
+    ) -> list[Any]:
+        f = t.flows
+        key = f.c[group_by] if group_by else literal("all")
+        stmt = select(
+            key.label("key"),
+            func.count().label("flows"),
+            func.coalesce(func.sum(f.c.seg_count), 0).label("segments"),
+            func.coalesce(func.sum(f.c.seg_duration), 0).label("duration"),
+            func.coalesce(func.sum(f.c.seg_bytes), 0).label("bytes"),
+        )
+        for column, value in filters.items():
+            stmt = stmt.where(f.c[column] == value)
+        if span is not None:
+            stmt = stmt.where(span_overlaps(*span))
+        if group_by:
+            stmt = stmt.group_by(key).order_by(key)
+        return list(await self._all(stmt))
+
+    async def segment_stats(self, flow_id: str, lo: int | None, hi: int | None) -> Any:
+        s = t.segments
+        length = s.c.ts_end - s.c.ts_start
+        return await self._one(
+            select(func.count(), func.coalesce(func.sum(length), 0), func.min(length), func.max(length)).where(
+                segment_range_clause(flow_id, lo, hi)
+            )
+        )
+
+    async def segment_bounds(self, flow_id: str, lo: int | None, hi: int | None, limit: int) -> list[tuple[int, int]]:
+        s = t.segments
+        rows = await self._all(
+            select(s.c.ts_start, s.c.ts_end)
+            .where(segment_range_clause(flow_id, lo, hi))
+            .order_by(s.c.ts_start)
+            .limit(limit)
+        )
+        return [(r.ts_start, r.ts_end) for r in rows]
+
+    # -- whole-table recounts for `tamstore admin check` and `stats` (operators', off-peak) -------
+
+    async def controlled_instances_after(self, after: str, limit: int) -> list[tuple[str, str | None]]:
+        """(object id, storage id) of registered Objects' controlled instances, by object id,
+        the first ``limit`` after ``after``."""
+        oi, o = t.object_instances, t.objects
+        rows = await self._all(
+            select(oi.c.object_id, oi.c.storage_id)
+            .select_from(oi.join(o, o.c.id == oi.c.object_id))
+            .where(o.c.registered.is_(True), oi.c.controlled.is_(True), oi.c.object_id > after)
+            .order_by(oi.c.object_id)
+            .limit(limit)
+        )
+        return [(r[0], r[1]) for r in rows]
+
+    async def segment_counts(self) -> tuple[dict[str, int], dict[str, int]]:
+        """Each Flow's segments as counted now, beside the count the Flow row keeps."""
+        s, f = t.segments, t.flows
+        actual = {r[0]: int(r[1]) for r in await self._all(select(s.c.flow_id, func.count()).group_by(s.c.flow_id))}
+        kept = {r[0]: int(r[1]) for r in await self._all(select(f.c.id, f.c.seg_count))}
+        return actual, kept
+
+    async def controlled_objects_per_backend(self) -> dict[str, int]:
+        """Registered Objects with an instance on each controlled backend, counted now."""
+        oi, o = t.object_instances, t.objects
+        rows = await self._all(
+            select(oi.c.storage_id, func.count())
+            .select_from(oi.join(o, o.c.id == oi.c.object_id))
+            .where(o.c.registered.is_(True), oi.c.controlled.is_(True))
+            .group_by(oi.c.storage_id)
+        )
+        return {r[0]: int(r[1]) for r in rows}
+
+    async def count_sources(self) -> int:
+        return int((await self._one(select(func.count()).select_from(t.sources)))[0])
+
+    async def webhooks_by_status(self) -> dict[str, int]:
+        w = t.webhooks
+        return {r[0]: int(r[1]) for r in await self._all(select(w.c.status, func.count()).group_by(w.c.status))}
