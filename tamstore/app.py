@@ -143,7 +143,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         PageCacheMiddleware,
         cache=PageCache(settings.page_cache_mib * 2**20),
         metrics=metrics,
-        route=next(r for r in segments.router.routes if r.name == "list_segments"),
+        route=next(r for r in segments.router.routes if getattr(r, "name", None) == "list_segments"),
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kib * 1024, timeout=settings.body_timeout)
     app.add_middleware(AuthMiddleware, config=auth)

@@ -251,14 +251,14 @@ class AuthConfig:
         return principal
 
     def _decode(self, token: str) -> dict[str, Any]:
-        options = {"require": ["exp"]}
+        options: jwt.types.Options = {"require": ["exp"]}
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
         try:
             if header.get("alg") == "HS256":
-                return jwt.decode(  # type: ignore[no-any-return]
+                return jwt.decode(
                     token,
                     self.token_key,
                     algorithms=["HS256"],
@@ -267,7 +267,7 @@ class AuthConfig:
                     options=options,
                 )
             key = self._external_key(token)
-            return jwt.decode(  # type: ignore[no-any-return]
+            return jwt.decode(
                 token,
                 key,
                 algorithms=["RS256", "RS384", "RS512", "ES256", "ES384", "PS256"],

@@ -89,7 +89,7 @@ class Deliverer:
                 cursor = event.seq
                 lease_until = now_us() + self.ctx.settings.worker_lease * 1_000_000
                 async with self.ctx.store.write() as tx:
-                    values = {"cursor": cursor, "attempts": 0, "lease_until": lease_until}
+                    values: dict[str, Any] = {"cursor": cursor, "attempts": 0, "lease_until": lease_until}
                     if hook.status == "created":
                         values["status"] = "started"
                     if not await tx.update_webhook(hook.id, values, owner=self.owner):

@@ -60,7 +60,7 @@ class WebhookFilter:
         def ids(name: str) -> frozenset[str] | None:
             return None if doc.get(name) is None else frozenset(doc[name])
 
-        transforms = {
+        transforms: dict[str, Any] = {
             k: doc[k]
             for k in (
                 "accept_get_urls",

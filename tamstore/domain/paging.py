@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -17,6 +18,7 @@ from tamstore.domain.errors import BadRequest
 __all__ = ["Page", "PageRequest", "decode_cursor", "encode_cursor"]
 
 T = TypeVar("T")
+U = TypeVar("U")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +35,10 @@ class Page(Generic[T]):
     next_key: tuple[Any, ...] | None = None
     reverse: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def map(self, render: Callable[[T], U]) -> Page[U]:
+        """The same page with each item rendered (rows to documents)."""
+        return Page([render(i) for i in self.items], self.limit, self.next_key, self.reverse, self.extra)
 
     @property
     def next_cursor(self) -> str | None:
@@ -61,7 +67,7 @@ def decode_cursor(text: str, types: tuple[type, ...]) -> tuple[Any, ...]:
     if not isinstance(key, list) or len(key) != len(types):
         raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
     for part, kind in zip(key, types, strict=True):
-        if type(part) is not kind or (kind is int and not INT64[0] <= part <= INT64[1]):
+        if type(part) is not kind or (isinstance(part, int) and not INT64[0] <= part <= INT64[1]):
             raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
     return tuple(key)
 

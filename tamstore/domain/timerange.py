@@ -124,9 +124,9 @@ class TimeRange:
         m = _SEGMENT_FORM_RE.match(text)
         if m is not None:
             s_secs, s_nanos, e_secs, e_nanos = m.groups()
-            start, end = _ns("", s_secs, s_nanos), _ns("", e_secs, e_nanos)
-            if start < end:
-                tr = cls(start, end)
+            first, after = _ns("", s_secs, s_nanos), _ns("", e_secs, e_nanos)
+            if first < after:
+                tr = cls(first, after)
                 object.__setattr__(tr, "_text", text)  # written as it renders
                 return tr
         m = _TIMERANGE_RE.match(text)
@@ -135,7 +135,7 @@ class TimeRange:
         open_mark, s_sign, s_secs, s_nanos, underscore, e_sign, e_secs, e_nanos, close_mark = m.groups()
         start_inclusive = open_mark != "("
         end_inclusive = close_mark != ")"
-        start = None if s_secs is None else _ns(s_sign, s_secs, s_nanos)
+        start: int | None = None if s_secs is None else _ns(s_sign, s_secs, s_nanos)
         if underscore is None:
             # No '_': either nothing (empty) or an instant, which any exclusive marker empties
             # (AppNote 0012; mediatimestamp differs here and reads `[10:0)` as an instant).
@@ -144,7 +144,7 @@ class TimeRange:
             if not (start_inclusive and end_inclusive):
                 return _NEVER
             return cls.instant(start)
-        end = None if e_secs is None else _ns(e_sign, e_secs, e_nanos)
+        end: int | None = None if e_secs is None else _ns(e_sign, e_secs, e_nanos)
         return cls.from_bounds(start, end, start_inclusive=start_inclusive, end_inclusive=end_inclusive)
 
     # -- properties ---------------------------------------------------------------------------

@@ -98,16 +98,17 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dic
         count, total, shortest, longest = await tx.segment_stats(flow_id, timerange.start, timerange.end)
         bounds = await tx.segment_bounds(flow_id, timerange.start, timerange.end, MAX_GAPS + 1)
     gaps: list[str] = []
-    cursor = timerange.start
-    assert cursor is not None and timerange.end is not None
+    start, end = timerange.start, timerange.end
+    assert start is not None and end is not None
+    cursor = start
     for a, b in bounds[:MAX_GAPS]:
-        a, b = max(a, timerange.start), min(b, timerange.end)
+        a, b = max(a, start), min(b, end)
         if a > cursor:
             gaps.append(TimeRange.from_bounds(cursor, a).to_str())
         cursor = max(cursor, b)
     truncated = len(bounds) > MAX_GAPS
-    if not truncated and cursor < timerange.end:
-        gaps.append(TimeRange.from_bounds(cursor, timerange.end).to_str())
+    if not truncated and cursor < end:
+        gaps.append(TimeRange.from_bounds(cursor, end).to_str())
     return _timeline(timerange, int(count), int(total), shortest, longest, gaps, truncated)
 
 

@@ -10,6 +10,7 @@ from typing import Any
 
 from tamstore.ops.cleanup import find_orphans
 from tamstore.ops.context import Context
+from tamstore.store.media.base import MediaStore
 from tamstore.store.media.filesystem import FilesystemMediaStore
 from tamstore.store.media.s3 import S3MediaStore
 
@@ -55,10 +56,10 @@ async def _media_of_registered_objects(ctx: Context, report: Report) -> None:
         async with ctx.store.read() as tx:
             rows = await tx.controlled_instances_after(after, BATCH)
         for object_id, storage_id in rows:
-            backend = ctx.backends.get(storage_id) if storage_id else None
-            on_disk = isinstance(backend, FilesystemMediaStore) and backend.path_for(object_id).exists()
-            in_bucket = isinstance(backend, S3MediaStore) and object_id in listings[storage_id or ""]
-            if backend is not None and not (on_disk or in_bucket):
+            holder: MediaStore | None = ctx.backends.get(storage_id) if storage_id else None
+            on_disk = isinstance(holder, FilesystemMediaStore) and holder.path_for(object_id).exists()
+            in_bucket = isinstance(holder, S3MediaStore) and object_id in listings[storage_id or ""]
+            if holder is not None and not (on_disk or in_bucket):
                 report.missing_media.append(object_id)
         if len(rows) < BATCH:
             return

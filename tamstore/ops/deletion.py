@@ -101,7 +101,7 @@ async def _drop_flow(tx: Tx, flow: Any, batch: str | None) -> None:
             "batch_id": batch,
             "flow_id": flow.id,
             "deleted_at": now_us(),
-            "flow": json.dumps(dict(flow._mapping)),
+            "flow": json.dumps(flow._asdict()),
             "tags": json.dumps(await tx.flow_tag_map(flow.id)),
             "collection": json.dumps(await tx.collection_rows(flow.id)),
         }
@@ -113,8 +113,8 @@ async def _drop_flow(tx: Tx, flow: Any, batch: str | None) -> None:
         await events.source_deleted(tx, flow.source_id)
         source_gone = True
     if batch is not None:
-        if source_gone:
-            saved["source"] = json.dumps(dict(source._mapping))
+        if source_gone and source is not None:
+            saved["source"] = json.dumps(source._asdict())
         await tx.save_deleted_flow(saved)
 
 
@@ -223,7 +223,7 @@ async def _create_request(
 
 def request_doc(row: Any) -> dict[str, Any]:
     """deletion-request.json for a row (or a dict of one)."""
-    get = row.get if isinstance(row, dict) else row._mapping.get
+    get = row.get if isinstance(row, dict) else row._asdict().get
     doc: dict[str, Any] = {
         "id": get("id"),
         "flow_id": get("flow_id"),
@@ -239,8 +239,8 @@ def request_doc(row: Any) -> dict[str, Any]:
         doc["created_by"] = get("created_by")
     if get("expiry") is not None:
         doc["expiry"] = rfc3339(get("expiry"))
-    if get("error"):
-        doc["error"] = orjson.loads(get("error"))
+    if error := get("error"):
+        doc["error"] = orjson.loads(error)
     return doc
 
 
@@ -255,8 +255,7 @@ async def get_delete_request(ctx: Context, request_id: str) -> dict[str, Any]:
 async def list_delete_requests(ctx: Context, page: PageRequest, sort_by: str) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
         result = await tx.list_delete_requests(page, sort_by, now_us())
-    result.items = [request_doc(r) for r in result.items]
-    return result
+    return result.map(request_doc)
 
 
 # -- the worker's side ----------------------------------------------------------------------------
@@ -307,7 +306,7 @@ async def _carry_out(ctx: Context, req: Any, owner: str, lease: int) -> None:
                 remaining = (
                     tr if not rows else TimeRange.from_bounds(rows[-1].ts_end, tr.end, end_inclusive=tr.end_inclusive)
                 )
-                values = {"updated": now_us(), "lease_until": now_us() + lease}
+                values: dict[str, Any] = {"updated": now_us(), "lease_until": now_us() + lease}
                 values["timerange_remaining"] = "()" if done else remaining.to_str()
                 if not await tx.update_delete_request(req.id, values, owner):
                     raise _LeaseLost(req.id)
@@ -371,7 +370,7 @@ async def restore(ctx: Context, batch_id: str) -> dict[str, Any]:
             taken = await tx.overlapping_segments(batch.flow_id, rows[0].ts_start, rows[-1].ts_end)
             if taken:
                 raise BadRequest("the Flow has new segments where the deleted ones were; nothing was restored")
-            segs = [{k: v for k, v in r._mapping.items() if k not in ("batch_id", "deleted_at")} for r in rows]
+            segs = [{k: v for k, v in r._asdict().items() if k not in ("batch_id", "deleted_at")} for r in rows]
             await tx.insert_segments(segs)
             objects = await tx.get_objects(s["object_id"] for s in segs)
             init_of = {oid: o.init_object_id for oid, o in objects.items()}

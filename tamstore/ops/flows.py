@@ -92,8 +92,8 @@ async def list_flows(ctx: Context, query: FlowQuery, page: PageRequest) -> Page[
             timerange=None if tr is None else (tr.start, tr.end),
             empty_only=tr is not None and tr.is_empty(),
         )
-        result.items = await flow_docs(tx, result.items)
-    return result
+        docs = await flow_docs(tx, result.items)
+    return Page(docs, result.limit, result.next_key, result.reverse, result.extra)
 
 
 async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None) -> dict[str, Any] | None:

@@ -182,7 +182,7 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
             raise BadRequest("cannot delete the last instance of an Object that is in use")
         inst = match[0]
         await tx.delete_instance(inst.id)
-        if inst.controlled:
+        if inst.controlled and inst.storage_id is not None:
             await tx.bump_usage({inst.storage_id: (-1, -(obj.size or 0))})
     if inst.controlled and inst.storage_id in ctx.backends:
         await ctx.backends[inst.storage_id].delete([object_id])

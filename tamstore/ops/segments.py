@@ -22,6 +22,7 @@ from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.objects import UrlRenderer
 from tamstore.ops.render import extent_timerange
+from tamstore.store.metadata.rows import ObjectRow
 from tamstore.store.metadata.sql import Tx
 
 __all__ = ["SegmentQuery", "list_segments", "post_segments"]
@@ -39,7 +40,7 @@ class SegmentQuery:
 class _ObjectState:
     """What the batch knows about one Object as it goes (it may register it part-way)."""
 
-    row: Any | None
+    row: ObjectRow | None
     registered: bool
     is_init: bool
     timerange: TimeRange | None
@@ -273,7 +274,7 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
             new_rows.append({"id": oid, "allocated_at": now, **_UNSET_PROPERTIES, **st.changes})
         elif st.changes:
             updates.append((oid, st.changes))
-            if st.changes.get("registered") and st.row.storage_id:  # first use: now it counts
+            if st.changes.get("registered") and st.row is not None and st.row.storage_id:  # first use: now it counts
                 objects, size = usage.get(st.row.storage_id, (0, 0))
                 usage[st.row.storage_id] = (objects + 1, size + (st.row.size or 0))
         have = set()

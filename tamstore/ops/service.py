@@ -117,5 +117,4 @@ async def list_profiles(
 ) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
         result = await tx.list_profiles(page, format=format, codec=codec, label=label)
-    result.items = [_profile_doc(r) for r in result.items]
-    return result
+    return result.map(_profile_doc)

@@ -51,8 +51,8 @@ async def list_sources(
             tags=tags,
             collected_by_ids=collected_by_ids,
         )
-        result.items = await source_docs(tx, result.items)
-    return result
+        docs = await source_docs(tx, result.items)
+    return Page(docs, result.limit, result.next_key, result.reverse, result.extra)
 
 
 async def get_source_property(ctx: Context, source_id: str, name: str) -> Any:

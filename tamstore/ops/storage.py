@@ -84,7 +84,7 @@ async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
             ids = [r.id for r in rows]
             await tx.delete_objects(ids)
         for r in rows:
-            backend = ctx.backends.get(r.storage_id)
+            backend = ctx.backends.get(r.storage_id) if r.storage_id else None
             if backend is not None:
                 await backend.delete([r.id])
         removed += len(rows)

@@ -107,8 +107,7 @@ async def get_webhook(ctx: Context, webhook_id: str) -> dict[str, Any]:
 async def list_webhooks(ctx: Context, page: PageRequest, tags: list[TagFilter]) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
         result = await tx.list_webhooks(page, tags)
-    result.items = [webhook_doc(r) for r in result.items]
-    return result
+    return result.map(webhook_doc)
 
 
 async def replace_webhook(ctx: Context, webhook_id: str, body: Any, caller: Caller) -> dict[str, Any]:

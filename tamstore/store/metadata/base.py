@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata.driver import InlineConnection, for_asyncpg, is_integrity_error
+from tamstore.store.metadata.rows import R, rows_as
 
 
 def json_text(value: Any) -> str:
@@ -97,7 +98,7 @@ class Queries:
         ``postgresql`` is a statement of PostgreSQL's own (``$n`` placeholders) to run there
         instead, where the two dialects need different SQL (an array for a long IN list)."""
         if isinstance(self.conn, InlineConnection):
-            return self.conn.driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+            return self.conn.driver().execute(sql, params).fetchall()
         if postgresql is not None:
             pg_sql, args = postgresql
         else:
@@ -118,7 +119,8 @@ class Queries:
         page: PageRequest,
         *,
         descending: bool,
-    ) -> Page[Any]:
+        row: type[R],
+    ) -> Page[R]:
         """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction)."""
         desc = descending != page.reverse
         if page.after is not None:
@@ -131,7 +133,7 @@ class Queries:
         if len(rows) > page.limit:
             rows = rows[: page.limit]
             next_key = tuple(rows[-1]._mapping[f"_k{i}"] for i in range(len(keys)))
-        return Page(rows, page.limit, next_key, page.reverse)
+        return Page(rows_as(row, rows), page.limit, next_key, page.reverse)
 
     @staticmethod
     def _with_keys(stmt: Select[Any], keys: list[ColumnElement[Any]]) -> Select[Any]:

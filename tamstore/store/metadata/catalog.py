@@ -26,12 +26,13 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries, json_text
+from tamstore.store.metadata.rows import FlowRow, ProfileRow, SourceRow, row_as, rows_as
 
 
 def span_overlaps(lo: int | None, hi: int | None) -> Any:
     """Flows with segments whose span overlaps ``[lo, hi)`` (from the maintained span columns)."""
     f = t.flows
-    clauses = [f.c.seg_start.is_not(None)]
+    clauses: list[ColumnElement[bool]] = [f.c.seg_start.is_not(None)]
     if hi is not None:
         clauses.append(f.c.seg_start < hi)
     if lo is not None:
@@ -62,8 +63,8 @@ class CatalogQueries(Queries):
 
     # -- sources ------------------------------------------------------------------------------
 
-    async def get_source(self, source_id: str) -> Any:
-        return await self._one(select(t.sources).where(t.sources.c.id == source_id))
+    async def get_source(self, source_id: str) -> SourceRow | None:
+        return row_as(SourceRow, await self._one(select(t.sources).where(t.sources.c.id == source_id)))
 
     async def insert_source(self, row: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.sources).values(**row))
@@ -91,7 +92,7 @@ class CatalogQueries(Queries):
         format: str | None,
         tags: list[TagFilter],
         collected_by_ids: list[str] | None,
-    ) -> Page[Any]:
+    ) -> Page[SourceRow]:
         s = t.sources
         keys, descending = self._sort_keys(s, sort_by, {"created": "created", "updated": "updated"})
         stmt = self._with_keys(select(s), keys)
@@ -103,7 +104,7 @@ class CatalogQueries(Queries):
             stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
         if collected_by_ids is not None:
             stmt = stmt.where(self._source_collected_by_clause(s.c.id, collected_by_ids))
-        return await self._page(stmt, keys, page, descending=descending)
+        return await self._page(stmt, keys, page, descending=descending, row=SourceRow)
 
     @staticmethod
     def _sort_keys(table: Any, sort_by: str, datetime_columns: dict[str, str]) -> tuple[list[ColumnElement[Any]], bool]:
@@ -164,20 +165,20 @@ class CatalogQueries(Queries):
 
     # -- flows --------------------------------------------------------------------------------
 
-    async def get_flow(self, flow_id: str, *, lock: bool = False) -> Any:
+    async def get_flow(self, flow_id: str, *, lock: bool = False) -> FlowRow | None:
         """The Flow row. ``lock`` holds the row until the transaction ends, so that writers of
         one Flow's segments take turns (on PostgreSQL; SQLite has one writer anyway) and each
         sees the segments the previous one committed."""
         stmt = select(t.flows).where(t.flows.c.id == flow_id)
         if lock:
             stmt = stmt.with_for_update()
-        return await self._one(stmt)
+        return row_as(FlowRow, await self._one(stmt))
 
-    async def get_flows(self, flow_ids: Iterable[str]) -> dict[str, Any]:
+    async def get_flows(self, flow_ids: Iterable[str]) -> dict[str, FlowRow]:
         ids = list(set(flow_ids))
         if not ids:
             return {}
-        rows = await self._all(select(t.flows).where(t.flows.c.id.in_(ids)))
+        rows = rows_as(FlowRow, await self._all(select(t.flows).where(t.flows.c.id.in_(ids))))
         return {r.id: r for r in rows}
 
     async def insert_flow(self, row: dict[str, Any], tags: dict[str, Any], collection: list[Any]) -> None:
@@ -239,7 +240,7 @@ class CatalogQueries(Queries):
         collected_by_ids: list[str] | None,
         timerange: tuple[int | None, int | None] | None,
         empty_only: bool = False,
-    ) -> Page[Any]:
+    ) -> Page[FlowRow]:
         f = t.flows
         keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
         stmt = self._with_keys(select(f), keys)
@@ -258,12 +259,12 @@ class CatalogQueries(Queries):
             stmt = stmt.where(f.c.seg_start.is_(None))
         elif timerange is not None:
             stmt = stmt.where(span_overlaps(*timerange))
-        return await self._page(stmt, keys, page, descending=descending)
+        return await self._page(stmt, keys, page, descending=descending, row=FlowRow)
 
     # -- profiles -----------------------------------------------------------------------------
 
-    async def get_profile(self, profile_id: str) -> Any:
-        return await self._one(select(t.profiles).where(t.profiles.c.id == profile_id))
+    async def get_profile(self, profile_id: str) -> ProfileRow | None:
+        return row_as(ProfileRow, await self._one(select(t.profiles).where(t.profiles.c.id == profile_id)))
 
     async def insert_profile(self, row: dict[str, Any]) -> None:
         try:
@@ -274,7 +275,7 @@ class CatalogQueries(Queries):
 
     async def list_profiles(
         self, page: PageRequest, *, format: str | None, codec: str | None, label: str | None
-    ) -> Page[Any]:
+    ) -> Page[ProfileRow]:
         p = t.profiles
         keys: list[ColumnElement[Any]] = [p.c.id]
         stmt = self._with_keys(select(p), keys)
@@ -284,4 +285,4 @@ class CatalogQueries(Queries):
             stmt = stmt.where(p.c.codec == codec)
         if label is not None:
             stmt = stmt.where(p.c.label == label)
-        return await self._page(stmt, keys, page, descending=False)
+        return await self._page(stmt, keys, page, descending=False, row=ProfileRow)

@@ -18,6 +18,7 @@ from sqlalchemy import (
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.rows import BatchRow, DeletedFlowRow, DeletedSegmentRow, DeleteRequestRow, row_as, rows_as
 
 
 class DeletionQueries(Queries):
@@ -28,23 +29,29 @@ class DeletionQueries(Queries):
     async def insert_delete_request(self, row: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.flow_delete_requests).values(**row))
 
-    async def get_delete_request(self, request_id: str, now: int) -> Any:
+    async def get_delete_request(self, request_id: str, now: int) -> DeleteRequestRow | None:
         r = t.flow_delete_requests
-        return await self._one(select(r).where(r.c.id == request_id, or_(r.c.expiry.is_(None), r.c.expiry > now)))
-
-    async def pending_flow_deletion(self, flow_id: str) -> Any:
-        r = t.flow_delete_requests
-        return await self._one(
-            select(r)
-            .where(r.c.flow_id == flow_id, r.c.delete_flow == true(), r.c.status.in_(("created", "started")))
-            .limit(1)
+        return row_as(
+            DeleteRequestRow,
+            await self._one(select(r).where(r.c.id == request_id, or_(r.c.expiry.is_(None), r.c.expiry > now))),
         )
 
-    async def list_delete_requests(self, page: PageRequest, sort_by: str, now: int) -> Page[Any]:
+    async def pending_flow_deletion(self, flow_id: str) -> DeleteRequestRow | None:
+        r = t.flow_delete_requests
+        return row_as(
+            DeleteRequestRow,
+            await self._one(
+                select(r)
+                .where(r.c.flow_id == flow_id, r.c.delete_flow == true(), r.c.status.in_(("created", "started")))
+                .limit(1)
+            ),
+        )
+
+    async def list_delete_requests(self, page: PageRequest, sort_by: str, now: int) -> Page[DeleteRequestRow]:
         r = t.flow_delete_requests
         keys: list[ColumnElement[Any]] = [r.c.expiry_key if sort_by == "expiry" else r.c.created, r.c.id]
         stmt = self._with_keys(select(r), keys).where(or_(r.c.expiry.is_(None), r.c.expiry > now))
-        return await self._page(stmt, keys, page, descending=True)
+        return await self._page(stmt, keys, page, descending=True, row=DeleteRequestRow)
 
     async def update_delete_request(self, request_id: str, values: dict[str, Any], owner: str | None = None) -> bool:
         """Update a request; with ``owner``, only while that worker still holds its lease."""
@@ -111,24 +118,31 @@ class DeletionQueries(Queries):
         rows = await self._all(select(fc).where(fc.c.collector_id == flow_id).order_by(fc.c.position))
         return [dict(r._mapping) for r in rows]
 
-    async def list_batches(self, limit: int) -> list[Any]:
+    async def list_batches(self, limit: int) -> list[BatchRow]:
         b = t.deletion_batches
-        return list(await self._all(select(b).order_by(b.c.deleted_at.desc(), b.c.id).limit(limit)))
+        return rows_as(BatchRow, await self._all(select(b).order_by(b.c.deleted_at.desc(), b.c.id).limit(limit)))
 
-    async def get_batch(self, batch_id: str) -> Any:
+    async def get_batch(self, batch_id: str) -> BatchRow | None:
         b = t.deletion_batches
-        return await self._one(select(b).where(b.c.id == batch_id))
+        return row_as(BatchRow, await self._one(select(b).where(b.c.id == batch_id)))
 
-    async def expired_batches(self, before: int, limit: int) -> list[Any]:
+    async def expired_batches(self, before: int, limit: int) -> list[BatchRow]:
         b = t.deletion_batches
-        return list(await self._all(select(b).where(b.c.deleted_at < before).order_by(b.c.deleted_at).limit(limit)))
+        return rows_as(
+            BatchRow, await self._all(select(b).where(b.c.deleted_at < before).order_by(b.c.deleted_at).limit(limit))
+        )
 
-    async def get_deleted_flow(self, batch_id: str) -> Any:
-        return await self._one(select(t.deleted_flows).where(t.deleted_flows.c.batch_id == batch_id))
+    async def get_deleted_flow(self, batch_id: str) -> DeletedFlowRow | None:
+        return row_as(
+            DeletedFlowRow, await self._one(select(t.deleted_flows).where(t.deleted_flows.c.batch_id == batch_id))
+        )
 
-    async def deleted_segment_chunk(self, batch_id: str, limit: int) -> list[Any]:
+    async def deleted_segment_chunk(self, batch_id: str, limit: int) -> list[DeletedSegmentRow]:
         d = t.deleted_segments
-        return list(await self._all(select(d).where(d.c.batch_id == batch_id).order_by(d.c.ts_start).limit(limit)))
+        return rows_as(
+            DeletedSegmentRow,
+            await self._all(select(d).where(d.c.batch_id == batch_id).order_by(d.c.ts_start).limit(limit)),
+        )
 
     async def forget_deleted_segments(self, batch_id: str, starts: list[int]) -> None:
         d = t.deleted_segments

@@ -19,6 +19,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 
 
 class EventQueries(Queries):
@@ -32,8 +33,8 @@ class EventQueries(Queries):
         row = await self._one(select(w.c.id).where(w.c.status != "disabled").limit(1))
         return row is not None
 
-    async def get_webhook(self, webhook_id: str) -> Any:
-        return await self._one(select(t.webhooks).where(t.webhooks.c.id == webhook_id))
+    async def get_webhook(self, webhook_id: str) -> WebhookRow | None:
+        return row_as(WebhookRow, await self._one(select(t.webhooks).where(t.webhooks.c.id == webhook_id)))
 
     async def insert_webhook(self, row: dict[str, Any], tags: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.webhooks).values(**row))
@@ -55,13 +56,13 @@ class EventQueries(Queries):
         await self.conn.execute(delete(t.webhook_tags).where(t.webhook_tags.c.webhook_id == webhook_id))
         await self.conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
 
-    async def list_webhooks(self, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
+    async def list_webhooks(self, page: PageRequest, tags: list[TagFilter]) -> Page[WebhookRow]:
         w = t.webhooks
         keys: list[ColumnElement[Any]] = [w.c.url, w.c.id]
         stmt = self._with_keys(select(w), keys)
         for f in tags:
             stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))
-        return await self._page(stmt, keys, page, descending=False)
+        return await self._page(stmt, keys, page, descending=False, row=WebhookRow)
 
     async def insert_events(self, rows: list[dict[str, Any]]) -> None:
         if rows:
@@ -114,9 +115,9 @@ class EventQueries(Queries):
         await self.conn.execute(update(w).where(w.c.id.in_(ids)).values(lease_owner=owner, lease_until=lease_until))
         return list(await self._all(select(w).where(w.c.id.in_(ids))))
 
-    async def events_after(self, seq: int, limit: int) -> list[Any]:
+    async def events_after(self, seq: int, limit: int) -> list[EventRow]:
         e = t.events
-        return list(await self._all(select(e).where(e.c.seq > seq).order_by(e.c.seq).limit(limit)))
+        return rows_as(EventRow, await self._all(select(e).where(e.c.seq > seq).order_by(e.c.seq).limit(limit)))
 
     async def purge_events(self, created_before: int) -> None:
         """Drop events every webhook is past, and any older than the retention period."""

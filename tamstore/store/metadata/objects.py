@@ -20,6 +20,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import IN_CHUNK, Queries
+from tamstore.store.metadata.rows import FlowRef, InstanceRow, ObjectRow, row_as, rows_as
 
 
 class Instance(NamedTuple):
@@ -30,9 +31,6 @@ class Instance(NamedTuple):
     label: str | None
     controlled: bool
 
-
-# An Object row as ``get_objects`` returns it: every column, by name.
-ObjectRow = NamedTuple("ObjectRow", [(c.name, Any) for c in t.objects.columns])  # type: ignore[misc]
 
 _OBJECT_SELECT = ", ".join(ObjectRow._fields)
 
@@ -48,8 +46,8 @@ class ObjectQueries(Queries):
 
     # -- objects ------------------------------------------------------------------------------
 
-    async def get_object(self, object_id: str) -> Any:
-        return await self._one(select(t.objects).where(t.objects.c.id == object_id))
+    async def get_object(self, object_id: str) -> ObjectRow | None:
+        return row_as(ObjectRow, await self._one(select(t.objects).where(t.objects.c.id == object_id)))
 
     async def get_objects(self, object_ids: Iterable[str]) -> dict[str, ObjectRow]:
         """The Objects with these ids that exist, by id. Read on the driver: a segment batch
@@ -90,12 +88,12 @@ class ObjectQueries(Queries):
         for columns, rows in shapes.items():
             await self._executemany(f"UPDATE objects SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", rows)
 
-    async def instances(self, object_ids: Iterable[str]) -> dict[str, list[Any]]:
+    async def instances(self, object_ids: Iterable[str]) -> dict[str, list[InstanceRow]]:
         ids = list(set(object_ids))
-        out: dict[str, list[Any]] = {i: [] for i in ids}
+        out: dict[str, list[InstanceRow]] = {i: [] for i in ids}
         if not ids:
             return out
-        for r in await self._all(_INSTANCES, {"ids": ids}):
+        for r in rows_as(InstanceRow, await self._all(_INSTANCES, {"ids": ids})):
             out[r.object_id].append(r)
         return out
 
@@ -109,14 +107,14 @@ class ObjectQueries(Queries):
         if deleted is not None:
             await self._renew_pages_of_objects([deleted.object_id])
 
-    async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[Any]:
+    async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[FlowRef]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
         r = t.object_refs
         keys: list[ColumnElement[Any]] = [r.c.flow_id]
         stmt = self._with_keys(select(r.c.flow_id), keys).where(r.c.object_id == object_id)
         for tf in tags:
             stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
-        return await self._page(stmt, keys, page, descending=False)
+        return await self._page(stmt, keys, page, descending=False, row=FlowRef)
 
     async def add_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""
@@ -160,15 +158,16 @@ class ObjectQueries(Queries):
         used |= {row.object_id for row in await self._all(kept.union(kept_init))}
         return [i for i in ids if i not in used]
 
-    async def expired_allocations(self, allocated_before: int, limit: int) -> list[Any]:
+    async def expired_allocations(self, allocated_before: int, limit: int) -> list[ObjectRow]:
         o = t.objects
-        return list(
+        return rows_as(
+            ObjectRow,
             await self._all(
                 select(o)
                 .where(o.c.registered == false(), o.c.allocated_at < allocated_before)
                 .order_by(o.c.allocated_at)
                 .limit(limit)
-            )
+            ),
         )
 
     async def delete_objects(self, object_ids: list[str]) -> None:

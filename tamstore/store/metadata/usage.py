@@ -17,6 +17,7 @@ from sqlalchemy import (
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.catalog import span_overlaps
+from tamstore.store.metadata.rows import UsageDayRow, rows_as
 from tamstore.store.metadata.segments import segment_range_clause
 
 USAGE_SHARDS = 8
@@ -75,9 +76,11 @@ class UsageQueries(Queries):
                 insert(h), [{"day": day, "storage_id": sid, "objects": o, "bytes": b} for sid, (o, b) in usage.items()]
             )
 
-    async def usage_history(self, since: str) -> list[Any]:
+    async def usage_history(self, since: str) -> list[UsageDayRow]:
         h = t.usage_history
-        return list(await self._all(select(h).where(h.c.day >= since).order_by(h.c.day, h.c.storage_id)))
+        return rows_as(
+            UsageDayRow, await self._all(select(h).where(h.c.day >= since).order_by(h.c.day, h.c.storage_id))
+        )
 
     async def flow_usage(
         self, group_by: str | None, filters: dict[str, Any], span: tuple[int | None, int | None] | None
