@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,3 +132,14 @@ def overlaps_any(lo: int, hi: int, starts: list[int], spans: list[tuple[int, int
     start values)? Two neighbours suffice because the spans never overlap each other."""
     i = bisect.bisect_left(starts, hi)  # spans[:i] start before hi
     return i > 0 and spans[i - 1][1] > lo
+
+
+def reference_counts(object_ids: list[str], init_of: Mapping[str, str | None]) -> dict[str, int]:
+    """Segments per Object, an init Object counting once per segment of its media Objects."""
+    counts: dict[str, int] = {}
+    for oid in object_ids:
+        counts[oid] = counts.get(oid, 0) + 1
+        init = init_of.get(oid)
+        if init is not None:
+            counts[init] = counts.get(init, 0) + 1
+    return counts

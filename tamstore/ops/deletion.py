@@ -28,7 +28,6 @@ from tamstore.ops import events
 from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
-from tamstore.ops.segments import reference_counts
 from tamstore.store.metadata.sql import Tx
 
 log = logging.getLogger("tamstore.deletion")
@@ -60,17 +59,7 @@ async def _delete_chunk(
     rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, CHUNK)
     if not rows:
         return [], set()
-    starts = [r.ts_start for r in rows]
-    if batch is not None:
-        await tx.move_segments_to_deleted(batch, flow_id, starts, now_us())
-        await tx.count_batch_segments(batch, len(rows))
-    else:
-        await tx.delete_segments(flow_id, starts)
-    objects = await tx.get_objects(r.object_id for r in rows)
-    init_of = {oid: o.init_object_id for oid, o in objects.items()}
-    await tx.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
-    await tx.refresh_flow_span(flow_id)
-    await tx.update_flow(flow_id, _counters(await tx.get_flow(flow_id), rows, objects, -1))
+    used = await tx.remove_segments(flow_id, rows, batch)
     run_first = rows[0]
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
@@ -79,18 +68,7 @@ async def _delete_chunk(
             run_first = row
     run = extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
     await events.segments_deleted(tx, flow_id, flow.source_id, run)
-    return rows, set(init_of) | {i for i in init_of.values() if i}
-
-
-def _counters(flow: Any, rows: list[Any], objects: dict[str, Any], sign: int) -> dict[str, Any]:
-    """The Flow's usage counters after adding (sign 1) or removing (-1) these segments."""
-    sizes = sum((objects[r.object_id].size or 0) for r in rows if r.object_id in objects)
-    return {
-        "segments_updated": now_us(),
-        "seg_count": flow.seg_count + sign * len(rows),
-        "seg_duration": flow.seg_duration + sign * sum(r.ts_end - r.ts_start for r in rows),
-        "seg_bytes": flow.seg_bytes + sign * sizes,
-    }
+    return rows, used
 
 
 async def _drop_flow(tx: Tx, flow: Any, batch: str | None) -> None:
@@ -371,11 +349,12 @@ async def restore(ctx: Context, batch_id: str) -> dict[str, Any]:
             if taken:
                 raise BadRequest("the Flow has new segments where the deleted ones were; nothing was restored")
             segs = [{k: v for k, v in r._asdict().items() if k not in ("batch_id", "deleted_at")} for r in rows]
-            await tx.insert_segments(segs)
             objects = await tx.get_objects(s["object_id"] for s in segs)
             init_of = {oid: o.init_object_id for oid, o in objects.items()}
-            await tx.add_refs(batch.flow_id, reference_counts([s["object_id"] for s in segs], init_of))
-            await tx.update_flow(batch.flow_id, _counters(await tx.get_flow(batch.flow_id), rows, objects, 1))
+            sizes = {oid: o.size or 0 for oid, o in objects.items()}
+            flow_row = await tx.get_flow(batch.flow_id)
+            assert flow_row is not None  # restored or checked above, in this transaction
+            await tx.add_segments(flow_row, segs, init_of, sizes)
             await tx.forget_deleted_segments(batch_id, [r.ts_start for r in rows])
             restored += len(rows)
         await tx.refresh_flow_span(batch.flow_id)

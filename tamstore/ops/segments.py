@@ -309,33 +309,10 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], states: 
         }
         for s in accepted
     ]
-    await tx.insert_segments(rows)
     init_of = {oid: st.init_object_id for oid, st in states.items()}
-    await tx.add_refs(flow.id, reference_counts([s.object_id for s in accepted], init_of))
-    lo = min(s.lo for s in accepted)
-    hi = max(s.hi for s in accepted)
     sizes = {oid: (st.row.size or 0) if st.row is not None else 0 for oid, st in states.items()}
-    values: dict[str, Any] = {
-        "segments_updated": now_us(),
-        "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
-        "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
-        "seg_count": flow.seg_count + len(accepted),
-        "seg_duration": flow.seg_duration + sum(s.hi - s.lo for s in accepted),
-        "seg_bytes": flow.seg_bytes + sum(sizes[s.object_id] for s in accepted),
-    }
-    await tx.update_flow(flow.id, values)
+    await tx.add_segments(flow, rows, init_of, sizes)
     await events.segments_added(tx, flow.id, flow.source_id, rows)
-
-
-def reference_counts(object_ids: list[str], init_of: dict[str, str | None]) -> dict[str, int]:
-    """Segments per Object, an init Object counting once per segment of its media Objects."""
-    counts: dict[str, int] = {}
-    for oid in object_ids:
-        counts[oid] = counts.get(oid, 0) + 1
-        init = init_of.get(oid)
-        if init is not None:
-            counts[init] = counts.get(init, 0) + 1
-    return counts
 
 
 def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:

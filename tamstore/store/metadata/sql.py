@@ -31,18 +31,17 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Unavailable
-from tamstore.store.metadata.catalog import CatalogQueries
-from tamstore.store.metadata.deletion import DeletionQueries
 from tamstore.store.metadata.driver import InlineConnection, begin_immediate, busy, short, translate
 from tamstore.store.metadata.events import EventQueries
-from tamstore.store.metadata.objects import Instance, ObjectQueries
-from tamstore.store.metadata.segments import SegmentQueries, segment_range_clause
+from tamstore.store.metadata.objects import Instance
+from tamstore.store.metadata.segments import segment_range_clause
+from tamstore.store.metadata.timeline import TimelineWrites
 from tamstore.store.metadata.usage import UsageQueries
 
 __all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_range_clause"]
 
 
-class Tx(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries, EventQueries, UsageQueries):
+class Tx(TimelineWrites, EventQueries, UsageQueries):
     """One transaction on the metadata store: every aggregate's queries on one connection."""
 
 

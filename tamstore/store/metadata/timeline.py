@@ -1,0 +1,100 @@
+"""Writes that change a Flow's timeline, each with all the state derived from it.
+
+A segment is more than its row: the Objects it uses count one more reference (``object_refs``,
+which decides when bytes may be deleted), the Flow's span, counters and ``segments_updated``
+move, and its pages token changes (kept segment pages). ``add_segments`` and
+``remove_segments`` are the only ways the operations add or remove segments, so no caller can
+forget one of these.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
+
+from tamstore.domain.segments import reference_counts
+from tamstore.store.metadata.catalog import CatalogQueries
+from tamstore.store.metadata.deletion import DeletionQueries
+from tamstore.store.metadata.objects import ObjectQueries
+from tamstore.store.metadata.rows import FlowRow
+from tamstore.store.metadata.segments import SegmentQueries
+
+__all__ = ["SegmentSpan", "TimelineWrites"]
+
+
+class SegmentSpan(Protocol):
+    """What removing a segment needs to know of it (a segment row, stored or deleted)."""
+
+    @property
+    def ts_start(self) -> int: ...
+    @property
+    def ts_end(self) -> int: ...
+    @property
+    def object_id(self) -> str: ...
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries):
+    """Adding and removing segments together with their references, span and counters."""
+
+    async def add_segments(
+        self,
+        flow: FlowRow,
+        rows: list[dict[str, Any]],
+        init_of: Mapping[str, str | None],
+        sizes: Mapping[str, int],
+    ) -> None:
+        """Insert segment rows of ``flow`` (Conflict if one overlaps a stored segment) with
+        their derived state. ``init_of`` and ``sizes`` give each used Object's init Object and
+        byte size as they are once this transaction commits."""
+        if not rows:
+            return
+        await self.insert_segments(rows)
+        await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
+        lo = min(r["ts_start"] for r in rows)
+        hi = max(r["ts_end"] for r in rows)
+        await self.update_flow(
+            flow.id,
+            {
+                "segments_updated": _now_us(),
+                "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
+                "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
+                "seg_count": flow.seg_count + len(rows),
+                "seg_duration": flow.seg_duration + sum(r["ts_end"] - r["ts_start"] for r in rows),
+                "seg_bytes": flow.seg_bytes + sum(sizes.get(r["object_id"], 0) for r in rows),
+            },
+        )
+
+    async def remove_segments(self, flow_id: str, rows: Sequence[SegmentSpan], batch: str | None) -> set[str]:
+        """Delete these stored segments of the Flow (into the recovery window ``batch`` when one
+        is given) with their derived state. Returns the Objects they used, init Objects too: the
+        ones whose bytes may now be unreferenced."""
+        if not rows:
+            return set()
+        starts = [r.ts_start for r in rows]
+        if batch is not None:
+            await self.move_segments_to_deleted(batch, flow_id, starts, _now_us())
+            await self.count_batch_segments(batch, len(rows))
+        else:
+            await self.delete_segments(flow_id, starts)
+        objects = await self.get_objects(r.object_id for r in rows)
+        init_of = {oid: o.init_object_id for oid, o in objects.items()}
+        await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
+        await self.refresh_flow_span(flow_id)
+        flow = await self.get_flow(flow_id)
+        if flow is not None:
+            size = sum((objects[r.object_id].size or 0) for r in rows if r.object_id in objects)
+            await self.update_flow(
+                flow_id,
+                {
+                    "segments_updated": _now_us(),
+                    "seg_count": flow.seg_count - len(rows),
+                    "seg_duration": flow.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
+                    "seg_bytes": flow.seg_bytes - size,
+                },
+            )
+        return set(init_of) | {i for i in init_of.values() if i}
