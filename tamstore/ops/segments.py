@@ -146,6 +146,7 @@ async def _post_batch(ctx: Context, flow_id: str, items: list[Any], single: bool
         accepted, states = await _check_batch(ctx, tx, flow, parsed, failures)
         if single and failures:
             raise BadRequest(failures[0]["error"]["summary"])
+        await _save_objects(tx, states)
         if accepted:
             await _commit_batch(tx, flow, accepted, states)
     return failures
@@ -154,7 +155,8 @@ async def _post_batch(ctx: Context, flow_id: str, items: list[Any], single: bool
 async def _check_batch(
     ctx: Context, tx: Tx, flow: Any, parsed: list[tuple[int, SegmentPost]], failures: list[dict[str, Any]]
 ) -> tuple[list[SegmentPost], dict[str, _ObjectState]]:
-    """The segments of the batch that pass every rule, and what became of their Objects."""
+    """The segments of the batch that pass every rule, and what registering them makes of their
+    Objects (recorded in the states; nothing is written here)."""
     if not parsed:
         return [], {}
     lo = min(s.lo for _, s in parsed)
@@ -191,17 +193,29 @@ async def _check_batch(
         starts.insert(i, seg.lo)
         taken.insert(i, (seg.lo, seg.hi))
         accepted.append(seg)
-    await _save_objects(tx, states)
     return accepted, states
 
 
 def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState], labels: set[str]) -> None:
     """The Object rules of CHECKLIST §7.3 for one segment, against the batch's running state."""
-    obj = states[seg.object_id]
     if seg.get_urls:
         clash = [u["label"] for u in seg.get_urls if u["label"] in labels]
         if clash:
             raise BadRequest(f"get_urls label {clash[0]!r} is a Storage Backend's label")
+    obj = states[seg.object_id]
+    _check_media_object(flow, seg, obj)
+    init_id = seg.init_object_id if seg.init_object_id is not None else obj.init_object_id
+    if seg.init_object_id is not None and not flow.init_segments:
+        raise BadRequest("init_object_id given but the Flow does not use init segments")
+    if flow.init_segments and init_id is None:
+        raise BadRequest("the Flow uses init segments, so the segment needs init_object_id")
+    if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
+        _check_init_object(flow, seg.init_object_id, states[seg.init_object_id])
+
+
+def _check_media_object(flow: Any, seg: SegmentPost, obj: _ObjectState) -> None:
+    """The Object that holds the segment's media: known (or given by URL), this Flow's if not
+    yet used, and consistent with what its first use fixed."""
     if obj.is_init:
         raise BadRequest(f"Object {seg.object_id!r} is an init Object and cannot hold media")
     used = seg.on_object_timeline()
@@ -220,20 +234,17 @@ def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState],
             raise BadRequest(f"segment uses {used} of Object {seg.object_id!r}, outside its timerange {obj.timerange}")
     if seg.object_timerange is not None and not seg.object_timerange.contains(used):
         raise BadRequest(f"object_timerange {seg.object_timerange} does not cover {used}")
-    init_segments = bool(flow.init_segments)
-    init_id = seg.init_object_id if seg.init_object_id is not None else obj.init_object_id
-    if seg.init_object_id is not None and not init_segments:
-        raise BadRequest("init_object_id given but the Flow does not use init segments")
-    if init_segments and init_id is None:
-        raise BadRequest("the Flow uses init segments, so the segment needs init_object_id")
-    if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
-        init = states[seg.init_object_id]
-        if init.row is None:
-            raise BadRequest(f"init Object {seg.init_object_id!r} is unknown")
-        if init.registered and not init.is_init:
-            raise BadRequest(f"Object {seg.init_object_id!r} holds media and cannot be an init Object")
-        if not init.registered and init.allocated_for != flow.id:
-            raise BadRequest(f"init Object {seg.init_object_id!r} was allocated for another Flow")
+
+
+def _check_init_object(flow: Any, init_id: str, init: _ObjectState) -> None:
+    """An init Object the segment names for the first time: known, not holding media, and this
+    Flow's if not yet used."""
+    if init.row is None:
+        raise BadRequest(f"init Object {init_id!r} is unknown")
+    if init.registered and not init.is_init:
+        raise BadRequest(f"Object {init_id!r} holds media and cannot be an init Object")
+    if not init.registered and init.allocated_for != flow.id:
+        raise BadRequest(f"init Object {init_id!r} was allocated for another Flow")
 
 
 def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState]) -> None:
