@@ -108,6 +108,10 @@ async def test_two_backends_side_by_side(two_backends: Settings, schemas: SpecSc
         # and the bucket copy back to disk
         assert (await client.post(f"/objects/{cold}/instances", json={"storage_id": FS_ID})).status_code == 201
         assert fs.path_for(cold).read_bytes() == b"in the bucket"
+        from tamstore.ops.check import check
+
+        report = await check(client.app.state.ctx)  # type: ignore[attr-defined]
+        assert report.counter_drift == []  # copies and removals kept each backend's count
         assert (
             await client.post(f"/objects/{cold}/instances", json={"url": "https://cdn/x", "label": "archive"})
         ).status_code == 400

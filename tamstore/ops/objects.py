@@ -156,6 +156,8 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
             if on_target(await _registered_instances(tx, object_id)):
                 raise BadRequest(f"Object already has an instance on storage {target.info.id}")
             await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
+            obj = await tx.get_object(object_id)
+            await tx.bump_usage({target.info.id: (1, obj.size or 0 if obj else 0)})
     except NotFound:
         await target.delete([object_id])  # deleted while we copied: the copy is nobody's
         raise

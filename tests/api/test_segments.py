@@ -37,31 +37,40 @@ async def test_ingest_outgest_round_trip(client: httpx.AsyncClient, schemas: Spe
         assert part.status_code == 206 and part.content == data[:7]
 
 
-async def test_single_segment_post_and_errors(client: httpx.AsyncClient) -> None:
+OBJ = "<the allocated Object>"
+BAD_SEGMENTS = [
+    {"timerange": "[0:0_1:0)"},
+    {"object_id": OBJ},
+    {"object_id": OBJ, "timerange": "nope"},
+    {"object_id": OBJ, "timerange": "_"},
+    {"object_id": OBJ, "timerange": "()"},
+    {"object_id": OBJ, "timerange": "[5:0_"},
+    {"object_id": OBJ, "timerange": "[0:500000000_2:0)"},  # overlaps
+    {"object_id": "unknown", "timerange": "[7:0_8:0)"},
+    {"object_id": OBJ, "timerange": "[9:0_10:0)", "ts_offset": "1:05"},
+    {"object_id": OBJ, "timerange": "[9:0_10:0)", "last_duration": "-1:0"},
+]
+
+
+@pytest.mark.parametrize("bad", BAD_SEGMENTS, ids=[str(i) for i in range(len(BAD_SEGMENTS))])
+async def test_single_segment_post_errors(client: httpx.AsyncClient, bad: dict[str, str]) -> None:
     flow = await put_flow(client)
     [obj] = await allocate(client, flow["id"])
     url = f"/flows/{flow['id']}/segments"
     assert (await client.post(url, json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"})).status_code == 201
-    bad_bodies = [
-        {"timerange": "[0:0_1:0)"},
-        {"object_id": obj["object_id"]},
-        {"object_id": obj["object_id"], "timerange": "nope"},
-        {"object_id": obj["object_id"], "timerange": "_"},
-        {"object_id": obj["object_id"], "timerange": "()"},
-        {"object_id": obj["object_id"], "timerange": "[5:0_"},
-        {"object_id": obj["object_id"], "timerange": "[0:500000000_2:0)"},  # overlaps
-        {"object_id": "unknown", "timerange": "[7:0_8:0)"},
-        {"object_id": obj["object_id"], "timerange": "[9:0_10:0)", "ts_offset": "1:05"},
-        {"object_id": obj["object_id"], "timerange": "[9:0_10:0)", "last_duration": "-1:0"},
-    ]
-    for body in bad_bodies:
-        r = await client.post(url, json=body)
-        assert r.status_code == 400, body
-        assert r.json()["summary"]
+    body = {k: obj["object_id"] if v == OBJ else v for k, v in bad.items()}
+    r = await client.post(url, json=body)
+    assert r.status_code == 400, body
+    assert r.json()["summary"]
+
+
+async def test_segment_post_of_no_json_or_to_no_flow(client: httpx.AsyncClient) -> None:
+    flow = await put_flow(client)
+    url = f"/flows/{flow['id']}/segments"
     assert (
         await client.post(url, content=b"{not json", headers={"content-type": "application/json"})
     ).status_code == 400
-    assert (await client.post(f"/flows/{new_id()}/segments", json=bad_bodies[0])).status_code == 404
+    assert (await client.post(f"/flows/{new_id()}/segments", json=BAD_SEGMENTS[0])).status_code == 404
 
 
 async def test_overlap_boundaries(client: httpx.AsyncClient) -> None:
