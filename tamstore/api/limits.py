@@ -21,6 +21,10 @@ from tamstore.store.media.filesystem import MEDIA_PREFIX
 __all__ = ["BodyLimitMiddleware"]
 
 
+_UNREAD = frozenset({"GET", "HEAD"})
+_MEDIA = MEDIA_PREFIX + "/"
+
+
 class BodyLimitMiddleware:
     def __init__(self, app: ASGIApp, max_bytes: int, timeout: float = 30.0) -> None:
         self.app = app
@@ -28,7 +32,9 @@ class BodyLimitMiddleware:
         self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"].startswith(MEDIA_PREFIX + "/"):
+        # No route reads the body of a GET or HEAD (the server discards it unread), and media
+        # uploads stream to the media store: neither is held to the API body limit.
+        if scope["type"] != "http" or scope["method"] in _UNREAD or scope["path"].startswith(_MEDIA):
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes
