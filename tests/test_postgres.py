@@ -13,6 +13,7 @@ import random
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,23 +102,32 @@ def test_concurrent_overlapping_posts_through_two_processes(tmp_path: Path, pg_s
             s.stop()
 
 
-@pytest.mark.slow
-def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
+@pytest.fixture
+def own_cluster() -> Iterator[PgCluster]:
+    """A PostgreSQL cluster for one test alone, which it may stop and start."""
     if os.environ.get("TAMSTORE_TEST_DATABASE_URL"):
-        pytest.skip("needs a PostgreSQL cluster of its own to restart")
+        pytest.skip("needs a PostgreSQL cluster of its own to stop and start")
     bin_dir = find_pg_bin()
     if bin_dir is None:
         _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
     cluster = PgCluster(bin_dir)  # type: ignore[arg-type]
     cluster.start()
+    try:
+        yield cluster
+    finally:
+        cluster.destroy()
+
+
+@pytest.mark.slow
+def test_database_restart_gives_503_then_recovers(tmp_path: Path, own_cluster: PgCluster) -> None:
     server = None
     try:
-        db = asyncio.run(create_database(cluster.url))
+        db = asyncio.run(create_database(own_cluster.url))
         server = LiveServer(tmp_path / "data", db).start()
         flow_id = str(uuid.uuid4())
         with httpx.Client(base_url=server.url, timeout=30) as c:
             assert c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 201
-            cluster.stop()
+            own_cluster.stop()
             for path in ("/flows", f"/flows/{flow_id}", f"/flows/{flow_id}/segments"):
                 r = c.get(path)
                 assert r.status_code == 503, (path, r.status_code, r.text)
@@ -127,7 +137,7 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
             assert c.get("/healthz").status_code == 200  # the process is alive ...
             ready = c.get("/readyz")
             assert ready.status_code == 503 and ready.json()["checks"]["database"] != "ok"  # ... but not ready
-            cluster.start_server()
+            own_cluster.start_server()
             deadline = time.monotonic() + 20
             while True:
                 r = c.get(f"/flows/{flow_id}")
@@ -140,23 +150,15 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path) -> None:
     finally:
         if server:
             server.stop()
-        cluster.destroy()
 
 
 @pytest.mark.slow
-def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path) -> None:
+def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path, own_cluster: PgCluster) -> None:
     """Requests in flight while PostgreSQL shuts down ("database system is shutting down",
     connections cut mid-statement) each get a 503 with Retry-After, never a 500."""
-    if os.environ.get("TAMSTORE_TEST_DATABASE_URL"):
-        pytest.skip("needs a PostgreSQL cluster of its own to stop")
-    bin_dir = find_pg_bin()
-    if bin_dir is None:
-        _unavailable("PostgreSQL server binaries (initdb, pg_ctl) are not installed")
-    cluster = PgCluster(bin_dir)  # type: ignore[arg-type]
-    cluster.start()
     server = None
     try:
-        db = asyncio.run(create_database(cluster.url))
+        db = asyncio.run(create_database(own_cluster.url))
         server = LiveServer(tmp_path / "data", db).start()
         flow_id = str(uuid.uuid4())
         statuses: list[tuple[int, str]] = []
@@ -179,7 +181,7 @@ def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path) -> No
         for t in threads:
             t.start()
         time.sleep(0.5)
-        cluster.stop("fast")
+        own_cluster.stop("fast")
         time.sleep(1.0)
         stop.set()
         for t in threads:
@@ -191,4 +193,3 @@ def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path) -> No
     finally:
         if server:
             server.stop()
-        cluster.destroy()

@@ -303,6 +303,21 @@ async def test_admin_deleted_and_restore_commands(settings: Settings) -> None:
         assert len((await client.get(f"/flows/{flow['id']}/segments")).json()) == 2
 
 
+def pending_request(flow_id: str, request_id: str | None = None) -> dict[str, Any]:
+    """A flow-delete-request row for all of the Flow's segments, as the API would make it."""
+    from tamstore.ops.context import now_us
+
+    return {
+        "id": request_id or str(uuid.uuid4()),
+        "flow_id": flow_id,
+        "timerange_to_delete": "_",
+        "delete_flow": False,
+        "status": "created",
+        "created": now_us(),
+        "updated": now_us(),
+    }
+
+
 async def test_two_workers_never_claim_the_same_request(settings: Settings) -> None:
     from tamstore.app import open_context
     from tamstore.ops.context import now_us
@@ -312,17 +327,7 @@ async def test_two_workers_never_claim_the_same_request(settings: Settings) -> N
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         for _ in range(2):
             async with ctx.store.write() as tx:
-                await tx.insert_delete_request(
-                    {
-                        "id": str(uuid.uuid4()),
-                        "flow_id": flow["id"],
-                        "timerange_to_delete": "_",
-                        "delete_flow": False,
-                        "status": "created",
-                        "created": now_us(),
-                        "updated": now_us(),
-                    }
-                )
+                await tx.insert_delete_request(pending_request(flow["id"]))
         other = await open_context(settings)
         try:
             first_claimed = asyncio.Event()
@@ -419,17 +424,7 @@ async def test_a_worker_that_lost_its_lease_stops_quietly(settings: Settings) ->
         ctx = client.app.state.ctx  # type: ignore[attr-defined]
         request_id = str(uuid.uuid4())
         async with ctx.store.write() as tx:
-            await tx.insert_delete_request(
-                {
-                    "id": request_id,
-                    "flow_id": flow["id"],
-                    "timerange_to_delete": "_",
-                    "delete_flow": False,
-                    "status": "created",
-                    "created": now_us(),
-                    "updated": now_us(),
-                }
-            )
+            await tx.insert_delete_request(pending_request(flow["id"], request_id))
             mine = await tx.claim_delete_request("a", now_us(), now_us())  # a lease already over
         async with ctx.store.write() as tx:
             taken = await tx.claim_delete_request("b", now_us(), now_us() + 60_000_000)
