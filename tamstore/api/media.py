@@ -64,5 +64,5 @@ async def put_media(request: Request, object_path: str) -> Response:
 
     await still_unused()
     size = await store.write(object_id, request.stream(), before_install=still_unused)
-    await record_size(ctx, object_id, size, store.info.id)
+    await record_size(ctx, object_id, size)
     return empty(200)

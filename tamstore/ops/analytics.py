@@ -150,8 +150,6 @@ async def learn_sizes(ctx: Context, limit: int = 1000) -> int:
             current = await tx.get_object(row.id)
             if current is None or current.size is not None:
                 continue
-            await tx.update_object(row.id, {"size": size})
-            await tx.bump_usage({row.storage_id: (0, size)})
-            await tx.add_flow_bytes(row.id, size)
+            await tx.set_object_size(row.id, size)
         learnt += 1
     return learnt

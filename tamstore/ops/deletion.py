@@ -115,25 +115,10 @@ async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
         rows = await tx.get_objects(object_ids)
         candidates = set(object_ids) | {r.init_object_id for r in rows.values() if r.init_object_id}
         gone = await tx.unreferenced(candidates)
-        instances = await tx.instances(gone)
-        missing = [oid for oid in gone if oid not in rows]  # init Objects found through their media Objects
-        rows.update(await tx.get_objects(missing))
-        sizes = {oid: (rows[oid].size or 0) for oid in gone if oid in rows}
-        usage: dict[str, tuple[int, int]] = {}
-        for oid in gone:
-            for inst in instances.get(oid, []):
-                if inst.controlled and inst.storage_id:
-                    objects, size = usage.get(inst.storage_id, (0, 0))
-                    usage[inst.storage_id] = (objects - 1, size - sizes.get(oid, 0))
-        await tx.bump_usage(usage)
-        await tx.delete_objects(gone)
-    by_backend: dict[str, list[str]] = {}
-    for oid in gone:
-        for inst in instances.get(oid, []):
-            if inst.controlled and inst.storage_id in ctx.backends:
-                by_backend.setdefault(inst.storage_id, []).append(oid)
-    for storage_id, ids in by_backend.items():
-        await ctx.backends[storage_id].delete(ids)
+        holders = await tx.delete_objects(gone)
+    for storage_id, ids in holders.items():
+        if storage_id in ctx.backends:
+            await ctx.backends[storage_id].delete(ids)
 
 
 # -- API operations -----------------------------------------------------------------------------

@@ -156,8 +156,6 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
             if on_target(await _registered_instances(tx, object_id)):
                 raise BadRequest(f"Object already has an instance on storage {target.info.id}")
             await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
-            obj = await tx.get_object(object_id)
-            await tx.bump_usage({target.info.id: (1, obj.size or 0 if obj else 0)})
     except NotFound:
         await target.delete([object_id])  # deleted while we copied: the copy is nobody's
         raise
@@ -184,8 +182,6 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
             raise BadRequest("cannot delete the last instance of an Object that is in use")
         inst = match[0]
         await tx.delete_instance(inst.id)
-        if inst.controlled and inst.storage_id is not None:
-            await tx.bump_usage({inst.storage_id: (-1, -(obj.size or 0))})
     if inst.controlled and inst.storage_id in ctx.backends:
         await ctx.backends[inst.storage_id].delete([object_id])
 
@@ -195,12 +191,7 @@ def _backend_label(ctx: Context, storage_id: str | None) -> str | None:
     return backend.info.label if backend else None
 
 
-async def record_size(ctx: Context, object_id: str, size: int, storage_id: str) -> None:
-    """Remember an upload's size (for usage analytics); counted now if already registered."""
+async def record_size(ctx: Context, object_id: str, size: int) -> None:
+    """Remember an upload's size (for usage analytics; the store counts it where it belongs)."""
     async with ctx.store.write() as tx:
-        obj = await tx.get_object(object_id)
-        if obj is None:
-            return
-        await tx.update_object(object_id, {"size": size})
-        if obj.registered:
-            await tx.bump_usage({storage_id: (0, size - (obj.size or 0))})
+        await tx.set_object_size(object_id, size)

@@ -277,7 +277,6 @@ _UNSET_PROPERTIES = {"key_frame_count": None, "init_object_id": None}
 async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
     new_rows, instances = [], []
     updates: list[tuple[str, dict[str, Any]]] = []
-    usage: dict[str, tuple[int, int]] = {}
     now = now_us()
     for oid, st in states.items():
         if st.row is None and st.registered:
@@ -285,9 +284,6 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
             new_rows.append({"id": oid, "allocated_at": now, **_UNSET_PROPERTIES, **st.changes})
         elif st.changes:
             updates.append((oid, st.changes))
-            if st.changes.get("registered") and st.row is not None and st.row.storage_id:  # first use: now it counts
-                objects, size = usage.get(st.row.storage_id, (0, 0))
-                usage[st.row.storage_id] = (objects + 1, size + (st.row.size or 0))
         have = set()
         for inst in st.new_instances:
             if inst["label"] in have:
@@ -299,8 +295,7 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
         labels = {(oid, i.label) for oid, insts in known.items() for i in insts}
         instances = [i for i in instances if (i["object_id"], i["label"]) not in labels]
     await tx.insert_objects(new_rows, instances)
-    await tx.register_objects(updates)
-    await tx.bump_usage(usage)
+    await tx.register_objects(updates, {oid: st.row for oid, st in states.items() if st.row is not None})
 
 
 async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], states: dict[str, _ObjectState]) -> None:

@@ -81,12 +81,10 @@ async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
     while True:
         async with ctx.store.write() as tx:
             rows = await tx.expired_allocations(cutoff, batch)
-            ids = [r.id for r in rows]
-            await tx.delete_objects(ids)
-        for r in rows:
-            backend = ctx.backends.get(r.storage_id) if r.storage_id else None
-            if backend is not None:
-                await backend.delete([r.id])
+            holders = await tx.delete_objects([r.id for r in rows])
+        for storage_id, ids in holders.items():
+            if storage_id in ctx.backends:
+                await ctx.backends[storage_id].delete(ids)
         removed += len(rows)
         if len(rows) < batch:
             return removed

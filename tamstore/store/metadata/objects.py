@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import random
+from collections.abc import Iterable, Mapping
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -41,6 +42,10 @@ _INSTANCES = (
 )
 
 
+# Usage counters are spread over shards, so that concurrent writers seldom update one row.
+USAGE_SHARDS = 8
+
+
 class ObjectQueries(Queries):
     """Objects, instances and the reference counts that decide when bytes may go."""
 
@@ -76,17 +81,37 @@ class ObjectQueries(Queries):
             new = {r["id"] for r in rows}
             await self._renew_pages_of_objects(i["object_id"] for i in instances if i["object_id"] not in new)
 
-    async def update_object(self, object_id: str, values: dict[str, Any]) -> None:
-        await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(**values))
+    async def set_object_size(self, object_id: str, size: int) -> ObjectRow | None:
+        """Record the Object's byte size; once it is registered, the size counts in its
+        backend's usage and in every Flow that uses it (once per segment). Returns the Object
+        as it was (None: no such Object)."""
+        obj = await self.get_object(object_id)
+        if obj is None:
+            return None
+        await self.conn.execute(update(t.objects).where(t.objects.c.id == object_id).values(size=size))
+        delta = size - (obj.size or 0)
+        if obj.registered and delta:
+            if obj.storage_id:
+                await self._count_usage({obj.storage_id: (0, delta)})
+            await self._add_flow_bytes(object_id, delta)
+        return obj
 
-    async def register_objects(self, updates: list[tuple[str, dict[str, Any]]]) -> None:
+    async def register_objects(self, updates: list[tuple[str, dict[str, Any]]], known: Mapping[str, ObjectRow]) -> None:
         """Mark newly used Objects registered, with the properties fixed at first use, given as
-        ``(object_id, {column: value})``: one executemany per set of columns."""
+        ``(object_id, {column: value})``: one executemany per set of columns. ``known`` are the
+        Objects' rows as read before; those registered now start counting in their backend's
+        usage."""
         shapes: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+        usage: dict[str, tuple[int, int]] = {}
         for object_id, values in updates:
             shapes.setdefault(tuple(values), []).append((*values.values(), object_id))
+            row = known.get(object_id)
+            if values.get("registered") and row is not None and not row.registered and row.storage_id:
+                objects, size = usage.get(row.storage_id, (0, 0))
+                usage[row.storage_id] = (objects + 1, size + (row.size or 0))
         for columns, rows in shapes.items():
             await self._executemany(f"UPDATE objects SET {', '.join(f'{c} = ?' for c in columns)} WHERE id = ?", rows)
+        await self._count_usage(usage)
 
     async def instances(self, object_ids: Iterable[str]) -> dict[str, list[InstanceRow]]:
         ids = list(set(object_ids))
@@ -98,14 +123,27 @@ class ObjectQueries(Queries):
         return out
 
     async def insert_instance(self, row: dict[str, Any]) -> None:
+        """Add an instance; a controlled one of a registered Object counts in that backend's usage."""
         await self.conn.execute(insert(t.object_instances).values(**row))
         await self._renew_pages_of_objects([row["object_id"]])
+        if row.get("controlled") and row.get("storage_id"):
+            obj = await self.get_object(row["object_id"])
+            if obj is not None and obj.registered:
+                await self._count_usage({row["storage_id"]: (1, obj.size or 0)})
 
     async def delete_instance(self, instance_id: int) -> None:
+        """Remove an instance; a controlled one of a registered Object stops counting."""
         oi = t.object_instances
-        deleted = await self._one(delete(oi).where(oi.c.id == instance_id).returning(oi.c.object_id))
-        if deleted is not None:
-            await self._renew_pages_of_objects([deleted.object_id])
+        deleted = await self._one(
+            delete(oi).where(oi.c.id == instance_id).returning(oi.c.object_id, oi.c.storage_id, oi.c.controlled)
+        )
+        if deleted is None:
+            return
+        await self._renew_pages_of_objects([deleted.object_id])
+        if deleted.controlled and deleted.storage_id:
+            obj = await self.get_object(deleted.object_id)
+            if obj is not None and obj.registered:
+                await self._count_usage({deleted.storage_id: (-1, -(obj.size or 0))})
 
     async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[FlowRef]:
         """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
@@ -170,9 +208,50 @@ class ObjectQueries(Queries):
             ),
         )
 
-    async def delete_objects(self, object_ids: list[str]) -> None:
+    async def delete_objects(self, object_ids: list[str]) -> dict[str, list[str]]:
+        """Delete Objects with their instances; registered ones stop counting in each controlled
+        backend's usage. Returns, per controlled backend, the Objects whose bytes it holds (to
+        be deleted once this transaction commits)."""
         if not object_ids:
-            return
+            return {}
+        rows = await self.get_objects(object_ids)
+        instances = await self.instances(object_ids)
+        usage: dict[str, tuple[int, int]] = {}
+        holders: dict[str, list[str]] = {}
+        for oid in object_ids:
+            row = rows.get(oid)
+            for inst in instances.get(oid, []):
+                if not (inst.controlled and inst.storage_id):
+                    continue
+                holders.setdefault(inst.storage_id, []).append(oid)
+                if row is not None and row.registered:
+                    objects, size = usage.get(inst.storage_id, (0, 0))
+                    usage[inst.storage_id] = (objects - 1, size - (row.size or 0))
+        await self._count_usage(usage)
         ids = [(i,) for i in object_ids]
         await self._executemany("DELETE FROM object_instances WHERE object_id = ?", ids)
         await self._executemany("DELETE FROM objects WHERE id = ?", ids)
+        return holders
+
+    # -- storage usage: counted here, where Objects and instances change --------------------------
+
+    async def _count_usage(self, deltas: dict[str, tuple[int, int]]) -> None:
+        """Add (objects, bytes) to each backend's counters, on a random shard."""
+        rows = [
+            {"storage_id": sid, "shard": random.randrange(USAGE_SHARDS), "objects": o, "bytes": b}
+            for sid, (o, b) in deltas.items()
+            if sid and (o or b)
+        ]
+        if not rows:
+            return
+        stmt = self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"])
+        for row in rows:
+            await self.conn.execute(stmt, [row])
+
+    async def _add_flow_bytes(self, object_id: str, size: int) -> None:
+        """Count an Object's newly learnt size in every Flow that uses it (once per segment)."""
+        r, f = t.object_refs, t.flows
+        for row in await self._all(select(r.c.flow_id, r.c.segments).where(r.c.object_id == object_id)):
+            await self.conn.execute(
+                update(f).where(f.c.id == row.flow_id).values(seg_bytes=f.c.seg_bytes + size * row.segments)
+            )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from sqlalchemy import (
@@ -11,7 +10,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    update,
 )
 
 from tamstore.store.metadata import tables as t
@@ -20,26 +18,11 @@ from tamstore.store.metadata.catalog import span_overlaps
 from tamstore.store.metadata.rows import UsageDayRow, rows_as
 from tamstore.store.metadata.segments import segment_range_clause
 
-USAGE_SHARDS = 8
-
 
 class UsageQueries(Queries):
     """Counters kept by every write, and the statistics read from them."""
 
     # -- usage counters and analytics ----------------------------------------------------------------
-
-    async def bump_usage(self, deltas: dict[str, tuple[int, int]]) -> None:
-        """Add (objects, bytes) to each backend's counters, on a random shard."""
-        rows = [
-            {"storage_id": sid, "shard": random.randrange(USAGE_SHARDS), "objects": o, "bytes": b}
-            for sid, (o, b) in deltas.items()
-            if sid and (o or b)
-        ]
-        if not rows:
-            return
-        stmt = self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"])
-        for row in rows:
-            await self.conn.execute(stmt, [row])
 
     async def unsized_objects(self, storage_ids: list[str], limit: int) -> list[Any]:
         """Registered Objects on these backends whose size tamstore has not learnt yet."""
@@ -51,14 +34,6 @@ class UsageQueries(Queries):
                 .limit(limit)
             )
         )
-
-    async def add_flow_bytes(self, object_id: str, size: int) -> None:
-        """Count an Object's newly learnt size in every Flow that uses it (once per segment)."""
-        r, f = t.object_refs, t.flows
-        for row in await self._all(select(r.c.flow_id, r.c.segments).where(r.c.object_id == object_id)):
-            await self.conn.execute(
-                update(f).where(f.c.id == row.flow_id).values(seg_bytes=f.c.seg_bytes + size * row.segments)
-            )
 
     async def storage_usage(self) -> dict[str, tuple[int, int]]:
         u = t.usage_counters
