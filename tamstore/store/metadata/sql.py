@@ -3,9 +3,11 @@
 one ``Tx``, so an operation is all-or-nothing.
 
 ``Tx`` is the one facade the operations use. Its queries live with their aggregate, one module
-each: ``catalog`` (service, Sources, Flows, Profiles), ``objects`` (Objects, instances, references),
-``segments``, ``deletion`` (delete requests, recovery window), ``events`` (webhooks, the outbox) and
-``usage`` (counters, analytics); ``base`` holds what they share and ``driver`` the raw execution.
+each: ``catalog`` (service, Sources, Flows, Profiles), ``objects`` (Objects, instances, references
+and the storage usage they make), ``segments``, ``deletion`` (delete requests, recovery window),
+``events`` (webhooks, the outbox) and ``usage`` (analytics). ``timeline`` owns adding and removing
+segments with all their derived state. Rows leave the store as the types in ``rows``; ``base``
+holds what the modules share and ``driver`` the raw execution.
 
 On SQLite, writers are serialised by an asyncio lock and ``BEGIN IMMEDIATE`` (taken without
 blocking the loop) so that readers (WAL) never wait for them and writers never see SQLITE_BUSY.
