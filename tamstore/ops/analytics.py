@@ -32,7 +32,7 @@ async def flow_usage(
     span = None if timerange is None else (timerange.start, timerange.end)
     async with ctx.store.read() as tx:
         rows = await tx.flow_usage(group_by, filters, span)
-    groups = [
+    groups: list[dict[str, Any]] = [
         {
             **({group_by: r.key} if group_by else {}),
             "flows": int(r.flows),

@@ -76,8 +76,7 @@ async def flow_timerange(tx: Tx, flow_id: str, within: TimeRange) -> TimeRange:
     ext = await tx.segment_extent(flow_id, within.start, within.end)
     if ext is None:
         return TimeRange.never()
-    first, last = ext
-    return extent_timerange(first.timerange, last.timerange)
+    return extent_timerange(*ext)
 
 
 async def list_flows(ctx: Context, query: FlowQuery, page: PageRequest) -> Page[dict[str, Any]]:

@@ -62,7 +62,7 @@ class DeletionQueries(Queries):
         result = await self.conn.execute(stmt.values(**values))
         return bool(result.rowcount)
 
-    async def claim_delete_request(self, owner: str, now: int, lease_until: int) -> Any:
+    async def claim_delete_request(self, owner: str, now: int, lease_until: int) -> DeleteRequestRow | None:
         """Take the oldest request nobody holds a live lease on. ``SKIP LOCKED`` lets several
         workers on PostgreSQL claim different requests at the same moment."""
         r = t.flow_delete_requests
@@ -81,7 +81,7 @@ class DeletionQueries(Queries):
             .where(r.c.id == row.id)
             .values(status="started", lease_owner=owner, lease_until=lease_until, updated=now)
         )
-        return await self._one(select(r).where(r.c.id == row.id))
+        return row_as(DeleteRequestRow, await self._one(select(r).where(r.c.id == row.id)))
 
     async def count_pending_deletions(self) -> int:
         r = t.flow_delete_requests

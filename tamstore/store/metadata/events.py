@@ -93,7 +93,7 @@ class EventQueries(Queries):
         cursor_top = (await self._one(select(func.coalesce(func.max(w.c.cursor), 0))))[0]
         return int(max(events_top, cursor_top))
 
-    async def claim_webhooks(self, owner: str, now: int, lease_until: int, limit: int) -> list[Any]:
+    async def claim_webhooks(self, owner: str, now: int, lease_until: int, limit: int) -> list[WebhookRow]:
         """Webhooks with events to deliver that no other worker holds (SKIP LOCKED)."""
         w = t.webhooks
         top = await self.max_event_seq()
@@ -113,7 +113,7 @@ class EventQueries(Queries):
         if not ids:
             return []
         await self.conn.execute(update(w).where(w.c.id.in_(ids)).values(lease_owner=owner, lease_until=lease_until))
-        return list(await self._all(select(w).where(w.c.id.in_(ids))))
+        return rows_as(WebhookRow, await self._all(select(w).where(w.c.id.in_(ids))))
 
     async def events_after(self, seq: int, limit: int) -> list[EventRow]:
         e = t.events

@@ -14,6 +14,9 @@ __all__ = [
     "DeletedSegmentRow",
     "EventRow",
     "FlowRef",
+    "SegmentStats",
+    "StoredObject",
+    "UsageGroup",
     "FlowRow",
     "InstanceRow",
     "ObjectRow",
@@ -207,6 +210,32 @@ class UsageDayRow(NamedTuple):
     storage_id: str
     objects: int
     bytes: int
+
+
+class UsageGroup(NamedTuple):
+    """Flows summed by one grouping key (``key`` is "all" without grouping)."""
+
+    key: str
+    flows: int
+    segments: int
+    duration: int
+    bytes: int
+
+
+class SegmentStats(NamedTuple):
+    """Segments overlapping a range: how many, their total length, shortest and longest (ns)."""
+
+    segments: int
+    total: int
+    shortest: int | None
+    longest: int | None
+
+
+class StoredObject(NamedTuple):
+    """An Object and the backend its bytes were allocated on."""
+
+    id: str
+    storage_id: str
 
 
 class FlowRef(NamedTuple):

@@ -112,15 +112,18 @@ class SegmentQueries(Queries):
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
         await self._renew_pages_tokens(r["flow_id"] for r in rows)
 
-    async def segment_extent(self, flow_id: str, lo: int | None = None, hi: int | None = None) -> Any:
-        """First and last segment of the Flow (optionally of those overlapping ``[lo, hi)``)."""
+    async def segment_extent(
+        self, flow_id: str, lo: int | None = None, hi: int | None = None
+    ) -> tuple[str, str] | None:
+        """The timeranges of the first and last segment of the Flow (optionally of those
+        overlapping ``[lo, hi)``); None when there are none."""
         s = t.segments
         where = segment_range_clause(flow_id, lo, hi)
         first = await self._one(select(s.c.timerange, s.c.ts_start).where(where).order_by(s.c.ts_start).limit(1))
         if first is None:
             return None
         last = await self._one(select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1))
-        return first, last
+        return str(first.timerange), str(last.timerange)
 
     async def refresh_flow_span(self, flow_id: str) -> tuple[int | None, int | None]:
         s = t.segments

@@ -15,7 +15,7 @@ from sqlalchemy import (
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.catalog import span_overlaps
-from tamstore.store.metadata.rows import UsageDayRow, rows_as
+from tamstore.store.metadata.rows import SegmentStats, StoredObject, UsageDayRow, UsageGroup, rows_as
 from tamstore.store.metadata.segments import segment_range_clause
 
 
@@ -24,15 +24,16 @@ class UsageQueries(Queries):
 
     # -- usage counters and analytics ----------------------------------------------------------------
 
-    async def unsized_objects(self, storage_ids: list[str], limit: int) -> list[Any]:
+    async def unsized_objects(self, storage_ids: list[str], limit: int) -> list[StoredObject]:
         """Registered Objects on these backends whose size tamstore has not learnt yet."""
         o = t.objects
-        return list(
+        return rows_as(
+            StoredObject,
             await self._all(
                 select(o.c.id, o.c.storage_id)
                 .where(o.c.registered.is_(True), o.c.size.is_(None), o.c.storage_id.in_(storage_ids))
                 .limit(limit)
-            )
+            ),
         )
 
     async def storage_usage(self) -> dict[str, tuple[int, int]]:
@@ -59,7 +60,7 @@ class UsageQueries(Queries):
 
     async def flow_usage(
         self, group_by: str | None, filters: dict[str, Any], span: tuple[int | None, int | None] | None
-    ) -> list[Any]:
+    ) -> list[UsageGroup]:
         f = t.flows
         key = f.c[group_by] if group_by else literal("all")
         stmt = select(
@@ -75,16 +76,18 @@ class UsageQueries(Queries):
             stmt = stmt.where(span_overlaps(*span))
         if group_by:
             stmt = stmt.group_by(key).order_by(key)
-        return list(await self._all(stmt))
+        return [UsageGroup(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await self._all(stmt)]
 
-    async def segment_stats(self, flow_id: str, lo: int | None, hi: int | None) -> Any:
+    async def segment_stats(self, flow_id: str, lo: int | None, hi: int | None) -> SegmentStats:
         s = t.segments
         length = s.c.ts_end - s.c.ts_start
-        return await self._one(
+        row = await self._one(
             select(func.count(), func.coalesce(func.sum(length), 0), func.min(length), func.max(length)).where(
                 segment_range_clause(flow_id, lo, hi)
             )
         )
+        assert row is not None  # an aggregate always has its row
+        return SegmentStats(int(row[0]), int(row[1]), row[2], row[3])
 
     async def segment_bounds(self, flow_id: str, lo: int | None, hi: int | None, limit: int) -> list[tuple[int, int]]:
         s = t.segments
