@@ -11,6 +11,7 @@ from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
 from tamstore.api.routing import add_get, get
 from tamstore.domain.flows import FORMATS
+from tamstore.domain.queries import SourceQuery
 from tamstore.ops import sources
 
 router = APIRouter(tags=["sources"])
@@ -20,15 +21,14 @@ router = APIRouter(tags=["sources"])
 async def list_sources(request: Request) -> Response:
     q = Query(request)
     sort_by = q.choice("sort_by", ("created", "updated", "label"), "created")
-    page = await sources.list_sources(
-        context(request),
-        q.page((str, str) if sort_by == "label" else (int, str)),
+    query = SourceQuery(
         sort_by=sort_by or "created",
         label=q.text("label"),
         format=q.choice("format", FORMATS),
         tags=q.tag_filters(),
         collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True),
     )
+    page = await sources.list_sources(context(request), q.page((str, str) if sort_by == "label" else (int, str)), query)
     return page_response(request, page)
 
 

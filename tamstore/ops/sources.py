@@ -10,7 +10,8 @@ from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.flows import label_key
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
-from tamstore.domain.tags import TagFilter, check_tag_name, check_tag_value
+from tamstore.domain.queries import SourceQuery
+from tamstore.domain.tags import check_tag_name, check_tag_value
 from tamstore.ops import events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import source_docs
@@ -32,25 +33,9 @@ async def get_source(ctx: Context, source_id: str) -> dict[str, Any]:
         return (await source_docs(tx, [row]))[0]
 
 
-async def list_sources(
-    ctx: Context,
-    page: PageRequest,
-    *,
-    sort_by: str,
-    label: str | None,
-    format: str | None,
-    tags: list[TagFilter],
-    collected_by_ids: list[str] | None,
-) -> Page[dict[str, Any]]:
+async def list_sources(ctx: Context, page: PageRequest, query: SourceQuery) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
-        result = await tx.list_sources(
-            page,
-            sort_by=sort_by,
-            label=label,
-            format=format,
-            tags=tags,
-            collected_by_ids=collected_by_ids,
-        )
+        result = await tx.list_sources(page, query)
         docs = await source_docs(tx, result.items)
     return Page(docs, result.limit, result.next_key, result.reverse, result.extra)
 

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 
 from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.queries import SourceQuery
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries, json_text
@@ -83,27 +84,18 @@ class CatalogQueries(Queries):
         row = await self._one(select(t.flows.c.id).where(t.flows.c.source_id == source_id).limit(1))
         return row is not None
 
-    async def list_sources(
-        self,
-        page: PageRequest,
-        *,
-        sort_by: str,
-        label: str | None,
-        format: str | None,
-        tags: list[TagFilter],
-        collected_by_ids: list[str] | None,
-    ) -> Page[SourceRow]:
+    async def list_sources(self, page: PageRequest, query: SourceQuery) -> Page[SourceRow]:
         s = t.sources
-        keys, descending = self._sort_keys(s, sort_by, {"created": "created", "updated": "updated"})
+        keys, descending = self._sort_keys(s, query.sort_by, {"created": "created", "updated": "updated"})
         stmt = self._with_keys(select(s), keys)
-        if label is not None:
-            stmt = stmt.where(s.c.label == label)
-        if format is not None:
-            stmt = stmt.where(s.c.format == format)
-        for f in tags:
+        if query.label is not None:
+            stmt = stmt.where(s.c.label == query.label)
+        if query.format is not None:
+            stmt = stmt.where(s.c.format == query.format)
+        for f in query.tags:
             stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
-        if collected_by_ids is not None:
-            stmt = stmt.where(self._source_collected_by_clause(s.c.id, collected_by_ids))
+        if query.collected_by_ids is not None:
+            stmt = stmt.where(self._source_collected_by_clause(s.c.id, query.collected_by_ids))
         return await self._page(stmt, keys, page, descending=descending, row=SourceRow)
 
     @staticmethod
