@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import httpx
 import pytest
@@ -240,13 +241,13 @@ async def test_tags(client: httpx.AsyncClient) -> None:
     assert [f["id"] for f in (await client.get("/flows?tag.odd%2Fname=x")).json()] == [flow["id"]]
 
 
-async def test_read_only_flows_refuse_writes(client: httpx.AsyncClient) -> None:
-    flow = await put_flow(client)
-    base = f"/flows/{flow['id']}"
-    assert (await client.put(f"{base}/read_only", json=True)).status_code == 204
-    assert (await client.get(f"{base}/read_only")).json() is True
-    for method, path, body in [
-        ("PUT", "", flow),
+FLOW = "<the Flow's own document>"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("PUT", "", FLOW),
         ("PUT", "/label", "x"),
         ("DELETE", "/label", None),
         ("PUT", "/tags/a", "b"),
@@ -255,9 +256,15 @@ async def test_read_only_flows_refuse_writes(client: httpx.AsyncClient) -> None:
         ("POST", "/segments", {"object_id": "x", "timerange": "[0:0_1:0)"}),
         ("DELETE", "/segments", None),
         ("DELETE", "", None),
-    ]:
-        r = await client.request(method, base + path, json=body)
-        assert r.status_code == 403, (method, path, r.text)
+    ],
+)
+async def test_read_only_flows_refuse_writes(client: httpx.AsyncClient, method: str, path: str, body: Any) -> None:
+    flow = await put_flow(client)
+    base = f"/flows/{flow['id']}"
+    assert (await client.put(f"{base}/read_only", json=True)).status_code == 204
+    assert (await client.get(f"{base}/read_only")).json() is True
+    r = await client.request(method, base + path, json=flow if body == FLOW else body)
+    assert r.status_code == 403, (method, path, r.text)
     assert (await client.put(f"{base}/read_only", json=False)).status_code == 204
     assert (await client.put(f"{base}/label", json="x")).status_code == 204
 
