@@ -17,6 +17,7 @@ import click
 
 from tamstore import __version__
 from tamstore.config import Settings, setting_kinds
+from tamstore.media.commands import export_command, ingest_command
 from tamstore.store.media.s3 import StorageUnavailable
 
 ENV_PREFIX = "TAMSTORE_"
@@ -436,6 +437,10 @@ def admin_stats(**values: Any) -> None:
     from tamstore.ops import check
 
     click.echo(json.dumps(_with_context(settings, check.stats), indent=2))
+
+
+main.add_command(ingest_command)
+main.add_command(export_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

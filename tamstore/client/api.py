@@ -1,0 +1,233 @@
+"""A client for any TAMS 8.2 server: ``AsyncTamsClient``, and ``TamsClient`` for synchronous code.
+
+Every call goes through one ``httpx.AsyncClient`` whose transport retries what may be retried
+(``httpx-retries``): connections that could not be made, and 503 and 429 answers, honouring
+``Retry-After``, with exponential backoff. Other 4xx and 5xx answers raise ``TamsApiError``
+carrying the server's error document. Listings are followed page by page through their ``Link``
+headers. Nothing here depends on tamstore's own extensions: only the TAMS API is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+from httpx_retries import Retry, RetryTransport
+
+from tamstore.client.errors import TamsApiError, raise_for_status
+from tamstore.domain.timerange import TimeRange
+
+__all__ = ["AsyncTamsClient", "TamsClient"]
+
+# Only failures that happen before a request reaches the server are retried as exceptions: a
+# POST that was sent may have been carried out.
+_RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+
+def _retry(total: int) -> Retry:
+    return Retry(
+        total=total,
+        allowed_methods=["GET", "HEAD", "PUT", "POST", "DELETE"],
+        status_forcelist=[429, 503],
+        retry_on_exceptions=list(_RETRY_EXCEPTIONS),
+        backoff_factor=0.5,
+        max_backoff_wait=30.0,
+        respect_retry_after_header=True,
+    )
+
+
+class AsyncTamsClient:
+    """``server`` is the TAMS API's base URL; ``auth`` an ``httpx.Auth`` (see ``client.auth``)."""
+
+    def __init__(
+        self,
+        server: str,
+        *,
+        auth: httpx.Auth | None = None,
+        timeout: float = 60.0,
+        retries: int = 6,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        self.server = server.rstrip("/")
+        wrapped = RetryTransport(transport or httpx.AsyncHTTPTransport(), retry=_retry(retries))
+        self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
+        # Media URLs (presigned, possibly on another host) carry their own authorisation.
+        self.media = httpx.AsyncClient(
+            timeout=timeout, transport=RetryTransport(httpx.AsyncHTTPTransport(), retry=_retry(retries))
+        )
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+        await self.media.aclose()
+
+    async def __aenter__(self) -> AsyncTamsClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- requests -----------------------------------------------------------------------------
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        response = await self.http.request(method, path, **kwargs)
+        raise_for_status(response)
+        return response
+
+    async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
+        return (await self.request("GET", path, params=params)).json()
+
+    async def _get_or_none(self, path: str) -> Any:
+        try:
+            return await self.get_json(path)
+        except TamsApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def pages(self, path: str, params: dict[str, Any] | None = None) -> AsyncIterator[Any]:
+        """Every item of a paged listing, following ``Link: <...>; rel="next"`` to the end."""
+        response = await self.request("GET", path, params=params)
+        while True:
+            for item in response.json():
+                yield item
+            following = response.links.get("next", {}).get("url")
+            if not following:
+                return
+            response = await self.request("GET", following)
+
+    # -- service, sources, flows ---------------------------------------------------------------
+
+    async def service(self) -> dict[str, Any]:
+        return await self.get_json("/service")  # type: ignore[no-any-return]
+
+    async def sources(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.pages("/sources", filters):
+            yield item
+
+    async def get_source(self, source_id: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/sources/{source_id}")  # type: ignore[no-any-return]
+
+    async def flows(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.pages("/flows", filters):
+            yield item
+
+    async def get_flow(self, flow_id: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/flows/{flow_id}")  # type: ignore[no-any-return]
+
+    async def put_flow(self, flow: dict[str, Any]) -> None:
+        """Create or replace a Flow (its Source is created with it)."""
+        await self.request("PUT", f"/flows/{flow['id']}", json=flow)
+
+    async def set_flow_property(self, flow_id: str, name: str, value: Any) -> None:
+        await self.request("PUT", f"/flows/{flow_id}/{name}", json=value)
+
+    async def delete_flow(self, flow_id: str, *, wait: bool = True, poll: float = 0.5) -> None:
+        """Delete a Flow; a server that answers 202 is polled until its delete request is done."""
+        response = await self.request("DELETE", f"/flows/{flow_id}")
+        if response.status_code == 202 and wait:
+            await self.wait_for_delete_request(response.json()["id"], poll=poll)
+
+    async def wait_for_delete_request(self, request_id: str, *, poll: float = 0.5) -> dict[str, Any]:
+        while True:
+            doc = await self.get_json(f"/flow-delete-requests/{request_id}")
+            if doc["status"] == "done":
+                return doc  # type: ignore[no-any-return]
+            if doc["status"] == "error":
+                raise TamsApiError("DELETE", f"/flow-delete-requests/{request_id}", 500, doc.get("error", doc))
+            await asyncio.sleep(poll)
+
+    # -- segments and media --------------------------------------------------------------------
+
+    async def segments(
+        self, flow_id: str, timerange: TimeRange | str | None = None, **params: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        if timerange is not None:
+            params["timerange"] = str(timerange) if isinstance(timerange, TimeRange) else timerange
+        async for item in self.pages(f"/flows/{flow_id}/segments", params):
+            yield item
+
+    async def post_segments(self, flow_id: str, segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Register segments; returns the ones the server refused (its ``failed_segments``)."""
+        response = await self.request("POST", f"/flows/{flow_id}/segments", json=segments)
+        if response.status_code == 200:
+            return list(response.json().get("failed_segments", []))
+        return []
+
+    async def allocate(self, flow_id: str, count: int, **extra: Any) -> list[dict[str, Any]]:
+        """Object ids and upload URLs for ``count`` new Objects (``POST /flows/{id}/storage``)."""
+        body = await self.request("POST", f"/flows/{flow_id}/storage", json={"limit": count, **extra})
+        return list(body.json()["media_objects"])
+
+    async def upload(self, put_url: dict[str, Any], data: bytes) -> None:
+        headers = {"content-type": put_url["content-type"]} if put_url.get("content-type") else {}
+        response = await self.media.put(put_url["url"], content=data, headers=headers)
+        raise_for_status(response)
+
+    async def download(self, url: str) -> bytes:
+        response = await self.media.get(url)
+        raise_for_status(response)
+        return response.content
+
+    async def get_object(self, object_id: str) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/objects/{object_id}")  # type: ignore[no-any-return]
+
+    # -- webhooks ------------------------------------------------------------------------------
+
+    async def webhooks(self) -> AsyncIterator[dict[str, Any]]:
+        async for item in self.pages("/service/webhooks"):
+            yield item
+
+    async def create_webhook(self, body: dict[str, Any]) -> dict[str, Any]:
+        return (await self.request("POST", "/service/webhooks", json=body)).json()  # type: ignore[no-any-return]
+
+    async def delete_webhook(self, webhook_id: str) -> None:
+        await self.request("DELETE", f"/service/webhooks/{webhook_id}")
+
+
+class TamsClient:
+    """``AsyncTamsClient`` for synchronous code: the same methods, blocking, on an event loop of
+    the client's own (in a background thread); listings are ordinary iterators."""
+
+    def __init__(self, server: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tams-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> AsyncTamsClient:
+            return AsyncTamsClient(server, **options)
+
+        self._client = self._call(make())
+
+    def _call(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def _iterate(self, agen: AsyncIterator[Any]) -> Iterator[Any]:
+        while True:
+            try:
+                yield self._call(agen.__anext__())
+            except StopAsyncIteration:
+                return
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._client, name)
+        if inspect.isasyncgenfunction(attr):
+            return lambda *a, **k: self._iterate(attr(*a, **k))
+        if inspect.iscoroutinefunction(attr):
+            return lambda *a, **k: self._call(attr(*a, **k))
+        return attr
+
+    def close(self) -> None:
+        self._call(self._client.aclose())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> TamsClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,0 +1,192 @@
+"""``tamstore ingest`` and ``tamstore export``: media into and out of any TAMS 8.2 server.
+
+Both take the same connection options, each also read from the environment (``TAMSTORE_SERVER``,
+``TAMSTORE_USERNAME`` ...): a server URL and at most one kind of credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import click
+
+__all__ = ["export_command", "ingest_command"]
+
+
+def client_options(fn: Any) -> Any:
+    """The options every client command takes: where the server is and who is asking."""
+    specs = [
+        ("--server", "TAMS API base URL (required)."),
+        ("--username", "HTTP Basic user name."),
+        ("--password", "HTTP Basic password."),
+        ("--token", "A Bearer token."),
+        ("--oauth2-url", "OAuth2 token endpoint, for client credentials."),
+        ("--client-id", "OAuth2 client id."),
+        ("--client-secret", "OAuth2 client secret."),
+    ]
+    options = [
+        click.option(
+            flag,
+            envvar="TAMSTORE_" + flag[2:].replace("-", "_").upper(),
+            show_envvar=True,
+            required=flag == "--server",
+            help=text,
+        )
+        for flag, text in specs
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _client(values: dict[str, Any]) -> Any:
+    from tamstore.client import AsyncTamsClient, AuthOptions, auth_from
+
+    names = ("username", "password", "token", "oauth2_url", "client_id", "client_secret")
+    auth = auth_from(AuthOptions(**{n: values.pop(n) for n in names}))
+    return AsyncTamsClient(values.pop("server"), auth=auth)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"tamstore: error: {message}", err=True)
+    sys.exit(1)
+
+
+def _run(job: Callable[[], Any]) -> Any:
+    """Run an async job; the failures a user can cause become one line and exit status 1."""
+    import httpx
+
+    from tamstore.client import TamsApiError
+    from tamstore.media.segmenter import MediaError
+
+    try:
+        return asyncio.run(job())
+    except (MediaError, TamsApiError, ValueError, OSError) as exc:
+        _fail(str(exc))
+    except httpx.HTTPError as exc:
+        where = exc.request.url if hasattr(exc, "_request") and exc._request is not None else ""
+        _fail(f"{type(exc).__name__}: {exc} {where}".strip())
+    except RuntimeError as exc:  # a refused segment
+        _fail(str(exc))
+
+
+class _Reporter:
+    """Progress on a terminal as one line rewritten; elsewhere a plain line every few seconds."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.tty = quiet, sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, p: Any) -> None:
+        now = time.monotonic()
+        if self.quiet or (not self.tty and now - self.last < 5) or (self.tty and now - self.last < 0.2):
+            return
+        self.last = now
+        rate = p.bytes / p.elapsed / 1e6 if p.elapsed > 0 else 0.0
+        line = f"{p.segments} segments, {p.bytes / 1e6:.1f} MB, {rate:.1f} MB/s, {p.skipped} already there"
+        click.echo(("\r" + line) if self.tty else line, err=True, nl=not self.tty)
+
+
+@click.command("ingest")
+@click.argument("source")
+@client_options
+@click.option(
+    "--segment-duration", default="2", show_default=True, help="Seconds a segment lasts at least (a decimal)."
+)
+@click.option("--start", help="Place the input's first timestamp here on the timeline (seconds:nanoseconds).")
+@click.option("--jobs", default=4, show_default=True, help="Segments uploaded at the same time.")
+@click.option("--name", help="What the Flow and Source ids are derived from (default: the input's path or URL).")
+@click.option("--label", help="Label of the Flows (default: the input's file name).")
+@click.option("--json", "as_json", is_flag=True, help="Print the created ids as JSON, no progress.")
+def ingest_command(
+    source: str,
+    segment_duration: str,
+    start: str | None,
+    jobs: int,
+    name: str | None,
+    label: str | None,
+    as_json: bool,
+    **values: Any,
+) -> None:
+    """Ingest SOURCE (a file or URL FFmpeg reads) into a TAMS store, without re-encoding.
+
+    One Flow per video and audio stream and a multi-essence Flow collecting them; running the
+    same ingest again skips what is already registered.
+    """
+    from tamstore.domain.timerange import InvalidTimeRange, parse_timestamp
+    from tamstore.media.ingest import IngestOptions, ingest
+
+    try:
+        seconds = Fraction(segment_duration)  # exact: "2.04" is 2.04 s, not a float near it
+    except (ValueError, ZeroDivisionError):
+        seconds = Fraction(0)
+    if seconds <= 0 or jobs < 1:
+        _fail("--segment-duration and --jobs must be positive numbers")
+    try:
+        start_ns = None if start is None else parse_timestamp(start)
+    except InvalidTimeRange as exc:
+        _fail(f"--start: {exc}")
+    options = IngestOptions(
+        segment_ns=int(seconds * 1_000_000_000), start_ns=start_ns, jobs=jobs, name=name, label=label
+    )
+    reporter = _Reporter(quiet=as_json)
+
+    async def job() -> Any:
+        async with _client(values) as client:
+            return await ingest(client, source, options, reporter)
+
+    result = _run(job)
+    p = result.progress
+    summary = {
+        "source_id": result.source_id,
+        "flow_id": result.flow_id,
+        "flows": result.flows,
+        "sources": result.sources,
+        "segments": p.segments,
+        "skipped": p.skipped,
+        "bytes": p.bytes,
+    }
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    if reporter.tty:
+        click.echo("", err=True)
+    click.echo(
+        f"ingested {p.segments} segments ({p.bytes / 1e6:.1f} MB, {p.skipped} already there) in {p.elapsed:.1f} s"
+    )
+    click.echo(f"multi-essence Flow {result.flow_id}")
+    for role, flow_id in result.flows.items():
+        click.echo(f"  {role}: Flow {flow_id}")
+
+
+@click.command("export")
+@client_options
+@click.option("--flow-id", required=True, help="The Flow to export (mono-essence, or multi-essence with its members).")
+@click.option("--timerange", help="The range to export (TAMS timerange); default: all of it.")
+@click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
+def export_command(flow_id: str, timerange: str | None, output: Path, **values: Any) -> None:
+    """Export a Flow's media, or a time range of it, to OUTPUT (.ts, .mp4, .mkv, .mov),
+    remuxed without re-encoding and cut at segment boundaries."""
+    from tamstore.domain.timerange import InvalidTimeRange, TimeRange
+    from tamstore.media.export import export
+
+    try:
+        tr = None if timerange is None else TimeRange.from_str(timerange)
+    except InvalidTimeRange as exc:
+        _fail(f"--timerange: {exc}")
+
+    async def job() -> Any:
+        async with _client(values) as client:
+            return await export(client, flow_id, output, tr)
+
+    result = _run(job)
+    click.echo(f"exported {result.segments} segments ({result.bytes / 1e6:.1f} MB) to {output}")
+    for gap in result.gaps:
+        click.echo(f"gap: no segments in {gap}", err=True)

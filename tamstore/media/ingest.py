@@ -1,0 +1,259 @@
+"""``tamstore ingest``: a media file or stream into any TAMS 8.2 server, as Flows of segments.
+
+One mono-essence Flow (and Source) per video and audio stream, and a multi-essence Flow (and
+Source) collecting them (AppNote 0001), described from the input (codec, container, essence
+parameters, average bit rate). The segmenter cuts and remuxes in a thread of its own; segments
+are uploaded ``jobs`` at a time and registered in batches per Flow.
+
+Ids are derived from the input's name (uuid5), so running the same ingest again addresses the
+same Flows: segments already registered there are skipped, and an ingest stopped halfway ends
+complete, with nothing twice, when it is run again. An Object uploaded but never registered (the
+ingest was killed between the two) is left to the server's collection of unused allocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tamstore.client.api import AsyncTamsClient
+from tamstore.domain.timerange import TimeRange, format_timestamp
+from tamstore.media.segmenter import NS, CutSegment, Essence, Segmenter
+
+__all__ = ["IngestOptions", "IngestResult", "Progress", "ingest", "ingest_ids"]
+
+REGISTER_BATCH = 20  # segments registered per POST
+
+
+@dataclass(frozen=True)
+class IngestOptions:
+    segment_ns: int = 2 * NS
+    start_ns: int | None = None  # place the input's first timestamp here on the Flows' timeline
+    jobs: int = 4
+    name: str | None = None  # what the ids are derived from (default: the input's path or URL)
+    label: str | None = None
+
+
+@dataclass
+class Progress:
+    segments: int = 0
+    skipped: int = 0
+    bytes: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    @property
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+
+@dataclass
+class IngestResult:
+    source_id: str  # the multi-essence Source
+    flow_id: str  # the multi-essence Flow
+    flows: dict[str, str]  # "video" / "audio" / "audio2" ... -> mono-essence Flow id
+    sources: dict[str, str]
+    progress: Progress
+
+
+def ingest_ids(name: str, roles: list[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Flow and Source ids for an input named ``name``: the same name, the same ids."""
+    space = uuid.uuid5(uuid.NAMESPACE_URL, "tamstore-ingest:" + name)
+    flows = {role: str(uuid.uuid5(space, "flow:" + role)) for role in [*roles, "multi"]}
+    sources = {role: str(uuid.uuid5(space, "source:" + role)) for role in [*roles, "multi"]}
+    return flows, sources
+
+
+def _roles(essences: list[Essence]) -> dict[int, str]:
+    roles: dict[int, str] = {}
+    counts: dict[str, int] = {}
+    for e in essences:
+        counts[e.kind] = counts.get(e.kind, 0) + 1
+        roles[e.index] = e.kind if counts[e.kind] == 1 else f"{e.kind}{counts[e.kind]}"
+    return roles
+
+
+def _flow_doc(e: Essence, flow_id: str, source_id: str, label: str) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": flow_id,
+        "source_id": source_id,
+        "format": f"urn:x-nmos:format:{e.kind}",
+        "codec": e.codec,
+        "container": "video/mp2t",
+        "label": label,
+        "essence_parameters": e.essence_parameters,
+    }
+    if e.bit_rate:
+        doc["avg_bit_rate"] = max(1, e.bit_rate // 1000)  # kilobits per second (AppNote 0013)
+    return doc
+
+
+async def ingest(
+    client: AsyncTamsClient,
+    source: str,
+    options: IngestOptions,
+    report: Callable[[Progress], None] | None = None,
+) -> IngestResult:
+    segmenter = await asyncio.to_thread(Segmenter, source, options.segment_ns)
+    try:
+        return await _ingest(client, segmenter, source, options, report)
+    finally:
+        segmenter.close()
+
+
+async def _ingest(
+    client: AsyncTamsClient,
+    segmenter: Segmenter,
+    source: str,
+    options: IngestOptions,
+    report: Callable[[Progress], None] | None,
+) -> IngestResult:
+    roles = _roles(segmenter.essences)
+    name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
+    flow_ids, source_ids = ingest_ids(name, list(roles.values()))
+    label = options.label or Path(source.split("?")[0]).name
+    for e in segmenter.essences:
+        role = roles[e.index]
+        if await client.get_flow(flow_ids[role]) is None:
+            await client.put_flow(_flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})"))
+    if await client.get_flow(flow_ids["multi"]) is None:
+        await client.put_flow(
+            {
+                "id": flow_ids["multi"],
+                "source_id": source_ids["multi"],
+                "format": "urn:x-nmos:format:multi",
+                "label": label,
+                "flow_collection": [{"id": flow_ids[r], "role": r} for r in roles.values()],
+            }
+        )
+    registered = {
+        e.index: {(s.start, s.end) for s in await _registered(client, flow_ids[roles[e.index]])}
+        for e in segmenter.essences
+    }
+    progress = Progress()
+    offset: int | None = None
+    uploader = _Uploader(client, options.jobs, progress, report)
+    async for cut in _cuts(segmenter):
+        if offset is None:  # the first packets have been read: the input's start is known
+            offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
+        flow_id = flow_ids[roles[cut.stream]]
+        if (cut.start_ns + offset, cut.end_ns + offset) in registered[cut.stream]:
+            progress.skipped += 1
+            continue
+        await uploader.add(flow_id, cut, offset)
+    await uploader.finish()
+    return IngestResult(
+        source_ids["multi"],
+        flow_ids["multi"],
+        {r: flow_ids[r] for r in roles.values()},
+        {r: source_ids[r] for r in roles.values()},
+        progress,
+    )
+
+
+async def _registered(client: AsyncTamsClient, flow_id: str) -> list[TimeRange]:
+    return [TimeRange.from_str(s["timerange"]) async for s in client.segments(flow_id, presigned="false")]
+
+
+async def _cuts(segmenter: Segmenter) -> Any:
+    """The segmenter's output, produced in a thread and handed to the loop through a bounded
+    queue (so reading the input never runs far ahead of the uploads)."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[CutSegment | BaseException | None] = asyncio.Queue(maxsize=8)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for cut in segmenter.segments():
+                if stop.is_set():
+                    return
+                asyncio.run_coroutine_threadsafe(queue.put(cut), loop).result()
+            asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
+        except BaseException as exc:  # handed to the loop, raised there
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
+
+    producer = asyncio.create_task(asyncio.to_thread(produce))
+    try:
+        while (item := await queue.get()) is not None:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while not queue.empty():
+            queue.get_nowait()
+        await producer
+
+
+class _Uploader:
+    """Uploads ``jobs`` segments at once; registers each Flow's uploaded segments in batches."""
+
+    def __init__(
+        self, client: AsyncTamsClient, jobs: int, progress: Progress, report: Callable[[Progress], None] | None
+    ) -> None:
+        self.client, self.progress, self.report = client, progress, report
+        self.slots = asyncio.Semaphore(jobs)
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.ready: dict[str, list[dict[str, Any]]] = {}
+        self.failure: BaseException | None = None
+
+    async def add(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+        if self.failure is not None:
+            raise self.failure
+        await self.slots.acquire()
+        task = asyncio.create_task(self._one(flow_id, cut, offset))
+        self.tasks.add(task)
+        task.add_done_callback(self._done)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self.tasks.discard(task)
+        self.slots.release()
+        if not task.cancelled() and task.exception() is not None and self.failure is None:
+            self.failure = task.exception()
+
+    async def _one(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+        [obj] = await self.client.allocate(flow_id, 1)
+        await self.client.upload(obj["put_url"], cut.data)
+        segment: dict[str, Any] = {
+            "object_id": obj["object_id"],
+            "timerange": TimeRange(cut.start_ns + offset, cut.end_ns + offset).to_str(),
+        }
+        if offset:
+            segment["ts_offset"] = format_timestamp(offset)
+        if cut.samples is None:
+            segment["key_frame_count"] = cut.key_frames
+        else:
+            segment["sample_offset"], segment["sample_count"] = 0, cut.samples
+        batch = self.ready.setdefault(flow_id, [])
+        batch.append(segment)
+        self.progress.segments += 1
+        self.progress.bytes += len(cut.data)
+        if len(batch) >= REGISTER_BATCH:
+            self.ready[flow_id] = []
+            await self._register(flow_id, batch)
+        if self.report is not None:
+            self.report(self.progress)
+
+    async def _register(self, flow_id: str, batch: list[dict[str, Any]]) -> None:
+        failed = await self.client.post_segments(flow_id, batch)
+        if failed:
+            first = failed[0]
+            summary = first.get("error", {}).get("summary", "refused")
+            raise RuntimeError(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
+
+    async def finish(self) -> None:
+        while self.tasks:
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+        if self.failure is not None:
+            raise self.failure
+        for flow_id, batch in self.ready.items():
+            if batch:
+                await self._register(flow_id, batch)
+        self.ready.clear()

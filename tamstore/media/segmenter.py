@@ -1,0 +1,229 @@
+"""Cutting media into TAMS segments without re-encoding (PyAV: FFmpeg's libraries, no ffmpeg
+binary).
+
+The input is demuxed once; each video and audio stream's packets are gathered into segments and
+each segment is remuxed on its own into an MPEG-TS object (its packets, their timestamps kept).
+A video segment starts at a key frame and is cut at the first key frame at least
+``target_ns`` after its start, so it is never shorter than a GOP (but the last); an audio
+segment is cut at the first packet at least ``target_ns`` after its start. Times are integer
+nanoseconds from the packets' timestamps and the stream's rational time base (floor), and a
+segment ends where the next one starts, so consecutive segments leave no gap and no overlap.
+
+This is CPU work: callers run it in a thread (``ingest`` does), never on an event loop.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import av
+
+__all__ = ["CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
+
+NS = 1_000_000_000
+SHIFT_STEP = 10_000_000  # 10 ms: a whole number of ticks of every usual time base
+HEAD_PACKETS = 512  # packets read before deciding the shift (the first of every stream, usually)
+
+# Codecs tamstore can describe as TAMS Flows, by FFmpeg codec name: the MIME type the spec uses.
+CODECS = {
+    "h264": "video/h264",
+    "hevc": "video/h265",
+    "mpeg2video": "video/mp2v",
+    "aac": "audio/aac",
+    "mp2": "audio/mpeg",
+    "mp3": "audio/mpeg",
+    "ac3": "audio/ac3",
+}
+
+
+class MediaError(Exception):
+    """The input cannot be read as media, or holds nothing tamstore can segment."""
+
+
+def to_ns(ticks: int, time_base: Fraction) -> int:
+    """``ticks`` of ``time_base`` as integer nanoseconds (floor): exact for every time base
+    whose tick is a whole number of nanoseconds, and the same answer for the same tick always."""
+    return ticks * time_base.numerator * NS // time_base.denominator
+
+
+@dataclass(frozen=True)
+class Essence:
+    """One stream of the input as a TAMS Flow would describe it."""
+
+    index: int
+    kind: str  # "video" or "audio"
+    codec: str  # MIME type (flow "codec")
+    essence_parameters: dict[str, Any]
+    time_base: Fraction
+    bit_rate: int | None  # bits per second, when the input says
+
+
+@dataclass
+class CutSegment:
+    """One segment of one stream: the MPEG-TS object's bytes and what TAMS records of it."""
+
+    stream: int
+    start_ns: int
+    end_ns: int
+    data: bytes
+    packets: int
+    key_frames: int
+    samples: int | None = None  # audio: samples in the segment
+
+
+@dataclass
+class _Pending:
+    packets: list[Any] = field(default_factory=list)
+    start: int | None = None  # pts of the first presented packet, in stream ticks
+
+    def add(self, packet: Any) -> None:
+        self.packets.append(packet)
+        if self.start is None or packet.pts < self.start:
+            self.start = packet.pts
+
+
+class Segmenter:
+    def __init__(self, source: str, target_ns: int = 2 * NS) -> None:
+        try:
+            self.container = av.open(source, options={"rw_timeout": "30000000"} if "://" in source else None)
+        except (av.FFmpegError, OSError) as exc:
+            raise MediaError(f"{source}: cannot read it as media ({exc})") from None
+        self.source = source
+        self.target_ns = target_ns
+        self.shift_ns = 0  # known once reading starts (segments())
+        self._first_ns = 0
+        self.essences = [e for e in (self._describe(s) for s in self.container.streams) if e is not None]
+        if not self.essences:
+            raise MediaError(f"{source}: no video or audio stream of a codec tamstore can segment")
+        self._streams = {e.index: self.container.streams[e.index] for e in self.essences}
+
+    def close(self) -> None:
+        self.container.close()
+
+    def first_ns(self) -> int:
+        """The earliest presentation time of the input's first packets, as the segments give it
+        (after ``shift_ns``), in nanoseconds: known once the first segment has been cut."""
+        return self._first_ns
+
+    def _describe(self, stream: Any) -> Essence | None:
+        kind = stream.type
+        codec = CODECS.get(stream.codec_context.name)
+        if kind not in ("video", "audio") or codec is None or stream.time_base is None:
+            return None
+        ctx = stream.codec_context
+        params: dict[str, Any]
+        if kind == "video":
+            params = {"frame_width": ctx.width, "frame_height": ctx.height}
+            rate = stream.average_rate or stream.guessed_rate
+            if rate:
+                params["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
+        else:
+            params = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
+        return Essence(stream.index, kind, codec, params, Fraction(stream.time_base), ctx.bit_rate or None)
+
+    def segments(self) -> Iterator[CutSegment]:
+        """Every segment of every stream, in the order they complete."""
+        pending = {i: _Pending() for i in self._streams}
+        kinds = {e.index: e.kind for e in self.essences}
+        last_end: dict[int, int] = {}
+        try:
+            for packet in self._shifted(self.container.demux(*self._streams.values())):
+                i = packet.stream.index
+                p = pending[i]
+                cut = p.start is not None and self._due(kinds[i], packet, p.start)
+                if cut:
+                    assert p.start is not None
+                    yield self._cut(i, p, packet.pts)
+                    pending[i] = p = _Pending()
+                p.add(packet)
+                end = packet.pts + (packet.duration or 0)
+                last_end[i] = max(last_end.get(i, end), end)
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.source}: cannot be read to the end ({exc})") from None
+        for i, p in pending.items():
+            if p.packets:
+                yield self._cut(i, p, last_end[i])
+
+    def _shifted(self, packets: Iterator[Any]) -> Iterator[Any]:
+        """The packets, all moved later by ``shift_ns`` when the input starts before zero.
+
+        Inputs often do: decoding starts before the first picture is shown (B-frames), and AAC
+        starts with priming samples. An MPEG-TS muxer moves negative timestamps to zero on its
+        own, which would put the first segment's object on another timeline than the next's; so
+        the whole input moves instead, by the smallest whole number of ``SHIFT_STEP``s that
+        makes every timestamp of its first packets non-negative, and the objects' timestamps are
+        the Flows' timeline exactly (no ``ts_offset``)."""
+        head: list[Any] = []
+        for packet in packets:
+            if packet.pts is None or packet.size == 0:
+                continue  # flushing packets carry nothing
+            head.append(packet)
+            if len(head) >= HEAD_PACKETS or {p.stream.index for p in head} >= set(self._streams):
+                break
+        lowest = min(
+            (to_ns(min(p.pts, p.dts if p.dts is not None else p.pts), Fraction(p.time_base)) for p in head),
+            default=0,
+        )
+        self.shift_ns = -(lowest // SHIFT_STEP) * SHIFT_STEP if lowest < 0 else 0
+        ticks = {i: self._ticks(s, self.shift_ns) for i, s in self._streams.items()}
+
+        def moved(packet: Any) -> Any:
+            shift = ticks[packet.stream.index]
+            if shift:
+                packet.pts += shift
+                if packet.dts is not None:
+                    packet.dts += shift
+            return packet
+
+        head = [moved(p) for p in head]
+        self._first_ns = min((to_ns(p.pts, Fraction(p.time_base)) for p in head), default=0)
+        yield from head
+        for packet in packets:
+            if packet.pts is not None and packet.size:
+                yield moved(packet)
+
+    def _ticks(self, stream: Any, ns: int) -> int:
+        base = Fraction(stream.time_base)
+        ticks = Fraction(ns, NS) / base
+        if ticks.denominator != 1:
+            raise MediaError(f"{self.source}: stream {stream.index}'s time base {base} cannot be shifted exactly")
+        return int(ticks)
+
+    def _due(self, kind: str, packet: Any, start: int) -> bool:
+        tb = Fraction(packet.time_base)
+        long_enough = to_ns(packet.pts, tb) - to_ns(start, tb) >= self.target_ns
+        return long_enough and (kind == "audio" or bool(packet.is_keyframe))
+
+    def _cut(self, index: int, pending: _Pending, end_pts: int) -> CutSegment:
+        stream: Any = self._streams[index]
+        tb = Fraction(stream.time_base)
+        assert pending.start is not None
+        data = remux_ts(stream, pending.packets)
+        samples = None
+        if stream.type == "audio":
+            frame = stream.codec_context.frame_size or 0
+            samples = frame * len(pending.packets) if frame else None
+        return CutSegment(
+            stream=index,
+            start_ns=to_ns(pending.start, tb),
+            end_ns=to_ns(end_pts, tb),
+            data=data,
+            packets=len(pending.packets),
+            key_frames=sum(1 for p in pending.packets if p.is_keyframe),
+            samples=samples,
+        )
+
+
+def remux_ts(stream: Any, packets: list[Any]) -> bytes:
+    """The packets of one stream as an MPEG-TS file of their own, timestamps as they are."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mpegts") as out:
+        target = out.add_stream_from_template(stream)
+        for packet in packets:
+            packet.stream = target
+            out.mux(packet)
+    return buffer.getvalue()

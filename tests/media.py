@@ -1,0 +1,71 @@
+"""Test media made in the run with PyAV: H.264 video whose frames carry their own number, and
+AAC audio, in any container FFmpeg writes. A decoded frame's number is read back from its
+picture, so a test can tell exactly which frames an export holds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import av
+
+WIDTH, HEIGHT, BITS, CELL = 320, 240, 12, 16  # the number: 12 black/white cells of 16x16 in the top rows
+
+
+def _picture(number: int) -> av.VideoFrame:
+    frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+    y = bytearray(b"\x80" * (frame.planes[0].line_size * HEIGHT))
+    stride = frame.planes[0].line_size
+    for bit in range(BITS):
+        value = 235 if number >> bit & 1 else 16
+        for row in range(CELL):
+            start = row * stride + bit * CELL
+            y[start : start + CELL] = bytes([value]) * CELL
+    frame.planes[0].update(bytes(y))
+    for plane in frame.planes[1:]:
+        plane.update(b"\x80" * (plane.line_size * plane.height))
+    return frame
+
+
+def frame_number(frame: av.VideoFrame) -> int:
+    """The number drawn into a decoded frame by ``make_media``."""
+    plane = frame.planes[0]
+    data = bytes(plane)
+    number = 0
+    for bit in range(BITS):
+        centre = (CELL // 2) * plane.line_size + bit * CELL + CELL // 2
+        if data[centre] > 128:
+            number |= 1 << bit
+    return number
+
+
+def make_media(path: Path, seconds: int = 20, fps: int = 25, audio: bool = True, gop: int = 25) -> Path:
+    """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
+    silence at 48 kHz, in the container ``path``'s extension names."""
+    out = av.open(str(path), "w")
+    video = out.add_stream("libx264", rate=fps)
+    video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
+    sound = None
+    if audio:
+        sound = out.add_stream("aac", rate=48000)
+        sound.layout = "stereo"
+    for i in range(seconds * fps):
+        picture = _picture(i)
+        picture.pts = i
+        for packet in video.encode(picture):
+            out.mux(packet)
+    for packet in video.encode():
+        out.mux(packet)
+    if sound is not None:
+        silence = bytes(1024 * 4)
+        for n in range(seconds * 48000 // 1024 + 1):
+            frame = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+            for plane in frame.planes:
+                plane.update(silence)
+            frame.sample_rate, frame.pts = 48000, n * 1024
+            for packet in sound.encode(frame):
+                out.mux(packet)
+        for packet in sound.encode():
+            out.mux(packet)
+    out.close()
+    return path
