@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -23,6 +24,17 @@ class LiveServer:
             self.env["TAMSTORE_DATABASE_URL"] = database_url
         self.proc: subprocess.Popen[bytes] | None = None
         self.stderr_text = ""
+
+    @classmethod
+    def serving(cls, settings: Any, **env: str) -> LiveServer:
+        """A server on the test's backends (its database and, for S3, its bucket)."""
+        if settings.s3_bucket:
+            env = {
+                "TAMSTORE_S3_BUCKET": settings.s3_bucket,
+                "TAMSTORE_S3_ENDPOINT_URL": settings.s3_endpoint_url,
+                **env,
+            }
+        return cls(settings.data_dir, settings.database_url, **env).start()
 
     @property
     def url(self) -> str:

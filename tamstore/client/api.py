@@ -49,7 +49,7 @@ class AsyncTamsClient:
         *,
         auth: httpx.Auth | None = None,
         timeout: float = 60.0,
-        retries: int = 6,
+        retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.server = server.rstrip("/")

@@ -1,0 +1,279 @@
+"""Media in and out (issue 18): ``tamstore ingest`` and ``tamstore export`` as a user runs them,
+against a real server on each backend pairing, with media made in the run (numbered H.264
+frames and AAC). Exports are decoded and every frame is checked by the number drawn into it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import av
+import pytest
+
+from tamstore.client import TamsApiError, TamsClient
+from tamstore.config import Settings
+from tamstore.domain.timerange import TimeRange
+from tamstore.testing import SpecSchemas
+from tests.live import LiveServer
+from tests.media import frame_number, make_media
+
+FRAMES = 500  # 20 s at 25 fps
+AUDIO_PACKETS = 939  # 20 s of 48 kHz AAC, 1,024 samples a packet, with priming
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_media(tmp_path_factory.mktemp("media") / "numbered.mp4")
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LiveServer]:
+    live = LiveServer.serving(settings)
+    yield live
+    live.stop()
+
+
+def tamstore(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tamstore", *args], capture_output=True, text=True, timeout=timeout, env=os.environ
+    )
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def ingest(server: LiveServer, media: Path, *extra: str) -> dict[str, Any]:
+    done = tamstore("ingest", str(media), "--server", server.url, "--json", *extra)
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def decoded(path: Path) -> tuple[list[int], list[int], int]:
+    """The frame numbers, their presentation times (in the stream's ticks) and the audio
+    samples of a media file."""
+    with av.open(str(path)) as c:
+        frames = list(c.decode(video=0))
+    with av.open(str(path)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0)) if any(s.type == "audio" for s in c.streams) else 0
+    return [frame_number(f) for f in frames], [int(f.pts) for f in frames], samples
+
+
+def test_ingest_describes_the_input_and_covers_it(server: LiveServer, media: Path, schemas: SpecSchemas) -> None:
+    ids = ingest(server, media)
+    assert ids["segments"] == 20 and ids["skipped"] == 0
+    with TamsClient(server.url) as tams:
+        multi = tams.get_flow(ids["flow_id"])
+        schemas.check("flow-get.json", multi)
+        assert multi["format"] == "urn:x-nmos:format:multi"
+        assert {m["id"] for m in multi["flow_collection"]} == set(ids["flows"].values())
+        video, audio = tams.get_flow(ids["flows"]["video"]), tams.get_flow(ids["flows"]["audio"])
+        for flow in (video, audio):
+            schemas.check("flow-get.json", flow)
+            assert flow["container"] == "video/mp2t" and flow["avg_bit_rate"] > 0
+        assert video["codec"] == "video/h264" and audio["codec"] == "audio/aac"
+        assert video["essence_parameters"] == {
+            "frame_width": 320,
+            "frame_height": 240,
+            "frame_rate": {"numerator": 25, "denominator": 1},
+        }
+        assert audio["essence_parameters"] == {"sample_rate": 48000, "channels": 2}
+        multi_source = tams.get_source(ids["source_id"])
+        schemas.check("source.json", multi_source)
+        assert {s["id"] for s in multi_source["source_collection"]} == set(ids["sources"].values())
+        for role, packets in (("video", FRAMES), ("audio", AUDIO_PACKETS)):
+            segments = list(tams.segments(ids["flows"][role]))
+            ranges = [TimeRange.from_str(s["timerange"]) for s in segments]
+            assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False)), role  # no gap, no overlap
+            assert len(segments) == 10
+            if role == "video":
+                assert all(s["key_frame_count"] >= 1 for s in segments)
+                assert ranges[0].start == 80_000_000 and ranges[-1].end == 20_080_000_000  # B-frame delay moved
+            else:
+                assert sum(s["sample_count"] for s in segments) == packets * 1024
+
+
+def test_export_of_all_and_of_a_range_holds_exactly_the_frames(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    ids = ingest(server, media)
+    for ext in ("ts", "mp4", "mkv"):
+        out = tmp_path / f"all.{ext}"
+        tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+        numbers, pts, samples = decoded(out)
+        assert numbers == list(range(FRAMES)), ext  # none dropped or doubled at the joins
+        assert samples == AUDIO_PACKETS * 1024, ext
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), ext
+    # [4 s, 8 s) overlaps the segments [2.08, 4.08), [4.08, 6.08) and [6.08, 8.08): frames 50-199
+    part = tmp_path / "part.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "--timerange", "[4:0_8:0)", "-o", str(part))
+    numbers, _, samples = decoded(part)
+    assert numbers == list(range(50, 200))
+    assert abs(samples - 6 * 48000) < 3 * 1024  # three audio segments: within a packet or so
+    video_only = tmp_path / "video.ts"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flows"]["video"], "-o", str(video_only))
+    assert decoded(video_only)[0] == list(range(FRAMES))
+
+
+def test_start_places_the_media_and_export_follows(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    ids = ingest(server, media, "--start", "1000:0", "--name", "placed")
+    with TamsClient(server.url) as tams:
+        first = next(iter(tams.segments(ids["flows"]["audio"])))
+        assert TimeRange.from_str(first["timerange"]).start == 1000 * 10**9  # audio starts first
+        video = list(tams.segments(ids["flows"]["video"]))
+        assert video[0]["ts_offset"] != "0:0"
+    out = tmp_path / "placed.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+    assert decoded(out)[0] == list(range(FRAMES))
+
+
+def test_running_again_skips_and_a_killed_ingest_completes(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    again = ingest(server, media)
+    assert again["segments"] == 20
+    assert ingest(server, media)["skipped"] == 20
+    # kill -9 part-way, then run again: complete, nothing twice
+    slow = make_media(tmp_path / "long.mp4", seconds=60)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamstore", "ingest", str(slow), "--server", server.url, "--jobs", "1"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    with TamsClient(server.url) as tams:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            flows = [f for f in tams.flows(label="long.mp4 (video)")]
+            if flows and len(list(tams.segments(flows[0]["id"]))) >= 5:
+                break
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        done = json.loads(tamstore("ingest", str(slow), "--server", server.url, "--json").stdout)
+        assert done["skipped"] >= 5 and done["skipped"] + done["segments"] == 60
+        for flow_id in done["flows"].values():
+            ranges = [TimeRange.from_str(s["timerange"]) for s in tams.segments(flow_id)]
+            assert len(ranges) == 30
+            assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+
+
+def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path, media: Path) -> None:
+    junk = tmp_path / "junk.mp4"
+    junk.write_bytes(b"not media at all" * 100)
+    for args in (
+        ["ingest", str(junk), "--server", server.url],
+        ["ingest", str(tmp_path / "missing.mp4"), "--server", server.url],
+        ["ingest", str(media), "--server", "http://127.0.0.1:9"],
+        ["export", "--server", server.url, "--flow-id", "0b5c3a57-3d24-4d6b-a7b0-2f8c6fd0e5a1", "-o", "x.mp4"],
+        ["ingest", str(media), "--server", server.url, "--segment-duration", "0"],
+    ):
+        done = tamstore(*args, check=False, timeout=120)
+        assert done.returncode != 0, args
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr[-2000:])
+
+
+def test_client_pages_retries_and_raises_with_the_error_body(server: LiveServer) -> None:
+    with TamsClient(server.url) as tams:
+        for i in range(7):
+            tams.put_flow(
+                {
+                    "id": f"00000000-0000-4000-8000-00000000000{i}",
+                    "source_id": f"00000000-0000-4000-8000-10000000000{i}",
+                    "format": "urn:x-nmos:format:data",
+                    "codec": "text/plain",
+                    "container": "text/plain",
+                    "essence_parameters": {},
+                }
+            )
+        assert len(list(tams.flows(limit=2))) >= 7  # four pages, followed through Link
+        with pytest.raises(TamsApiError) as caught:
+            tams.put_flow({"id": "00000000-0000-4000-8000-000000000000", "source_id": "x", "format": "nope"})
+        assert caught.value.status == 400 and caught.value.body["type"] and caught.value.summary
+        assert tams.get_flow("00000000-0000-4000-8000-0000000000ff") is None
+
+
+def test_client_retries_503_honouring_retry_after() -> None:
+    """A real server that is unavailable twice (503 with Retry-After), then answers."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    calls: list[float] = []
+
+    class Flaky(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            calls.append(time.monotonic())
+            status = 503 if len(calls) <= 2 else 200
+            body = b'{"type":"unavailable","summary":"busy","time":"x"}' if status == 503 else b"{}"
+            self.send_response(status)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            if status == 503:
+                self.send_header("retry-after", "1")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    http = ThreadingHTTPServer(("127.0.0.1", 0), Flaky)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        with TamsClient(f"http://127.0.0.1:{http.server_address[1]}") as tams:
+            assert tams.service() == {}
+        assert len(calls) == 3 and calls[1] - calls[0] >= 0.9  # waited as told
+    finally:
+        http.shutdown()
+
+
+def test_client_oauth2_fetches_and_renews_its_token(settings: Settings, tmp_path: Path) -> None:
+    from tamstore.auth import hash_secret
+    from tamstore.client import ClientCredentials
+
+    auth_file = tmp_path / "auth.toml"
+    auth_file.write_text(
+        f'[[clients]]\nclient_id = "ingest"\nclient_secret = "{hash_secret("s3")}"\n'
+        'scopes = ["tams-api/read", "tams-api/write"]\n'
+    )
+    live = LiveServer.serving(
+        settings, TAMSTORE_AUTH="bearer", TAMSTORE_AUTH_FILE=str(auth_file), TAMSTORE_TOKEN_LIFETIME="31"
+    )
+    try:
+        auth = ClientCredentials(live.url + "/x-tamstore/oauth2/token", "ingest", "s3")
+        with TamsClient(live.url, auth=auth) as tams:
+            assert list(tams.flows()) == []
+            first = auth._token
+            time.sleep(1.2)  # 31 s tokens are renewed 30 s before they expire: at once
+            assert list(tams.flows()) == []
+            assert auth._token != first
+        with pytest.raises(TamsApiError) as caught, TamsClient(live.url) as anonymous:
+            list(anonymous.flows())
+        assert caught.value.status == 401
+    finally:
+        live.stop()
+
+
+def test_readmes_media_commands_work_as_written(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """README's "Using it" path: ingest a file, export a clip (the server, file and id substituted)."""
+    import re
+    import shlex
+
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = next(b for b in re.findall(r"```sh\n(.*?)\n```", text, flags=re.S) if "tamstore ingest" in b)
+    ingest_line, export_line = block.splitlines()
+    (tmp_path / "programme.mp4").write_bytes(media.read_bytes())
+
+    def run(line: str) -> str:
+        args = shlex.split(line.replace("http://127.0.0.1:8000", server.url))
+        assert args[0] == "tamstore"
+        done = subprocess.run(
+            [sys.executable, "-m", "tamstore", *args[1:]], cwd=tmp_path, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    flow_id = re.search(r"multi-essence Flow (\S+)", run(ingest_line)).group(1)  # type: ignore[union-attr]
+    run(export_line.replace("FLOW_ID", flow_id))
+    # [10 s, 20 s) overlaps the video segments from [8.08, 10.08) to [18.08, 20.08): frames 200-499
+    assert decoded(tmp_path / "clip.mp4")[0] == list(range(200, 500))
