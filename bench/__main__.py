@@ -24,7 +24,7 @@ from typing import Any
 
 import httpx
 
-from bench import floor, hostile, loader
+from bench import floor, hostile, loader, media_io
 from tamstore.config import Settings
 from tamstore.domain.paging import PageRequest
 from tamstore.domain.tags import TagFilter
@@ -566,6 +566,21 @@ def bench_hostile(settings: Settings, which: str, reps: int, quick: bool, slow_c
         server.stop()
 
 
+def bench_media_io(settings: Settings, seconds: int) -> list[Row]:
+    """``tamstore ingest`` and ``export`` of generated H.264 + AAC against a served tamstore."""
+    from tests.media import make_media
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    source = make_media(
+        settings.data_dir.parent / "bench-input.mp4", seconds=seconds, width=640, height=360, noise=True
+    )
+    server = Server(settings)
+    try:
+        return media_io.bench_ingest_export(server.url, source, settings.data_dir.parent)
+    finally:
+        server.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -578,7 +593,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
     p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
     p.add_argument(
-        "--only", default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics,auth,slowloris"
+        "--only",
+        default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics,ingest,auth,slowloris",
     )
     p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
@@ -618,6 +634,7 @@ def main(argv: list[str] | None = None) -> int:
             ("s3pages", lambda: bench_presigned_pages(scratch, args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
+            ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
             ("auth", lambda: bench_hostile(fresh(), "auth", args.reps, args.quick)),
             ("slowloris", lambda: bench_hostile(fresh(), "slowloris", args.reps, args.quick, args.slow_clients)),
         ]:

@@ -4,6 +4,7 @@ picture, so a test can tell exactly which frames an export holds."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import av
@@ -11,9 +12,14 @@ import av
 WIDTH, HEIGHT, BITS, CELL = 320, 240, 12, 16  # the number: 12 black/white cells of 16x16 in the top rows
 
 
-def _picture(number: int) -> av.VideoFrame:
-    frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
-    y = bytearray(b"\x80" * (frame.planes[0].line_size * HEIGHT))
+def _picture(number: int, width: int = WIDTH, height: int = HEIGHT, noise: bytes = b"") -> av.VideoFrame:
+    frame = av.VideoFrame(width, height, "yuv420p")
+    size = frame.planes[0].line_size * height
+    if noise:  # a different stretch of noise each frame: a bit rate like real pictures'
+        at = (number * 7919) % (len(noise) - size)
+        y = bytearray(noise[at : at + size])
+    else:
+        y = bytearray(b"\x80" * size)
     stride = frame.planes[0].line_size
     for bit in range(BITS):
         value = 235 if number >> bit & 1 else 16
@@ -38,19 +44,30 @@ def frame_number(frame: av.VideoFrame) -> int:
     return number
 
 
-def make_media(path: Path, seconds: int = 20, fps: int = 25, audio: bool = True, gop: int = 25) -> Path:
+def make_media(
+    path: Path,
+    seconds: int = 20,
+    fps: int = 25,
+    audio: bool = True,
+    gop: int = 25,
+    width: int = WIDTH,
+    height: int = HEIGHT,
+    noise: bool = False,
+) -> Path:
     """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
-    silence at 48 kHz, in the container ``path``'s extension names."""
+    silence at 48 kHz, in the container ``path``'s extension names. ``noise`` fills the pictures
+    with noise, for a realistic bit rate (benchmarks)."""
+    grain = os.urandom(width * height * 2) if noise else b""
     out = av.open(str(path), "w")
     video = out.add_stream("libx264", rate=fps)
-    video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "yuv420p"
+    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
     video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
     sound = None
     if audio:
         sound = out.add_stream("aac", rate=48000)
         sound.layout = "stereo"
     for i in range(seconds * fps):
-        picture = _picture(i)
+        picture = _picture(i, width, height, grain)
         picture.pts = i
         for packet in video.encode(picture):
             out.mux(packet)

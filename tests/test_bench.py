@@ -37,6 +37,8 @@ def test_bench_quick_runs_every_scenario(tmp_path: Path) -> None:
         "presigned=true",
         "webhook deliveries",
         "analytics",
+        "ingest",
+        "export",
         "valid Basic requests/s",
         "slow-header clients",
     ]

@@ -1,0 +1,91 @@
+"""Benchmarks of ``tamstore ingest`` and ``tamstore export`` beside their floor: the same remux
+done by PyAV to local files, with no server (the segmenter writing its segments to disk, and a
+plain remux of the input to one output file)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import av
+
+from tamstore.client import AsyncTamsClient
+from tamstore.media.export import export
+from tamstore.media.ingest import IngestOptions, ingest
+from tamstore.media.segmenter import Segmenter
+
+__all__ = ["bench_ingest_export"]
+
+Row = tuple[str, str, str, str]
+
+
+def _segment_to_files(source: Path, out: Path) -> tuple[float, int, int]:
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    segmenter = Segmenter(str(source))
+    count = size = 0
+    try:
+        for cut in segmenter.segments():
+            (out / f"{count}.ts").write_bytes(cut.data)
+            count, size = count + 1, size + len(cut.data)
+    finally:
+        segmenter.close()
+    return time.perf_counter() - t0, count, size
+
+
+def _concatenate(segments: Path, target: Path) -> float:
+    """The segment files remuxed into one file: what an export does, without HTTP or a server."""
+    t0 = time.perf_counter()
+    files = sorted(segments.glob("*.ts"), key=lambda f: int(f.stem))
+    with av.open(str(target), "w") as dst:
+        streams: dict[str, object] = {}
+        pending = []
+        for f in files:
+            src = av.open(str(f))
+            stream = src.streams[0]
+            if stream.type not in streams:
+                streams[stream.type] = dst.add_stream_from_template(stream)
+            pending.append((src, stream))
+        for src, stream in pending:
+            for packet in src.demux(stream):
+                if packet.size:
+                    packet.stream = streams[stream.type]
+                    dst.mux(packet)
+            src.close()
+    return time.perf_counter() - t0
+
+
+def bench_ingest_export(url: str, source: Path, scratch: Path) -> list[Row]:
+    size = source.stat().st_size
+    floor_ingest, segments, segment_bytes = _segment_to_files(source, scratch / "floor-segments")
+    floor_export = _concatenate(scratch / "floor-segments", scratch / "floor.mp4")
+
+    async def run() -> tuple[float, float, str]:
+        async with AsyncTamsClient(url) as client:
+            t0 = time.perf_counter()
+            result = await ingest(client, str(source), IngestOptions(name=f"bench-{time.time_ns()}"))
+            t1 = time.perf_counter()
+            await export(client, result.flow_id, scratch / "export.mp4")
+            return t1 - t0, time.perf_counter() - t1, result.flow_id
+
+    ingest_s, export_s, _ = asyncio.run(run())
+    mb = size / 1e6
+
+    def rate(seconds: float) -> str:
+        return f"{mb / seconds:.1f} MB/s, {segments / seconds:.0f} seg/s"
+
+    return [
+        (
+            f"ingest {mb:.0f} MB, {segments} segments (floor: PyAV segmenting to files)",
+            rate(ingest_s),
+            rate(floor_ingest),
+            f"{floor_ingest / ingest_s:.2f} of floor",
+        ),
+        (
+            f"export {mb:.0f} MB to .mp4 (floor: PyAV remux of the segment files into one)",
+            rate(export_s),
+            rate(floor_export),
+            f"{floor_export / export_s:.2f} of floor",
+        ),
+    ]
