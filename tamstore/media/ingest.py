@@ -30,6 +30,7 @@ from tamstore.media.segmenter import NS, CutSegment, Essence, Segmenter
 __all__ = ["IngestOptions", "IngestResult", "Progress", "ingest", "ingest_ids"]
 
 REGISTER_BATCH = 20  # segments registered per POST
+ALLOCATE_BATCH = 16  # Objects allocated per request
 
 
 @dataclass(frozen=True)
@@ -203,6 +204,8 @@ class _Uploader:
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready: dict[str, list[dict[str, Any]]] = {}
         self.failure: BaseException | None = None
+        self.allocated: dict[str, list[dict[str, Any]]] = {}
+        self.allocating: dict[str, asyncio.Lock] = {}
 
     async def add(self, flow_id: str, cut: CutSegment, offset: int) -> None:
         if self.failure is not None:
@@ -218,8 +221,17 @@ class _Uploader:
         if not task.cancelled() and task.exception() is not None and self.failure is None:
             self.failure = task.exception()
 
+    async def _object(self, flow_id: str) -> dict[str, Any]:
+        """An allocated Object of the Flow, ``ALLOCATE_BATCH`` asked for at a time (any left over
+        at the end are collected by the server as never used)."""
+        async with self.allocating.setdefault(flow_id, asyncio.Lock()):
+            pool = self.allocated.setdefault(flow_id, [])
+            if not pool:
+                pool.extend(await self.client.allocate(flow_id, ALLOCATE_BATCH))
+            return pool.pop(0)
+
     async def _one(self, flow_id: str, cut: CutSegment, offset: int) -> None:
-        [obj] = await self.client.allocate(flow_id, 1)
+        obj = await self._object(flow_id)
         await self.client.upload(obj["put_url"], cut.data)
         segment: dict[str, Any] = {
             "object_id": obj["object_id"],
