@@ -86,3 +86,30 @@ def make_media(
             out.mux(packet)
     out.close()
     return path
+
+
+def make_hls(directory: Path, seconds: int = 8) -> list[str]:
+    """An HLS rendition of ``make_media`` (1 s MPEG-TS segments) in ``directory``; returns the
+    finished playlist's lines (``index.m3u8`` is written with all of them)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    source = make_media(directory / "source.mp4", seconds=seconds)
+    playlist = directory / "index.m3u8"
+    options = {"hls_time": "1", "hls_list_size": "0", "hls_segment_filename": str(directory / "seg%03d.ts")}
+    with av.open(str(source)) as src, av.open(str(playlist), "w", format="hls", options=options) as out:
+        streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+        for packet in src.demux():
+            if packet.dts is not None:
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+    return playlist.read_text().splitlines()
+
+
+def write_live_playlist(directory: Path, lines: list[str], segments: int, ended: bool = False) -> Path:
+    """``live.m3u8``: the first ``segments`` entries of a finished playlist, as a live one that
+    is still growing (no EXT-X-ENDLIST) unless ``ended``; replaced atomically."""
+    head = [line for line in lines if line.startswith("#") and not line.startswith(("#EXTINF", "#EXT-X-ENDLIST"))]
+    entries = [(lines[i], lines[i + 1]) for i, line in enumerate(lines) if line.startswith("#EXTINF")]
+    body = head + [line for entry in entries[:segments] for line in entry] + (["#EXT-X-ENDLIST"] if ended else [])
+    scratch = directory / "live.m3u8.tmp"
+    scratch.write_text("\n".join(body) + "\n")
+    return scratch.replace(directory / "live.m3u8")

@@ -277,3 +277,59 @@ def test_readmes_media_commands_work_as_written(server: LiveServer, media: Path,
     run(export_line.replace("FLOW_ID", flow_id))
     # [10 s, 20 s) overlaps the video segments from [8.08, 10.08) to [18.08, 20.08): frames 200-499
     assert decoded(tmp_path / "clip.mp4")[0] == list(range(200, 500))
+
+
+def _follow(server: LiveServer, playlist: Path) -> subprocess.Popen[str]:
+    args = ["ingest", str(playlist), "--server", server.url, "--follow", "--json", "--segment-duration", "1"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "tamstore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _contiguous(server: LiveServer, flow_id: str) -> list[TimeRange]:
+    with TamsClient(server.url) as tams:
+        ranges = [TimeRange.from_str(s["timerange"]) for s in tams.segments(flow_id)]
+    assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+    return ranges
+
+
+def test_an_hls_playlist_and_a_live_one_followed_to_its_end(server: LiveServer, tmp_path: Path) -> None:
+    from tests.media import make_hls, write_live_playlist
+
+    lines = make_hls(tmp_path / "hls", seconds=8)
+    finished = ingest(server, tmp_path / "hls" / "index.m3u8", "--segment-duration", "1")
+    assert len(_contiguous(server, finished["flows"]["video"])) == 8
+    live = write_live_playlist(tmp_path / "hls", lines, 3)
+    proc = _follow(server, live)
+    for n in range(4, 9):  # the playlist grows while the ingest follows it
+        time.sleep(0.7)
+        write_live_playlist(tmp_path / "hls", lines, n)
+    time.sleep(0.7)
+    write_live_playlist(tmp_path / "hls", lines, 8, ended=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    ids = json.loads(out)
+    assert len(_contiguous(server, ids["flows"]["video"])) == 8
+    clip = tmp_path / "live.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(clip))
+    assert decoded(clip)[0] == list(range(200))
+
+
+def test_ctrl_c_ends_a_followed_input_cleanly(server: LiveServer, tmp_path: Path) -> None:
+    from tests.media import make_hls, write_live_playlist
+
+    lines = make_hls(tmp_path / "hls", seconds=8)
+    live = write_live_playlist(tmp_path / "hls", lines, 4)  # never ends
+    proc = _follow(server, live)
+    with TamsClient(server.url) as tams:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            flows = list(tams.flows(label="live.m3u8 (video)"))
+            if flows and list(tams.segments(flows[0]["id"])):
+                break
+            time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    ids = json.loads(out)
+    assert len(_contiguous(server, ids["flows"]["video"])) >= 3  # what was read is all registered

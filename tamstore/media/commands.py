@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -104,6 +105,11 @@ class _Reporter:
 @click.option("--jobs", default=4, show_default=True, help="Segments uploaded at the same time.")
 @click.option("--name", help="What the Flow and Source ids are derived from (default: the input's path or URL).")
 @click.option("--label", help="Label of the Flows (default: the input's file name).")
+@click.option(
+    "--follow",
+    is_flag=True,
+    help="Live input (a growing HLS playlist or MPEG-TS file): read on until it ends or Ctrl-C.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the created ids as JSON, no progress.")
 def ingest_command(
     source: str,
@@ -112,6 +118,7 @@ def ingest_command(
     jobs: int,
     name: str | None,
     label: str | None,
+    follow: bool,
     as_json: bool,
     **values: Any,
 ) -> None:
@@ -134,13 +141,18 @@ def ingest_command(
     except InvalidTimeRange as exc:
         _fail(f"--start: {exc}")
     options = IngestOptions(
-        segment_ns=int(seconds * 1_000_000_000), start_ns=start_ns, jobs=jobs, name=name, label=label
+        segment_ns=int(seconds * 1_000_000_000), start_ns=start_ns, jobs=jobs, name=name, label=label, follow=follow
     )
     reporter = _Reporter(quiet=as_json)
 
     async def job() -> Any:
+        # Ctrl-C (or a TERM) ends the input where it is: what is in hand is still registered.
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         async with _client(values) as client:
-            return await ingest(client, source, options, reporter)
+            return await ingest(client, source, options, reporter, stop)
 
     result = _run(job)
     p = result.progress

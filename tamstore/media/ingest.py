@@ -40,6 +40,7 @@ class IngestOptions:
     jobs: int = 4
     name: str | None = None  # what the ids are derived from (default: the input's path or URL)
     label: str | None = None
+    follow: bool = False  # live input: read on until it ends or ``stop`` is set
 
 
 @dataclass
@@ -100,12 +101,17 @@ async def ingest(
     source: str,
     options: IngestOptions,
     report: Callable[[Progress], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> IngestResult:
-    segmenter = await asyncio.to_thread(Segmenter, source, options.segment_ns)
+    """Ingest ``source``. Setting ``stop`` (Ctrl-C) ends the input where it is: the segments in
+    hand are cut, uploaded and registered, and the result is returned as for a finished input."""
+    segmenter = await asyncio.to_thread(Segmenter, source, options.segment_ns, follow=options.follow)
+    stop = stop or asyncio.Event()
     try:
-        return await _ingest(client, segmenter, source, options, report)
+        return await _ingest(client, segmenter, source, options, report, stop)
     finally:
-        segmenter.close()
+        if not stop.is_set():  # stopped, its reader may still be blocked in it: left to exit
+            segmenter.close()
 
 
 async def _ingest(
@@ -114,6 +120,7 @@ async def _ingest(
     source: str,
     options: IngestOptions,
     report: Callable[[Progress], None] | None,
+    stop: asyncio.Event,
 ) -> IngestResult:
     roles = _roles(segmenter.essences)
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
@@ -139,8 +146,9 @@ async def _ingest(
     }
     progress = Progress()
     offset: int | None = None
-    uploader = _Uploader(client, options.jobs, progress, report)
-    async for cut in _cuts(segmenter):
+    # Live input is registered segment by segment, so that it can be watched as it arrives.
+    uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
+    async for cut in _cuts(segmenter, stop):
         if offset is None:  # the first packets have been read: the input's start is known
             offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
         flow_id = flow_ids[roles[cut.stream]]
@@ -162,44 +170,64 @@ async def _registered(client: AsyncTamsClient, flow_id: str) -> list[TimeRange]:
     return [TimeRange.from_str(s["timerange"]) async for s in client.segments(flow_id, presigned="false")]
 
 
-async def _cuts(segmenter: Segmenter) -> Any:
+async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> Any:
     """The segmenter's output, produced in a thread and handed to the loop through a bounded
-    queue (so reading the input never runs far ahead of the uploads)."""
+    queue (so reading the input never runs far ahead of the uploads). When ``stop`` is set, the
+    segments already cut are still handed over and then the input ends there: the reading
+    thread (a daemon: a live input may hold it in FFmpeg until the next playlist reload) is told
+    to stop and not waited for."""
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[CutSegment | BaseException | None] = asyncio.Queue(maxsize=8)
-    stop = threading.Event()
 
     def produce() -> None:
         try:
             for cut in segmenter.segments():
-                if stop.is_set():
-                    return
                 asyncio.run_coroutine_threadsafe(queue.put(cut), loop).result()
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
         except BaseException as exc:  # handed to the loop, raised there
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(BaseException):
                 asyncio.run_coroutine_threadsafe(queue.put(exc), loop).result()
 
-    producer = asyncio.create_task(asyncio.to_thread(produce))
+    reader = threading.Thread(target=produce, name="tamstore-ingest-reader", daemon=True)
+    reader.start()
+    stopping = asyncio.ensure_future(stop.wait())
     try:
-        while (item := await queue.get()) is not None:
+        while True:
+            if stop.is_set() and queue.empty():
+                break
+            getting = asyncio.ensure_future(queue.get())
+            await asyncio.wait({getting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                segmenter.stopped.set()
+                continue
+            item = getting.result()
+            if item is None:
+                break
             if isinstance(item, BaseException):
                 raise item
             yield item
     finally:
-        stop.set()
-        while not queue.empty():
+        stopping.cancel()
+        segmenter.stopped.set()
+        while not queue.empty():  # unblock a reader waiting to hand over one more
             queue.get_nowait()
-        await producer
+        if not stop.is_set():
+            await asyncio.to_thread(reader.join)
 
 
 class _Uploader:
     """Uploads ``jobs`` segments at once; registers each Flow's uploaded segments in batches."""
 
     def __init__(
-        self, client: AsyncTamsClient, jobs: int, progress: Progress, report: Callable[[Progress], None] | None
+        self,
+        client: AsyncTamsClient,
+        jobs: int,
+        progress: Progress,
+        report: Callable[[Progress], None] | None,
+        batch: int,
     ) -> None:
-        self.client, self.progress, self.report = client, progress, report
+        self.client, self.progress, self.report, self.batch = client, progress, report, batch
         self.slots = asyncio.Semaphore(jobs)
         self.tasks: set[asyncio.Task[None]] = set()
         self.ready: dict[str, list[dict[str, Any]]] = {}
@@ -247,7 +275,7 @@ class _Uploader:
         batch.append(segment)
         self.progress.segments += 1
         self.progress.bytes += len(cut.data)
-        if len(batch) >= REGISTER_BATCH:
+        if len(batch) >= self.batch:
             self.ready[flow_id] = []
             await self._register(flow_id, batch)
         if self.report is not None:

@@ -15,6 +15,7 @@ This is CPU work: callers run it in a thread (``ingest`` does), never on an even
 from __future__ import annotations
 
 import io
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -87,11 +88,19 @@ class _Pending:
 
 
 class Segmenter:
-    def __init__(self, source: str, target_ns: int = 2 * NS) -> None:
+    def __init__(self, source: str, target_ns: int = 2 * NS, *, follow: bool = False) -> None:
+        options: dict[str, str] = {}
+        if "://" in source:
+            options["rw_timeout"] = "30000000"  # microseconds: a stalled server is an error, not a hang
+        if follow:
+            # A live HLS playlist is read from its first segment, and reloaded until it ends
+            # (EXT-X-ENDLIST); a growing file (MPEG-TS) is read on as it grows, until stopped.
+            options.update({"live_start_index": "0"} if ".m3u8" in source else {"follow": "1"})
         try:
-            self.container = av.open(source, options={"rw_timeout": "30000000"} if "://" in source else None)
+            self.container = av.open(source, options=options or None)
         except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"{source}: cannot read it as media ({exc})") from None
+        self.stopped = threading.Event()  # set to end the input here, the segments in hand cut
         self.source = source
         self.target_ns = target_ns
         self.shift_ns = 0  # known once reading starts (segments())
@@ -132,6 +141,8 @@ class Segmenter:
         last_end: dict[int, int] = {}
         try:
             for packet in self._shifted(self.container.demux(*self._streams.values())):
+                if self.stopped.is_set():
+                    break
                 i = packet.stream.index
                 p = pending[i]
                 cut = p.start is not None and self._due(kinds[i], packet, p.start)
