@@ -333,3 +333,60 @@ def test_ctrl_c_ends_a_followed_input_cleanly(server: LiveServer, tmp_path: Path
     assert proc.returncode == 0, err
     ids = json.loads(out)
     assert len(_contiguous(server, ids["flows"]["video"])) >= 3  # what was read is all registered
+
+
+def test_export_of_a_flow_made_by_reference(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """An edit that reuses another Flow's Objects, placed at 100 s with ts_offset (as BBC's
+    simple_edit makes them), exports the frames those Objects hold."""
+    ids = ingest(server, media)
+    with TamsClient(server.url) as tams:
+        source = tams.get_flow(ids["flows"]["video"])
+        edit = {**{k: source[k] for k in ("format", "codec", "container", "essence_parameters")}}
+        edit.update(id="0d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10", source_id="5d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10")
+        tams.put_flow(edit)
+        used = list(tams.segments(ids["flows"]["video"]))[2:5]  # [4.08 s, 10.08 s): frames 100-249
+        offset = 100 * 10**9 - TimeRange.from_str(used[0]["timerange"]).start
+        placed = []
+        for seg in used:
+            tr = TimeRange.from_str(seg["timerange"])
+            assert tr.start is not None and tr.end is not None
+            placed.append(
+                {
+                    "object_id": seg["object_id"],
+                    "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
+                    "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
+                }
+            )
+        assert tams.post_segments(edit["id"], placed) == []
+    out = tmp_path / "edit.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", edit["id"], "-o", str(out))
+    numbers, pts, _ = decoded(out)
+    assert numbers == list(range(100, 250))
+
+
+def test_an_ingest_that_would_overlap_is_refused_in_one_line(server: LiveServer, media: Path) -> None:
+    ingest(server, media, "--name", "clash")
+    done = tamstore(
+        "ingest", str(media), "--server", server.url, "--name", "clash", "--segment-duration", "3", check=False
+    )
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "overlap" in lines[0], done.stderr[-2000:]
+
+
+def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    ids = ingest(server, media)
+    disk = tmp_path / "small"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        done = tamstore(
+            "export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(disk / "out.ts"), check=False
+        )
+        assert done.returncode != 0
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -83,7 +83,7 @@ class _Reporter:
 
     def __init__(self, quiet: bool) -> None:
         self.quiet, self.tty = quiet, sys.stderr.isatty()
-        self.last = 0.0
+        self.last = time.monotonic()  # the first line after a few seconds: short runs stay quiet
 
     def __call__(self, p: Any) -> None:
         now = time.monotonic()
@@ -92,6 +92,8 @@ class _Reporter:
         self.last = now
         rate = p.bytes / p.elapsed / 1e6 if p.elapsed > 0 else 0.0
         line = f"{p.segments} segments, {p.bytes / 1e6:.1f} MB, {rate:.1f} MB/s, {p.skipped} already there"
+        if p.eta is not None:
+            line += f", {100 * p.done_ns // p.total_ns}% done, {p.eta:.0f} s to go"
         click.echo(("\r" + line) if self.tty else line, err=True, nl=not self.tty)
 
 

@@ -49,10 +49,19 @@ class Progress:
     skipped: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    done_ns: int = 0  # media time ingested (or found already there), of ...
+    total_ns: int | None = None  # ... the input's duration, when it says
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds to go, at the pace so far (None: unknown)."""
+        if not self.total_ns or not self.done_ns:
+            return None
+        return self.elapsed * max(0, self.total_ns - self.done_ns) / self.done_ns
 
 
 @dataclass
@@ -144,7 +153,7 @@ async def _ingest(
         e.index: {(s.start, s.end) for s in await _registered(client, flow_ids[roles[e.index]])}
         for e in segmenter.essences
     }
-    progress = Progress()
+    progress = Progress(total_ns=segmenter.duration_ns())
     offset: int | None = None
     # Live input is registered segment by segment, so that it can be watched as it arrives.
     uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
@@ -152,6 +161,7 @@ async def _ingest(
         if offset is None:  # the first packets have been read: the input's start is known
             offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
         flow_id = flow_ids[roles[cut.stream]]
+        progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
         if (cut.start_ns + offset, cut.end_ns + offset) in registered[cut.stream]:
             progress.skipped += 1
             continue

@@ -113,6 +113,11 @@ class Segmenter:
     def close(self) -> None:
         self.container.close()
 
+    def duration_ns(self) -> int | None:
+        """The input's duration, when the container says (not for live input)."""
+        duration = self.container.duration  # microseconds (AV_TIME_BASE)
+        return int(duration) * 1000 if duration else None
+
     def first_ns(self) -> int:
         """The earliest presentation time of the input's first packets, as the segments give it
         (after ``shift_ns``), in nanoseconds: known once the first segment has been cut."""
