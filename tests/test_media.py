@@ -390,3 +390,14 @@ def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_client_object_instances(server: LiveServer, media: Path) -> None:
+    ids = ingest(server, media, "--name", "instances")
+    with TamsClient(server.url) as tams:
+        object_id = next(iter(tams.segments(ids["flows"]["video"])))["object_id"]
+        tams.add_instance(object_id, {"url": "https://cdn.example/copy.ts", "label": "cdn"})
+        labels = {u.get("label") for u in tams.get_object(object_id)["get_urls"]}
+        assert "cdn" in labels
+        tams.delete_instance(object_id, label="cdn")
+        assert "cdn" not in {u.get("label") for u in tams.get_object(object_id)["get_urls"]}

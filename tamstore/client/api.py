@@ -175,6 +175,15 @@ class AsyncTamsClient:
     async def get_object(self, object_id: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/objects/{object_id}")  # type: ignore[no-any-return]
 
+    async def add_instance(self, object_id: str, instance: dict[str, Any]) -> None:
+        """Another place for an Object's bytes: ``{"storage_id": ...}`` (the server copies) or
+        ``{"url": ..., "label": ...}`` (an uncontrolled copy the client made)."""
+        await self.request("POST", f"/objects/{object_id}/instances", json=instance)
+
+    async def delete_instance(self, object_id: str, *, storage_id: str | None = None, label: str | None = None) -> None:
+        params = {"storage_id": storage_id} if storage_id else {"label": label}
+        await self.request("DELETE", f"/objects/{object_id}/instances", params=params)
+
     # -- webhooks ------------------------------------------------------------------------------
 
     async def webhooks(self) -> AsyncIterator[dict[str, Any]]:
