@@ -401,3 +401,13 @@ def test_client_object_instances(server: LiveServer, media: Path) -> None:
         assert "cdn" in labels
         tams.delete_instance(object_id, label="cdn")
         assert "cdn" not in {u.get("label") for u in tams.get_object(object_id)["get_urls"]}
+
+
+def test_readmes_client_example_runs(server: LiveServer, media: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import re
+
+    ingest(server, media, "--name", "readme-client")
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)\n```", text, flags=re.S)
+    exec(compile(example.replace("http://127.0.0.1:8000", server.url), "README.md", "exec"), {})
+    assert "numbered.mp4 (video)" in capsys.readouterr().out
