@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,15 +157,18 @@ async def _ingest(
     offset: int | None = None
     # Live input is registered segment by segment, so that it can be watched as it arrives.
     uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
-    async for cut in _cuts(segmenter, stop):
-        if offset is None:  # the first packets have been read: the input's start is known
-            offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
-        flow_id = flow_ids[roles[cut.stream]]
-        progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
-        if (cut.start_ns + offset, cut.end_ns + offset) in registered[cut.stream]:
-            progress.skipped += 1
-            continue
-        await uploader.add(flow_id, cut, offset)
+    # aclosing: on any failure the reader is stopped and waited for here, before the caller
+    # closes the input it reads from.
+    async with contextlib.aclosing(_cuts(segmenter, stop)) as cuts, uploader:
+        async for cut in cuts:
+            if offset is None:  # the first packets have been read: the input's start is known
+                offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
+            flow_id = flow_ids[roles[cut.stream]]
+            progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
+            if (cut.start_ns + offset, cut.end_ns + offset) in registered[cut.stream]:
+                progress.skipped += 1
+                continue
+            await uploader.add(flow_id, cut, offset)
     await uploader.finish()
     return IngestResult(
         source_ids["multi"],
@@ -180,7 +183,7 @@ async def _registered(client: AsyncTamsClient, flow_id: str) -> list[TimeRange]:
     return [TimeRange.from_str(s["timerange"]) async for s in client.segments(flow_id, presigned="false")]
 
 
-async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> Any:
+async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> AsyncGenerator[CutSegment, None]:
     """The segmenter's output, produced in a thread and handed to the loop through a bounded
     queue (so reading the input never runs far ahead of the uploads). When ``stop`` is set, the
     segments already cut are still handed over and then the input ends there: the reading
@@ -297,6 +300,17 @@ class _Uploader:
             first = failed[0]
             summary = first.get("error", {}).get("summary", "refused")
             raise RuntimeError(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
+
+    async def __aenter__(self) -> _Uploader:
+        return self
+
+    async def __aexit__(self, kind: object, *rest: object) -> None:
+        """On a failure, uploads still in flight are cancelled (their Objects stay unregistered,
+        for the server to collect)."""
+        if kind is not None:
+            for task in list(self.tasks):
+                task.cancel()
+            await asyncio.gather(*list(self.tasks), return_exceptions=True)
 
     async def finish(self) -> None:
         while self.tasks:
