@@ -15,6 +15,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
+from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
@@ -41,13 +42,44 @@ async def _addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-async def _allowed_address(url: str, policy: TargetPolicy) -> str:
-    """The address to connect to for ``url``; TargetRefused when any it resolves to is refused
-    (all of them: a name with one public and one private address could be steered to either)."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise TargetRefused("only absolute http(s) URLs are webhook targets")
-    addresses = await _addresses(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+@dataclass(frozen=True)
+class _Target:
+    scheme: str
+    host: str
+    port: int | None
+    userinfo: str
+    hostport: str  # as written in the URL: what the Host header says
+
+    @classmethod
+    def parse(cls, url: str) -> _Target:
+        """The parts a delivery needs; TargetRefused for anything but an absolute http(s) URL
+        with a host and a valid port."""
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname, parts.port  # .port raises for a port out of range
+        except ValueError:
+            host = port = None
+        if parts.scheme not in ("http", "https") or not host:
+            raise TargetRefused("a webhook url must be an absolute http(s) URL with a host")
+        userinfo, _, hostport = parts.netloc.rpartition("@")
+        return cls(parts.scheme, host, port, userinfo, hostport)
+
+    def pinned(self, url: str, address: str) -> str:
+        """``url`` with its host replaced by ``address`` (the one checked)."""
+        parts = urlsplit(url)
+        netloc = f"[{address}]" if ":" in address else address
+        if self.port:
+            netloc += f":{self.port}"
+        if self.userinfo:
+            netloc = f"{self.userinfo}@{netloc}"
+        return urlunsplit((self.scheme, netloc, parts.path or "/", parts.query, ""))
+
+
+async def _allowed_address(target: _Target, policy: TargetPolicy) -> str:
+    """The address to connect to for ``target``; TargetRefused when any it resolves to is
+    refused (all of them: a name with one public and one private address could be steered to
+    either)."""
+    addresses = await _addresses(target.host, target.port or (443 if target.scheme == "https" else 80))
     if not addresses:
         raise TargetRefused("the host name has no address")
     for address in addresses:
@@ -58,10 +90,11 @@ async def _allowed_address(url: str, policy: TargetPolicy) -> str:
 
 
 async def check_target(url: str, policy: TargetPolicy) -> None:
-    """At registration: BadRequest when the URL's host is, or now resolves to, a refused
-    address. A name that does not resolve yet is accepted: it is checked again at each delivery."""
+    """At registration: BadRequest when the URL is not an http(s) URL, or its host is (or now
+    resolves to) a refused address. A name that does not resolve yet is accepted: it is
+    checked again at each delivery."""
     try:
-        await _allowed_address(url, policy)
+        await _allowed_address(_Target.parse(url), policy)
     except TargetRefused as exc:
         raise BadRequest(f"webhook url refused: {exc}") from None
     except OSError:
@@ -81,26 +114,20 @@ class OutboundClient:
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str]:
         try:
-            address = await _allowed_address(url, self.policy)
+            target = _Target.parse(url)
+            address = await _allowed_address(target, self.policy)
         except TargetRefused as exc:
             return False, str(exc)
         except OSError as exc:
             log.info("webhook target %s does not resolve: %s", urlsplit(url).hostname, exc)
             return False, "the URL's host name does not resolve"
-        parts = urlsplit(url)
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        netloc = f"[{address}]" if ":" in address else address
-        if parts.port:
-            netloc += f":{parts.port}"
-        if userinfo:
-            netloc = f"{userinfo}@{netloc}"
-        pinned = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
-        headers = {**headers, "host": hostport}
-        extensions = {"sni_hostname": parts.hostname} if parts.scheme == "https" else {}
+        pinned = target.pinned(url, address)
+        headers = {**headers, "host": target.hostport}
+        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         try:
             r = await self.client.post(pinned, content=body, headers=headers, extensions=extensions)
         except httpx.HTTPError as exc:
-            log.info("webhook delivery to %s failed: %s: %s", parts.hostname, type(exc).__name__, exc)
+            log.info("webhook delivery to %s failed: %s: %s", target.host, type(exc).__name__, exc)
             return False, "no answer from the receiver (connection failed or timed out)"
         if 200 <= r.status_code < 300:
             return True, ""

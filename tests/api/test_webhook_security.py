@@ -184,3 +184,17 @@ async def test_headers_http_cannot_carry_are_refused(
     hook = (await client.post("/service/webhooks", json=hook_body(receiver.url))).json()
     r = await client.put(f"/service/webhooks/{hook['id']}", json={**hook, **extra})
     assert r.status_code == 400, r.text
+
+
+async def test_a_named_host_is_delivered_to_its_checked_address(settings: Settings, receiver: Receiver) -> None:
+    """A URL with a host name: the delivery connects to the address the name resolved to (the
+    one checked) and keeps the name, with its port, in the Host header."""
+    fast = dataclasses.replace(settings, webhook_backoff_ms=20)
+    async with app_client(fast, workers=True) as client:
+        named = f"http://localhost:{receiver.port}/named"
+        assert (await client.post("/service/webhooks", json=hook_body(named))).status_code == 201
+        flow = await put_flow(client)
+        assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
+        await receiver.arrived(1)
+    [got] = receiver.received
+    assert got["path"] == "/named" and got["headers"]["Host"] == f"localhost:{receiver.port}"
