@@ -197,4 +197,7 @@ async def test_a_named_host_is_delivered_to_its_checked_address(settings: Settin
         assert (await client.put(f"/flows/{flow['id']}/label", json="x")).status_code == 204
         await receiver.arrived(1)
     [got] = receiver.received
-    assert got["path"] == "/named" and got["headers"]["Host"] == f"localhost:{receiver.port}"
+    assert (
+        got["path"] == "/named"
+        and {k.lower(): v for k, v in got["headers"].items()}["host"] == f"localhost:{receiver.port}"
+    )
