@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tamstore.domain.errors import BadRequest, TooLarge
+from tamstore.domain.timerange import INT64_MAX, INT64_MIN
 
 __all__ = [
     "INT32_MAX",
@@ -34,7 +35,6 @@ __all__ = [
     "check_text",
 ]
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 INT32_MAX = 2**31 - 1
 
 # Strings kept in indexed columns (UTF-8 bytes). A tag's name, value and owner id share one index

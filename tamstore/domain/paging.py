@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from tamstore.domain.errors import BadRequest
+from tamstore.domain.timerange import INT64_MAX, INT64_MIN
 
 __all__ = ["Page", "PageRequest", "decode_cursor", "encode_cursor"]
 
@@ -50,9 +51,6 @@ def encode_cursor(key: tuple[Any, ...]) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
-INT64 = (-(2**63), 2**63 - 1)
-
-
 def decode_cursor(text: str, types: tuple[type, ...]) -> tuple[Any, ...]:
     """Decode a ``page`` value whose key has one part of each of ``types`` (``int`` parts are
     64-bit integers, ``str`` parts bounded strings): anything we did not produce is a 400 before
@@ -67,7 +65,7 @@ def decode_cursor(text: str, types: tuple[type, ...]) -> tuple[Any, ...]:
     if not isinstance(key, list) or len(key) != len(types):
         raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
     for part, kind in zip(key, types, strict=True):
-        if type(part) is not kind or (isinstance(part, int) and not INT64[0] <= part <= INT64[1]):
+        if type(part) is not kind or (isinstance(part, int) and not INT64_MIN <= part <= INT64_MAX):
             raise BadRequest(f"'page' value {text[:100]!r} is not a valid paging key for this listing")
     return tuple(key)
 

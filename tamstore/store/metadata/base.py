@@ -48,7 +48,7 @@ def tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[s
     return rows
 
 
-_PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"
+PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"  # read before every segment page
 
 
 def _new_pages_token() -> int:
@@ -158,7 +158,7 @@ class Queries:
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that
         changes what a segment page of the Flow shows; see :meth:`_renew_pages_tokens`."""
-        rows = await self._driver_rows(_PAGES_TOKEN, (flow_id,))
+        rows = await self._driver_rows(PAGES_TOKEN, (flow_id,))
         return rows[0][0] if rows else None
 
     async def _renew_pages_tokens(self, flow_ids: Iterable[str]) -> None:

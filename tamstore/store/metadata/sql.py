@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Unavailable
+from tamstore.store.metadata.base import PAGES_TOKEN
 from tamstore.store.metadata.driver import InlineConnection, begin_immediate, busy, short, translate
 from tamstore.store.metadata.events import EventQueries
 from tamstore.store.metadata.objects import Instance
@@ -45,9 +46,6 @@ __all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_ra
 
 class Tx(TimelineWrites, EventQueries, UsageQueries):
     """One transaction on the metadata store: every aggregate's queries on one connection."""
-
-
-_PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"
 
 
 class MetadataStore:
@@ -98,7 +96,7 @@ class MetadataStore:
         try:
             if self._lookups is None:
                 self._lookups = self.sync_engine.raw_connection()
-            rows = self._lookups.driver_connection.execute(_PAGES_TOKEN, (flow_id,)).fetchall()
+            rows = self._lookups.driver_connection.execute(PAGES_TOKEN, (flow_id,)).fetchall()
         except sqlite3.Error as exc:
             raise Unavailable(f"metadata database unavailable: {short(exc)}") from exc
         return rows[0][0] if rows else None
