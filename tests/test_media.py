@@ -411,3 +411,21 @@ def test_readmes_client_example_runs(server: LiveServer, media: Path, capsys: py
     [example] = re.findall(r"```python\n(.*?)\n```", text, flags=re.S)
     exec(compile(example.replace("http://127.0.0.1:8000", server.url), "README.md", "exec"), {})
     assert "numbered.mp4 (video)" in capsys.readouterr().out
+
+
+async def test_running_again_reads_only_the_window_the_input_covers(server: LiveServer, media: Path) -> None:
+    """The same media placed twice, 100,000 s apart, in the same Flows: looking up what is
+    registered around the first placement reads that window, not the other placement."""
+    from tamstore.client import AsyncTamsClient
+    from tamstore.media.ingest import _Registered
+
+    first = ingest(server, media, "--name", "far-apart", "--start", "0:0")
+    ingest(server, media, "--name", "far-apart", "--start", "100000:0")
+    async with AsyncTamsClient(server.url) as client:
+        video = first["flows"]["video"]
+        placed = [TimeRange.from_str(s["timerange"]) async for s in client.segments(video)]
+        assert len(placed) == 20
+        look = _Registered(client, video)
+        assert await look.holds(placed[0].start, placed[0].end)  # type: ignore[arg-type]
+        assert len(look.spans) == 10  # the first placement's window only
+        assert not await look.holds(placed[0].start, placed[0].end + 1)  # type: ignore[arg-type, operator]

@@ -65,17 +65,15 @@ def _run(job: Callable[[], Any]) -> Any:
     import httpx
 
     from tamstore.client import TamsApiError
+    from tamstore.media.ingest import SegmentsRefused
     from tamstore.media.segmenter import MediaError
 
     try:
         return asyncio.run(job())
-    except (MediaError, TamsApiError, ValueError, OSError) as exc:
+    except (MediaError, TamsApiError, SegmentsRefused, ValueError, OSError) as exc:
         _fail(str(exc))
-    except httpx.HTTPError as exc:
-        where = exc.request.url if hasattr(exc, "_request") and exc._request is not None else ""
-        _fail(f"{type(exc).__name__}: {exc} {where}".strip())
-    except RuntimeError as exc:  # a refused segment
-        _fail(str(exc))
+    except httpx.HTTPError as exc:  # could not reach the server (after the retries)
+        _fail(f"{type(exc).__name__}: {exc}")
 
 
 class _Reporter:

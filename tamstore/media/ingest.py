@@ -18,7 +18,7 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.timerange import TimeRange, format_timestamp
 from tamstore.media.segmenter import NS, CutSegment, Essence, Segmenter
 
-__all__ = ["IngestOptions", "IngestResult", "Progress", "ingest", "ingest_ids"]
+__all__ = ["IngestOptions", "IngestResult", "Progress", "SegmentsRefused", "ingest", "ingest_ids"]
 
 REGISTER_BATCH = 20  # segments registered per POST
 ALLOCATE_BATCH = 16  # Objects allocated per request
@@ -149,10 +149,7 @@ async def _ingest(
                 "flow_collection": [{"id": flow_ids[r], "role": r} for r in roles.values()],
             }
         )
-    registered = {
-        e.index: {(s.start, s.end) for s in await _registered(client, flow_ids[roles[e.index]])}
-        for e in segmenter.essences
-    }
+    registered = {e.index: _Registered(client, flow_ids[roles[e.index]]) for e in segmenter.essences}
     progress = Progress(total_ns=segmenter.duration_ns())
     offset: int | None = None
     # Live input is registered segment by segment, so that it can be watched as it arrives.
@@ -165,7 +162,7 @@ async def _ingest(
                 offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
             flow_id = flow_ids[roles[cut.stream]]
             progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
-            if (cut.start_ns + offset, cut.end_ns + offset) in registered[cut.stream]:
+            if await registered[cut.stream].holds(cut.start_ns + offset, cut.end_ns + offset):
                 progress.skipped += 1
                 continue
             await uploader.add(flow_id, cut, offset)
@@ -179,8 +176,33 @@ async def _ingest(
     )
 
 
-async def _registered(client: AsyncTamsClient, flow_id: str) -> list[TimeRange]:
-    return [TimeRange.from_str(s["timerange"]) async for s in client.segments(flow_id, presigned="false")]
+class SegmentsRefused(Exception):
+    """The server refused to register segments (they overlap what the Flow holds, say)."""
+
+
+class _Registered:
+    """The segments a Flow already holds where the ingest is, read ``WINDOW`` of the timeline at
+    a time as the ingest moves on: running an ingest again reads what its input covers, never
+    the whole of a long Flow."""
+
+    WINDOW = 600 * NS
+
+    def __init__(self, client: AsyncTamsClient, flow_id: str) -> None:
+        self.client, self.flow_id = client, flow_id
+        self.window: TimeRange | None = None
+        self.spans: set[tuple[int | None, int | None]] = set()
+
+    async def holds(self, start: int, end: int) -> bool:
+        if self.window is None or not self.window.contains_timestamp(start):
+            self.window = TimeRange(start, start + self.WINDOW)
+            segments = self.client.segments(self.flow_id, self.window, accept_get_urls="")
+            self.spans = {(tr.start, tr.end) async for tr in _ranges(segments)}
+        return (start, end) in self.spans
+
+
+async def _ranges(segments: AsyncIterator[dict[str, Any]]) -> AsyncIterator[TimeRange]:
+    async for segment in segments:
+        yield TimeRange.from_str(segment["timerange"])
 
 
 async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> AsyncGenerator[CutSegment, None]:
@@ -299,7 +321,7 @@ class _Uploader:
         if failed:
             first = failed[0]
             summary = first.get("error", {}).get("summary", "refused")
-            raise RuntimeError(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
+            raise SegmentsRefused(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
 
     async def __aenter__(self) -> _Uploader:
         return self
