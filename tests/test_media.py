@@ -429,3 +429,15 @@ async def test_running_again_reads_only_the_window_the_input_covers(server: Live
         assert await look.holds(placed[0].start, placed[0].end)  # type: ignore[arg-type]
         assert len(look.spans) == 10  # the first placement's window only
         assert not await look.holds(placed[0].start, placed[0].end + 1)  # type: ignore[arg-type, operator]
+
+
+def test_export_of_a_range_only_one_member_covers(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """Audio starts at 58.67 ms, video at 80 ms: a range before the video holds audio alone,
+    and the file has that one stream (the absent video holds nothing back)."""
+    ids = ingest(server, media)
+    out = tmp_path / "audio-only.mp4"
+    before_video = ["--timerange", "[0:0_0:70000000)"]
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], *before_video, "-o", str(out))
+    with av.open(str(out)) as c:
+        assert [s.type for s in c.streams] == ["audio"]
+        assert sum(f.samples for f in c.decode(audio=0)) == 94 * 1024  # the first audio segment

@@ -13,6 +13,7 @@ come out right). Downloads run ahead of the muxing, which runs in a thread.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import io
 from collections.abc import Iterator
@@ -80,21 +81,23 @@ async def export(
     if not pieces:
         raise MediaError(f"Flow {flow_id} has no segments in {timerange or 'its timeline'}")
     pieces.sort(key=lambda p: (p.start, p.flow))
-    writer = await asyncio.to_thread(_Writer, output, len(members))
+    writer = await asyncio.to_thread(_Writer, output, len({p.flow for p in pieces}))
+    # At most PREFETCH downloads in flight or waiting; each segment's bytes are let go once muxed.
+    ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
+    upcoming = iter(pieces)
     try:
-        downloads = [asyncio.create_task(client.download(p.url)) for p in pieces[:PREFETCH]]
-        for i, piece in enumerate(pieces):
-            if i + PREFETCH < len(pieces):
-                downloads.append(asyncio.create_task(client.download(pieces[i + PREFETCH].url)))
-            data = await downloads[i]
+        for piece in pieces:
+            while len(ahead) < PREFETCH and (following := next(upcoming, None)) is not None:
+                ahead.append(asyncio.create_task(client.download(following.url)))
+            data = await ahead.popleft()
             await asyncio.to_thread(writer.add, piece, data)
             result.segments += 1
             result.bytes += len(data)
     finally:
-        for task in downloads:
+        for task in ahead:
             task.cancel()
         await asyncio.to_thread(writer.close)
-    result.streams = len(members)
+    result.streams = len(writer.streams)
     return result
 
 
@@ -112,18 +115,20 @@ class _Writer:
         self.flows = flows
 
     def add(self, piece: _Piece, data: bytes) -> None:
-        # Streams must all exist before the first packet is written: hold segments back until
-        # every Flow has given its first one.
         self.pending.setdefault(piece.flow, []).append((piece, data))
-        if len(self.streams) < self.flows:
-            for flow, held in self.pending.items():
-                if flow not in self.streams:
-                    self.streams[flow] = self._stream_like(held[0][1])
-            if len(self.streams) < self.flows:
-                return
+        self._flush(closing=False)
+
+    def _flush(self, closing: bool) -> None:
+        """Streams must all exist before the first packet is written: segments are held back
+        until every Flow has given its first one (or, at the end, until no more will come)."""
+        for flow, held in self.pending.items():
+            if flow not in self.streams:
+                self.streams[flow] = self._stream_like(held[0][1])
+        if len(self.streams) < self.flows and not closing:
+            return
         for held in self.pending.values():
-            for p, d in held:
-                self._mux(p, d)
+            for piece, data in held:
+                self._mux(piece, data)
         self.pending.clear()
 
     def _stream_like(self, data: bytes) -> Any:
@@ -145,13 +150,7 @@ class _Writer:
                 self.out.mux(packet)
 
     def close(self) -> None:
-        for flow, held in list(self.pending.items()):
-            if flow not in self.streams:
-                self.streams[flow] = self._stream_like(held[0][1])
-        for held in self.pending.values():
-            for p, d in held:
-                self._mux(p, d)
-        self.pending.clear()
+        self._flush(closing=True)
         self.out.close()
 
 
