@@ -59,7 +59,7 @@ async def _delete_chunk(
     rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, CHUNK)
     if not rows:
         return [], set()
-    used = await tx.remove_segments(flow_id, rows, batch)
+    used = await tx.remove_segments(flow_id, rows, batch, now_us())
     run_first = rows[0]
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
@@ -115,7 +115,7 @@ async def purge_objects(ctx: Context, object_ids: set[str]) -> None:
         rows = await tx.get_objects(object_ids)
         candidates = set(object_ids) | {r.init_object_id for r in rows.values() if r.init_object_id}
         gone = await tx.unreferenced(candidates)
-        holders = await tx.delete_objects(gone)
+        holders = await tx.delete_objects(gone, rows)
     for storage_id, ids in holders.items():
         if storage_id in ctx.backends:
             await ctx.backends[storage_id].delete(ids)
@@ -339,10 +339,9 @@ async def restore(ctx: Context, batch_id: str) -> dict[str, Any]:
             sizes = {oid: o.size or 0 for oid, o in objects.items()}
             flow_row = await tx.get_flow(batch.flow_id)
             assert flow_row is not None  # restored or checked above, in this transaction
-            await tx.add_segments(flow_row, segs, init_of, sizes)
+            await tx.add_segments(flow_row, segs, init_of, sizes, now_us())
             await tx.forget_deleted_segments(batch_id, [r.ts_start for r in rows])
             restored += len(rows)
-        await tx.refresh_flow_span(batch.flow_id)
         await tx.forget_batch(batch_id)
     return {"id": batch_id, "flow_id": batch.flow_id, "segments": restored, "flow": saved is not None}
 

@@ -81,7 +81,7 @@ async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
     while True:
         async with ctx.store.write() as tx:
             rows = await tx.expired_allocations(cutoff, batch)
-            holders = await tx.delete_objects([r.id for r in rows])
+            holders = await tx.delete_objects([r.id for r in rows], {r.id: r for r in rows})
         for storage_id, ids in holders.items():
             if storage_id in ctx.backends:
                 await ctx.backends[storage_id].delete(ids)

@@ -208,13 +208,17 @@ class ObjectQueries(Queries):
             ),
         )
 
-    async def delete_objects(self, object_ids: list[str]) -> dict[str, list[str]]:
+    async def delete_objects(
+        self, object_ids: list[str], known: Mapping[str, ObjectRow] | None = None
+    ) -> dict[str, list[str]]:
         """Delete Objects with their instances; registered ones stop counting in each controlled
         backend's usage. Returns, per controlled backend, the Objects whose bytes it holds (to
-        be deleted once this transaction commits)."""
+        be deleted once this transaction commits). ``known`` are rows the caller read in this
+        transaction already: only the others are read."""
         if not object_ids:
             return {}
-        rows = await self.get_objects(object_ids)
+        rows = {i: known[i] for i in object_ids if known and i in known}
+        rows.update(await self.get_objects(i for i in object_ids if i not in rows))
         instances = await self.instances(object_ids)
         usage: dict[str, tuple[int, int]] = {}
         holders: dict[str, list[str]] = {}

@@ -11,7 +11,6 @@ from sqlalchemy import (
     insert,
     literal,
     select,
-    update,
 )
 from sqlalchemy.exc import IntegrityError
 
@@ -125,15 +124,12 @@ class SegmentQueries(Queries):
         last = await self._one(select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1))
         return str(first.timerange), str(last.timerange)
 
-    async def refresh_flow_span(self, flow_id: str) -> tuple[int | None, int | None]:
+    async def segment_span(self, flow_id: str) -> tuple[int | None, int | None]:
+        """Where the Flow's segments start and end (None, None: it has none): two indexed reads."""
         s = t.segments
         first = await self._one(select(s.c.ts_start).where(s.c.flow_id == flow_id).order_by(s.c.ts_start).limit(1))
         last = await self._one(select(s.c.ts_end).where(s.c.flow_id == flow_id).order_by(s.c.ts_end.desc()).limit(1))
-        span = (first.ts_start if first else None, last.ts_end if last else None)
-        await self.conn.execute(
-            update(t.flows).where(t.flows.c.id == flow_id).values(seg_start=span[0], seg_end=span[1])
-        )
-        return span
+        return (first.ts_start if first else None, last.ts_end if last else None)
 
     async def segments_to_delete(
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int

@@ -9,7 +9,6 @@ forget one of these.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -34,10 +33,6 @@ class SegmentSpan(Protocol):
     def object_id(self) -> str: ...
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries):
     """Adding and removing segments together with their references, span and counters."""
 
@@ -47,10 +42,11 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
         rows: list[dict[str, Any]],
         init_of: Mapping[str, str | None],
         sizes: Mapping[str, int],
+        now: int,
     ) -> None:
         """Insert segment rows of ``flow`` (Conflict if one overlaps a stored segment) with
         their derived state. ``init_of`` and ``sizes`` give each used Object's init Object and
-        byte size as they are once this transaction commits."""
+        byte size as they are once this transaction commits; ``now`` (µs) is ``segments_updated``."""
         if not rows:
             return
         await self.insert_segments(rows)
@@ -60,7 +56,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
         await self.update_flow(
             flow.id,
             {
-                "segments_updated": _now_us(),
+                "segments_updated": now,
                 "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
                 "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
                 "seg_count": flow.seg_count + len(rows),
@@ -69,7 +65,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
             },
         )
 
-    async def remove_segments(self, flow_id: str, rows: Sequence[SegmentSpan], batch: str | None) -> set[str]:
+    async def remove_segments(self, flow_id: str, rows: Sequence[SegmentSpan], batch: str | None, now: int) -> set[str]:
         """Delete these stored segments of the Flow (into the recovery window ``batch`` when one
         is given) with their derived state. Returns the Objects they used, init Objects too: the
         ones whose bytes may now be unreferenced."""
@@ -77,21 +73,23 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
             return set()
         starts = [r.ts_start for r in rows]
         if batch is not None:
-            await self.move_segments_to_deleted(batch, flow_id, starts, _now_us())
+            await self.move_segments_to_deleted(batch, flow_id, starts, now)
             await self.count_batch_segments(batch, len(rows))
         else:
             await self.delete_segments(flow_id, starts)
         objects = await self.get_objects(r.object_id for r in rows)
         init_of = {oid: o.init_object_id for oid, o in objects.items()}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
-        await self.refresh_flow_span(flow_id)
         flow = await self.get_flow(flow_id)
         if flow is not None:
+            start, end = await self.segment_span(flow_id)
             size = sum((objects[r.object_id].size or 0) for r in rows if r.object_id in objects)
             await self.update_flow(
                 flow_id,
                 {
-                    "segments_updated": _now_us(),
+                    "segments_updated": now,
+                    "seg_start": start,
+                    "seg_end": end,
                     "seg_count": flow.seg_count - len(rows),
                     "seg_duration": flow.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
                     "seg_bytes": flow.seg_bytes - size,
