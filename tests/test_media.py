@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import av
+import httpx
 import pytest
 
 from tamstore.client import TamsApiError, TamsClient
@@ -441,3 +442,89 @@ def test_export_of_a_range_only_one_member_covers(server: LiveServer, media: Pat
     with av.open(str(out)) as c:
         assert [s.type for s in c.streams] == ["audio"]
         assert sum(f.samples for f in c.decode(audio=0)) == 94 * 1024  # the first audio segment
+
+
+def test_cli_credentials_every_kind(settings: Settings, media: Path, tmp_path: Path) -> None:
+    """Basic, a Bearer token and OAuth2 client credentials, as options and from the environment;
+    two kinds at once, or none against a server that wants one, is one line."""
+    from tamstore.auth import hash_secret
+
+    auth_file = tmp_path / "auth.toml"
+    auth_file.write_text(
+        f'[[users]]\nname = "editor"\npassword = "{hash_secret("pw")}"\n'
+        f'[[clients]]\nclient_id = "ingest"\nclient_secret = "{hash_secret("s3")}"\n'
+    )
+    live = LiveServer.serving(settings, TAMSTORE_AUTH="basic,bearer", TAMSTORE_AUTH_FILE=str(auth_file))
+    try:
+        basic = ingest(live, media, "--username", "editor", "--password", "pw", "--name", "creds")
+        token = httpx.post(
+            live.url + "/x-tamstore/oauth2/token", data={"grant_type": "client_credentials"}, auth=("ingest", "s3")
+        ).json()["access_token"]
+        out = tmp_path / "with-token.ts"
+        tamstore("export", "--server", live.url, "--token", token, "--flow-id", basic["flow_id"], "-o", str(out))
+        assert decoded(out)[0] == list(range(FRAMES))
+        oauth2 = [
+            "--oauth2-url",
+            live.url + "/x-tamstore/oauth2/token",
+            "--client-id",
+            "ingest",
+            "--client-secret",
+            "s3",
+        ]
+        assert ingest(live, media, *oauth2, "--name", "creds")["skipped"] == 20
+        environment = {**os.environ, "TAMSTORE_SERVER": live.url, "TAMSTORE_TOKEN": token}
+        done = subprocess.run(
+            [sys.executable, "-m", "tamstore", "ingest", str(media), "--name", "creds", "--json"],
+            capture_output=True,
+            text=True,
+            env=environment,
+        )
+        assert done.returncode == 0 and json.loads(done.stdout)["skipped"] == 20, done.stderr
+        for wrong in (["--token", token, "--username", "editor"], []):
+            refused = tamstore("ingest", str(media), "--server", live.url, *wrong, check=False)
+            lines = refused.stderr.strip().splitlines()
+            assert refused.returncode != 0 and len(lines) == 1 and lines[0].startswith("tamstore: error:"), lines
+    finally:
+        live.stop()
+
+
+def test_client_waits_for_a_deletion_the_server_runs_in_the_background(settings: Settings, media: Path) -> None:
+    live = LiveServer.serving(settings, TAMSTORE_INLINE_DELETE_LIMIT="5")
+    try:
+        ids = ingest(live, media)
+        with TamsClient(live.url) as tams:
+            assert tams.http is not None  # the same client throughout
+            tams.delete_flow(ids["flows"]["video"])  # 10 segments: a 202 and a delete request
+            assert tams.get_flow(ids["flows"]["video"]) is None
+    finally:
+        live.stop()
+
+
+def test_export_of_junk_or_a_bad_range_is_one_line(server: LiveServer, tmp_path: Path) -> None:
+    """A Flow whose Object holds no media, and a range that is no TAMS timerange."""
+    flow_id = "1e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10"
+    with TamsClient(server.url) as tams:
+        tams.put_flow(
+            {
+                "id": flow_id,
+                "source_id": "2e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10",
+                "format": "urn:x-nmos:format:video",
+                "codec": "video/h264",
+                "container": "video/mp2t",
+                "essence_parameters": {
+                    "frame_width": 320,
+                    "frame_height": 240,
+                    "frame_rate": {"numerator": 25, "denominator": 1},
+                },
+            }
+        )
+        [obj] = tams.allocate(flow_id, 1)
+        tams.upload(obj["put_url"], os.urandom(4096))
+        assert tams.post_segments(flow_id, [{"object_id": obj["object_id"], "timerange": "[0:0_2:0)"}]) == []
+    for extra, says in (([], "segment [0:0_2:0) of Flow"), (["--timerange", "[nonsense)"], "--timerange")):
+        done = tamstore(
+            "export", "--server", server.url, "--flow-id", flow_id, *extra, "-o", str(tmp_path / "x.mp4"), check=False
+        )
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
+        assert says in lines[0], lines[0]

@@ -48,6 +48,7 @@ class _Piece:
     end: int
     url: str
     ts_offset: int
+    where: str  # "segment [a_b) of Flow X", for messages
 
 
 async def export(
@@ -74,7 +75,8 @@ async def export(
             if not urls:
                 raise MediaError(f"segment {seg['timerange']} of Flow {member['id']} has no URL to read it from")
             offset = parse_timestamp(seg["ts_offset"]) if seg.get("ts_offset") else 0
-            pieces.append(_Piece(index, tr.start, tr.end, urls[0]["url"], offset))
+            where = f"segment {seg['timerange']} of Flow {member['id']}"
+            pieces.append(_Piece(index, tr.start, tr.end, urls[0]["url"], offset, where))
             if previous is not None and previous.end is not None and previous.end < tr.start:
                 result.gaps.append(TimeRange(previous.end, tr.start).to_str())
             previous = tr
@@ -123,7 +125,7 @@ class _Writer:
         until every Flow has given its first one (or, at the end, until no more will come)."""
         for flow, held in self.pending.items():
             if flow not in self.streams:
-                self.streams[flow] = self._stream_like(held[0][1])
+                self.streams[flow] = self._stream_like(*held[0])
         if len(self.streams) < self.flows and not closing:
             return
         for held in self.pending.values():
@@ -131,13 +133,13 @@ class _Writer:
                 self._mux(piece, data)
         self.pending.clear()
 
-    def _stream_like(self, data: bytes) -> Any:
-        with _opened(data) as (_, stream):
+    def _stream_like(self, piece: _Piece, data: bytes) -> Any:
+        with _opened(piece, data) as (_, stream):
             return self.out.add_stream_from_template(stream)
 
     def _mux(self, piece: _Piece, data: bytes) -> None:
         target = self.streams[piece.flow]
-        with _opened(data) as (source, stream):
+        with _opened(piece, data) as (source, stream):
             base = Fraction(stream.time_base)
             shift = piece.ts_offset * base.denominator // (base.numerator * NS)
             for packet in source.demux(stream):
@@ -155,10 +157,17 @@ class _Writer:
 
 
 @contextlib.contextmanager
-def _opened(data: bytes) -> Iterator[tuple[Any, Any]]:
-    """A segment's object opened for reading, with its (one) video or audio stream."""
-    source: Any = av.open(io.BytesIO(data))
+def _opened(piece: _Piece, data: bytes) -> Iterator[tuple[Any, Any]]:
+    """A segment's object opened for reading, with its (one) video or audio stream; what FFmpeg
+    cannot read is a MediaError naming the segment."""
     try:
-        yield source, next(s for s in source.streams if s.type in ("video", "audio"))
+        source: Any = av.open(io.BytesIO(data))
+    except av.FFmpegError as exc:
+        raise MediaError(f"{piece.where}: its object holds no media FFmpeg can read ({exc.strerror})") from None
+    try:
+        stream = next((s for s in source.streams if s.type in ("video", "audio")), None)
+        if stream is None:
+            raise MediaError(f"{piece.where}: its object holds no video or audio stream")
+        yield source, stream
     finally:
         source.close()
