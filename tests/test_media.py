@@ -528,3 +528,32 @@ def test_export_of_junk_or_a_bad_range_is_one_line(server: LiveServer, tmp_path:
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
         assert says in lines[0], lines[0]
+
+
+def test_follow_a_growing_mpegts_file_then_ctrl_c(server: LiveServer, tmp_path: Path) -> None:
+    from tests.media import make_hls
+
+    make_hls(tmp_path / "hls", seconds=8)
+    pieces = [(tmp_path / "hls" / f"seg{i:03d}.ts").read_bytes() for i in range(8)]
+    growing = tmp_path / "recording.ts"
+    growing.write_bytes(b"".join(pieces[:3]))
+    proc = _follow(server, growing)
+    with TamsClient(server.url) as tams:
+
+        def registered() -> int:
+            flows = list(tams.flows(label="recording.ts (video)"))
+            return len(list(tams.segments(flows[0]["id"]))) if flows else 0
+
+        with growing.open("ab") as f:
+            for piece in pieces[3:]:  # written while the ingest reads on
+                time.sleep(0.5)
+                f.write(piece)
+                f.flush()
+        deadline = time.monotonic() + 60
+        while registered() < 7 and time.monotonic() < deadline:  # the 8th waits for a key frame after it
+            time.sleep(0.1)
+        assert registered() == 7
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(_contiguous(server, json.loads(out)["flows"]["video"])) == 7

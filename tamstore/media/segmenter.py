@@ -95,7 +95,9 @@ class Segmenter:
         if follow:
             # A live HLS playlist is read from its first segment, and reloaded until it ends
             # (EXT-X-ENDLIST); a growing file (MPEG-TS) is read on as it grows, until stopped.
-            options.update({"live_start_index": "0"} if ".m3u8" in source else {"follow": "1"})
+            # (FFmpeg estimates a file's duration by reading its end: a followed file has none.)
+            growing = {"follow": "1", "skip_estimate_duration_from_pts": "1"}
+            options.update({"live_start_index": "0"} if ".m3u8" in source else growing)
         try:
             self.container = av.open(source, options=options or None)
         except (av.FFmpegError, OSError) as exc:
