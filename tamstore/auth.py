@@ -229,7 +229,7 @@ class AuthConfig:
         every other request), a bounded number at once. An unknown name is checked against a
         dummy hash, so that it costs what a wrong password costs and names cannot be probed."""
         async with self._hashing:
-            return await asyncio.to_thread(verify_secret, secret, stored or _dummy_hash())
+            return await asyncio.to_thread(_verify_or_dummy, secret, stored)
 
     def _remember(self, key: bytes, until: float, principal: Principal) -> None:
         if len(self._verified) >= 10_000:
@@ -333,6 +333,12 @@ def _cache_key(kind: str, credentials: str) -> bytes:
 @functools.cache
 def _dummy_hash() -> str:
     return hash_secret(secrets.token_urlsafe(16))
+
+
+def _verify_or_dummy(secret: str, stored: str | None) -> bool:
+    """In a worker thread: against the stored hash, or for an unknown name a dummy one (made
+    here on first use too, never on the event loop)."""
+    return verify_secret(secret, stored if stored is not None else _dummy_hash()) and stored is not None
 
 
 class TooManyFailures(AuthError):

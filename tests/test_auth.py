@@ -409,12 +409,22 @@ async def test_password_checks_run_off_the_event_loop_and_cost_the_same_for_unkn
         calls.append(threading.get_ident())
         return real(secret, stored)
 
+    hashed: list[int] = []
+    real_hash = auth_module.hash_secret
+
+    def hash_spy(secret: str) -> str:
+        hashed.append(threading.get_ident())
+        return real_hash(secret)
+
     monkeypatch.setattr(auth_module, "verify_secret", spy)
+    monkeypatch.setattr(auth_module, "hash_secret", hash_spy)
+    auth_module._dummy_hash.cache_clear()  # the unknown name's dummy is made on first use
     async with app_client(auth_settings) as client:
         loop_thread = threading.get_ident()
         assert (await client.get("/flows", auth=("nobody", "x"))).status_code == 401
         assert (await client.get("/flows", auth=("alice", "wrong"))).status_code == 401
         assert len(calls) == 2 and loop_thread not in calls
+        assert len(hashed) == 1 and loop_thread not in hashed  # the dummy, made off the loop too
         for _ in range(3):
             assert (await client.get("/flows", auth=("alice", "wonderland"))).status_code == 200
         assert len(calls) == 3  # verified once, then remembered
