@@ -144,7 +144,7 @@ class Segmenter:
     def segments(self) -> Iterator[CutSegment]:
         """Every segment of every stream, in the order they complete."""
         pending = {i: _Pending() for i in self._streams}
-        kinds = {e.index: e.kind for e in self.essences}
+        essences = {e.index: e for e in self.essences}
         last_end: dict[int, int] = {}
         try:
             for packet in self._shifted(self.container.demux(*self._streams.values())):
@@ -152,10 +152,8 @@ class Segmenter:
                     break
                 i = packet.stream.index
                 p = pending[i]
-                cut = p.start is not None and self._due(kinds[i], packet, p.start)
-                if cut:
-                    assert p.start is not None
-                    yield self._cut(i, p, packet.pts)
+                if p.start is not None and self._due(essences[i], packet, p.start):
+                    yield self._cut(essences[i], p, packet.pts)
                     pending[i] = p = _Pending()
                 p.add(packet)
                 end = packet.pts + (packet.duration or 0)
@@ -164,7 +162,7 @@ class Segmenter:
             raise MediaError(f"{self.source}: cannot be read to the end ({exc})") from None
         for i, p in pending.items():
             if p.packets:
-                yield self._cut(i, p, last_end[i])
+                yield self._cut(essences[i], p, last_end[i])
 
     def _shifted(self, packets: Iterator[Any]) -> Iterator[Any]:
         """The packets, all moved later by ``shift_ns`` when the input starts before zero.
@@ -211,18 +209,18 @@ class Segmenter:
             raise MediaError(f"{self.source}: stream {stream.index}'s time base {base} cannot be shifted exactly")
         return int(ticks)
 
-    def _due(self, kind: str, packet: Any, start: int) -> bool:
-        tb = Fraction(packet.time_base)
+    def _due(self, essence: Essence, packet: Any, start: int) -> bool:
+        tb = essence.time_base
         long_enough = to_ns(packet.pts, tb) - to_ns(start, tb) >= self.target_ns
-        return long_enough and (kind == "audio" or bool(packet.is_keyframe))
+        return long_enough and (essence.kind == "audio" or bool(packet.is_keyframe))
 
-    def _cut(self, index: int, pending: _Pending, end_pts: int) -> CutSegment:
+    def _cut(self, essence: Essence, pending: _Pending, end_pts: int) -> CutSegment:
+        index, tb = essence.index, essence.time_base
         stream: Any = self._streams[index]
-        tb = Fraction(stream.time_base)
         assert pending.start is not None
         data = remux_ts(stream, pending.packets)
         samples = None
-        if stream.type == "audio":
+        if essence.kind == "audio":
             frame = stream.codec_context.frame_size or 0
             samples = frame * len(pending.packets) if frame else None
         return CutSegment(
