@@ -90,3 +90,34 @@ def test_a_request_the_parser_cannot_read_gets_the_error_shape(tmp_path: Path) -
             assert set(json.loads(body)) >= {"type", "summary", "time"}
     finally:
         server.stop()
+
+
+def test_a_media_upload_that_stalls_is_a_408_and_leaves_nothing(tmp_path: Path) -> None:
+    """Slow clients get no more time on the one route that takes large bodies."""
+    server = LiveServer(tmp_path / "data", TAMSTORE_BODY_TIMEOUT="1").start()
+    try:
+        with httpx.Client(base_url=server.url) as c:
+            flow = {
+                "id": "3e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10",
+                "source_id": "4e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10",
+                "format": "urn:x-nmos:format:data",
+                "codec": "text/plain",
+                "container": "text/plain",
+                "essence_parameters": {},
+            }
+            assert c.put(f"/flows/{flow['id']}", json=flow).status_code == 201
+            put_url = c.post(f"/flows/{flow['id']}/storage", json={"limit": 1}).json()["media_objects"][0]["put_url"]
+        target = httpx.URL(put_url["url"])
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(
+                f"PUT {target.raw_path.decode()} HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n".encode()
+                + b"x" * 1000
+            )
+            s.settimeout(10)
+            answer = b""
+            while b'"time"' not in answer and (chunk := s.recv(4096)):
+                answer += chunk
+        assert answer.startswith(b"HTTP/1.1 408"), answer
+        assert list((tmp_path / "data" / "media" / ".tmp").iterdir()) == []  # no half-written upload
+    finally:
+        server.stop()
