@@ -491,3 +491,26 @@ async def test_object_timerange_in_another_bracket_style_is_no_conflict(client: 
     again = {**body, "timerange": "[0:0_1:0)", "object_timerange": "[0:0_1:999999999]"}
     r = await client.post(f"/flows/{other['id']}/segments", json=again)
     assert r.status_code == 201, r.text
+
+
+async def test_an_array_larger_than_one_transaction_registers_whole(client: httpx.AsyncClient) -> None:
+    """2,500 segments in one POST go 1,000 a transaction: all registered, and a segment refused
+    in the last chunk is listed as failed without undoing the others."""
+    flow = await put_flow(client)
+    objects = []
+    for _ in range(3):
+        objects += await allocate(client, flow["id"], 1000)
+    body = [{"object_id": o["object_id"], "timerange": f"[{i}:0_{i + 1}:0)"} for i, o in enumerate(objects[:2500])]
+    body[2200]["timerange"] = body[2199]["timerange"]  # overlaps its neighbour
+    r = await client.post(f"/flows/{flow['id']}/segments", json=body)
+    assert r.status_code == 200, r.text
+    [failed] = r.json()["failed_segments"]
+    assert failed["object_id"] == body[2200]["object_id"]
+    count = 0
+    url: str | None = f"/flows/{flow['id']}/segments?limit=1000"
+    while url:
+        page = await client.get(url)
+        count += len(page.json())
+        link = page.headers.get("link")
+        url = link[1 : link.index(">")] if link else None
+    assert count == 2499
