@@ -82,3 +82,17 @@ async def test_a_read_only_disk_answers_503(settings: Settings, small_disk: Path
         ready = await client.get("/readyz")
         assert ready.status_code == 503
         assert any(k.startswith("storage:") and v != "ok" for k, v in ready.json()["checks"].items())
+
+
+def test_a_copy_onto_a_full_disk_is_507_and_keeps_nothing(small_disk: Path, tmp_path: Path) -> None:
+    """What a copy from another backend writes (``upload_from``) fails as an upload does."""
+    from tamstore.domain.errors import InsufficientStorage
+    from tamstore.store.media.filesystem import FilesystemMediaStore
+
+    store = FilesystemMediaStore(small_disk, b"k" * 32, url_timeout=60)
+    source = tmp_path / "big.bin"
+    source.write_bytes(os.urandom(6 << 20))  # more than the 4 MiB disk holds
+    with pytest.raises(InsufficientStorage):
+        store.upload_from("an-object", source)
+    assert list((small_disk / ".tmp").iterdir()) == []
+    assert not store.path_for("an-object").exists()

@@ -179,12 +179,19 @@ class FilesystemMediaStore:
         shutil.copyfile(self.path_for(object_id), path)
 
     def upload_from(self, object_id: str, path: Path) -> None:
+        """Install a local file's bytes as the Object's (a copy from another backend); the disk's
+        failures are reported as for an upload, with nothing left half-written."""
         final = self.path_for(object_id)
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
-        shutil.copyfile(path, tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        _install(tmp, final, object_id)
+        try:
+            shutil.copyfile(path, tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+            _install(tmp, final, object_id)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            raise _write_failure(exc) from exc
 
     def stored(self) -> Iterator[StoredItem]:
         """Everything on disk: each Object's bytes (with the id written beside them) and any
