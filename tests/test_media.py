@@ -557,3 +557,43 @@ def test_follow_a_growing_mpegts_file_then_ctrl_c(server: LiveServer, tmp_path: 
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert len(_contiguous(server, json.loads(out)["flows"]["video"])) == 7
+
+
+@pytest.mark.parametrize("kind", ["mp4", "ts"])
+def test_cmaf_round_trip(server: LiveServer, media: Path, tmp_path: Path, schemas: SpecSchemas, kind: str) -> None:
+    """``--container cmaf``: fragmented MP4 segments after one init Object per Flow (AppNote
+    0024), from MP4 input and from MPEG-TS input (whose AAC comes in ADTS frames); an export
+    reads each segment after its init segment and holds exactly the frames."""
+    source = media
+    if kind == "ts":
+        source = tmp_path / "numbered.ts"
+        with av.open(str(media)) as inp, av.open(str(source), "w") as out:
+            streams = {s.index: out.add_stream_from_template(s) for s in inp.streams}
+            for packet in inp.demux():
+                if packet.size:
+                    packet.stream = streams[packet.stream.index]
+                    out.mux(packet)
+    ids = ingest(server, source, "--container", "cmaf")
+    assert ids["segments"] == 20
+    with TamsClient(server.url) as tams:
+        for role, container in (("video", "video/mp4"), ("audio", "audio/mp4")):
+            flow = tams.get_flow(ids["flows"][role])
+            schemas.check("flow-get.json", flow)
+            assert flow["container"] == container and flow["essence_parameters"]["init_segments"] is True
+            segments = list(tams.segments(ids["flows"][role], presigned="true"))
+            for seg in segments:
+                schemas.check("flow-segment.json", seg)
+            assert len({s["init_object"]["object_id"] for s in segments}) == 1  # one init Object per Flow
+            init = tams.download(segments[0]["init_object"]["get_urls"][0]["url"])
+            assert init[4:8] == b"ftyp" and b"moov" in init and b"moof" not in init
+            assert tams.download(segments[0]["get_urls"][0]["url"])[4:8] == b"moof"
+    for ext in ("mp4", "ts"):
+        out = tmp_path / f"all.{ext}"
+        tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+        numbers, pts, samples = decoded(out)
+        assert numbers == list(range(FRAMES)), ext
+        assert samples == AUDIO_PACKETS * 1024, ext
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), ext
+    part = tmp_path / "part.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "--timerange", "[4:0_8:0)", "-o", str(part))
+    assert decoded(part)[0] == list(range(50, 200))

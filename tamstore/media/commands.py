@@ -110,6 +110,13 @@ class _Reporter:
     is_flag=True,
     help="Live input (a growing HLS playlist or MPEG-TS file): read on until it ends or Ctrl-C.",
 )
+@click.option(
+    "--container",
+    type=click.Choice(["mp2t", "cmaf"]),
+    default="mp2t",
+    show_default=True,
+    help="Segments as MPEG-TS, or as fragmented MP4 after one init segment per Flow (CMAF).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the created ids as JSON, no progress.")
 def ingest_command(
     source: str,
@@ -119,6 +126,7 @@ def ingest_command(
     name: str | None,
     label: str | None,
     follow: bool,
+    container: str,
     as_json: bool,
     **values: Any,
 ) -> None:
@@ -141,7 +149,13 @@ def ingest_command(
     except InvalidTimeRange as exc:
         _fail(f"--start: {exc}")
     options = IngestOptions(
-        segment_ns=int(seconds * 1_000_000_000), start_ns=start_ns, jobs=jobs, name=name, label=label, follow=follow
+        segment_ns=int(seconds * 1_000_000_000),
+        start_ns=start_ns,
+        jobs=jobs,
+        name=name,
+        label=label,
+        follow=follow,
+        container=container,
     )
     reporter = _Reporter(quiet=as_json)
 

@@ -5,7 +5,8 @@ A mono-essence Flow gives one stream; a multi-essence Flow gives one stream per 
 .mp4, .mkv, .mov). Packets are remuxed as they are, never re-encoded, so the file is cut at
 segment boundaries: it holds every segment that overlaps the range, whole.
 
-Each segment's packets are placed on the Flow's timeline: its object's timestamps plus the
+A segment with an init Object (CMAF, AppNote 0024) is read as its init segment followed by its
+own object. Each segment's packets are placed on the Flow's timeline: its object's timestamps plus the
 segment's ``ts_offset`` (so Flows made by reference, whose segments reuse other Flows' Objects,
 come out right). Downloads run ahead of the muxing, which runs in a thread.
 """
@@ -49,6 +50,7 @@ class _Piece:
     url: str
     ts_offset: int
     where: str  # "segment [a_b) of Flow X", for messages
+    init: tuple[str, str] | None = None  # (id, URL) of the init Object its object follows
 
 
 async def export(
@@ -76,7 +78,8 @@ async def export(
                 raise MediaError(f"segment {seg['timerange']} of Flow {member['id']} has no URL to read it from")
             offset = parse_timestamp(seg["ts_offset"]) if seg.get("ts_offset") else 0
             where = f"segment {seg['timerange']} of Flow {member['id']}"
-            pieces.append(_Piece(index, tr.start, tr.end, urls[0]["url"], offset, where))
+            init = _init_of(seg, where)
+            pieces.append(_Piece(index, tr.start, tr.end, urls[0]["url"], offset, where, init))
             if previous is not None and previous.end is not None and previous.end < tr.start:
                 result.gaps.append(TimeRange(previous.end, tr.start).to_str())
             previous = tr
@@ -87,20 +90,42 @@ async def export(
     # At most PREFETCH downloads in flight or waiting; each segment's bytes are let go once muxed.
     ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
     upcoming = iter(pieces)
+    inits: dict[str, asyncio.Task[bytes]] = {}  # each init Object downloaded once
+
+    async def fetch(piece: _Piece) -> bytes:
+        if piece.init is None:
+            return await client.download(piece.url)
+        init_id, init_url = piece.init
+        if init_id not in inits:
+            inits[init_id] = asyncio.ensure_future(client.download(init_url))
+        # An init segment and a media segment after it make one fragmented MP4 file.
+        media = await client.download(piece.url)
+        return await asyncio.shield(inits[init_id]) + media
+
     try:
         for piece in pieces:
             while len(ahead) < PREFETCH and (following := next(upcoming, None)) is not None:
-                ahead.append(asyncio.create_task(client.download(following.url)))
+                ahead.append(asyncio.create_task(fetch(following)))
             data = await ahead.popleft()
             await asyncio.to_thread(writer.add, piece, data)
             result.segments += 1
             result.bytes += len(data)
     finally:
-        for task in ahead:
+        for task in [*ahead, *inits.values()]:
             task.cancel()
         await asyncio.to_thread(writer.close)
     result.streams = len(writer.streams)
     return result
+
+
+def _init_of(segment: dict[str, Any], where: str) -> tuple[str, str] | None:
+    init = segment.get("init_object")
+    if init is None:
+        return None
+    urls = init.get("get_urls") or []
+    if not urls:
+        raise MediaError(f"{where}: its init Object {init['object_id']} has no URL to read it from")
+    return init["object_id"], urls[0]["url"]
 
 
 class _Writer:

@@ -25,7 +25,7 @@ from typing import Any
 
 from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.timerange import TimeRange, format_timestamp
-from tamstore.media.segmenter import NS, CutSegment, Essence, Segmenter
+from tamstore.media.segmenter import CONTAINERS, NS, CutSegment, Essence, Segmenter
 
 __all__ = ["IngestOptions", "IngestResult", "Progress", "SegmentsRefused", "ingest", "ingest_ids"]
 
@@ -41,6 +41,7 @@ class IngestOptions:
     name: str | None = None  # what the ids are derived from (default: the input's path or URL)
     label: str | None = None
     follow: bool = False  # live input: read on until it ends or ``stop`` is set
+    container: str = "mp2t"  # or "cmaf": fragmented MP4 segments after one init segment per Flow
 
 
 @dataclass
@@ -73,9 +74,10 @@ class IngestResult:
     progress: Progress
 
 
-def ingest_ids(name: str, roles: list[str]) -> tuple[dict[str, str], dict[str, str]]:
-    """Flow and Source ids for an input named ``name``: the same name, the same ids."""
-    space = uuid.uuid5(uuid.NAMESPACE_URL, "tamstore-ingest:" + name)
+def ingest_ids(name: str, roles: list[str], container: str = "mp2t") -> tuple[dict[str, str], dict[str, str]]:
+    """Flow and Source ids for an input named ``name``: the same name (and container), the same
+    ids. Another container makes other Flows (and Sources: they are another rendition)."""
+    space = uuid.uuid5(uuid.NAMESPACE_URL, "tamstore-ingest:" + name + ("" if container == "mp2t" else ":" + container))
     flows = {role: str(uuid.uuid5(space, "flow:" + role)) for role in [*roles, "multi"]}
     sources = {role: str(uuid.uuid5(space, "source:" + role)) for role in [*roles, "multi"]}
     return flows, sources
@@ -90,15 +92,18 @@ def _roles(essences: list[Essence]) -> dict[int, str]:
     return roles
 
 
-def _flow_doc(e: Essence, flow_id: str, source_id: str, label: str) -> dict[str, Any]:
+def _flow_doc(e: Essence, flow_id: str, source_id: str, label: str, container: str) -> dict[str, Any]:
+    params = dict(e.essence_parameters)
+    if container == "cmaf":
+        params["init_segments"] = True  # AppNote 0024: every segment names its init Object
     doc: dict[str, Any] = {
         "id": flow_id,
         "source_id": source_id,
         "format": f"urn:x-nmos:format:{e.kind}",
         "codec": e.codec,
-        "container": "video/mp2t",
+        "container": CONTAINERS[container][e.kind],
         "label": label,
-        "essence_parameters": e.essence_parameters,
+        "essence_parameters": params,
     }
     if e.bit_rate:
         doc["avg_bit_rate"] = max(1, e.bit_rate // 1000)  # kilobits per second (AppNote 0013)
@@ -114,7 +119,9 @@ async def ingest(
 ) -> IngestResult:
     """Ingest ``source``. Setting ``stop`` (Ctrl-C) ends the input where it is: the segments in
     hand are cut, uploaded and registered, and the result is returned as for a finished input."""
-    segmenter = await asyncio.to_thread(Segmenter, source, options.segment_ns, follow=options.follow)
+    segmenter = await asyncio.to_thread(
+        Segmenter, source, options.segment_ns, follow=options.follow, container=options.container
+    )
     stop = stop or asyncio.Event()
     try:
         return await _ingest(client, segmenter, source, options, report, stop)
@@ -133,12 +140,14 @@ async def _ingest(
 ) -> IngestResult:
     roles = _roles(segmenter.essences)
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
-    flow_ids, source_ids = ingest_ids(name, list(roles.values()))
+    flow_ids, source_ids = ingest_ids(name, list(roles.values()), options.container)
     label = options.label or Path(source.split("?")[0]).name
     for e in segmenter.essences:
         role = roles[e.index]
         if await client.get_flow(flow_ids[role]) is None:
-            await client.put_flow(_flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})"))
+            await client.put_flow(
+                _flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})", options.container)
+            )
     if await client.get_flow(flow_ids["multi"]) is None:
         await client.put_flow(
             {
@@ -269,6 +278,7 @@ class _Uploader:
         self.failure: BaseException | None = None
         self.allocated: dict[str, list[dict[str, Any]]] = {}
         self.allocating: dict[str, asyncio.Lock] = {}
+        self.inits: dict[tuple[str, bytes], asyncio.Task[str]] = {}
 
     async def add(self, flow_id: str, cut: CutSegment, offset: int) -> None:
         if self.failure is not None:
@@ -293,13 +303,27 @@ class _Uploader:
                 pool.extend(await self.client.allocate(flow_id, ALLOCATE_BATCH))
             return pool.pop(0)
 
-    async def _one(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+    async def _init_object(self, flow_id: str, init: bytes) -> str:
+        """The id of the Object holding ``init`` for the Flow: uploaded once per ingest, by the
+        first segment that needs it (segments after it wait for the same upload)."""
+        key = (flow_id, init)
+        if key not in self.inits:
+            self.inits[key] = asyncio.ensure_future(self._upload(flow_id, init))
+        return await asyncio.shield(self.inits[key])
+
+    async def _upload(self, flow_id: str, data: bytes) -> str:
         obj = await self._object(flow_id)
-        await self.client.upload(obj["put_url"], cut.data)
+        await self.client.upload(obj["put_url"], data)
+        return str(obj["object_id"])
+
+    async def _one(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+        init_id = None if cut.init is None else await self._init_object(flow_id, cut.init)
         segment: dict[str, Any] = {
-            "object_id": obj["object_id"],
+            "object_id": await self._upload(flow_id, cut.data),
             "timerange": TimeRange(cut.start_ns + offset, cut.end_ns + offset).to_str(),
         }
+        if init_id is not None:
+            segment["init_object_id"] = init_id
         if offset:
             segment["ts_offset"] = format_timestamp(offset)
         if cut.samples is None:
@@ -330,9 +354,10 @@ class _Uploader:
         """On a failure, uploads still in flight are cancelled (their Objects stay unregistered,
         for the server to collect)."""
         if kind is not None:
-            for task in list(self.tasks):
+            pending = [*self.tasks, *self.inits.values()]
+            for task in pending:
                 task.cancel()
-            await asyncio.gather(*list(self.tasks), return_exceptions=True)
+            await asyncio.gather(*pending, return_exceptions=True)
 
     async def finish(self) -> None:
         while self.tasks:

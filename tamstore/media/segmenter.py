@@ -2,7 +2,8 @@
 binary).
 
 The input is demuxed once; each video and audio stream's packets are gathered into segments and
-each segment is remuxed on its own into an MPEG-TS object (its packets, their timestamps kept).
+each segment is remuxed on its own into an MPEG-TS object, or a fragmented MP4 (CMAF) media
+segment with its stream's init segment beside it (its packets, their timestamps kept).
 A video segment starts at a key frame and is cut at the first key frame at least
 ``target_ns`` after its start, so it is never shorter than a GOP (but the last); an audio
 segment is cut at the first packet at least ``target_ns`` after its start. Times are integer
@@ -23,7 +24,9 @@ from typing import Any
 
 import av
 
-__all__ = ["CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
+from tamstore.media.fmp4 import CmafRemuxer
+
+__all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
 
 NS = 1_000_000_000
 SHIFT_STEP = 10_000_000  # 10 ms: a whole number of ticks of every usual time base
@@ -38,6 +41,13 @@ CODECS = {
     "mp2": "audio/mpeg",
     "mp3": "audio/mpeg",
     "ac3": "audio/ac3",
+}
+
+
+# The containers a segment's object may be in, by name: the MIME type the Flow records, per kind.
+CONTAINERS = {
+    "mp2t": {"video": "video/mp2t", "audio": "video/mp2t"},
+    "cmaf": {"video": "video/mp4", "audio": "audio/mp4"},
 }
 
 
@@ -65,7 +75,7 @@ class Essence:
 
 @dataclass
 class CutSegment:
-    """One segment of one stream: the MPEG-TS object's bytes and what TAMS records of it."""
+    """One segment of one stream: its object's bytes and what TAMS records of it."""
 
     stream: int
     start_ns: int
@@ -74,6 +84,7 @@ class CutSegment:
     packets: int
     key_frames: int
     samples: int | None = None  # audio: samples in the segment
+    init: bytes | None = None  # CMAF: the init segment the object is decoded after
 
 
 @dataclass
@@ -88,7 +99,10 @@ class _Pending:
 
 
 class Segmenter:
-    def __init__(self, source: str, target_ns: int = 2 * NS, *, follow: bool = False) -> None:
+    def __init__(self, source: str, target_ns: int = 2 * NS, *, follow: bool = False, container: str = "mp2t") -> None:
+        if container not in CONTAINERS:
+            raise ValueError(f"container {container!r}: one of {', '.join(CONTAINERS)}")
+        self.cmaf = container == "cmaf"
         options: dict[str, str] = {}
         if "://" in source:
             options["rw_timeout"] = "30000000"  # microseconds: a stalled server is an error, not a hang
@@ -111,8 +125,11 @@ class Segmenter:
         if not self.essences:
             raise MediaError(f"{source}: no video or audio stream of a codec tamstore can segment")
         self._streams = {e.index: self.container.streams[e.index] for e in self.essences}
+        self._cmaf = {i: CmafRemuxer(s) for i, s in self._streams.items()} if self.cmaf else {}
 
     def close(self) -> None:
+        for remuxer in self._cmaf.values():
+            remuxer.close()
         self.container.close()
 
     def duration_ns(self) -> int | None:
@@ -137,6 +154,8 @@ class Segmenter:
             rate = stream.average_rate or stream.guessed_rate
             if rate:
                 params["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
+            else:  # no rate the input tells: a Flow without frame_rate must say it is variable
+                params["vfr"] = True
         else:
             params = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
         return Essence(stream.index, kind, codec, params, Fraction(stream.time_base), ctx.bit_rate or None)
@@ -218,7 +237,11 @@ class Segmenter:
         index, tb = essence.index, essence.time_base
         stream: Any = self._streams[index]
         assert pending.start is not None
-        data = remux_ts(stream, pending.packets)
+        init = None
+        if self.cmaf:
+            init, data = self._cmaf[index].remux(pending.packets)
+        else:
+            data = remux_ts(stream, pending.packets)
         samples = None
         if essence.kind == "audio":
             frame = stream.codec_context.frame_size or 0
@@ -231,6 +254,7 @@ class Segmenter:
             packets=len(pending.packets),
             key_frames=sum(1 for p in pending.packets if p.is_keyframe),
             samples=samples,
+            init=init,
         )
 
 
