@@ -11,9 +11,10 @@ from pathlib import Path
 import av
 
 from tamstore.client import AsyncTamsClient
+from tamstore.domain.timerange import TimeRange
 from tamstore.media.export import export
 from tamstore.media.ingest import IngestOptions, ingest
-from tamstore.media.segmenter import Segmenter
+from tamstore.media.segmenter import NS, Segmenter
 
 __all__ = ["bench_ingest_export"]
 
@@ -61,15 +62,23 @@ def bench_ingest_export(url: str, source: Path, scratch: Path) -> list[Row]:
     floor_ingest, segments, segment_bytes = _segment_to_files(source, scratch / "floor-segments")
     floor_export = _concatenate(scratch / "floor-segments", scratch / "floor.mp4")
 
-    async def run() -> tuple[float, float, str]:
+    # A cut 0.5 s into a segment at each end of a range of about 10 s (or half of a short input).
+    seconds = 10 if segments >= 16 else 1
+    clip = TimeRange(3 * NS // 2, 3 * NS // 2 + seconds * NS)
+
+    async def run() -> tuple[float, float, float, float]:
         async with AsyncTamsClient(url) as client:
             t0 = time.perf_counter()
             result = await ingest(client, str(source), IngestOptions(name=f"bench-{time.time_ns()}"))
             t1 = time.perf_counter()
             await export(client, result.flow_id, scratch / "export.mp4")
-            return t1 - t0, time.perf_counter() - t1, result.flow_id
+            t2 = time.perf_counter()
+            await export(client, result.flow_id, scratch / "clip.mp4", clip)
+            t3 = time.perf_counter()
+            await export(client, result.flow_id, scratch / "exact.mp4", clip, exact=True)
+            return t1 - t0, t2 - t1, t3 - t2, time.perf_counter() - t3
 
-    ingest_s, export_s, _ = asyncio.run(run())
+    ingest_s, export_s, clip_s, exact_s = asyncio.run(run())
     mb = size / 1e6
 
     def rate(seconds: float) -> str:
@@ -87,5 +96,11 @@ def bench_ingest_export(url: str, source: Path, scratch: Path) -> list[Row]:
             rate(export_s),
             rate(floor_export),
             f"{floor_export / export_s:.2f} of floor",
+        ),
+        (
+            f"export {seconds} s cut 0.5 s into segments, --exact (beside: the same at segment boundaries)",
+            f"{exact_s * 1000:.0f} ms",
+            f"{clip_s * 1000:.0f} ms",
+            f"{exact_s / clip_s:.1f}x the time",
         ),
     ]

@@ -597,3 +597,36 @@ def test_cmaf_round_trip(server: LiveServer, media: Path, tmp_path: Path, schema
     part = tmp_path / "part.mp4"
     tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "--timerange", "[4:0_8:0)", "-o", str(part))
     assert decoded(part)[0] == list(range(50, 200))
+
+
+@pytest.mark.parametrize("container", ["mp2t", "cmaf"])
+def test_exact_export_holds_the_range_and_nothing_else(
+    server: LiveServer, media: Path, tmp_path: Path, container: str
+) -> None:
+    """``--exact`` cuts inside segments: [4.5 s, 7.3 s) is frames 111-180 (the input's first
+    frame is at 0.08 s), re-encoded at the two cuts and copied between them; audio ends
+    within a packet of each cut."""
+    ids = ingest(server, media, "--container", container)
+    for ext in ("mp4", "ts", "mkv"):
+        out = tmp_path / f"exact.{ext}"
+        args = ["--flow-id", ids["flow_id"], "--timerange", "[4:500000000_7:300000000)", "-o", str(out), "--exact"]
+        tamstore("export", "--server", server.url, *args)
+        numbers, pts, samples = decoded(out)
+        assert numbers == list(range(111, 181)), (ext, numbers[:3], numbers[-3:])
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), ext
+        assert abs(samples - 2.8 * 48000) <= 2 * 1024, (ext, samples)
+    # a range inside one segment: both cuts in it
+    one = tmp_path / "one.mp4"
+    tamstore(
+        "export",
+        "--server",
+        server.url,
+        "--flow-id",
+        ids["flows"]["video"],
+        "--timerange",
+        "[4:500000000_5:0)",
+        "-o",
+        str(one),
+        "--exact",
+    )
+    assert decoded(one)[0] == list(range(111, 123))

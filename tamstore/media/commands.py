@@ -197,9 +197,15 @@ def ingest_command(
 @click.option("--flow-id", required=True, help="The Flow to export (mono-essence, or multi-essence with its members).")
 @click.option("--timerange", help="The range to export (TAMS timerange); default: all of it.")
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
-def export_command(flow_id: str, timerange: str | None, output: Path, **values: Any) -> None:
+@click.option(
+    "--exact",
+    is_flag=True,
+    help="Cut at the range itself, re-encoding the video of the segments a cut falls inside (H.264).",
+)
+def export_command(flow_id: str, timerange: str | None, output: Path, exact: bool, **values: Any) -> None:
     """Export a Flow's media, or a time range of it, to OUTPUT (.ts, .mp4, .mkv, .mov),
-    remuxed without re-encoding and cut at segment boundaries."""
+    remuxed without re-encoding and cut at segment boundaries (or, with --exact, at the
+    range, re-encoding only the video around each cut)."""
     from tamstore.domain.timerange import InvalidTimeRange, TimeRange
     from tamstore.media.export import export
 
@@ -210,7 +216,7 @@ def export_command(flow_id: str, timerange: str | None, output: Path, **values: 
 
     async def job() -> Any:
         async with _client(values) as client:
-            return await export(client, flow_id, output, tr)
+            return await export(client, flow_id, output, tr, exact=exact)
 
     result = _run(job)
     click.echo(f"exported {result.segments} segments ({result.bytes / 1e6:.1f} MB) to {output}")

@@ -2,8 +2,10 @@
 
 A mono-essence Flow gives one stream; a multi-essence Flow gives one stream per Flow it collects
 (video and audio muxed in sync). The file's container follows the output's extension (.ts,
-.mp4, .mkv, .mov). Packets are remuxed as they are, never re-encoded, so the file is cut at
-segment boundaries: it holds every segment that overlaps the range, whole.
+.mp4, .mkv, .mov). Packets are remuxed as they are, so the file is cut at segment boundaries: it holds
+every segment that overlaps the range, whole. With ``exact`` it holds the range itself: video
+is re-encoded in the (at most two) segments a cut falls inside, audio cut at packets
+(``trim``).
 
 A segment with an init Object (CMAF, AppNote 0024) is read as its init segment followed by its
 own object. Each segment's packets are placed on the Flow's timeline: its object's timestamps plus the
@@ -27,7 +29,8 @@ import av
 
 from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.timerange import TimeRange, parse_timestamp
-from tamstore.media.segmenter import NS, MediaError
+from tamstore.media.segmenter import NS, MediaError, to_ns
+from tamstore.media.trim import Cut, ReEncoder, frames_in
 
 __all__ = ["ExportResult", "export"]
 
@@ -54,8 +57,10 @@ class _Piece:
 
 
 async def export(
-    client: AsyncTamsClient, flow_id: str, output: Path, timerange: TimeRange | None = None
+    client: AsyncTamsClient, flow_id: str, output: Path, timerange: TimeRange | None = None, *, exact: bool = False
 ) -> ExportResult:
+    """Write ``timerange`` of the Flow to ``output``: whole segments, or with ``exact`` the
+    range itself (video re-encoded only in the segments a cut falls inside; see ``trim``)."""
     flow = await client.get_flow(flow_id)
     if flow is None:
         raise MediaError(f"Flow {flow_id} does not exist on {client.server}")
@@ -86,7 +91,8 @@ async def export(
     if not pieces:
         raise MediaError(f"Flow {flow_id} has no segments in {timerange or 'its timeline'}")
     pieces.sort(key=lambda p: (p.start, p.flow))
-    writer = await asyncio.to_thread(_Writer, output, len({p.flow for p in pieces}))
+    cut = Cut(timerange.start, timerange.end) if exact and timerange is not None else None
+    writer = await asyncio.to_thread(_Writer, output, len({p.flow for p in pieces}), cut)
     # At most PREFETCH downloads in flight or waiting; each segment's bytes are let go once muxed.
     ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
     upcoming = iter(pieces)
@@ -131,7 +137,7 @@ def _init_of(segment: dict[str, Any], where: str) -> tuple[str, str] | None:
 class _Writer:
     """The output file; one output stream per Flow, made from its first segment's stream."""
 
-    def __init__(self, path: Path, flows: int) -> None:
+    def __init__(self, path: Path, flows: int, cut: Cut | None = None) -> None:
         try:
             self.out = av.open(str(path), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
@@ -140,6 +146,8 @@ class _Writer:
         self.streams: dict[int, Any] = {}
         self.pending: dict[int, list[tuple[_Piece, bytes]]] = {}
         self.flows = flows
+        self.cut = cut
+        self.reencoders: dict[int, ReEncoder] = {}
 
     def add(self, piece: _Piece, data: bytes) -> None:
         self.pending.setdefault(piece.flow, []).append((piece, data))
@@ -167,12 +175,24 @@ class _Writer:
         with _opened(piece, data) as (source, stream):
             base = Fraction(stream.time_base)
             shift = piece.ts_offset * base.denominator // (base.numerator * NS)
+            cut = self.cut
+            if cut is not None and stream.type == "video" and not cut.inside(piece.start, piece.end):
+                if piece.flow not in self.reencoders:
+                    self.reencoders[piece.flow] = ReEncoder(stream, piece.where)
+                frames, delay = frames_in(source, stream, shift, cut)
+                for packet in self.reencoders[piece.flow].encode(frames, delay, target):
+                    self.out.mux(packet)
+                return
             for packet in source.demux(stream):
                 if packet.size == 0:
                     continue
                 if shift:
                     packet.pts = None if packet.pts is None else packet.pts + shift
                     packet.dts = None if packet.dts is None else packet.dts + shift
+                if cut is not None and packet.pts is not None:
+                    start = to_ns(packet.pts, base)
+                    if not cut.keeps(start, start + to_ns(packet.duration or 0, base)):
+                        continue  # audio: cut at the packet that holds the range's edge
                 packet.stream = target
                 self.out.mux(packet)
 
