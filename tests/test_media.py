@@ -262,7 +262,7 @@ def test_readmes_media_commands_work_as_written(server: LiveServer, media: Path,
 
     text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     block = next(b for b in re.findall(r"```sh\n(.*?)\n```", text, flags=re.S) if "tamstore ingest" in b)
-    ingest_line, export_line = block.splitlines()
+    ingest_line, export_line, exact_line = block.splitlines()
     (tmp_path / "programme.mp4").write_bytes(media.read_bytes())
 
     def run(line: str) -> str:
@@ -278,6 +278,9 @@ def test_readmes_media_commands_work_as_written(server: LiveServer, media: Path,
     run(export_line.replace("FLOW_ID", flow_id))
     # [10 s, 20 s) overlaps the video segments from [8.08, 10.08) to [18.08, 20.08): frames 200-499
     assert decoded(tmp_path / "clip.mp4")[0] == list(range(200, 500))
+    run(exact_line.replace("FLOW_ID", flow_id))
+    # exactly: frame n is shown at 0.08 s + n * 0.04 s
+    assert decoded(tmp_path / "exact.mp4")[0] == list(range(248, 498))
 
 
 def _follow(server: LiveServer, playlist: Path) -> subprocess.Popen[str]:
@@ -630,3 +633,41 @@ def test_exact_export_holds_the_range_and_nothing_else(
         "--exact",
     )
     assert decoded(one)[0] == list(range(111, 123))
+
+
+def test_client_downloads_are_bounded(server: LiveServer, media: Path) -> None:
+    """A media URL is any server's: more bytes than the client accepts is an ObjectTooLarge,
+    whether the size is declared up front or the body just keeps coming."""
+    import http.server
+    import threading
+
+    from tamstore.client import ObjectTooLarge
+
+    class Endless(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            chunk = b"x" * 65536
+            try:
+                for _ in range(1024):  # 64 MiB at most, should the client not stop
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            except OSError:
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    endless = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Endless)
+    threading.Thread(target=endless.serve_forever, daemon=True).start()
+    ids = ingest(server, media, "--name", "bounded")
+    try:
+        with TamsClient(server.url, max_download=1000) as tams:
+            segment = next(iter(tams.segments(ids["flows"]["video"], presigned="true")))
+            with pytest.raises(ObjectTooLarge):  # declared in Content-Length
+                tams.download(segment["get_urls"][0]["url"])
+            with pytest.raises(ObjectTooLarge):  # chunked, no length
+                tams.download(f"http://127.0.0.1:{endless.server_address[1]}/object")
+            assert len(tams.download(segment["get_urls"][0]["url"], limit=10**8)) > 1000
+    finally:
+        endless.shutdown()

@@ -8,13 +8,14 @@
 
 from tamstore.client.api import AsyncTamsClient, TamsClient
 from tamstore.client.auth import AuthOptions, BearerToken, ClientCredentials, auth_from
-from tamstore.client.errors import TamsApiError
+from tamstore.client.errors import ObjectTooLarge, TamsApiError
 
 __all__ = [
     "AsyncTamsClient",
     "AuthOptions",
     "BearerToken",
     "ClientCredentials",
+    "ObjectTooLarge",
     "TamsApiError",
     "TamsClient",
     "auth_from",

@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 from httpx_retries import Retry, RetryTransport
 
-from tamstore.client.errors import TamsApiError, raise_for_status
+from tamstore.client.errors import ObjectTooLarge, TamsApiError, raise_for_status
 from tamstore.domain.timerange import TimeRange
 
 __all__ = ["AsyncTamsClient", "TamsClient"]
@@ -51,8 +51,10 @@ class AsyncTamsClient:
         timeout: float = 60.0,
         retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
+        max_download: int = 2**30,
     ) -> None:
         self.server = server.rstrip("/")
+        self.max_download = max_download
         wrapped = RetryTransport(transport or httpx.AsyncHTTPTransport(), retry=_retry(retries))
         self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
         # Media URLs (presigned, possibly on another host) carry their own authorisation.
@@ -167,10 +169,25 @@ class AsyncTamsClient:
         response = await self.media.put(put_url["url"], content=data, headers=headers)
         raise_for_status(response)
 
-    async def download(self, url: str) -> bytes:
-        response = await self.media.get(url)
-        raise_for_status(response)
-        return response.content
+    async def download(self, url: str, *, limit: int | None = None) -> bytes:
+        """An Object's bytes from one of its ``get_urls``; more than ``limit`` bytes (default
+        ``max_download``) is an ObjectTooLarge, read no further: a media URL is any server's."""
+        limit = self.max_download if limit is None else limit
+        async with self.media.stream("GET", url) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise_for_status(response)
+            declared = response.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > limit:
+                raise ObjectTooLarge(url, limit)
+            chunks: list[bytes] = []
+            size = 0
+            async for chunk in response.aiter_bytes():
+                size += len(chunk)
+                if size > limit:
+                    raise ObjectTooLarge(url, limit)
+                chunks.append(chunk)
+        return b"".join(chunks)
 
     async def get_object(self, object_id: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/objects/{object_id}")  # type: ignore[no-any-return]

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["TamsApiError", "raise_for_status"]
+__all__ = ["ObjectTooLarge", "TamsApiError", "raise_for_status"]
 
 
 class TamsApiError(Exception):
@@ -23,6 +23,14 @@ class TamsApiError(Exception):
         if isinstance(self.body, dict) and isinstance(self.body.get("summary"), str):
             return str(self.body["summary"])
         return str(self.body)[:200]
+
+
+class ObjectTooLarge(Exception):
+    """A media URL gave more bytes than the client was told to accept."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        super().__init__(f"GET {url.split('?')[0]}: more than {limit} bytes, not read further")
+        self.url, self.limit = url, limit
 
 
 def raise_for_status(response: httpx.Response) -> None:

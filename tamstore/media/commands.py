@@ -64,13 +64,13 @@ def _run(job: Callable[[], Any]) -> Any:
     """Run an async job; the failures a user can cause become one line and exit status 1."""
     import httpx
 
-    from tamstore.client import TamsApiError
+    from tamstore.client import ObjectTooLarge, TamsApiError
     from tamstore.media.ingest import SegmentsRefused
     from tamstore.media.segmenter import MediaError
 
     try:
         return asyncio.run(job())
-    except (MediaError, TamsApiError, SegmentsRefused, ValueError, OSError) as exc:
+    except (MediaError, TamsApiError, ObjectTooLarge, SegmentsRefused, ValueError, OSError) as exc:
         _fail(str(exc))
     except httpx.HTTPError as exc:  # could not reach the server (after the retries)
         _fail(f"{type(exc).__name__}: {exc}")
