@@ -25,6 +25,7 @@ from tamstore.api import (
     media,
     objects,
     observability,
+    playback,
     security,
     segments,
     service,
@@ -181,6 +182,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         analytics,
         observability,
         media,
+        playback,
         security,
     ):
         app.router.routes.extend(module.router.routes)

@@ -82,6 +82,7 @@ def test_ingest_describes_the_input_and_covers_it(server: LiveServer, media: Pat
             "frame_width": 320,
             "frame_height": 240,
             "frame_rate": {"numerator": 25, "denominator": 1},
+            "avc_parameters": {"profile": 77, "flags": 64, "level": 13},  # Main, level 1.3: avc1.4d400d
         }
         assert audio["essence_parameters"] == {"sample_rate": 48000, "channels": 2}
         multi_source = tams.get_source(ids["source_id"])

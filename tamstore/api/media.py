@@ -32,6 +32,8 @@ def _authorised(request: Request) -> tuple[FilesystemMediaStore, str]:
     if not isinstance(store, FilesystemMediaStore):
         raise NotFound("this service has no filesystem media backend")
     tail = request.path_params["object_path"]
+    if "." in tail:  # an extension for players that want one (ops.playback): not part of the id
+        tail = tail.split(".", 1)[0]
     object_id = decode_id(tail) if "/" not in tail else None
     if object_id is None:
         raise Forbidden("invalid media URL")

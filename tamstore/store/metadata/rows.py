@@ -70,6 +70,8 @@ class FlowRow(NamedTuple):
     seg_duration: int
     seg_bytes: int
     pages_token: int
+    seg_removed: int
+    seg_breaks: int
 
 
 class ProfileRow(NamedTuple):

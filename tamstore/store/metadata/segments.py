@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     and_,
+    func,
     insert,
     literal,
     select,
@@ -123,6 +124,27 @@ class SegmentQueries(Queries):
             return None
         last = await self._one(select(s.c.timerange, s.c.ts_end).where(where).order_by(s.c.ts_start.desc()).limit(1))
         return str(first.timerange), str(last.timerange)
+
+    async def last_segment(self, flow_id: str) -> tuple[int, int, str | None] | None:
+        """The end, ``ts_offset`` and init Object of the Flow's last segment: one indexed read."""
+        s, o = t.segments, t.objects
+        row = await self._one(
+            select(s.c.ts_end, s.c.ts_offset, o.c.init_object_id)
+            .select_from(s.join(o, o.c.id == s.c.object_id))
+            .where(s.c.flow_id == flow_id)
+            .order_by(s.c.ts_start.desc())
+            .limit(1)
+        )
+        return None if row is None else (int(row.ts_end), int(row.ts_offset or 0), row.init_object_id)
+
+    async def longest_segment(self, flow_id: str, lo: int | None, hi: int | None) -> int | None:
+        """The longest duration among the segments overlapping ``[lo, hi)``: one pass over
+        their index entries (a VOD playlist's target duration comes before its segments)."""
+        s = t.segments
+        row = await self._one(
+            select(func.max(s.c.ts_end - s.c.ts_start).label("longest")).where(segment_range_clause(flow_id, lo, hi))
+        )
+        return None if row is None or row.longest is None else int(row.longest)
 
     async def segment_span(self, flow_id: str) -> tuple[int | None, int | None]:
         """Where the Flow's segments start and end (None, None: it has none): two indexed reads."""

@@ -96,6 +96,14 @@ flows = Table(
     # shows (its segments, or the instances of an Object they use): rendered pages kept by any
     # process are reused only while it is unchanged (tamstore/api/page_cache.py).
     Column("pages_token", BigInteger, nullable=False, server_default="0"),
+    # Counters that only grow, for live playlists (ops/playback): segments removed from the
+    # Flow ever, and breaks (domain.playlists.is_break) between segments appended at its end.
+    # A playlist window holds every segment from its first to the Flow's end, so its first
+    # segment's media sequence number is seg_count + seg_removed - (segments in the window),
+    # and its discontinuity sequence number seg_breaks - (breaks inside the window): both
+    # stable across reloads without reading the Flow's past.
+    Column("seg_removed", BigInteger, nullable=False, server_default="0"),
+    Column("seg_breaks", BigInteger, nullable=False, server_default="0"),
     Index("ix_flows_source", "source_id", "created", "id"),
     Index("ix_flows_created", "created", "id"),
     Index("ix_flows_updated", "metadata_updated", "id"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
+from tamstore.domain.playlists import is_break
 from tamstore.domain.segments import reference_counts
 from tamstore.store.metadata.catalog import CatalogQueries
 from tamstore.store.metadata.deletion import DeletionQueries
@@ -49,10 +50,19 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
         byte size as they are once this transaction commits; ``now`` (µs) is ``segments_updated``."""
         if not rows:
             return
-        await self.insert_segments(rows)
-        await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
         lo = min(r["ts_start"] for r in rows)
         hi = max(r["ts_end"] for r in rows)
+        breaks = 0
+        if flow.seg_end is not None and lo >= flow.seg_end:  # appended at the end: count its breaks
+            prev = await self.last_segment(flow.id)
+            for r in sorted(rows, key=lambda r: r["ts_start"]):
+                init = init_of.get(r["object_id"])
+                offset = r.get("ts_offset") or 0
+                if prev is not None and is_break(prev[0], prev[1], prev[2], r["ts_start"], offset, init):
+                    breaks += 1
+                prev = (r["ts_end"], offset, init)
+        await self.insert_segments(rows)
+        await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
         await self.update_flow(
             flow.id,
             {
@@ -62,6 +72,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
                 "seg_count": flow.seg_count + len(rows),
                 "seg_duration": flow.seg_duration + sum(r["ts_end"] - r["ts_start"] for r in rows),
                 "seg_bytes": flow.seg_bytes + sum(sizes.get(r["object_id"], 0) for r in rows),
+                "seg_breaks": flow.seg_breaks + breaks,
             },
         )
 
@@ -93,6 +104,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
                     "seg_count": flow.seg_count - len(rows),
                     "seg_duration": flow.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
                     "seg_bytes": flow.seg_bytes - size,
+                    "seg_removed": flow.seg_removed + len(rows),
                 },
             )
         return set(init_of) | {i for i in init_of.values() if i}
