@@ -148,6 +148,34 @@ async def test_out_of_range_analytics(client: httpx.AsyncClient) -> None:
     refused(await client.get(f"/x-tamstore/analytics/flows/{flow['id']}/timeline?timerange=[9223372037:0_)"))
 
 
+async def test_out_of_range_playback(client: httpx.AsyncClient) -> None:
+    """Playlists' parameters are checked like the API's: a 400 in the error shape, never a 500;
+    a playlist is bounded by its range (or its window, at most an hour)."""
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], [0, 1, 2])
+    base = f"/x-tamstore/hls/{flow['id']}.m3u8"
+    for query in (
+        "window=nan",
+        "window=1/0",
+        "window=-5",
+        "window=1e400",
+        "window=" + "9" * 5000,
+        "timerange=[9223372037:0_)",
+        "timerange=" + "[" * 1000,
+        "accept_storage_ids=not-a-uuid",
+        "presigned=maybe",
+    ):
+        for path in (base, f"/x-tamstore/dash/{flow['id']}.mpd"):
+            refused(await client.get(f"{path}?{query}"))
+    for path in ("/x-tamstore/hls/..%2F..%2Fetc.m3u8", "/x-tamstore/hls/" + "a" * 5000 + ".m3u8"):
+        r = await client.get(path)
+        assert r.status_code in (400, 404) and set(r.json()) >= ERROR_KEYS, r.text[:200]
+    r = await client.get("/x-tamstore/objects/" + "%00" * 100 + ".ts")
+    assert r.status_code in (400, 404) and set(r.json()) >= ERROR_KEYS, r.text[:200]
+    ok = await client.get(f"{base}?timerange=[0:0_3:0)&window=0.5")
+    assert ok.status_code == 200 and ok.text.count("#EXTINF:1.0,") == 3
+
+
 async def test_integral_floats_are_integers_everywhere(client: httpx.AsyncClient) -> None:
     """JSON Schema 2020-12 counts 105.0 as an integer: accepted wherever an integer is, stored
     as one."""
