@@ -543,6 +543,44 @@ def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
     return rows
 
 
+def bench_playback(settings: Settings, size: int, reps: int, wrk_seconds: int) -> list[Row]:
+    """HLS playlists of a Flow of ``size`` one-second segments (86,400: a day), rendered over
+    HTTP, beside the raw segment query for the same segments (the floor); then live window
+    reloads per second."""
+    flow_id = str(uuid.uuid4())
+    loader.load(settings, [(flow_id, size, {})])
+    raw = floor.connect(settings)
+    server = Server(settings)
+    hour = min(3600, size)
+    rows: list[Row] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=120) as c:
+            base = f"/x-tamstore/hls/{flow_id}.m3u8"
+            mid = max(0, size // 2 - hour // 2)
+            for label, query, at, n in (
+                (
+                    f"HLS playlist, a {hour:,}-segment hour of a {size:,}-segment flow",
+                    f"[{mid}:0_{mid + hour}:0)",
+                    mid,
+                    hour,
+                ),
+                (f"HLS playlist, all {size:,} segments", f"[0:0_{size}:0)", 0, size),
+            ):
+                t = timed(lambda q=query: c.get(f"{base}?timerange={q}").raise_for_status(), max(3, reps // 10))
+                f = timed(lambda at=at, n=n: raw.page(flow_id, at, n), max(3, reps // 10))
+                rows.append(latency_row(label, t, f))
+            live = f"{base}?timerange=[0:0_&window=12"
+            t = timed(lambda: c.get(live).raise_for_status(), reps)
+            f = timed(lambda: raw.page(flow_id, size - 12, 12), reps)
+            rows.append(latency_row(f"HLS live window reload (12 s), {size:,}-segment flow", t, f))
+        if shutil.which("wrk"):
+            rows.append(("  live window reloads/s, 32 connections (wrk)", _wrk(server.url + live, wrk_seconds), "", ""))
+    finally:
+        server.stop()
+        raw.close()
+    return rows
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -635,6 +673,10 @@ def main(argv: list[str] | None = None) -> int:
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
+            (
+                "playback",
+                lambda: bench_playback(fresh(), 600 if args.quick else 86_400, args.reps, 1 if args.quick else 5),
+            ),
             ("auth", lambda: bench_hostile(fresh(), "auth", args.reps, args.quick)),
             ("slowloris", lambda: bench_hostile(fresh(), "slowloris", args.reps, args.quick, args.slow_clients)),
         ]:

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
-from urllib.parse import quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode, urlsplit
 
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.objects import UrlFilter
@@ -115,17 +115,17 @@ class _Uris:
     def __init__(self, ctx: Context, req: PlayRequest) -> None:
         self.renderer = UrlRenderer(ctx, req.urls, req.base_url)
         self.req = req
-        self.own_media = urlsplit(req.base_url + MEDIA_PREFIX + "/")
+        self.own_media = req.base_url + MEDIA_PREFIX + "/"
 
     def uri(self, object_id: str, instances: list[Any], ext: str) -> str | None:
         urls = self.renderer.render(object_id, instances)
         if not urls:
             return None
         url = str(urls[0]["url"])
-        parts = urlsplit(url)
-        if parts.netloc == self.own_media.netloc and parts.path.startswith(self.own_media.path):
-            return urlunsplit(parts._replace(path=f"{parts.path}.{ext}"))
-        if parts.path.lower().endswith("." + ext):
+        if url.startswith(self.own_media):  # tamstore's own signed URL: path, then the query
+            path, mark, query = url.partition("?")
+            return f"{path}.{ext}{mark}{query}"
+        if urlsplit(url).path.lower().endswith("." + ext):
             return url
         return self.redirect(object_id, ext)
 
