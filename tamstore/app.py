@@ -21,6 +21,7 @@ from tamstore.api import (
     analytics,
     delete_requests,
     errors,
+    events,
     flows,
     media,
     objects,
@@ -45,6 +46,7 @@ from tamstore.store.media.filesystem import FilesystemMediaStore
 from tamstore.store.media.s3 import S3MediaStore
 from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
+from tamstore.streaming import EventHub
 from tamstore.workers import Workers
 
 __all__ = ["app_from_environment", "create_app", "open_context"]
@@ -65,6 +67,7 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     )
     if migrate and settings.migrate:
         await upgrade(store.engine)
+    store.record_all_events = settings.event_stream
     filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)
     return Context(settings=settings, store=store, backends=backends, filesystem=filesystem)
 
@@ -115,6 +118,8 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         # it out of the garbage collector's sight, so that collecting the many short-lived
         # objects of a 1,000-segment request does not walk it all again (~10% of its time).
         gc.freeze()
+        hub = app.state.hub = EventHub(ctx)
+        await hub.start()
         background = Workers(ctx) if workers and settings.workers else None
         if background is not None:
             background.start()
@@ -123,6 +128,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         finally:
             if background is not None:
                 await background.stop()
+            await hub.stop()
             await ctx.store.close()
 
     auth = load_auth(settings)
@@ -183,6 +189,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         observability,
         media,
         playback,
+        events,
         security,
     ):
         app.router.routes.extend(module.router.routes)

@@ -97,6 +97,7 @@ _rule("/flow-delete-requests/[^/]+", get={DELETE})
 # tamstore's own extensions
 _rule("/x-tamstore/analytics/.*", get={READ})
 _rule("/x-tamstore/(hls|dash|objects)/.+", get={READ})
+_rule("/x-tamstore/events", get={READ})
 _rule("/metrics", get={READ})
 
 # Open to everyone: documentation, health probes, the token endpoint (it checks the client

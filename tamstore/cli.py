@@ -276,7 +276,14 @@ def worker(**values: Any) -> None:
     from tamstore.workers import Workers
 
     async def job(ctx: Any) -> None:
-        await Workers(ctx).run_forever()
+        from tamstore.streaming import EventHub
+
+        hub = EventHub(ctx)  # woken by commits in other processes: webhooks go out at once
+        await hub.start()
+        try:
+            await Workers(ctx).run_forever()
+        finally:
+            await hub.stop()
 
     click.echo(f"tamstore {__version__}: background worker started")
     with contextlib.suppress(KeyboardInterrupt):

@@ -119,7 +119,22 @@ class Settings:
         metadata={"help": "Comma list of networks (CIDR) webhooks may reach whatever their range."},
     )
     webhook_event_retention: int = field(
-        default=86400, metadata={"help": "Seconds undelivered events are kept for webhooks in error."}
+        default=86400,
+        metadata={"help": "Seconds events are kept: for webhooks in error, and for event stream clients to resume."},
+    )
+    event_stream: bool = field(
+        default=True,
+        metadata={"help": "Offer the event stream (/x-tamstore/events): every change records its event."},
+    )
+    event_stream_heartbeat: int = field(
+        default=15, metadata={"help": "Seconds between event stream heartbeats (so proxies keep the connection)."}
+    )
+    event_stream_max_clients: int = field(
+        default=1000, metadata={"help": "Event stream connections one process serves at most (then 503)."}
+    )
+    event_stream_buffer_kib: int = field(
+        default=4096,
+        metadata={"help": "Events held for one stream client that reads slowly (KiB) before it is cut off."},
     )
     storage_config: Path | None = field(
         default=None,
@@ -231,6 +246,9 @@ class Settings:
             "body_timeout",
             "keep_alive_timeout",
             "max_connections",
+            "event_stream_heartbeat",
+            "event_stream_max_clients",
+            "event_stream_buffer_kib",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")

@@ -4,7 +4,8 @@ A worker numbers newly committed events, then leases webhooks that have events w
 (``SKIP LOCKED``, so two workers never deliver to one webhook at once), and for each delivers its
 events one after another with httpx. A failure backs off exponentially and blocks that webhook's
 later events (order is kept); after ``webhook_max_attempts`` the webhook goes to ``error``. The
-cursor moves only after a delivery succeeded, so a crash repeats at most that delivery.
+cursor moves only past deliveries that succeeded, every ``SAVE_EVERY`` of them and at the end of
+a batch, so a crash repeats at most those.
 """
 
 from __future__ import annotations
@@ -24,11 +25,14 @@ from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.segments import SegmentQuery, segment_docs
 from tamstore.outbound import OutboundClient
 
-__all__ = ["Deliverer"]
+__all__ = ["Deliverer", "event_body", "event_facts"]
 
 log = logging.getLogger("tamstore.webhooks")
 
 BATCH = 100
+# Deliveries between cursor writes: a crash repeats at most these (delivery is at least once),
+# and a burst is not one write transaction per delivery.
+SAVE_EVERY = 20
 
 
 class Deliverer:
@@ -48,7 +52,7 @@ class Deliverer:
         lease = s.worker_lease * 1_000_000
         async with self.ctx.store.write() as tx:
             await tx.sequence_events()
-            await tx.purge_events(now_us() - s.webhook_event_retention * 1_000_000)
+            await tx.purge_events(now_us() - s.webhook_event_retention * 1_000_000, keep_delivered=s.event_stream)
             hooks = await tx.claim_webhooks(self.owner, now_us(), now_us() + lease, s.webhook_concurrency)
         if not hooks:
             return 0
@@ -71,29 +75,43 @@ class Deliverer:
         if doc.get("api_key_name") and hook.api_key_value is not None:
             headers[doc["api_key_name"]] = hook.api_key_value
         cursor, delivered = hook.cursor, 0
+        status = hook.status
+
+        async def save(position: int) -> bool:
+            """Move the webhook's cursor past what was delivered; False: the lease is lost."""
+            nonlocal status
+            lease_until = now_us() + self.ctx.settings.worker_lease * 1_000_000
+            values: dict[str, Any] = {"cursor": position, "attempts": 0, "lease_until": lease_until}
+            if status == "created":
+                values["status"] = status = "started"
+            async with self.ctx.store.write() as tx:
+                return await tx.update_webhook(hook.id, values, owner=self.owner)
+
         while True:
             async with self.ctx.store.read() as tx:
                 events = await tx.events_after(cursor, BATCH)
             if not events:
                 return delivered
+            saved, unsaved = cursor, 0
             for event in events:
-                facts = _facts(event)
-                if filt.matches(facts):
-                    body = await self._message(event, filt)
+                if filt.matches(event_facts(event)):
+                    body = event_body(self.ctx, event, filt)
                     ok, problem = await self.client.post(hook.url, body, headers)
                     delivered += 1
                     self.ctx.count_delivery(ok)
                     if not ok:
+                        if cursor != saved and not await save(cursor):
+                            return delivered
                         await self._failed(hook, problem)
                         return delivered
-                cursor = event.seq
-                lease_until = now_us() + self.ctx.settings.worker_lease * 1_000_000
-                async with self.ctx.store.write() as tx:
-                    values: dict[str, Any] = {"cursor": cursor, "attempts": 0, "lease_until": lease_until}
-                    if hook.status == "created":
-                        values["status"] = "started"
-                    if not await tx.update_webhook(hook.id, values, owner=self.owner):
+                    unsaved += 1
+                cursor = event.seq or cursor  # numbered: events_after reads only those
+                if unsaved >= SAVE_EVERY:
+                    if not await save(cursor):
                         return delivered  # lost the lease, or the webhook was changed: stop here
+                    saved, unsaved = cursor, 0
+            if cursor != saved and not await save(cursor):
+                return delivered
 
     async def _failed(self, hook: Any, problem: str) -> None:
         s = self.ctx.settings
@@ -110,37 +128,38 @@ class Deliverer:
                 values = {"attempts": attempts, "next_attempt": now_us() + delay_ms * 1000}
             await tx.update_webhook(hook.id, values, owner=self.owner)
 
-    async def _message(self, event: Any, filt: WebhookFilter) -> bytes:
-        payload = orjson.loads(event.payload)
-        if event.event_type == "flows/segments_added":
-            init_of = payload.pop("_init_of")
-            instances = payload.pop("_instances")
-            payload["segments"] = self._render(payload["segments"], init_of, instances, filt.transforms)
-        return orjson.dumps(
-            {"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload}
-        )
 
-    def _render(
-        self,
-        segments: list[dict[str, Any]],
-        init_of: dict[str, str | None],
-        instances: dict[str, list[dict[str, Any]]],
-        t: dict[str, Any],
-    ) -> list[dict[str, Any]]:
-        """Segments as GET /flows/{id}/segments would show them, with this webhook's URL filters."""
-        urls = UrlFilter(
-            accept_get_urls=None if t.get("accept_get_urls") is None else tuple(t["accept_get_urls"]),
-            accept_storage_ids=tuple(t["accept_storage_ids"]) if t.get("accept_storage_ids") else None,
-            presigned=t.get("presigned"),
-            verbose=bool(t.get("verbose_storage")),
-        )
-        query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
-        rows = [SimpleNamespace(**seg) for seg in segments]
-        insts = {oid: [SimpleNamespace(**i) for i in items] for oid, items in instances.items()}
-        return segment_docs(self.ctx, rows, init_of, insts, query, self.ctx.settings.base_url())
+def event_body(ctx: Context, event: Any, filt: WebhookFilter) -> bytes:
+    """An event as a webhook (or event stream client) receives it: segments rendered as
+    GET /flows/{id}/segments would show them, with the receiver's URL filters, URLs signed now."""
+    payload = orjson.loads(event.payload)
+    if event.event_type == "flows/segments_added":
+        init_of = payload.pop("_init_of")
+        instances = payload.pop("_instances")
+        payload["segments"] = _render(ctx, payload["segments"], init_of, instances, filt.transforms)
+    return orjson.dumps({"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload})
 
 
-def _facts(event: Any) -> EventFacts:
+def _render(
+    ctx: Context,
+    segments: list[dict[str, Any]],
+    init_of: dict[str, str | None],
+    instances: dict[str, list[dict[str, Any]]],
+    t: dict[str, Any],
+) -> list[dict[str, Any]]:
+    urls = UrlFilter(
+        accept_get_urls=None if t.get("accept_get_urls") is None else tuple(t["accept_get_urls"]),
+        accept_storage_ids=tuple(t["accept_storage_ids"]) if t.get("accept_storage_ids") else None,
+        presigned=t.get("presigned"),
+        verbose=bool(t.get("verbose_storage")),
+    )
+    query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
+    rows = [SimpleNamespace(**seg) for seg in segments]
+    insts = {oid: [SimpleNamespace(**i) for i in items] for oid, items in instances.items()}
+    return segment_docs(ctx, rows, init_of, insts, query, ctx.settings.base_url())
+
+
+def event_facts(event: Any) -> EventFacts:
     meta = orjson.loads(event.meta)
     return EventFacts(
         event.event_type,

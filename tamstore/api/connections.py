@@ -22,7 +22,11 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from tamstore.config import Settings
 from tamstore.domain.errors import BadRequest, error_body
 
-__all__ = ["GuardedHttpProtocol", "configure"]
+__all__ = ["STREAM_SCOPE_KEY", "GuardedHttpProtocol", "configure"]
+
+# In a request's scope, the callable that ends a response streaming until its client leaves
+# (the event stream), for a server that is stopping.
+STREAM_SCOPE_KEY = "tamstore.endless"
 
 
 class GuardedHttpProtocol(HttpToolsProtocol):
@@ -59,6 +63,18 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The server is stopping: uvicorn lets responses in progress finish, but an event
+        stream never does by itself, so it is asked to end (the callable it left in its scope
+        under ``STREAM_SCOPE_KEY``); it completes its response, and the server stops without
+        waiting for its clients to hang up (they reconnect to another replica, or later)."""
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:
+            end = cycle.scope.get(STREAM_SCOPE_KEY)
+            if callable(end):
+                end()
+        super().shutdown()
 
     def send_400_response(self, msg: str) -> None:
         """A request the HTTP parser cannot read (a malformed or over-long request line or

@@ -52,6 +52,9 @@ class Metrics:
         self.deletion_backlog = Gauge("tamstore_deletion_backlog", "Flow delete requests not yet done", registry=r)
         self.pool_in_use = Gauge("tamstore_db_connections_in_use", "Database connections checked out", registry=r)
         self.pool_size = Gauge("tamstore_db_pool_size", "Database connection pool size", registry=r)
+        self.event_stream_clients = Gauge(
+            "tamstore_event_stream_clients", "Event stream (/x-tamstore/events) connections open", registry=r
+        )
 
 
 class RequestLogMiddleware:

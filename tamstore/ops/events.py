@@ -1,8 +1,8 @@
 """Recording events in the transactional outbox (CHECKLIST §12.5).
 
 Each function is called inside the transaction of the change it reports, so a committed change
-always has its event and a rolled-back one never does. Nothing is recorded while no webhook is
-listening (one cheap query per transaction).
+always has its event and a rolled-back one never does. With the event stream off, nothing is
+recorded while no webhook is listening (one cheap query per transaction).
 """
 
 from __future__ import annotations
@@ -29,6 +29,8 @@ __all__ = [
 
 
 async def _listening(tx: Tx) -> bool:
+    if tx.record_all_events:  # the event stream replays every event, webhooks or not
+        return True
     cached = getattr(tx, "_webhooks_listening", None)
     if cached is None:
         cached = await tx.webhooks_listening()

@@ -29,6 +29,15 @@ SERVICE_TYPE = "urn:x-tams:service:tamstore"
 
 # How clients can follow what happens in the store (the spec's `event_stream_mechanisms`).
 EVENT_STREAM_MECHANISMS = [{"name": "webhooks", "docs": "https://github.com/bbc/tams"}]
+SERVER_SENT_EVENTS = {
+    "name": "x-tamstore-server-sent-events",
+    "docs": "tamstore's docs/operating.md, section 'Event stream'",
+    "config": {
+        "url": "/x-tamstore/events",
+        "resume": "Last-Event-ID header or after= query parameter",
+        "filters": "the webhook filters as query parameters (events, flow_ids, source_ids, ...)",
+    },
+}
 
 
 async def get_service(ctx: Context) -> dict[str, Any]:
@@ -44,7 +53,9 @@ async def get_service(ctx: Context) -> dict[str, Any]:
     }
     if "description" in info:
         out["description"] = info["description"]
-    out["event_stream_mechanisms"] = EVENT_STREAM_MECHANISMS
+    out["event_stream_mechanisms"] = EVENT_STREAM_MECHANISMS + (
+        [SERVER_SENT_EVENTS] if ctx.settings.event_stream else []
+    )
     return out
 
 

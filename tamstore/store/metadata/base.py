@@ -66,6 +66,7 @@ class Queries:
     def __init__(self, conn: AsyncConnection) -> None:
         self.conn = conn
         self.wrote_events = False
+        self.record_all_events = False  # set by the store: events recorded with no webhook listening
 
     async def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return (await self.conn.execute(stmt, params)).all()

@@ -21,6 +21,8 @@ from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 
+EVENTS_CHANNEL = "tamstore_events"  # PostgreSQL LISTEN/NOTIFY channel of committed events
+
 
 class EventQueries(Queries):
     """Webhooks, their leases and the events waiting for them."""
@@ -67,7 +69,23 @@ class EventQueries(Queries):
     async def insert_events(self, rows: list[dict[str, Any]]) -> None:
         if rows:
             await self.conn.execute(insert(t.events), rows)
+            if not self.wrote_events:
+                await self._notify()
             self.wrote_events = True
+
+    async def _notify(self) -> None:
+        """PostgreSQL: tell every process listening (``streaming.EventHub``) that events are
+        coming; the notification is sent when, and only if, this transaction commits."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
+
+    async def has_unsequenced_events(self) -> bool:
+        e = t.events
+        return await self._one(select(e.c.id).where(e.c.seq.is_(None)).limit(1)) is not None
+
+    async def oldest_event_seq(self) -> int | None:
+        e = t.events
+        return (await self._one(select(func.min(e.c.seq))))[0]  # type: ignore[no-any-return]
 
     async def sequence_events(self, limit: int = 1000) -> int:
         """Number the committed events that have no ``seq`` yet, in id order. One sequencer at
@@ -83,6 +101,7 @@ class EventQueries(Queries):
             update(e).where(e.c.id == bindparam("_id")).values(seq=bindparam("_seq")),
             [{"_id": r.id, "_seq": top + i + 1} for i, r in enumerate(rows)],
         )
+        await self._notify()  # numbered: readers in other processes may take them now
         return len(rows)
 
     async def max_event_seq(self) -> int:
@@ -119,9 +138,17 @@ class EventQueries(Queries):
         e = t.events
         return rows_as(EventRow, await self._all(select(e).where(e.c.seq > seq).order_by(e.c.seq).limit(limit)))
 
-    async def purge_events(self, created_before: int) -> None:
-        """Drop events every webhook is past, and any older than the retention period."""
+    async def purge_events(self, created_before: int, *, keep_delivered: bool = False) -> None:
+        """Drop events older than the retention period and (unless the event stream keeps them
+        for replay, ``keep_delivered``) the ones every webhook is past."""
         e, w = t.events, t.webhooks
+        if keep_delivered:
+            # The newest event stays, whatever its age: numbering goes on from it after a quiet
+            # spell, so an id a client holds never comes round again.
+            top = (await self._one(select(func.max(e.c.seq))))[0]
+            if top is not None:
+                await self.conn.execute(delete(e).where(e.c.created < created_before, e.c.seq < top))
+            return
         low = (await self._one(select(func.min(w.c.cursor)).where(w.c.status.in_(("created", "started", "error")))))[0]
         # With no webhook left to serve, every numbered event is done with.
         delivered = e.c.seq <= low if low is not None else e.c.seq.is_not(None)

@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy import (
@@ -68,6 +68,10 @@ class MetadataStore:
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         self.events_written = asyncio.Event()
+        # Called after every commit that recorded events (the event hub's wake-up).
+        self.on_events_written: list[Callable[[], None]] = []
+        # Record every change's event, webhooks or not (the event stream replays them).
+        self.record_all_events = False
 
     @contextlib.asynccontextmanager
     async def read(self) -> AsyncIterator[Tx]:
@@ -139,13 +143,17 @@ class MetadataStore:
                         # The transaction is open; tell SQLAlchemy, whose own BEGIN is skipped.
                         with sync_conn.execution_options(tamstore_begun=True).begin():
                             tx = Tx(InlineConnection(sync_conn))  # type: ignore[arg-type]
+                            tx.record_all_events = self.record_all_events
                             yield tx
                 else:
                     async with self.engine.connect() as conn, conn.begin():
                         tx = Tx(conn)
+                        tx.record_all_events = self.record_all_events
                         yield tx
                 if tx.wrote_events:
                     self.events_written.set()
+                    for callback in self.on_events_written:
+                        callback()
             except Exception as exc:
                 translated = translate(exc)
                 if translated is None:

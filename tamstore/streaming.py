@@ -1,0 +1,186 @@
+"""Committed events, at once, in every process: the wake-up behind webhook delivery and the
+event stream, and the fan-out to this process's stream clients.
+
+Every change records its event in the transactional outbox (``events``); events are numbered
+(``seq``) after they commit, in commit order, by whichever process gets there first. A process
+learns that there is something new:
+- from its own commits (a callback of the metadata store), at once;
+- from other processes on PostgreSQL by ``LISTEN``: each transaction that records or numbers
+  events sends ``NOTIFY`` as it commits;
+- from other processes on SQLite by ``PRAGMA data_version``, which changes when another
+  connection commits, read every ``SQLITE_POLL`` seconds (a counter read, no query);
+- and, whatever happens to those, by looking again every ``FALLBACK_POLL`` seconds.
+
+When woken, the hub numbers what is unnumbered, wakes the webhook worker, and hands the new
+events to each stream client's buffer. A buffer is bounded in bytes: a client that reads too
+slowly overflows it and is cut off (``Subscriber.overflowed``), never allowed to grow memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+from typing import Any
+
+from tamstore.ops.context import Context
+from tamstore.store.metadata.events import EVENTS_CHANNEL
+
+__all__ = ["EventHub", "Subscriber"]
+
+log = logging.getLogger("tamstore.events")
+
+FALLBACK_POLL = 1.0
+SQLITE_POLL = 0.02
+READ_BATCH = 500
+
+
+class Subscriber:
+    """One stream client's events waiting to be sent: at most ``limit`` bytes of them, or one
+    event of any size."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.events: collections.deque[Any] = collections.deque()
+        self.bytes = 0
+        self.ready = asyncio.Event()
+        self.overflowed = False
+
+    def offer(self, events: list[Any]) -> None:
+        if not events:
+            return
+        for event in events:
+            if self.overflowed:
+                return
+            size = len(event.payload)
+            if self.events and self.bytes + size > self.limit:  # one event always fits
+                self.overflowed = True
+                self.events.clear()
+                self.bytes = 0
+            else:
+                self.events.append(event)
+                self.bytes += size
+        self.ready.set()
+
+    def take(self) -> list[Any]:
+        events = list(self.events)
+        self.events.clear()
+        self.bytes = 0
+        self.ready.clear()
+        return events
+
+
+class EventHub:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.subscribers: set[Subscriber] = set()
+        self.last_seq = 0  # the newest numbered event this hub has handed out (or seen)
+        self.wake = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._listener: Any = None
+
+    async def start(self) -> None:
+        async with self.ctx.store.read() as tx:
+            self.last_seq = await tx.max_event_seq()
+        self.ctx.store.on_events_written.append(self.wake.set)
+        self._tasks.append(asyncio.create_task(self._run(), name="tamstore-event-hub"))
+        if self.ctx.store.dialect == "postgresql":
+            self._tasks.append(asyncio.create_task(self._listen(), name="tamstore-event-listen"))
+        elif self.ctx.store.dialect == "sqlite":
+            self._tasks.append(asyncio.create_task(self._watch_sqlite(), name="tamstore-event-watch"))
+
+    async def stop(self) -> None:
+        with contextlib.suppress(ValueError):
+            self.ctx.store.on_events_written.remove(self.wake.set)
+        for task in self._tasks:
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close(timeout=2)
+
+    def subscribe(self, limit: int) -> Subscriber:
+        subscriber = Subscriber(limit)
+        self.subscribers.add(subscriber)
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self.subscribers.discard(subscriber)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), FALLBACK_POLL)
+            self.wake.clear()
+            try:
+                await self._pump()
+            except Exception:  # the database may be away a moment: try again at the next wake
+                log.exception("event hub: reading new events failed")
+
+    async def _pump(self) -> None:
+        store = self.ctx.store
+        async with store.read() as tx:
+            unnumbered = await tx.has_unsequenced_events()
+        if unnumbered:
+            async with store.write() as tx:
+                await tx.sequence_events()
+        while True:
+            async with store.read() as tx:
+                if not self.subscribers:  # nobody to hand events to: only keep up
+                    top = await tx.max_event_seq()
+                    events = []
+                else:
+                    events = await tx.events_after(self.last_seq, READ_BATCH)
+                    top = (events[-1].seq or self.last_seq) if events else self.last_seq
+            if top > self.last_seq:
+                self.ctx.wake_webhooks.set()
+            self.last_seq = max(self.last_seq, top)
+            for subscriber in list(self.subscribers):
+                subscriber.offer(events)
+            if len(events) < READ_BATCH:
+                return
+
+    async def _listen(self) -> None:
+        """PostgreSQL: a connection of its own LISTENing; reconnects when it is lost."""
+        import asyncpg  # type: ignore[import-untyped]
+
+        url = self.ctx.settings.database_url or ""
+        while True:
+            try:
+                self._listener = await asyncpg.connect(url)
+                lost = asyncio.Event()
+                self._listener.add_termination_listener(lambda _conn, lost=lost: lost.set())
+                await self._listener.add_listener(EVENTS_CHANNEL, lambda *_: self.wake.set())
+                self.wake.set()  # anything committed while not listening
+                await lost.wait()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("event hub: cannot LISTEN on PostgreSQL (%s); polling until it can", exc)
+            finally:
+                if self._listener is not None:
+                    with contextlib.suppress(Exception):
+                        await self._listener.close(timeout=2)
+                    self._listener = None
+            await asyncio.sleep(1.0)
+
+    async def _watch_sqlite(self) -> None:
+        """SQLite: ``PRAGMA data_version`` changes when another connection commits."""
+        path = self.ctx.settings.sqlalchemy_url().split("///", 1)[-1]
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        try:
+            version = None
+            while True:
+                try:
+                    current = conn.execute("PRAGMA data_version").fetchone()[0]
+                except sqlite3.Error:
+                    current = None
+                if version is not None and current != version:
+                    self.wake.set()
+                version = current
+                await asyncio.sleep(SQLITE_POLL)
+        finally:
+            conn.close()
