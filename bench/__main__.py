@@ -521,6 +521,90 @@ def bench_webhooks(settings: Settings, receivers: int, events: int) -> list[Row]
     ]
 
 
+def bench_events(settings: Settings, receivers: int, rate: int, seconds: float, split: bool) -> list[Row]:
+    """Commit -> arrival of every event, by webhook and by the event stream, with ``receivers``
+    of each (in a process of their own: bench/event_sink.py), while changes are made at
+    ``rate`` per second. ``split``: the changes go through an API-only replica
+    (``--no-workers``) and a separate ``tamstore worker`` delivers the webhooks (the stream
+    clients are on the replica)."""
+    import threading
+
+    total = int(rate * seconds)
+    committed: dict[int, float] = {}
+    asyncio.run(loader.prepare(settings))
+    server = Server(settings, **({"TAMSTORE_WORKERS": "false"} if split else {}))
+    worker = sink = None
+    out = settings.data_dir.parent / "arrivals.json"
+    if split:
+        env = {**os.environ, "TAMSTORE_DATA_DIR": str(settings.data_dir)}
+        if settings.database_url:
+            env["TAMSTORE_DATABASE_URL"] = settings.database_url
+        worker = subprocess.Popen([sys.executable, "-m", "tamstore", "worker"], env=env, stdout=subprocess.DEVNULL)
+    try:
+        sink = subprocess.Popen(
+            [sys.executable, "-m", "bench.event_sink", "--hooks", str(receivers), "--streams", str(receivers)]
+            + ["--stream-url", server.url + "/x-tamstore/events?events=flows/updated"]
+            + ["--expect", str(total), "--out", str(out)],
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+        )
+        assert sink.stdout is not None
+        ports = sink.stdout.readline().split()
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+            for port in ports:
+                url = f"http://127.0.0.1:{port}/hook"
+                c.post("/service/webhooks", json={"url": url, "events": ["flows/updated"]}).raise_for_status()
+            flow_id = str(uuid.uuid4())
+            c.put(
+                f"/flows/{flow_id}", json={"id": flow_id, **loader.flow_doc(flow_id, str(uuid.uuid4()))}
+            ).raise_for_status()
+        time.sleep(1.0)  # streams connected, the worker past its first pass
+        counter = iter(range(total))
+        start = time.monotonic()
+
+        def produce() -> None:
+            with httpx.Client(base_url=server.url, timeout=60) as c:
+                for i in counter:
+                    delay = start + i / rate - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+                    c.put(f"/flows/{flow_id}/label", json=f"e{i}").raise_for_status()
+                    committed[i] = time.monotonic()
+
+        producers = [threading.Thread(target=produce) for _ in range(8)]
+        for p in producers:
+            p.start()
+        for p in producers:
+            p.join()
+        produced = total / (max(committed.values()) - start)
+        try:
+            sink.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            sink.terminate()
+            sink.wait(timeout=10)
+        arrivals = json.loads(out.read_text())
+    finally:
+        if sink is not None and sink.poll() is None:
+            sink.kill()
+        server.stop()
+        if worker is not None:
+            worker.terminate()
+            worker.wait(timeout=30)
+    where = "API replica + separate worker" if split else "one process"
+    rows: list[Row] = [
+        (f"events made, {where} (asked {rate:,}/s for {seconds:g} s)", f"{produced:,.0f}/s", "", ""),
+    ]
+    for kind, key in (("webhook", "hooks"), ("event stream", "streams")):
+        got = arrivals[key]
+        delays = sorted(at - committed[i] for i, at in got if i in committed)
+        span = max(at for _, at in got) - start if got else 0.0
+        lost = total * receivers - len(got)
+        label = f"  {kind}: commit to arrival, {receivers} receivers, {len(got) / span:,.0f} arrivals/s, {lost} lost"
+        rows.append(latency_row(label, delays) if delays else (label, "none arrived", "", ""))
+    return rows
+
+
 def bench_analytics(settings: Settings, size: int, reps: int) -> list[Row]:
     flow_id = str(uuid.uuid4())
     loader.load(settings, [(flow_id, size, {})])
@@ -630,17 +714,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
     p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
+    p.add_argument("--events", default="10x1000", help="events: RECEIVERSxRATE (per second, for 2 s)")
     p.add_argument(
         "--only",
-        default="pages,register,flows,media,delete,presign,s3pages,webhooks,analytics,ingest,auth,slowloris",
+        default="pages,register,flows,media,delete,presign,s3pages,webhooks,events,events-split,analytics,ingest,"
+        "playback,auth,slowloris",
     )
     p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
+        args.events = "2x50"
         args.sizes, args.flows, args.bulk, args.delete = "300", 300, "2x100", 500
         args.media_mib, args.reps, args.webhooks = 1, 5, "2x5"
     only = set(args.only.split(","))
+    receivers, rate = (int(x) for x in args.events.split("x"))
+    events_load = (receivers, rate, 2.0)
     sizes = [int(s) for s in args.sizes.split(",")]
     requests, per_request = (int(x) for x in args.bulk.split("x"))
 
@@ -671,6 +760,8 @@ def main(argv: list[str] | None = None) -> int:
             ("presign", lambda: bench_presign(2000 if args.quick else 100_000)),
             ("s3pages", lambda: bench_presigned_pages(scratch, args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
+            ("events", lambda: bench_events(fresh(), *events_load, False)),
+            ("events-split", lambda: bench_events(fresh(), *events_load, True)),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
             (

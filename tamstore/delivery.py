@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from types import SimpleNamespace
 from typing import Any
 
@@ -33,6 +34,7 @@ BATCH = 100
 # Deliveries between cursor writes: a crash repeats at most these (delivery is at least once),
 # and a burst is not one write transaction per delivery.
 SAVE_EVERY = 20
+PURGE_SECONDS = 5.0  # events past their retention are dropped this often
 
 
 class Deliverer:
@@ -42,17 +44,28 @@ class Deliverer:
         s = ctx.settings
         self.client = OutboundClient(ctx.target_policy, s.webhook_timeout)
         self.concurrency = asyncio.Semaphore(s.webhook_concurrency)
+        self.next_purge = 0.0  # monotonic time of the next purge of old events
 
     async def close(self) -> None:
         await self.client.aclose()
 
     async def run_once(self) -> int:
-        """Sequence new events and deliver what is due. Returns deliveries attempted."""
+        """Sequence new events and deliver what is due. Returns deliveries attempted. Woken for
+        nothing (no webhook due, nothing to number or purge), it only reads."""
         s = self.ctx.settings
         lease = s.worker_lease * 1_000_000
+        purge = time.monotonic() >= self.next_purge
+        async with self.ctx.store.read() as tx:
+            unnumbered = await tx.has_unsequenced_events()
+            due = await tx.webhooks_due(now_us())
+        if not (unnumbered or due or purge):
+            return 0
         async with self.ctx.store.write() as tx:
-            await tx.sequence_events()
-            await tx.purge_events(now_us() - s.webhook_event_retention * 1_000_000, keep_delivered=s.event_stream)
+            if unnumbered:
+                await tx.sequence_events()
+            if purge:
+                await tx.purge_events(now_us() - s.webhook_event_retention * 1_000_000, keep_delivered=s.event_stream)
+                self.next_purge = time.monotonic() + PURGE_SECONDS
             hooks = await tx.claim_webhooks(self.owner, now_us(), now_us() + lease, s.webhook_concurrency)
         if not hooks:
             return 0

@@ -84,7 +84,7 @@ class EventHub:
     async def start(self) -> None:
         async with self.ctx.store.read() as tx:
             self.last_seq = await tx.max_event_seq()
-        self.ctx.store.on_events_written.append(self.wake.set)
+        self.ctx.store.on_events_written.append(self._committed_here)
         self._tasks.append(asyncio.create_task(self._run(), name="tamstore-event-hub"))
         if self.ctx.store.dialect == "postgresql":
             self._tasks.append(asyncio.create_task(self._listen(), name="tamstore-event-listen"))
@@ -93,7 +93,7 @@ class EventHub:
 
     async def stop(self) -> None:
         with contextlib.suppress(ValueError):
-            self.ctx.store.on_events_written.remove(self.wake.set)
+            self.ctx.store.on_events_written.remove(self._committed_here)
         for task in self._tasks:
             task.cancel()
         if self._tasks:
@@ -102,13 +102,29 @@ class EventHub:
             with contextlib.suppress(Exception):
                 await self._listener.close(timeout=2)
 
-    def subscribe(self, limit: int) -> Subscriber:
+    async def subscribe(self, limit: int) -> Subscriber:
+        """A new client's buffer, from the newest event on (the hub catches up first: with no
+        clients it does not follow the log)."""
+        if not self.subscribers:
+            async with self.ctx.store.read() as tx:
+                self.last_seq = max(self.last_seq, await tx.max_event_seq())
         subscriber = Subscriber(limit)
         self.subscribers.add(subscriber)
         return subscriber
 
     def unsubscribe(self, subscriber: Subscriber) -> None:
         self.subscribers.discard(subscriber)
+
+    def _committed_here(self) -> None:
+        """This process committed events: its own worker has been told (``events_written``);
+        the hub has work only if it has stream clients."""
+        if self.subscribers:
+            self.wake.set()
+
+    def _committed_elsewhere(self) -> None:
+        """Another process (or connection) committed: webhooks may be due, clients served."""
+        self.ctx.wake_webhooks.set()
+        self.wake.set()
 
     async def _run(self) -> None:
         while True:
@@ -121,6 +137,8 @@ class EventHub:
                 log.exception("event hub: reading new events failed")
 
     async def _pump(self) -> None:
+        if not self.subscribers:
+            return  # the worker numbers and delivers for webhooks; nobody else to serve here
         store = self.ctx.store
         async with store.read() as tx:
             unnumbered = await tx.has_unsequenced_events()
@@ -129,14 +147,8 @@ class EventHub:
                 await tx.sequence_events()
         while True:
             async with store.read() as tx:
-                if not self.subscribers:  # nobody to hand events to: only keep up
-                    top = await tx.max_event_seq()
-                    events = []
-                else:
-                    events = await tx.events_after(self.last_seq, READ_BATCH)
-                    top = (events[-1].seq or self.last_seq) if events else self.last_seq
-            if top > self.last_seq:
-                self.ctx.wake_webhooks.set()
+                events = await tx.events_after(self.last_seq, READ_BATCH)
+            top = (events[-1].seq or self.last_seq) if events else self.last_seq
             self.last_seq = max(self.last_seq, top)
             for subscriber in list(self.subscribers):
                 subscriber.offer(events)
@@ -153,8 +165,8 @@ class EventHub:
                 self._listener = await asyncpg.connect(url)
                 lost = asyncio.Event()
                 self._listener.add_termination_listener(lambda _conn, lost=lost: lost.set())
-                await self._listener.add_listener(EVENTS_CHANNEL, lambda *_: self.wake.set())
-                self.wake.set()  # anything committed while not listening
+                await self._listener.add_listener(EVENTS_CHANNEL, lambda *_: self._committed_elsewhere())
+                self._committed_elsewhere()  # anything committed while not listening
                 await lost.wait()
             except asyncio.CancelledError:
                 raise
@@ -179,7 +191,7 @@ class EventHub:
                 except sqlite3.Error:
                     current = None
                 if version is not None and current != version:
-                    self.wake.set()
+                    self._committed_elsewhere()
                 version = current
                 await asyncio.sleep(SQLITE_POLL)
         finally:

@@ -184,7 +184,7 @@ def test_heartbeats_expired_and_unknown_ids(settings: Settings) -> None:
         while time.monotonic() < deadline:
             expired = SseClient(live.url + "/x-tamstore/events?after=1")
             expired.ended.wait(5)
-            if expired.events and expired.events[0].data["type"] == "events_expired":
+            if expired.events and expired.events[0].data.get("type") == "events_expired":
                 break
             expired.close()
             time.sleep(0.5)

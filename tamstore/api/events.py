@@ -149,7 +149,7 @@ async def _stream(
     ctx: Context, hub: EventHub, filt: WebhookFilter, after: int | None, stop: asyncio.Event, gauge: Any
 ) -> AsyncIterator[bytes]:
     # Subscribed before anything is replayed: an event numbered meanwhile is in one or the other.
-    subscriber = hub.subscribe(ctx.settings.event_stream_buffer_kib * 1024)
+    subscriber = await hub.subscribe(ctx.settings.event_stream_buffer_kib * 1024)
     gauge.inc()
     try:
         yield b"retry: 2000\n\n"  # reconnect after 2 s, with Last-Event-ID

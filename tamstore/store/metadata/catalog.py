@@ -48,6 +48,28 @@ _COLLECTORS = (
 )
 
 
+def _source_collections_statement() -> Any:
+    """Built once (two aliases of ``flows`` cost more to build than the query costs to run):
+    the collector and member Sources of the Flow collections touching any of ``:ids``."""
+    member = t.flows.alias("member")
+    collector = t.flows.alias("collector")
+    fc = t.flow_collections
+    ids: Any = bindparam("ids", expanding=True)
+    joined = member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
+    return (
+        select(collector.c.source_id, member.c.source_id.label("member_source"), fc.c.role)
+        .select_from(joined)
+        .where(
+            or_(collector.c.source_id.in_(ids), member.c.source_id.in_(ids)),
+            collector.c.source_id != member.c.source_id,
+        )
+        .order_by(collector.c.created, fc.c.collector_id, fc.c.position)
+    )
+
+
+_SOURCE_COLLECTIONS = _source_collections_statement()
+
+
 class CatalogQueries(Queries):
     """Sources, Flows, Profiles and the service document."""
 
@@ -128,19 +150,7 @@ class CatalogQueries(Queries):
         }
         if not source_ids:
             return out
-        member = t.flows.alias("member")
-        collector = t.flows.alias("collector")
-        fc = t.flow_collections
-        joined = member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
-        rows = await self._all(
-            select(collector.c.source_id, member.c.source_id.label("member_source"), fc.c.role)
-            .select_from(joined)
-            .where(
-                or_(collector.c.source_id.in_(source_ids), member.c.source_id.in_(source_ids)),
-                collector.c.source_id != member.c.source_id,
-            )
-            .order_by(collector.c.created, fc.c.collector_id, fc.c.position)
-        )
+        rows = await self._all(_SOURCE_COLLECTIONS, {"ids": list(source_ids)})
         for r in rows:
             if r.source_id in out:
                 items = out[r.source_id]["source_collection"]

@@ -24,6 +24,16 @@ from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 EVENTS_CHANNEL = "tamstore_events"  # PostgreSQL LISTEN/NOTIFY channel of committed events
 
 
+# Statements of the hot event paths, built once (building them cost more than running them).
+_EVENTS_TOP = select(func.coalesce(func.max(t.events.c.seq), 0))
+_CURSORS_TOP = select(func.coalesce(func.max(t.webhooks.c.cursor), 0))
+_LOWEST_DUE_CURSOR = select(func.min(t.webhooks.c.cursor)).where(
+    t.webhooks.c.status.in_(("created", "started")),
+    t.webhooks.c.next_attempt <= bindparam("now"),
+    or_(t.webhooks.c.lease_until.is_(None), t.webhooks.c.lease_until < bindparam("now")),
+)
+
+
 class EventQueries(Queries):
     """Webhooks, their leases and the events waiting for them."""
 
@@ -68,6 +78,10 @@ class EventQueries(Queries):
 
     async def insert_events(self, rows: list[dict[str, Any]]) -> None:
         if rows:
+            if self.conn.dialect.name == "sqlite":
+                # One writer at a time: numbered here, in commit order, with no sequencer pass.
+                top = await self.max_event_seq()
+                rows = [{**row, "seq": top + i + 1} for i, row in enumerate(rows)]
             await self.conn.execute(insert(t.events), rows)
             if not self.wrote_events:
                 await self._notify()
@@ -80,6 +94,8 @@ class EventQueries(Queries):
             await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
 
     async def has_unsequenced_events(self) -> bool:
+        if self.conn.dialect.name == "sqlite":
+            return False  # numbered as they are inserted
         e = t.events
         return await self._one(select(e.c.id).where(e.c.seq.is_(None)).limit(1)) is not None
 
@@ -107,10 +123,15 @@ class EventQueries(Queries):
     async def max_event_seq(self) -> int:
         """The last ``seq`` given out. Delivered events are purged, so the webhooks' cursors
         remember it too: numbering must never go back below a cursor."""
-        e, w = t.events, t.webhooks
-        events_top = (await self._one(select(func.coalesce(func.max(e.c.seq), 0))))[0]
-        cursor_top = (await self._one(select(func.coalesce(func.max(w.c.cursor), 0))))[0]
+        events_top = (await self._one(_EVENTS_TOP))[0]
+        cursor_top = (await self._one(_CURSORS_TOP))[0]
         return int(max(events_top, cursor_top))
+
+    async def webhooks_due(self, now: int) -> bool:
+        """Whether any webhook has events to deliver now that no worker holds (a read, so that
+        a worker woken for nothing writes nothing)."""
+        lowest = (await self._all(_LOWEST_DUE_CURSOR, {"now": now}))[0][0]
+        return lowest is not None and lowest < await self.max_event_seq()
 
     async def claim_webhooks(self, owner: str, now: int, lease_until: int, limit: int) -> list[WebhookRow]:
         """Webhooks with events to deliver that no other worker holds (SKIP LOCKED)."""
