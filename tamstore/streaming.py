@@ -1,19 +1,23 @@
 """Committed events, at once, in every process: the wake-up behind webhook delivery and the
 event stream, and the fan-out to this process's stream clients.
 
-Every change records its event in the transactional outbox (``events``); events are numbered
-(``seq``) after they commit, in commit order, by whichever process gets there first. A process
-learns that there is something new:
-- from its own commits (a callback of the metadata store), at once;
+Every change records its event in the transactional outbox (``events``). Each event gets its
+number (``seq``) in commit order: on SQLite as it is inserted (one writer at a time), on
+PostgreSQL just after it commits, by whichever process gets there first. A process learns that
+there is something new:
+- from its own commits, at once (a callback of the metadata store; its webhook worker also
+  waits on them);
 - from other processes on PostgreSQL by ``LISTEN``: each transaction that records or numbers
   events sends ``NOTIFY`` as it commits;
 - from other processes on SQLite by ``PRAGMA data_version``, which changes when another
   connection commits, read every ``SQLITE_POLL`` seconds (a counter read, no query);
 - and, whatever happens to those, by looking again every ``FALLBACK_POLL`` seconds.
 
-When woken, the hub numbers what is unnumbered, wakes the webhook worker, and hands the new
-events to each stream client's buffer. A buffer is bounded in bytes: a client that reads too
-slowly overflows it and is cut off (``Subscriber.overflowed``), never allowed to grow memory.
+A commit elsewhere wakes this process's webhook worker. While the process has stream clients,
+the hub also reads the new events (numbering any that are not yet) and hands them to each
+client's buffer. A buffer is bounded in bytes: a client that reads too slowly overflows it and is
+cut off (``Subscriber.overflowed``), never allowed to grow memory. With no clients, the hub
+reads nothing.
 """
 
 from __future__ import annotations
