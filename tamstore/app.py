@@ -37,6 +37,7 @@ from tamstore.api.limits import BodyLimitMiddleware
 from tamstore.api.observability import Metrics, RequestLogMiddleware
 from tamstore.api.page_cache import PageCache, PageCacheMiddleware
 from tamstore.api.security import AuthMiddleware
+from tamstore.api.ui import BrowserRedirectMiddleware, ui_files
 from tamstore.auth import AuthConfig, FailureLimiter
 from tamstore.config import Settings
 from tamstore.keys import load_or_create_key
@@ -154,6 +155,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
     )
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_kib * 1024, timeout=settings.body_timeout)
     app.add_middleware(AuthMiddleware, config=auth)
+    app.add_middleware(BrowserRedirectMiddleware)
     app.add_middleware(RequestLogMiddleware, metrics=metrics)
     origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     if origins:  # off unless asked for: no web page elsewhere may call the API (docs/operating.md)
@@ -193,4 +195,5 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         security,
     ):
         app.router.routes.extend(module.router.routes)
+    app.mount("/ui", ui_files(), name="ui")
     return app

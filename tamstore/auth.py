@@ -101,9 +101,11 @@ _rule("/x-tamstore/events", get={READ})
 _rule("/metrics", get={READ})
 
 # Open to everyone: documentation, health probes, the token endpoint (it checks the client
-# itself) and media URLs (authorised by their own signature, like presigned S3 URLs).
+# itself), media URLs (authorised by their own signature, like presigned S3 URLs) and the web
+# UI's static files (the UI signs in against the API).
 PUBLIC = re.compile(
-    r"^/(docs|docs/oauth2-redirect|redoc|openapi\.json|healthz|readyz|x-tamstore/oauth2/token|x-tamstore/media/.*)$"
+    r"^/(docs|docs/oauth2-redirect|redoc|openapi\.json|healthz|readyz|x-tamstore/oauth2/token|x-tamstore/media/.*"
+    r"|ui|ui/.*)$"
 )
 
 

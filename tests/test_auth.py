@@ -72,6 +72,10 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/x-tamstore/analytics/flows"): {A, R},
     ("GET", "/x-tamstore/analytics/storage"): {A, R},
     ("GET", "/x-tamstore/analytics/flows/{flow_id}/timeline"): {A, R},
+    ("GET", "/x-tamstore/hls/{flow_id}.m3u8"): {A, R},
+    ("GET", "/x-tamstore/dash/{flow_id}.mpd"): {A, R},
+    ("GET", "/x-tamstore/objects/{object_id}.{ext}"): {A, R},
+    ("GET", "/x-tamstore/events"): {A, R},
 }
 for _kind, _id in (("sources", "source_id"), ("flows", "flow_id")):
     props = ["tags/{name:path}", "label", "description"]
@@ -123,6 +127,9 @@ def concrete(path: str, method: str) -> str:
         .replace("{request_id}", "r1")
         .replace("{name:path}", "tag")
         .replace("{object_path:path}", "obj/instances" if method in ("POST", "DELETE") else "obj")
+        .replace("{object_id}", "obj")
+        .replace("{ext}", "ts")
+        .replace("/x-tamstore/events", "/x-tamstore/events?after=999999999")  # ends at once (unknown id)
     )
 
 

@@ -56,6 +56,9 @@ async def test_analytics_on_a_known_store(client: httpx.AsyncClient) -> None:
     timeline = (await client.get(f"/x-tamstore/analytics/flows/{b['id']}/timeline?timerange=[0:0_10:0)")).json()
     assert timeline["segments"] == 4 and timeline["gaps"] == ["[3:0_5:0)", "[6:0_10:0)"]
     assert timeline["coverage"] == 0.4 and timeline["segment_duration"]["mean_seconds"] == 1.0
+    # the same range in five parts of 2 s, for drawing: [0, 3) and [5, 6) are covered
+    drawn = (await client.get(f"/x-tamstore/analytics/flows/{b['id']}/timeline?timerange=[0:0_10:0)&buckets=5")).json()
+    assert drawn["coverage_buckets"] == [1.0, 0.5, 0.5, 0.0, 0.0]
     whole = (await client.get(f"/x-tamstore/analytics/flows/{b['id']}/timeline")).json()
     assert whole["timerange"] == "[0:0_6:0)" and whole["gaps"] == ["[3:0_5:0)"]
     # deleting brings the counters down again

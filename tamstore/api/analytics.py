@@ -49,4 +49,5 @@ async def flow_timeline(request: Request, flow_id: str) -> Response:
     path_id(flow_id, "Flow")
     q = Query(request)
     tr = q.timerange() or TimeRange.eternity()
-    return json_response(request, await analytics.flow_timeline(context(request), flow_id, tr))
+    buckets = q.integer("buckets", minimum=0, maximum=2000) or 0
+    return json_response(request, await analytics.flow_timeline(context(request), flow_id, tr, buckets))

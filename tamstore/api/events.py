@@ -112,7 +112,13 @@ class EventStreamResponse(Response):
             (b"x-accel-buffering", b"no"),  # nginx: pass events on as they come
         ]
         try:
+            # The first chunk comes once the client is subscribed: a client that sees the
+            # stream open misses nothing committed after that.
+            first = await anext(self.stream)
             await send({"type": "http.response.start", "status": 200, "headers": headers})
+            await asyncio.wait_for(
+                send({"type": "http.response.body", "body": first, "more_body": True}), WRITE_TIMEOUT
+            )
             async for chunk in self.stream:
                 if self.stop.is_set():
                     break
@@ -121,7 +127,7 @@ class EventStreamResponse(Response):
                 )
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(send({"type": "http.response.body", "body": b""}), WRITE_TIMEOUT)
-        except (TimeoutError, OSError):
+        except (TimeoutError, OSError, StopAsyncIteration):
             self.stop.set()  # the client stopped reading, or went: nothing more to say to it
         finally:
             watcher.cancel()

@@ -81,8 +81,10 @@ async def record_usage_day(ctx: Context) -> None:
         await tx.record_usage_day(datetime.now(UTC).strftime("%Y-%m-%d"))
 
 
-async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dict[str, Any]:
-    """Coverage and gaps of a Flow over a bounded range, with segment duration statistics."""
+async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, buckets: int = 0) -> dict[str, Any]:
+    """Coverage and gaps of a Flow over a bounded range, with segment duration statistics;
+    with ``buckets``, also how much of each of that many equal parts of the range is covered
+    (for drawing a timeline at any zoom without reading segments)."""
     async with ctx.store.read() as tx:
         flow = await tx.get_flow(flow_id)
         if flow is None:
@@ -97,6 +99,12 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dic
             raise BadRequest("timerange must not be empty")
         count, total, shortest, longest = await tx.segment_stats(flow_id, timerange.start, timerange.end)
         bounds = await tx.segment_bounds(flow_id, timerange.start, timerange.end, MAX_GAPS + 1)
+        coverage: list[float] | None = None
+        if buckets:
+            assert timerange.start is not None and timerange.end is not None
+            width = max(1, -(-(timerange.end - timerange.start) // buckets))
+            covered = await tx.segment_coverage(flow_id, timerange.start, width, buckets)
+            coverage = [round(min(1.0, c / width), 4) for c in covered]
     gaps: list[str] = []
     start, end = timerange.start, timerange.end
     assert start is not None and end is not None
@@ -109,7 +117,10 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange) -> dic
     truncated = len(bounds) > MAX_GAPS
     if not truncated and cursor < end:
         gaps.append(TimeRange.from_bounds(cursor, end).to_str())
-    return _timeline(timerange, int(count), int(total), shortest, longest, gaps, truncated)
+    out = _timeline(timerange, int(count), int(total), shortest, longest, gaps, truncated)
+    if coverage is not None:
+        out["coverage_buckets"] = coverage
+    return out
 
 
 def _timeline(

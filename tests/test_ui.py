@@ -1,0 +1,202 @@
+"""The web UI (issue 20) in real headless Chromium (Debian's ``chromium``, driven by Playwright
+through ``executable_path``: no browser download), against a real server with media ingested
+in the run."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tamstore.auth import hash_secret
+from tamstore.client import TamsClient
+from tamstore.config import Settings
+from tamstore.domain.timerange import TimeRange
+from tests.live import LiveServer
+from tests.media import make_media
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None and not os.environ.get("CI"), reason="Debian's chromium is not installed (CI installs it)"
+)
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_media(tmp_path_factory.mktemp("media") / "numbered.mp4", seconds=12)
+
+
+@pytest.fixture
+def browser(settings: Settings) -> Iterator[Any]:
+    """Per test, and after the test's database exists: Playwright's sync API runs an event loop
+    in this thread while it is open, where the database fixtures need ``asyncio.run``."""
+    from playwright.sync_api import sync_playwright
+
+    assert CHROMIUM is not None, "CI must install Debian's chromium"
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=CHROMIUM, args=["--autoplay-policy=no-user-gesture-required"])
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LiveServer]:
+    live = LiveServer.serving(settings)
+    yield live
+    live.stop()
+
+
+def ingest(server: LiveServer, media: Path, *extra: str) -> dict[str, Any]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tamstore", "ingest", str(media), "--server", server.url, "--json", *extra],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)  # type: ignore[no-any-return]
+
+
+def test_browsers_are_sent_to_the_ui_and_its_files_come_from_the_package(server: LiveServer) -> None:
+    r = httpx.get(server.url + "/", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert r.status_code == 302 and r.headers["location"] == "/ui/"
+    assert httpx.get(server.url + "/", headers={"Accept": "application/json"}).json()[0] == "service"
+    assert httpx.get(server.url + "/").json()[0] == "service"  # */*: an API client
+    page = httpx.get(server.url + "/ui/")
+    assert page.status_code == 200 and "<title>tamstore</title>" in page.text
+    for asset in ("app.js", "api.js", "time.js", "timeline.js", "style.css", "vendor/hls.min.js"):
+        assert httpx.get(f"{server.url}/ui/{asset}").status_code == 200, asset
+    assert "Apache License" in httpx.get(server.url + "/ui/vendor/hls.js-LICENSE.txt").text
+
+
+def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path, browser: Any) -> None:
+    ids = ingest(server, media, "--label", "News at ten")
+    with TamsClient(server.url) as tams:
+        tams.put_flow(
+            {
+                "id": "3f1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b",
+                "source_id": "4f1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b",
+                "format": "urn:x-nmos:format:audio",
+                "codec": "audio/aac",
+                "label": "Sport",
+                "essence_parameters": {"sample_rate": 48000, "channels": 2},
+            }
+        )
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/")
+    assert page.url.endswith("/ui/")
+    page.wait_for_selector("table tbody tr")
+    assert page.locator("text=News at ten (video)").count() == 1
+    assert page.locator("p.count").inner_text() == "4 of 4 shown"  # video, audio, multi and Sport
+    # search by label and format
+    page.fill("input[name=label]", "Sport")
+    page.click("button:has-text('Search')")
+    page.wait_for_function("document.querySelectorAll('table tbody tr').length === 1")
+    assert "Sport" in page.locator("table tbody").inner_text()
+    page.goto(server.url + "/ui/#/flows?format=urn:x-nmos:format:video")
+    page.wait_for_selector("text=News at ten (video)")
+    assert page.locator("table tbody tr").count() == 1
+    # the video Flow: timeline from the analytics, player, segments of the selected range
+    page.click("text=News at ten (video)")
+    page.wait_for_selector("canvas#timeline[data-segments]")
+    assert int(page.get_attribute("canvas#timeline", "data-segments") or 0) == 6
+    page.wait_for_selector("video#player[data-loaded]", timeout=20_000)
+    page.wait_for_function("document.querySelector('video#player').currentTime > 0.5", timeout=30_000)
+    assert page.get_attribute("video#player", "data-error") is None
+    page.wait_for_selector("#segments table tbody tr")
+    assert page.locator("#segments table tbody tr").count() >= 5  # the first 10 s
+    # edit the label (with auth off, everyone may write)
+    page.fill("form.edit input[name=label]", "News at ten, edited")
+    page.click("form.edit button")
+    page.wait_for_selector("h1:has-text('News at ten, edited')")
+    page.wait_for_selector("#live-status[data-live=open]", state="attached")
+    with TamsClient(server.url) as tams:
+        assert tams.get_flow(ids["flows"]["video"])["label"] == "News at ten, edited"
+        # live: segments registered while the page is open arrive through the event stream
+        video = list(tams.segments(ids["flows"]["video"]))
+        first = TimeRange.from_str(video[0]["timerange"])
+        assert first.start is not None
+        offset = 100 * 10**9 - first.start
+        placed = []
+        for seg in video[:3]:
+            tr = TimeRange.from_str(seg["timerange"])
+            assert tr.start is not None and tr.end is not None
+            placed.append(
+                {
+                    "object_id": seg["object_id"],
+                    "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
+                    "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
+                }
+            )
+        for seg in placed:
+            assert tams.post_segments(ids["flows"]["video"], [seg]) == []
+            time.sleep(0.2)
+    page.wait_for_function("document.querySelector('#live-status').dataset.added === '3'", timeout=10_000)
+    # the view moved on with the new segments, its span kept: [100 s, 106 s) at its end
+    page.wait_for_function("document.querySelector('canvas#timeline').dataset.view.endsWith('_106:0)')", timeout=10_000)
+    assert page.get_attribute("canvas#timeline", "data-segments") == "3"
+    assert errors == []
+    page.close()
+
+
+def test_the_other_pages(server: LiveServer, media: Path, browser: Any) -> None:
+    ingest(server, media)
+    httpx.post(
+        server.url + "/service/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["flows/created"]}
+    ).raise_for_status()
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server.url + "/ui/#/webhooks")
+    page.wait_for_selector("text=http://127.0.0.1:9/hook")
+    page.goto(server.url + "/ui/#/storage")
+    page.wait_for_selector("canvas#usage-chart")
+    assert page.locator("table").count() == 2
+    page.goto(server.url + "/ui/#/service")
+    page.wait_for_selector("text=api_version")
+    page.goto(server.url + "/ui/#/delete-requests")
+    page.wait_for_selector("h1:has-text('Delete requests')")
+    page.goto(server.url + "/ui/#/sources")
+    page.wait_for_selector("table tbody tr")
+    page.click("table tbody tr:first-child a")
+    page.wait_for_selector("h2:has-text('Collection')")
+    assert errors == []
+    page.close()
+
+
+def test_signing_in_when_auth_is_on(settings: Settings, media: Path, browser: Any, tmp_path: Path) -> None:
+    auth_file = tmp_path / "auth.toml"
+    auth_file.write_text(
+        f'[[users]]\nname = "editor"\npassword = "{hash_secret("pw")}"\n'
+        f'[[clients]]\nclient_id = "viewer"\nclient_secret = "{hash_secret("s3")}"\n'
+    )
+    live = LiveServer.serving(settings, TAMSTORE_AUTH="basic,bearer", TAMSTORE_AUTH_FILE=str(auth_file))
+    try:
+        ingest(live, media, "--username", "editor", "--password", "pw", "--label", "Secret")
+        for kind, user, secret in (("basic", "editor", "pw"), ("client", "viewer", "s3")):
+            page = browser.new_page()
+            page.goto(live.url + "/ui/#/flows")
+            page.wait_for_selector("dialog#login[open]")
+            page.fill("input[name=user]", user)
+            page.fill("input[name=secret]", "wrong")
+            page.check(f"input[name=kind][value={kind}]")
+            page.click("dialog button[type=submit]")
+            page.wait_for_selector("#login-error:not(:empty)")
+            page.fill("input[name=secret]", secret)
+            page.click("dialog button[type=submit]")
+            page.wait_for_selector("text=Secret (video)")
+            assert f"signed in as {user}" in page.locator("#who").inner_text()
+            page.close()
+    finally:
+        live.stop()
