@@ -96,7 +96,7 @@ _rule("/flow-delete-requests", get=set())
 _rule("/flow-delete-requests/[^/]+", get={DELETE})
 # tamstore's own extensions
 _rule("/x-tamstore/analytics/.*", get={READ})
-_rule("/x-tamstore/(hls|dash|objects)/.+", get={READ})
+_rule("/x-tamstore/(hls|dash|objects|frames)/.+", get={READ})
 _rule("/x-tamstore/events", get={READ})
 _rule("/metrics", get={READ})
 

@@ -306,3 +306,32 @@ def test_playlists_keep_the_access_token(settings: Settings, media: Path, tmp_pa
         assert numbers == RANGE_FRAMES and samples > 0
     finally:
         live.stop()
+
+
+def test_frames_on_request(server: LiveServer, media: Path) -> None:
+    """A still of the Flow at any time, JPEG: the frame shown then (frame n at 0.08 s + n x 0.04 s),
+    from a mono or multi-essence Flow, MPEG-TS or fragmented MP4."""
+    for container in ("mp2t", "cmaf"):
+        ids = ingest(server, media, "--container", container)
+        for flow_id in (ids["flows"]["video"], ids["flow_id"]):
+            r = httpx.get(f"{server.url}/x-tamstore/frames/{flow_id}.jpg", params={"at": "5:0"})
+            assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg", r.text
+            with av.open(io.BytesIO(r.content)) as c:
+                picture = next(iter(c.decode(video=0)))
+            assert (picture.width, picture.height) == (320, 240)
+            assert frame_number(picture) == 123, container
+        small = httpx.get(
+            f"{server.url}/x-tamstore/frames/{ids['flow_id']}.jpg", params={"at": "2:500000000", "width": "160"}
+        )
+        with av.open(io.BytesIO(small.content)) as c:
+            assert next(iter(c.decode(video=0))).width == 160
+    for query, status in (
+        ({}, 400),
+        ({"at": "junk"}, 400),
+        ({"at": "1000:0"}, 404),
+        ({"at": "5:0", "width": "5"}, 400),
+    ):
+        r = httpx.get(f"{server.url}/x-tamstore/frames/{ids['flows']['video']}.jpg", params=query)
+        assert r.status_code == status and {"type", "summary", "time"} <= set(r.json()), (query, r.text)
+    r = httpx.get(f"{server.url}/x-tamstore/frames/{ids['flows']['audio']}.jpg", params={"at": "5:0"})
+    assert r.status_code == 400

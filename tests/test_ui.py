@@ -115,6 +115,11 @@ def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path,
     page.wait_for_function("document.querySelector('video#player').currentTime > 0.5", timeout=30_000)
     assert page.get_attribute("video#player", "data-error") is None
     page.wait_for_selector("#segments table tbody tr")
+    # stills along the timeline, made by the server from the segments
+    page.wait_for_function(
+        "[...document.querySelectorAll('img.thumb')].filter(i => i.complete && i.naturalWidth === 160).length >= 4",
+        timeout=20_000,
+    )
     assert page.locator("#segments table tbody tr").count() >= 5  # the first 10 s
     # edit the label (with auth off, everyone may write)
     page.fill("form.edit input[name=label]", "News at ten, edited")

@@ -21,7 +21,8 @@ from starlette.responses import RedirectResponse, Response, StreamingResponse
 from tamstore.api.deps import base_url, context
 from tamstore.api.params import Query, path_id
 from tamstore.domain.errors import BadRequest
-from tamstore.ops import playback
+from tamstore.domain.timerange import InvalidTimeRange, parse_timestamp
+from tamstore.ops import frames, playback
 
 router = APIRouter(tags=["playback"], include_in_schema=False)
 
@@ -78,6 +79,23 @@ async def hls_playlist(request: Request, flow_id: str) -> Response:
 async def dash_manifest(request: Request, flow_id: str) -> Response:
     body = await playback.dash(context(request), _request(request, flow_id))
     return _reply(body, DASH_TYPE)
+
+
+@router.api_route("/x-tamstore/frames/{flow_id}.jpg", methods=["GET", "HEAD"])
+async def frame(request: Request, flow_id: str) -> Response:
+    """A still of a video Flow at ``at`` (a TAMS timestamp), JPEG, ``width`` pixels wide."""
+    path_id(flow_id, "Flow")
+    q = Query(request)
+    text = q.text("at")
+    if text is None:
+        raise BadRequest("query parameter at: the TAMS timestamp of the frame")
+    try:
+        at = parse_timestamp(text)
+    except InvalidTimeRange as exc:
+        raise BadRequest(f"query parameter at: {exc}") from None
+    width = q.integer("width", minimum=16, maximum=frames.MAX_WIDTH)
+    jpeg = await frames.frame_jpeg(context(request), flow_id, at, width)
+    return Response(jpeg, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.api_route("/x-tamstore/objects/{object_id}.{ext}", methods=["GET", "HEAD"])

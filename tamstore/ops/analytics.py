@@ -17,6 +17,7 @@ from tamstore.ops.context import Context
 __all__ = ["flow_timeline", "flow_usage", "learn_sizes", "record_usage_day", "storage_usage"]
 
 MAX_GAPS = 1000
+EXACT_COVERAGE = 10_000  # segments in a range up to which its coverage parts are exact
 GROUPS = ("format", "codec", "source_id", "container")
 
 
@@ -103,7 +104,11 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
         if buckets:
             assert timerange.start is not None and timerange.end is not None
             width = max(1, -(-(timerange.end - timerange.start) // buckets))
-            covered = await tx.segment_coverage(flow_id, timerange.start, width, buckets)
+            if count <= EXACT_COVERAGE:  # few: each segment's overlap with every part it spans
+                spans = await tx.segment_bounds(flow_id, timerange.start, timerange.end, EXACT_COVERAGE + 1)
+                covered = spread(spans, timerange.start, width, buckets)
+            else:  # many: each counted in the part it starts in (parts hold many segments)
+                covered = await tx.segment_coverage(flow_id, timerange.start, width, buckets)
             coverage = [round(min(1.0, c / width), 4) for c in covered]
     gaps: list[str] = []
     start, end = timerange.start, timerange.end
@@ -121,6 +126,31 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
     if coverage is not None:
         out["coverage_buckets"] = coverage
     return out
+
+
+def spread(spans: list[tuple[int, int]], lo: int, width: int, buckets: int) -> list[int]:
+    """Nanoseconds of ``spans`` in each of ``buckets`` parts of ``width`` from ``lo``, a span
+    split across the parts it overlaps: O(spans + buckets), however long a span is."""
+    covered = [0] * buckets
+    whole = [0] * (buckets + 1)  # differences: parts a span covers from end to end
+    hi = lo + width * buckets
+    for a, b in spans:
+        a, b = max(a, lo), min(b, hi)
+        if b <= a:
+            continue
+        first, last = (a - lo) // width, (b - 1 - lo) // width
+        if first == last:
+            covered[first] += b - a
+            continue
+        covered[first] += lo + (first + 1) * width - a
+        covered[last] += b - (lo + last * width)
+        whole[first + 1] += 1
+        whole[last] -= 1
+    running = 0
+    for k in range(buckets):
+        running += whole[k]
+        covered[k] += running * width
+    return covered
 
 
 def _timeline(

@@ -3,7 +3,7 @@
 // extensions (analytics, playback, the event stream).
 
 import { ApiError, credentials, json, page, request, setCredentials, signIn, whenUnauthorised, withToken } from "./api.js";
-import { NS, describe, durationText, formatTimerange, parseTimerange } from "./time.js";
+import { NS, describe, durationText, formatTimerange, formatTimestamp, parseTimerange } from "./time.js";
 import { Timeline } from "./timeline.js";
 
 const main = document.getElementById("main");
@@ -162,7 +162,26 @@ async function flowPage(id) {
   const canvas = h("canvas", { class: "timeline", id: "timeline" });
   const rangeText = h("code", { id: "selected-range" }, "");
   let player = null;
-  const timeline = new Timeline(canvas, id, { onSelect: (range) => select(range) });
+  const thumbs = h("div", { class: "thumbs", id: "thumbs" });
+  const hasVideo = flow.format.endsWith(":video") || flow.format.endsWith(":multi");
+  const timeline = new Timeline(canvas, id, { onSelect: (range) => select(range), onView: (view, data) => thumbnails(view, data) });
+
+  // Stills along the view, where segments are (frames made on request by the server).
+  function thumbnails(view, data) {
+    if (!hasVideo) return;
+    const n = 8;
+    const step = (view.end - view.start) / BigInt(n);
+    const buckets = data.coverage_buckets || [];
+    thumbs.replaceChildren(...Array.from({ length: n }, (_, i) => {
+      const at = view.start + step * BigInt(i) + step / 2n;
+      const covered = data.items
+        ? data.items.some((s) => s.start <= at && at < s.end)
+        : (buckets.length ? buckets[Math.min(buckets.length - 1, Math.floor(((i + 0.5) * buckets.length) / n))] : 1) > 0;
+      if (!covered) return h("span", { class: "thumb gap" }, "gap");
+      const src = withToken(`/x-tamstore/frames/${id}.jpg?at=${formatTimestamp(at)}&width=160`);
+      return h("img", { class: "thumb", src, alt: describe(at), title: describe(at), loading: "lazy" });
+    }));
+  }
 
   async function select(range) {
     rangeText.textContent = formatTimerange(range.start, range.end);
@@ -202,7 +221,7 @@ async function flowPage(id) {
   show(h("h1", {}, flow.label || "Flow"),
     h("p", { class: "hint" }, `${flow.format} ${flow.codec || ""} ${flow.container || ""} — ${id}`),
     h("section", {}, h("h2", {}, "Timeline"), h("p", { class: "hint" }, "Wheel to zoom, drag to pan, click or shift-drag to play a range."),
-      canvas, h("p", {}, "Selected: ", rangeText, " ",
+      canvas, thumbs, h("p", {}, "Selected: ", rangeText, " ",
         h("button", { id: "follow", onclick: () => follow() }, "Follow live"))),
     h("section", { class: "player" }, video, status),
     segmentsBox,

@@ -8,10 +8,11 @@ import { describe, durationText, formatTimerange, parseTimerange } from "./time.
 const FEW_SEGMENTS = 300; // below this many in view, each segment is drawn
 
 export class Timeline {
-  constructor(canvas, flowId, { onSelect = () => {} } = {}) {
+  constructor(canvas, flowId, { onSelect = () => {}, onView = () => {} } = {}) {
     this.canvas = canvas;
     this.flowId = flowId;
     this.onSelect = onSelect;
+    this.onView = onView;
     this.view = null; // {start, end}: BigInt ns
     this.selection = null;
     this.data = null;
@@ -47,6 +48,7 @@ export class Timeline {
     this.canvas.dataset.segments = String(data.segments);
     this.canvas.dataset.view = formatTimerange(start, end);
     this.draw();
+    this.onView(this.view, data);
   }
 
   x(t) {
