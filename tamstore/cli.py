@@ -17,7 +17,7 @@ import click
 
 from tamstore import __version__
 from tamstore.config import Settings, setting_kinds
-from tamstore.media.commands import export_command, ingest_command
+from tamstore.media.commands import export_command, ingest_command, sync_command
 from tamstore.store.media.s3 import StorageUnavailable
 
 ENV_PREFIX = "TAMSTORE_"
@@ -448,6 +448,7 @@ def admin_stats(**values: Any) -> None:
 
 main.add_command(ingest_command)
 main.add_command(export_command)
+main.add_command(sync_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -160,8 +160,10 @@ class AsyncTamsClient:
         return []
 
     async def allocate(self, flow_id: str, count: int, **extra: Any) -> list[dict[str, Any]]:
-        """Object ids and upload URLs for ``count`` new Objects (``POST /flows/{id}/storage``)."""
-        body = await self.request("POST", f"/flows/{flow_id}/storage", json={"limit": count, **extra})
+        """Object ids and upload URLs for ``count`` new Objects (``POST /flows/{id}/storage``);
+        ``object_ids=[...]`` asks for those ids instead (the spec allows one or the other)."""
+        request = dict(extra) if "object_ids" in extra else {"limit": count, **extra}
+        body = await self.request("POST", f"/flows/{flow_id}/storage", json=request)
         return list(body.json()["media_objects"])
 
     async def upload(self, put_url: dict[str, Any], data: bytes) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 import click
 
-__all__ = ["export_command", "ingest_command"]
+__all__ = ["export_command", "ingest_command", "sync_command"]
 
 
 def client_options(fn: Any) -> Any:
@@ -47,12 +47,34 @@ def client_options(fn: Any) -> Any:
     return fn
 
 
-def _client(values: dict[str, Any]) -> Any:
+def _client(values: dict[str, Any], prefix: str = "") -> Any:
     from tamstore.client import AsyncTamsClient, AuthOptions, auth_from
 
     names = ("username", "password", "token", "oauth2_url", "client_id", "client_secret")
-    auth = auth_from(AuthOptions(**{n: values.pop(n) for n in names}))
-    return AsyncTamsClient(values.pop("server"), auth=auth)
+    auth = auth_from(AuthOptions(**{n: values.pop(prefix + n) for n in names}))
+    return AsyncTamsClient(values.pop(prefix + "server"), auth=auth)
+
+
+def side_options(side: str) -> Callable[[Any], Any]:
+    """``client_options`` for one side of a copy: ``--from``/``--to`` and ``--from-token`` ...,
+    also from the environment (``TAMSTORE_FROM_TOKEN`` ...)."""
+    specs = [
+        (f"--{side}", f"{side}_server", "TAMS API base URL (required)."),
+        (f"--{side}-username", f"{side}_username", "HTTP Basic user name."),
+        (f"--{side}-password", f"{side}_password", "HTTP Basic password."),
+        (f"--{side}-token", f"{side}_token", "A Bearer token."),
+        (f"--{side}-oauth2-url", f"{side}_oauth2_url", "OAuth2 token endpoint, for client credentials."),
+        (f"--{side}-client-id", f"{side}_client_id", "OAuth2 client id."),
+        (f"--{side}-client-secret", f"{side}_client_secret", "OAuth2 client secret."),
+    ]
+
+    def decorate(fn: Any) -> Any:
+        for flag, name, text in reversed(specs):
+            envvar = "TAMSTORE_" + name.upper()
+            fn = click.option(flag, name, envvar=envvar, show_envvar=True, required=flag == f"--{side}", help=text)(fn)
+        return fn
+
+    return decorate
 
 
 def _fail(message: str) -> None:
@@ -222,3 +244,72 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
     click.echo(f"exported {result.segments} segments ({result.bytes / 1e6:.1f} MB) to {output}")
     for gap in result.gaps:
         click.echo(f"gap: no segments in {gap}", err=True)
+
+
+@click.command("sync")
+@side_options("from")
+@side_options("to")
+@click.option("--flow-id", "flow_ids", multiple=True, help="A Flow to copy (and the Flows it collects); repeatable.")
+@click.option("--source-id", "source_ids", multiple=True, help="A Source whose Flows to copy; repeatable.")
+@click.option("--all", "everything", is_flag=True, help="Every Flow of the source server.")
+@click.option("--timerange", help="Only segments in this range (TAMS timerange).")
+@click.option("--jobs", default=4, show_default=True, help="Objects copied at the same time.")
+@click.option("--state", type=click.Path(path_type=Path, dir_okay=False), help="State file (resume, id mapping).")
+@click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
+@click.option("--verify", "check", is_flag=True, help="Compare the two sides instead; exit 1 if they differ.")
+def sync_command(
+    flow_ids: tuple[str, ...],
+    source_ids: tuple[str, ...],
+    everything: bool,
+    timerange: str | None,
+    jobs: int,
+    state: Path | None,
+    dry_run: bool,
+    check: bool,
+    **values: Any,
+) -> None:
+    """Copy Flows, their Sources, segments and Objects from one TAMS server to another, with
+    every property and ids kept. Running it again copies only what is missing."""
+    from tamstore.domain.timerange import InvalidTimeRange, TimeRange
+    from tamstore.media.sync import SyncOptions, select_flows, sync, verify
+
+    if not (flow_ids or source_ids or everything):
+        _fail("say what to copy: --flow-id, --source-id or --all")
+    if jobs < 1:
+        _fail("--jobs must be a positive number")
+    try:
+        tr = None if timerange is None else TimeRange.from_str(timerange)
+    except InvalidTimeRange as exc:
+        _fail(f"--timerange: {exc}")
+    options = SyncOptions(timerange=tr, jobs=jobs, dry_run=dry_run, state=state)
+    reporter = _Reporter(quiet=False)
+
+    async def job() -> Any:
+        async with _client(values, "from_") as source, _client(values, "to_") as target:
+            flows = await select_flows(source, list(flow_ids), list(source_ids), everything)
+            if check:
+                return await verify(source, target, flows, options)
+            return await sync(source, target, flows, options, lambda p: reporter(_as_ingest_progress(p)))
+
+    result = _run(job)
+    if check:
+        for line in result:
+            click.echo(line)
+        if result:
+            sys.exit(1)
+        click.echo("the two sides agree")
+        return
+    what = "would copy" if dry_run else "copied"
+    click.echo(
+        f"{what} {result.segments} segments of {result.flows} Flows ({result.objects} Objects, "
+        f"{result.bytes / 1e6:.1f} MB; {result.skipped} segments already there) in {result.elapsed:.1f} s"
+    )
+
+
+def _as_ingest_progress(p: Any) -> Any:
+    """Sync progress in the shape the progress line prints."""
+    from tamstore.media.ingest import Progress
+
+    shown = Progress(segments=p.segments, skipped=p.skipped, bytes=p.bytes)
+    shown.started = p.started
+    return shown

@@ -1,0 +1,157 @@
+"""``tamstore sync`` (issue 22): from a real server on each backend pairing to an embedded one,
+losing nothing: every property, every segment field, Objects copied once (init Objects and
+edits by reference included), resumable, verifiable."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tamstore.client import TamsClient
+from tamstore.config import Settings
+from tamstore.domain.timerange import TimeRange
+from tests.live import LiveServer
+from tests.media import make_media
+from tests.test_media import decoded
+
+SERVER_MANAGED = {
+    "created",
+    "metadata_updated",
+    "segments_updated",
+    "created_by",
+    "updated_by",
+    "collected_by",
+    "metadata_version",
+    "updated",
+}
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_media(tmp_path_factory.mktemp("media") / "numbered.mp4", seconds=10)
+
+
+@pytest.fixture
+def servers(settings: Settings, tmp_path: Path) -> Iterator[tuple[LiveServer, LiveServer]]:
+    a = LiveServer.serving(settings)
+    b = LiveServer(tmp_path / "target" / "data", None).start()
+    yield a, b
+    b.stop()
+    a.stop()
+
+
+def tamstore(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, "-m", "tamstore", *args], capture_output=True, text=True, timeout=300, env=os.environ
+    )
+    if check:
+        assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def _same(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k not in SERVER_MANAGED}
+
+
+def _edit(tams: TamsClient, video_id: str) -> str:
+    """A Flow made by reference: segments 1-2 of the video at 100 s (ts_offset), read-only."""
+    source = tams.get_flow(video_id)
+    edit_id = "2e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10"
+    edit = {k: source[k] for k in ("format", "codec", "container", "essence_parameters")}
+    edit.update(id=edit_id, source_id="3e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10", label="the edit", tags={"show": "news"})
+    tams.put_flow(edit)
+    used = list(tams.segments(video_id))[1:3]
+    first = TimeRange.from_str(used[0]["timerange"]).start
+    assert first is not None
+    offset = 100 * 10**9 - first
+    placed = []
+    for seg in used:
+        tr = TimeRange.from_str(seg["timerange"])
+        assert tr.start is not None and tr.end is not None
+        placed.append(
+            {
+                "object_id": seg["object_id"],
+                "init_object_id": seg["init_object"]["object_id"],
+                "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
+                "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
+                "key_frame_count": 1,
+            }
+        )
+    assert tams.post_segments(edit_id, placed) == []
+    tams.request("PUT", f"/sources/{edit['source_id']}/description", json="an edit")
+    tams.set_flow_property(edit_id, "read_only", True)
+    return edit_id
+
+
+def test_sync_copies_everything_once_and_again_changes_nothing(
+    servers: tuple[LiveServer, LiveServer], media: Path, tmp_path: Path
+) -> None:
+    a, b = servers
+    ingest = tamstore("ingest", str(media), "--server", a.url, "--json", "--container", "cmaf")
+    ids = json.loads(ingest.stdout)
+    with TamsClient(a.url) as tams:
+        edit_id = _edit(tams, ids["flows"]["video"])
+    state = tmp_path / "sync-state.json"
+    both = ["--from", a.url, "--to", b.url, "--state", str(state)]
+    # a dry run changes nothing
+    dry = tamstore("sync", *both, "--all", "--dry-run")
+    assert "would copy 12 segments of 4 Flows" in dry.stdout, dry.stdout
+    with TamsClient(b.url) as target:
+        assert list(target.flows()) == []
+    # part of the timeline first (as a sync stopped halfway would have), then all of it
+    tamstore("sync", *both, "--flow-id", ids["flow_id"], "--timerange", "[0:0_4:0)")
+    done = tamstore("sync", *both, "--all")
+    assert "segments already there" in done.stdout
+    with TamsClient(a.url) as source, TamsClient(b.url) as target:
+        for flow in source.flows():
+            copied = target.get_flow(flow["id"])
+            assert copied is not None and _same(copied) == _same(flow), flow["id"]
+            assert _same(target.get_source(flow["source_id"])) == _same(source.get_source(flow["source_id"]))
+            theirs = list(source.segments(flow["id"]))
+            ours = list(target.segments(flow["id"]))
+            assert len(ours) == len(theirs)
+            for x, y in zip(theirs, ours, strict=True):
+                for name in ("timerange", "ts_offset", "object_id", "sample_offset", "sample_count", "key_frame_count"):
+                    assert x.get(name) == y.get(name), (flow["id"], name)
+                assert (x.get("init_object") or {}).get("object_id") == (y.get("init_object") or {}).get("object_id")
+        assert target.get_flow(edit_id)["read_only"] is True  # applied after its segments
+    # the edit reuses the video's Objects: copied once, not twice
+    out = tmp_path / "from-target.mp4"
+    tamstore("export", "--server", b.url, "--flow-id", ids["flow_id"], "-o", str(out))
+    assert decoded(out)[0] == list(range(250))
+    edit_out = tmp_path / "edit.mp4"
+    tamstore("export", "--server", b.url, "--flow-id", edit_id, "-o", str(edit_out))
+    assert decoded(edit_out)[0] == list(range(50, 150))
+    # again: nothing to do
+    again = tamstore("sync", *both, "--all")
+    assert again.stdout.startswith("copied 0 segments of 4 Flows (0 Objects"), again.stdout
+    verified = tamstore("sync", *both, "--all", "--verify")
+    assert "the two sides agree" in verified.stdout
+    # a difference is found and named
+    with TamsClient(b.url) as target:
+        video = list(target.segments(ids["flows"]["audio"]))
+        target.request(
+            "DELETE", f"/flows/{ids['flows']['audio']}/segments", params={"timerange": video[-1]["timerange"]}
+        )
+    differs = tamstore("sync", *both, "--all", "--verify", check=False)
+    assert differs.returncode == 1 and f"segment {video[-1]['timerange']} missing on the target" in differs.stdout
+
+
+def test_sync_refusals_are_one_line(servers: tuple[LiveServer, LiveServer]) -> None:
+    a, b = servers
+    for args in (
+        ["--from", a.url, "--to", b.url],
+        ["--from", a.url, "--to", b.url, "--flow-id", "0b5c3a57-3d24-4d6b-a7b0-2f8c6fd0e5a1"],
+        ["--from", "http://127.0.0.1:9", "--to", b.url, "--all"],
+        ["--from", a.url, "--to", b.url, "--all", "--timerange", "junk"],
+    ):
+        done = tamstore("sync", *args, check=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr)
