@@ -155,3 +155,55 @@ def test_sync_refusals_are_one_line(servers: tuple[LiveServer, LiveServer]) -> N
         done = tamstore("sync", *args, check=False)
         lines = done.stderr.strip().splitlines()
         assert done.returncode != 0 and len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr)
+
+
+def test_sync_follows_new_segments_until_ctrl_c(servers: tuple[LiveServer, LiveServer], media: Path) -> None:
+    import signal
+    import time
+
+    a, b = servers
+    ids = json.loads(tamstore("ingest", str(media), "--server", a.url, "--json").stdout)
+    video = ids["flows"]["video"]
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "tamstore", "sync", "--from", a.url, "--to", b.url, "--flow-id", video]
+        + ["--follow", "--interval", "0.3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with TamsClient(a.url) as source, TamsClient(b.url) as target:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and len(list(target.segments(video))) < 5:
+                time.sleep(0.2)
+            assert len(list(target.segments(video))) == 5
+            segments = list(source.segments(video))
+            last = TimeRange.from_str(segments[-1]["timerange"])
+            assert last.end is not None
+            # two more, by reference, after the end (a live Flow growing)
+            offset = last.end - TimeRange.from_str(segments[0]["timerange"]).start  # type: ignore[operator]
+            more = []
+            for seg in segments[:2]:
+                tr = TimeRange.from_str(seg["timerange"])
+                assert tr.start is not None and tr.end is not None
+                more.append(
+                    {
+                        "object_id": seg["object_id"],
+                        "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
+                        "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
+                    }
+                )
+            assert source.post_segments(video, more) == []
+            source.set_flow_property(video, "label", "renamed while followed")
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and len(list(target.segments(video))) < 7:
+                time.sleep(0.2)
+            assert [s["timerange"] for s in target.segments(video)] == [s["timerange"] for s in source.segments(video)]
+            assert target.get_flow(video)["label"] == "renamed while followed"
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=30)
+        assert follow.returncode == 0, err[-2000:]
+        assert "copied 7 segments" in out
+    finally:
+        if follow.poll() is None:
+            follow.kill()

@@ -257,6 +257,8 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
 @click.option("--state", type=click.Path(path_type=Path, dir_okay=False), help="State file (resume, id mapping).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
 @click.option("--verify", "check", is_flag=True, help="Compare the two sides instead; exit 1 if they differ.")
+@click.option("--follow", is_flag=True, help="After catching up, keep copying what appears until Ctrl-C.")
+@click.option("--interval", default="2", show_default=True, help="Seconds between looks at the source (--follow).")
 def sync_command(
     flow_ids: tuple[str, ...],
     source_ids: tuple[str, ...],
@@ -266,6 +268,8 @@ def sync_command(
     state: Path | None,
     dry_run: bool,
     check: bool,
+    follow: bool,
+    interval: str,
     **values: Any,
 ) -> None:
     """Copy Flows, their Sources, segments and Objects from one TAMS server to another, with
@@ -281,15 +285,25 @@ def sync_command(
         tr = None if timerange is None else TimeRange.from_str(timerange)
     except InvalidTimeRange as exc:
         _fail(f"--timerange: {exc}")
-    options = SyncOptions(timerange=tr, jobs=jobs, dry_run=dry_run, state=state)
+    try:
+        seconds = float(Fraction(interval))
+    except (ValueError, ZeroDivisionError):
+        seconds = 0.0
+    if seconds <= 0:
+        _fail("--interval must be a positive number of seconds")
+    options = SyncOptions(timerange=tr, jobs=jobs, dry_run=dry_run, state=state, follow=follow, interval=seconds)
     reporter = _Reporter(quiet=False)
 
     async def job() -> Any:
+        stop = asyncio.Event()  # Ctrl-C (or TERM) ends a --follow after the pass in hand
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
         async with _client(values, "from_") as source, _client(values, "to_") as target:
             flows = await select_flows(source, list(flow_ids), list(source_ids), everything)
             if check:
                 return await verify(source, target, flows, options)
-            return await sync(source, target, flows, options, lambda p: reporter(_as_ingest_progress(p)))
+            return await sync(source, target, flows, options, lambda p: reporter(_as_ingest_progress(p)), stop)
 
     result = _run(job)
     if check:

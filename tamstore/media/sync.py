@@ -22,10 +22,11 @@ losing nothing, through the TAMS API alone (``tamstore.client``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +66,8 @@ class SyncOptions:
     jobs: int = 4
     dry_run: bool = False
     state: Path | None = None
+    follow: bool = False  # after catching up, keep copying what appears, until stopped
+    interval: float = 2.0  # seconds between looks at the source when following
 
 
 @dataclass
@@ -136,12 +139,31 @@ async def sync(
     flows: list[dict[str, Any]],
     options: SyncOptions,
     report: Callable[[SyncProgress], None] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> SyncProgress:
+    """Copy ``flows``; with ``options.follow``, then keep copying new segments and changed
+    properties (looking every ``interval`` seconds from where each Flow's copy ended) until
+    ``stop`` is set."""
     progress = SyncProgress()
     state = _State(options.state)
+    ends: dict[str, int | None] = {}
     for flow in flows:
-        await _sync_flow(source, target, flow, options, state, progress, report)
+        ends[flow["id"]] = await _sync_flow(source, target, flow, options, state, progress, report)
         progress.flows += 1
+        state.save()
+    stop = stop or asyncio.Event()
+    while options.follow and not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), options.interval)
+        if stop.is_set():
+            break
+        for flow in flows:
+            current = await source.get_flow(flow["id"])
+            if current is None:
+                continue
+            end = ends.get(flow["id"])
+            later = replace(options, timerange=TimeRange(end, None) if end is not None else options.timerange)
+            ends[flow["id"]] = await _sync_flow(source, target, current, later, state, progress, report) or end
         state.save()
     return progress
 
@@ -154,7 +176,8 @@ async def _sync_flow(
     state: _State,
     progress: SyncProgress,
     report: Callable[[SyncProgress], None] | None,
-) -> None:
+) -> int | None:
+    """Copy one Flow; returns where its last segment seen on the source ends."""
     existing = await target.get_flow(flow["id"])
     body = _flow_body(flow)
     if not options.dry_run and (existing is None or _flow_body(existing) != body):
@@ -162,10 +185,12 @@ async def _sync_flow(
             await target.set_flow_property(flow["id"], "read_only", False)
         await target.put_flow(body)
     await _sync_source(source, target, flow["source_id"], options)
+    end = None
     if flow.get("container"):
-        await _sync_segments(source, target, flow, options, state, progress, report)
+        end = await _sync_segments(source, target, flow, options, state, progress, report)
     if flow.get("read_only") and not options.dry_run:
         await target.set_flow_property(flow["id"], "read_only", True)
+    return end
 
 
 async def _sync_source(source: AsyncTamsClient, target: AsyncTamsClient, source_id: str, options: SyncOptions) -> None:
@@ -192,8 +217,9 @@ async def _sync_segments(
     state: _State,
     progress: SyncProgress,
     report: Callable[[SyncProgress], None] | None,
-) -> None:
+) -> int | None:
     flow_id = flow["id"]
+    last_end: int | None = None
     there = {s["timerange"] async for s in _timeranges(target, flow_id, options.timerange)}
     # Segments waiting for their Objects' copies, registered BATCH at a time in time order.
     batch: list[tuple[dict[str, Any], asyncio.Task[str], asyncio.Task[str] | None]] = []
@@ -225,6 +251,7 @@ async def _sync_segments(
 
     try:
         async for seg in source.segments(flow_id, options.timerange, presigned="true"):
+            last_end = TimeRange.from_str(seg["timerange"]).end
             if seg["timerange"] in there:
                 progress.skipped += 1
                 continue
@@ -251,6 +278,7 @@ async def _sync_segments(
             if not task.done():
                 task.cancel()
         state.save()
+    return last_end
 
 
 async def _timeranges(client: AsyncTamsClient, flow_id: str, timerange: TimeRange | None) -> Any:
