@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import av
+
+from tamstore.domain.timerange import TimeRange, format_timestamp
 
 WIDTH, HEIGHT, BITS, CELL = 320, 240, 12, 16  # the number: 12 black/white cells of 16x16 in the top rows
 
@@ -113,3 +116,20 @@ def write_live_playlist(directory: Path, lines: list[str], segments: int, ended:
     scratch = directory / "live.m3u8.tmp"
     scratch.write_text("\n".join(body) + "\n")
     return scratch.replace(directory / "live.m3u8")
+
+
+def placed_at(segments: list[dict[str, Any]], at: int, **extra: Any) -> list[dict[str, Any]]:
+    """Segments of another Flow placed from ``at`` ns on, by reference: the same Objects, a
+    ``ts_offset`` (how edits, e.g. BBC's simple_edit, are made). ``extra`` fields go in each."""
+    first = TimeRange.from_str(segments[0]["timerange"]).start
+    assert first is not None
+    offset = at - first
+    out = []
+    for seg in segments:
+        tr = TimeRange.from_str(seg["timerange"])
+        assert tr.start is not None and tr.end is not None
+        placed = {"object_id": seg["object_id"], "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str()}
+        if offset:
+            placed["ts_offset"] = format_timestamp(offset)
+        out.append({**placed, **extra})
+    return out

@@ -23,7 +23,7 @@ from tamstore.config import Settings
 from tamstore.domain.timerange import TimeRange
 from tamstore.testing import SpecSchemas
 from tests.live import LiveServer
-from tests.media import frame_number, make_media
+from tests.media import frame_number, make_media, placed_at
 
 FRAMES = 500  # 20 s at 25 fps
 AUDIO_PACKETS = 939  # 20 s of 48 kHz AAC, 1,024 samples a packet, with priming
@@ -350,18 +350,7 @@ def test_export_of_a_flow_made_by_reference(server: LiveServer, media: Path, tmp
         edit.update(id="0d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10", source_id="5d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10")
         tams.put_flow(edit)
         used = list(tams.segments(ids["flows"]["video"]))[2:5]  # [4.08 s, 10.08 s): frames 100-249
-        offset = 100 * 10**9 - TimeRange.from_str(used[0]["timerange"]).start
-        placed = []
-        for seg in used:
-            tr = TimeRange.from_str(seg["timerange"])
-            assert tr.start is not None and tr.end is not None
-            placed.append(
-                {
-                    "object_id": seg["object_id"],
-                    "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
-                    "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
-                }
-            )
+        placed = placed_at(used, 100 * 10**9)
         assert tams.post_segments(edit["id"], placed) == []
     out = tmp_path / "edit.mp4"
     tamstore("export", "--server", server.url, "--flow-id", edit["id"], "-o", str(out))

@@ -22,7 +22,7 @@ from tamstore.client import TamsClient
 from tamstore.config import Settings
 from tamstore.domain.timerange import TimeRange
 from tests.live import LiveServer
-from tests.media import frame_number, make_media
+from tests.media import frame_number, make_media, placed_at
 from tests.test_media import ingest
 
 NS = 1_000_000_000
@@ -179,22 +179,6 @@ def test_init_segment_flows_play_as_hls_and_dash(server: LiveServer, media: Path
     assert [frame_number(f) for f in mono["video"][0]] == RANGE_FRAMES and mono["video"][1] == 0
 
 
-def _place(segments: list[dict[str, Any]], at: int) -> list[dict[str, Any]]:
-    """Segments of another Flow placed from ``at`` ns on, by reference (ts_offset)."""
-    first = TimeRange.from_str(segments[0]["timerange"]).start
-    assert first is not None
-    offset = at - first
-    out = []
-    for seg in segments:
-        tr = TimeRange.from_str(seg["timerange"])
-        assert tr.start is not None and tr.end is not None
-        placed = {"object_id": seg["object_id"], "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str()}
-        if offset:
-            placed["ts_offset"] = f"{'-' if offset < 0 else ''}{abs(offset) // NS}:{abs(offset) % NS}"
-        out.append(placed)
-    return out
-
-
 def _edit_flow(tams: TamsClient, source: dict[str, Any], flow_id: str) -> None:
     edit = {k: source[k] for k in ("format", "codec", "container", "essence_parameters")}
     edit.update(id=flow_id, source_id="5" + flow_id[1:])
@@ -210,16 +194,16 @@ def test_gaps_and_edits_by_reference_are_discontinuities(server: LiveServer, med
     with TamsClient(server.url) as tams:
         video = list(tams.segments(ids["flows"]["video"]))
         _edit_flow(tams, tams.get_flow(ids["flows"]["video"]), edit_id)
-        assert tams.post_segments(edit_id, _place(video[2:5], 100 * NS)) == []  # [4.08, 10.08): 100-249
-        assert tams.post_segments(edit_id, _place(video[7:9], 116 * NS)) == []  # [14.08, 18.08): 350-449
+        assert tams.post_segments(edit_id, placed_at(video[2:5], 100 * NS)) == []  # [4.08, 10.08): 100-249
+        assert tams.post_segments(edit_id, placed_at(video[7:9], 116 * NS)) == []  # [14.08, 18.08): 350-449
     text = httpx.get(hls(server, edit_id, "timerange=[0:0_200:0)")).text
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1  # the hole (its offset changes there too)
     numbers, _, _ = played(hls(server, edit_id, "timerange=[0:0_200:0)"))
     assert numbers == list(range(100, 250)) + list(range(350, 450))
     # the same Objects contiguous at 200 s but with two different offsets: a break without a hole
     with TamsClient(server.url) as tams:
-        assert tams.post_segments(edit_id, _place(video[0:2], 200 * NS)) == []  # frames 0-99
-        placed = _place(video[5:7], 204 * NS)  # frames 250-349 straight after
+        assert tams.post_segments(edit_id, placed_at(video[0:2], 200 * NS)) == []  # frames 0-99
+        placed = placed_at(video[5:7], 204 * NS)  # frames 250-349 straight after
         assert tams.post_segments(edit_id, placed) == []
     text = httpx.get(hls(server, edit_id, "timerange=[200:0_300:0)")).text
     assert text.count("#EXT-X-DISCONTINUITY\n") == 1
@@ -243,7 +227,7 @@ def test_live_window_numbers_hold_across_reloads(server: LiveServer, media: Path
     with TamsClient(server.url) as tams:
         video = list(tams.segments(ids["flows"]["video"]))
         _edit_flow(tams, tams.get_flow(ids["flows"]["video"]), live_id)
-        placed = _place(video[:6], 1000 * NS) + _place(video[6:], 1015 * NS)  # a hole of 3 s
+        placed = placed_at(video[:6], 1000 * NS) + placed_at(video[6:], 1015 * NS)  # a hole of 3 s
         numbered: dict[int, str] = {}  # media sequence number -> Object
         breaks_seen: dict[int, int] = {}  # media sequence number -> discontinuity sequence number
         url = hls(server, live_id, "timerange=[0:0_&window=6")

@@ -18,7 +18,7 @@ from tamstore.client import TamsClient
 from tamstore.config import Settings
 from tamstore.domain.timerange import TimeRange
 from tests.live import LiveServer
-from tests.media import make_media
+from tests.media import make_media, placed_at
 from tests.test_media import decoded
 
 SERVER_MANAGED = {
@@ -68,22 +68,10 @@ def _edit(tams: TamsClient, video_id: str) -> str:
     edit.update(id=edit_id, source_id="3e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f10", label="the edit", tags={"show": "news"})
     tams.put_flow(edit)
     used = list(tams.segments(video_id))[1:3]
-    first = TimeRange.from_str(used[0]["timerange"]).start
-    assert first is not None
-    offset = 100 * 10**9 - first
-    placed = []
-    for seg in used:
-        tr = TimeRange.from_str(seg["timerange"])
-        assert tr.start is not None and tr.end is not None
-        placed.append(
-            {
-                "object_id": seg["object_id"],
-                "init_object_id": seg["init_object"]["object_id"],
-                "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
-                "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
-                "key_frame_count": 1,
-            }
-        )
+    placed = [
+        {**seg, "init_object_id": used[i]["init_object"]["object_id"], "key_frame_count": 1}
+        for i, seg in enumerate(placed_at(used, 100 * 10**9))
+    ]
     assert tams.post_segments(edit_id, placed) == []
     tams.request("PUT", f"/sources/{edit['source_id']}/description", json="an edit")
     tams.set_flow_property(edit_id, "read_only", True)
@@ -178,21 +166,9 @@ def test_sync_follows_new_segments_until_ctrl_c(servers: tuple[LiveServer, LiveS
                 time.sleep(0.2)
             assert len(list(target.segments(video))) == 5
             segments = list(source.segments(video))
-            last = TimeRange.from_str(segments[-1]["timerange"])
-            assert last.end is not None
-            # two more, by reference, after the end (a live Flow growing)
-            offset = last.end - TimeRange.from_str(segments[0]["timerange"]).start  # type: ignore[operator]
-            more = []
-            for seg in segments[:2]:
-                tr = TimeRange.from_str(seg["timerange"])
-                assert tr.start is not None and tr.end is not None
-                more.append(
-                    {
-                        "object_id": seg["object_id"],
-                        "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
-                        "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
-                    }
-                )
+            end = TimeRange.from_str(segments[-1]["timerange"]).end
+            assert end is not None
+            more = placed_at(segments[:2], end)  # two more after the end, by reference: a Flow growing
             assert source.post_segments(video, more) == []
             source.set_flow_property(video, "label", "renamed while followed")
             deadline = time.monotonic() + 30

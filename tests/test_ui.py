@@ -20,9 +20,8 @@ import pytest
 from tamstore.auth import hash_secret
 from tamstore.client import TamsClient
 from tamstore.config import Settings
-from tamstore.domain.timerange import TimeRange
 from tests.live import LiveServer
-from tests.media import make_media
+from tests.media import make_media, placed_at
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(
@@ -130,20 +129,7 @@ def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path,
         assert tams.get_flow(ids["flows"]["video"])["label"] == "News at ten, edited"
         # live: segments registered while the page is open arrive through the event stream
         video = list(tams.segments(ids["flows"]["video"]))
-        first = TimeRange.from_str(video[0]["timerange"])
-        assert first.start is not None
-        offset = 100 * 10**9 - first.start
-        placed = []
-        for seg in video[:3]:
-            tr = TimeRange.from_str(seg["timerange"])
-            assert tr.start is not None and tr.end is not None
-            placed.append(
-                {
-                    "object_id": seg["object_id"],
-                    "timerange": TimeRange(tr.start + offset, tr.end + offset).to_str(),
-                    "ts_offset": f"{offset // 10**9}:{offset % 10**9}",
-                }
-            )
+        placed = placed_at(video[:3], 100 * 10**9)
         for seg in placed:
             assert tams.post_segments(ids["flows"]["video"], [seg]) == []
             time.sleep(0.2)

@@ -133,6 +133,18 @@ def _flow_body(flow: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flow.items() if k not in SERVER_MANAGED}
 
 
+@dataclass
+class _Run:
+    """One sync: both sides, what was asked, and what it has done."""
+
+    source: AsyncTamsClient
+    target: AsyncTamsClient
+    options: SyncOptions
+    state: _State
+    progress: SyncProgress
+    report: Callable[[SyncProgress], None] | None
+
+
 async def sync(
     source: AsyncTamsClient,
     target: AsyncTamsClient,
@@ -144,13 +156,12 @@ async def sync(
     """Copy ``flows``; with ``options.follow``, then keep copying new segments and changed
     properties (looking every ``interval`` seconds from where each Flow's copy ended) until
     ``stop`` is set."""
-    progress = SyncProgress()
-    state = _State(options.state)
+    run = _Run(source, target, options, _State(options.state), SyncProgress(), report)
     ends: dict[str, int | None] = {}
     for flow in flows:
-        ends[flow["id"]] = await _sync_flow(source, target, flow, options, state, progress, report)
-        progress.flows += 1
-        state.save()
+        ends[flow["id"]] = await _sync_flow(run, flow, options)
+        run.progress.flows += 1
+        run.state.save()
     stop = stop or asyncio.Event()
     while options.follow and not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -163,31 +174,25 @@ async def sync(
                 continue
             end = ends.get(flow["id"])
             later = replace(options, timerange=TimeRange(end, None) if end is not None else options.timerange)
-            ends[flow["id"]] = await _sync_flow(source, target, current, later, state, progress, report) or end
-        state.save()
-    return progress
+            ends[flow["id"]] = await _sync_flow(run, current, later) or end
+        run.state.save()
+    return run.progress
 
 
-async def _sync_flow(
-    source: AsyncTamsClient,
-    target: AsyncTamsClient,
-    flow: dict[str, Any],
-    options: SyncOptions,
-    state: _State,
-    progress: SyncProgress,
-    report: Callable[[SyncProgress], None] | None,
-) -> int | None:
-    """Copy one Flow; returns where its last segment seen on the source ends."""
+async def _sync_flow(run: _Run, flow: dict[str, Any], options: SyncOptions) -> int | None:
+    """Copy one Flow (its segments in ``options.timerange``); returns where its last segment
+    seen on the source ends."""
+    target = run.target
     existing = await target.get_flow(flow["id"])
     body = _flow_body(flow)
     if not options.dry_run and (existing is None or _flow_body(existing) != body):
         if existing is not None and existing.get("read_only"):
             await target.set_flow_property(flow["id"], "read_only", False)
         await target.put_flow(body)
-    await _sync_source(source, target, flow["source_id"], options)
+    await _sync_source(run.source, target, flow["source_id"], options)
     end = None
     if flow.get("container"):
-        end = await _sync_segments(source, target, flow, options, state, progress, report)
+        end = await _sync_segments(run, flow, options)
     if flow.get("read_only") and not options.dry_run:
         await target.set_flow_property(flow["id"], "read_only", True)
     return end
@@ -209,15 +214,8 @@ async def _sync_source(source: AsyncTamsClient, target: AsyncTamsClient, source_
             await target.request("PUT", f"/sources/{source_id}/tags/{name}", json=value)
 
 
-async def _sync_segments(
-    source: AsyncTamsClient,
-    target: AsyncTamsClient,
-    flow: dict[str, Any],
-    options: SyncOptions,
-    state: _State,
-    progress: SyncProgress,
-    report: Callable[[SyncProgress], None] | None,
-) -> int | None:
+async def _sync_segments(run: _Run, flow: dict[str, Any], options: SyncOptions) -> int | None:
+    source, target, state, progress = run.source, run.target, run.state, run.progress
     flow_id = flow["id"]
     last_end: int | None = None
     there = {s["timerange"] async for s in _timeranges(target, flow_id, options.timerange)}
@@ -246,8 +244,8 @@ async def _sync_segments(
             summary = first.get("error", {}).get("summary", "refused")
             raise ValueError(f"Flow {flow_id}: the target refused segment {first.get('timerange')}: {summary}")
         progress.segments += len(ready)
-        if report is not None:
-            report(progress)
+        if run.report is not None:
+            run.report(progress)
 
     try:
         async for seg in source.segments(flow_id, options.timerange, presigned="true"):
