@@ -98,6 +98,7 @@ _rule("/flow-delete-requests/[^/]+", get={DELETE})
 _rule("/x-tamstore/analytics/.*", get={READ})
 _rule("/x-tamstore/(hls|dash|objects|frames)/.+", get={READ})
 _rule("/x-tamstore/events", get={READ})
+_rule("/x-tamstore/whoami", get=set(ANY))
 _rule("/metrics", get={READ})
 
 # Open to everyone: documentation, health probes, the token endpoint (it checks the client

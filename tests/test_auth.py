@@ -77,6 +77,7 @@ EXPECTED: dict[tuple[str, str], set[str]] = {
     ("GET", "/x-tamstore/objects/{object_id}.{ext}"): {A, R},
     ("GET", "/x-tamstore/events"): {A, R},
     ("GET", "/x-tamstore/frames/{flow_id}.jpg"): {A, R},
+    ("GET", "/x-tamstore/whoami"): EVERY,
 }
 for _kind, _id in (("sources", "source_id"), ("flows", "flow_id")):
     props = ["tags/{name:path}", "label", "description"]

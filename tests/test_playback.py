@@ -177,6 +177,21 @@ def test_init_segment_flows_play_as_hls_and_dash(server: LiveServer, media: Path
     assert audio_first == 0 and video_first == Fraction(16, 1000)
     mono = _dash_play(f"{server.url}/x-tamstore/dash/{ids['flows']['video']}.mpd?timerange={RANGE}")
     assert [frame_number(f) for f in mono["video"][0]] == RANGE_FRAMES and mono["video"][1] == 0
+    # no range, on Flows written a moment ago: a dynamic MPD of the window at their end
+    live = ET.fromstring(httpx.get(f"{server.url}/x-tamstore/dash/{ids['flow_id']}.mpd?window=6").text)
+    assert live.get("type") == "dynamic" and live.get("minimumUpdatePeriod") and live.get("timeShiftBufferDepth")
+    assert live.get("availabilityStartTime", "").endswith("Z") and live.get("publishTime")
+    with TamsClient(server.url) as tams:
+        for representation in live.iter(MPD + "Representation"):
+            seglist = representation.find(MPD + "SegmentList")
+            assert seglist is not None
+            entries = list(seglist.iter(MPD + "S"))
+            count = sum(1 + int(e.get("r", "0")) for e in entries)
+            assert 3 <= count <= 4 and count == len(list(seglist.iter(MPD + "SegmentURL")))  # ~6 s of 2 s segments
+            last = entries[-1]
+            end = int(last.get("t", "0")) + int(last.get("d", "0")) * (1 + int(last.get("r", "0")))
+            *_, final = tams.segments(str(representation.get("id")))
+            assert end == TimeRange.from_str(final["timerange"]).end  # the window ends at the Flow's end
 
 
 def _edit_flow(tams: TamsClient, source: dict[str, Any], flow_id: str) -> None:

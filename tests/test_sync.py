@@ -183,3 +183,24 @@ def test_sync_follows_new_segments_until_ctrl_c(servers: tuple[LiveServer, LiveS
     finally:
         if follow.poll() is None:
             follow.kill()
+
+
+def test_a_flow_the_target_cannot_take_is_named_and_the_rest_goes_on(
+    servers: tuple[LiveServer, LiveServer], media: Path
+) -> None:
+    a, b = servers
+    ids = json.loads(tamstore("ingest", str(media), "--server", a.url, "--json").stdout)
+    audio = ids["flows"]["audio"]
+    with TamsClient(a.url) as source, TamsClient(b.url) as target:
+        # the target already holds a segment of the audio Flow that overlaps the source's first
+        doc = {k: v for k, v in source.get_flow(audio).items() if k not in SERVER_MANAGED}
+        target.put_flow(doc)
+        [obj] = target.allocate(audio, 1)
+        target.upload(obj["put_url"], b"not the same media")
+        assert target.post_segments(audio, [{"object_id": obj["object_id"], "timerange": "[0:0_0:500000000)"}]) == []
+    done = tamstore("sync", "--from", a.url, "--to", b.url, "--all", check=False)
+    assert done.returncode == 1
+    assert f"tamstore: error: Flow {audio}: the target refused segment" in done.stderr, done.stderr
+    with TamsClient(a.url) as source, TamsClient(b.url) as target:
+        video = ids["flows"]["video"]
+        assert len(list(target.segments(video))) == len(list(source.segments(video)))  # the rest went on

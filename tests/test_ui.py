@@ -4,6 +4,7 @@ in the run."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -110,9 +111,7 @@ def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path,
     page.click("text=News at ten (video)")
     page.wait_for_selector("canvas#timeline[data-segments]")
     assert int(page.get_attribute("canvas#timeline", "data-segments") or 0) == 6
-    page.wait_for_selector("video#player[data-loaded]", timeout=20_000)
-    page.wait_for_function("document.querySelector('video#player').currentTime > 0.5", timeout=30_000)
-    assert page.get_attribute("video#player", "data-error") is None
+    _plays(page)
     page.wait_for_selector("#segments table tbody tr")
     # stills along the timeline, made by the server from the segments
     page.wait_for_function(
@@ -138,6 +137,59 @@ def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path,
     page.wait_for_function("document.querySelector('canvas#timeline').dataset.view.endsWith('_106:0)')", timeout=10_000)
     assert page.get_attribute("canvas#timeline", "data-segments") == "3"
     assert errors == []
+    page.close()
+
+
+def _plays(page: Any) -> None:
+    """The player plays: past 2 s, at the Flow's picture size (320x240)."""
+    page.wait_for_selector("video#player[data-loaded]", timeout=20_000)
+    page.wait_for_function("document.querySelector('video#player').currentTime > 2", timeout=30_000)
+    assert page.evaluate(
+        "[document.querySelector('video#player').videoWidth, document.querySelector('video#player').videoHeight]"
+    ) == [320, 240]
+    assert page.get_attribute("video#player", "data-error") is None
+
+
+@contextlib.contextmanager
+def screenshots(page: Any, where: Path) -> Iterator[None]:
+    """A screenshot of the page when what runs inside fails (kept beside the test's files)."""
+    try:
+        yield
+    except BaseException:
+        page.screenshot(path=str(where / "failure.png"), full_page=True)
+        raise
+
+
+def test_a_multi_essence_flow_plays_and_a_gap_shows(
+    server: LiveServer, media: Path, browser: Any, tmp_path: Path
+) -> None:
+    ids = ingest(server, media)
+    gapped = "5c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b"
+    with TamsClient(server.url) as tams:
+        video = tams.get_flow(ids["flows"]["video"])
+        edit = {k: video[k] for k in ("format", "codec", "container", "essence_parameters")}
+        tams.put_flow({**edit, "id": gapped, "source_id": "6c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b", "label": "Gapped"})
+        segments = list(tams.segments(ids["flows"]["video"]))
+        assert tams.post_segments(gapped, placed_at(segments[:2], 0) + placed_at(segments[3:5], 10 * 10**9)) == []
+    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    with screenshots(page, tmp_path):
+        page.goto(f"{server.url}/ui/#/flows/{ids['flow_id']}")
+        _plays(page)  # video with its audio
+        page.goto(f"{server.url}/ui/#/flows/{gapped}")
+        page.wait_for_selector("h1:has-text('Gapped')")
+        page.wait_for_selector("canvas#timeline[data-gaps]")
+        assert page.get_attribute("canvas#timeline", "data-gaps") == "1"  # [4.0 s, 10.0 s)
+        assert page.locator(".thumb.gap").count() >= 1
+        # keyboard: the timeline takes focus, + zooms in, Enter plays the middle of the view
+        before = page.get_attribute("canvas#timeline", "data-view")
+        page.focus("canvas#timeline")
+        page.keyboard.press("+")
+        page.wait_for_function(f"document.querySelector('canvas#timeline').dataset.view !== '{before}'")
+        page.keyboard.press("Enter")
+        page.wait_for_function("document.querySelector('#selected-range').textContent !== ''")
+        # a phone's width: nothing wider than the screen but the tables, which scroll
+        page.set_viewport_size({"width": 390, "height": 844})
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
     page.close()
 
 
@@ -170,7 +222,7 @@ def test_signing_in_when_auth_is_on(settings: Settings, media: Path, browser: An
     auth_file = tmp_path / "auth.toml"
     auth_file.write_text(
         f'[[users]]\nname = "editor"\npassword = "{hash_secret("pw")}"\n'
-        f'[[clients]]\nclient_id = "viewer"\nclient_secret = "{hash_secret("s3")}"\n'
+        f'[[clients]]\nclient_id = "viewer"\nclient_secret = "{hash_secret("s3")}"\nscopes = ["tams-api/read"]\n'
     )
     live = LiveServer.serving(settings, TAMSTORE_AUTH="basic,bearer", TAMSTORE_AUTH_FILE=str(auth_file))
     try:
@@ -188,6 +240,12 @@ def test_signing_in_when_auth_is_on(settings: Settings, media: Path, browser: An
             page.click("dialog button[type=submit]")
             page.wait_for_selector("text=Secret (video)")
             assert f"signed in as {user}" in page.locator("#who").inner_text()
+            page.click("text=Secret (video)")
+            page.wait_for_selector("h2:has-text('Properties')")
+            if kind == "basic":  # an editor: may change the Flow
+                assert page.locator("form.edit").count() == 1
+            else:  # read only: no edit controls
+                assert page.locator("form.edit").count() == 0 and page.locator("#read-only").count() == 1
             page.close()
     finally:
         live.stop()

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tamstore.api.responses import error_reply
-from tamstore.auth import ADMIN, AuthConfig, AuthError, TooManyFailures, scopes_for
+from tamstore.auth import ADMIN, ALL_SCOPES, AuthConfig, AuthError, TooManyFailures, scopes_for
 from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests
 
 __all__ = ["AuthMiddleware", "router"]
@@ -61,10 +61,30 @@ class AuthMiddleware:
             return
         scope["tamstore.principal"] = principal.name
         scope["tamstore.admin"] = ADMIN in principal.scopes
+        scope["tamstore.scopes"] = sorted(principal.scopes)
         await self.app(scope, receive, send)
 
 
 router = APIRouter(tags=["authentication"])
+
+
+@router.get(
+    "/x-tamstore/whoami",
+    summary="Who the request's credentials name, and their scopes (tamstore extension)",
+    description="With authentication off: no name, every scope. The web UI shows only the controls "
+    "these scopes allow (the API refuses the rest anyway).",
+)
+async def whoami(request: Request) -> Response:
+    config: AuthConfig = request.app.state.auth
+    if not config.enabled:
+        body = {"name": None, "scopes": sorted(ALL_SCOPES), "authentication": False}
+    else:
+        body = {
+            "name": request.scope.get("tamstore.principal"),
+            "scopes": request.scope.get("tamstore.scopes", []),
+            "authentication": True,
+        }
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 @router.post(

@@ -318,6 +318,10 @@ def sync_command(
         f"{what} {result.segments} segments of {result.flows} Flows ({result.objects} Objects, "
         f"{result.bytes / 1e6:.1f} MB; {result.skipped} segments already there) in {result.elapsed:.1f} s"
     )
+    if result.failures:
+        for line in result.failures:
+            click.echo(f"tamstore: error: {line}", err=True)
+        sys.exit(1)
 
 
 def _as_ingest_progress(p: Any) -> Any:

@@ -30,7 +30,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tamstore.client import AsyncTamsClient, TamsApiError
+import httpx
+
+from tamstore.client import AsyncTamsClient, ObjectTooLarge, TamsApiError
 from tamstore.domain.timerange import TimeRange
 
 __all__ = ["SyncOptions", "SyncProgress", "select_flows", "sync", "verify"]
@@ -78,6 +80,7 @@ class SyncProgress:
     objects: int = 0
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
+    failures: list[str] = field(default_factory=list)  # one line per Flow that could not be copied
 
     @property
     def elapsed(self) -> float:
@@ -159,9 +162,16 @@ async def sync(
     run = _Run(source, target, options, _State(options.state), SyncProgress(), report)
     ends: dict[str, int | None] = {}
     for flow in flows:
-        ends[flow["id"]] = await _sync_flow(run, flow, options)
+        try:
+            ends[flow["id"]] = await _sync_flow(run, flow, options)
+        except (TamsApiError, ValueError, httpx.HTTPError, ObjectTooLarge) as exc:
+            # This Flow stops here (what it registered stays: segments go in whole batches,
+            # each after its Objects); the others go on. Listed at the end.
+            run.progress.failures.append(_naming(flow["id"], exc))
+            continue
+        finally:
+            run.state.save()
         run.progress.flows += 1
-        run.state.save()
     stop = stop or asyncio.Event()
     while options.follow and not stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -174,9 +184,18 @@ async def sync(
                 continue
             end = ends.get(flow["id"])
             later = replace(options, timerange=TimeRange(end, None) if end is not None else options.timerange)
-            ends[flow["id"]] = await _sync_flow(run, current, later) or end
+            try:
+                ends[flow["id"]] = await _sync_flow(run, current, later) or end
+            except (TamsApiError, ValueError, httpx.HTTPError, ObjectTooLarge) as exc:
+                run.progress.failures.append(_naming(flow["id"], exc))
         run.state.save()
     return run.progress
+
+
+def _naming(flow_id: str, exc: Exception) -> str:
+    """A failure's line, naming the Flow once."""
+    text = str(exc)
+    return text if text.startswith(f"Flow {flow_id}") else f"Flow {flow_id}: {text}"
 
 
 async def _sync_flow(run: _Run, flow: dict[str, Any], options: SyncOptions) -> int | None:

@@ -334,7 +334,8 @@ async def dash(ctx: Context, req: PlayRequest) -> AsyncIterator[str]:
                     f"Flow {member.id} does not play as DASH: DASH needs fragmented MP4 segments with "
                     "init segments (ingest with --container cmaf); its HLS playlist plays"
                 )
-        plan = await _dash_plan(tx, req, members, _Uris(ctx, req), _is_live(flow, req.timerange))
+        live = any(_is_live(member, req.timerange) for member, _ in members)  # a multi Flow has no segments
+        plan = await _dash_plan(tx, req, members, _Uris(ctx, req), live)
     return _dash_text(ctx, req, plan)
 
 

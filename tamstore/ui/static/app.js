@@ -7,6 +7,18 @@ import { NS, describe, durationText, formatTimerange, formatTimestamp, parseTime
 import { Timeline } from "./timeline.js";
 
 const main = document.getElementById("main");
+let scopes = new Set(); // what the signed-in principal may do (/x-tamstore/whoami)
+
+async function loadScopes() {
+  try {
+    const me = await json("/x-tamstore/whoami");
+    scopes = new Set(me.scopes || []);
+  } catch { scopes = new Set(); }
+}
+
+function may(action) {
+  return scopes.has("tams-api/admin") || scopes.has(`tams-api/${action}`);
+}
 let leave = () => {}; // what the current page must stop (event streams, players) when left
 
 // -- small helpers ----------------------------------------------------------------------------
@@ -54,6 +66,7 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
     await signIn(form.get("kind"), form.get("user"), form.get("secret"));
     dialog.close();
     whoAmI();
+    await loadScopes();
     route();
   } catch (error) {
     document.getElementById("login-error").textContent = error.message;
@@ -63,7 +76,7 @@ document.getElementById("login-form").addEventListener("submit", async (e) => {
 function whoAmI() {
   const c = credentials();
   const who = document.getElementById("who");
-  who.replaceChildren(c ? h("span", {}, `signed in as ${c.user} `, h("button", { onclick: () => { setCredentials(null); whoAmI(); route(); } }, "sign out")) : "");
+  who.replaceChildren(c ? h("span", {}, `signed in as ${c.user} `, h("button", { onclick: () => { setCredentials(null); whoAmI(); loadScopes().then(route); } }, "sign out")) : "");
 }
 
 // -- Flows and Sources ------------------------------------------------------------------------
@@ -155,7 +168,16 @@ function properties(doc) {
 
 async function flowPage(id) {
   let flow;
-  try { flow = await json(`/flows/${id}?include_timerange=true`); } catch (error) { show(failure(error)); return; }
+  let drawn; // the Flow whose segments the timeline draws: a multi-essence Flow's first video (or first) Flow
+  try {
+    flow = await json(`/flows/${id}?include_timerange=true`);
+    drawn = flow;
+    if (flow.format.endsWith(":multi")) {
+      const members = await Promise.all((flow.flow_collection || []).map((m) => json(`/flows/${m.id}?include_timerange=true`).catch(() => null)));
+      const present = members.filter(Boolean);
+      drawn = present.find((m) => m.format.endsWith(":video")) || present[0] || flow;
+    }
+  } catch (error) { show(failure(error)); return; }
   const video = h("video", { controls: true, muted: true, playsinline: true, id: "player" });
   const segmentsBox = h("div", { id: "segments" });
   const status = h("p", { class: "hint", id: "live-status" });
@@ -164,7 +186,7 @@ async function flowPage(id) {
   let player = null;
   const thumbs = h("div", { class: "thumbs", id: "thumbs" });
   const hasVideo = flow.format.endsWith(":video") || flow.format.endsWith(":multi");
-  const timeline = new Timeline(canvas, id, { onSelect: (range) => select(range), onView: (view, data) => thumbnails(view, data) });
+  const timeline = new Timeline(canvas, drawn.id, { onSelect: (range) => select(range), onView: (view, data) => thumbnails(view, data) });
 
   // Stills along the view, where segments are (frames made on request by the server).
   function thumbnails(view, data) {
@@ -196,7 +218,7 @@ async function flowPage(id) {
   }
 
   async function listSegments(range) {
-    const member = flow.format.endsWith(":multi") ? (flow.flow_collection || [])[0]?.id : id;
+    const member = drawn.id;
     if (!member) { segmentsBox.replaceChildren(); return; }
     try {
       const segs = await json(`/flows/${member}/segments?timerange=${encodeURIComponent(formatTimerange(range.start, range.end))}&limit=50`);
@@ -225,9 +247,10 @@ async function flowPage(id) {
         h("button", { id: "follow", onclick: () => follow() }, "Follow live"))),
     h("section", { class: "player" }, video, status),
     segmentsBox,
-    h("section", {}, h("h2", {}, "Properties"), properties(flow), h("h3", {}, "Tags"), table(["name", "value"], tags), editable));
+    h("section", {}, h("h2", {}, "Properties"), properties(flow), h("h3", {}, "Tags"), table(["name", "value"], tags),
+      may("write") ? editable : h("p", { class: "hint", id: "read-only" }, "Read only: your credentials do not allow changes.")));
 
-  const extent = parseTimerange(flow.timerange || "");
+  const extent = parseTimerange(drawn.timerange || "");
   if (extent && extent.start !== null && extent.end !== null) {
     await timeline.show(extent.start, extent.end);
     const first = { start: extent.start, end: extent.start + 10n * NS < extent.end ? extent.start + 10n * NS : extent.end };
@@ -372,5 +395,5 @@ async function route() {
 
 window.addEventListener("hashchange", route);
 whoAmI();
-route();
+loadScopes().then(route);
 export { describe, durationText };

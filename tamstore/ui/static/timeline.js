@@ -22,6 +22,33 @@ export class Timeline {
     canvas.addEventListener("pointerdown", (e) => this.down(e));
     canvas.addEventListener("pointermove", (e) => this.move(e));
     canvas.addEventListener("pointerup", (e) => this.up(e));
+    canvas.tabIndex = 0; // keyboard: arrows pan, + and - zoom, Enter plays the middle of the view
+    canvas.setAttribute("role", "slider");
+    canvas.setAttribute("aria-label", "timeline: arrows pan, plus and minus zoom, Enter plays");
+    canvas.addEventListener("keydown", (e) => this.key(e));
+  }
+
+  key(e) {
+    if (!this.view) return;
+    const { start, end } = this.view;
+    const span = end - start;
+    if (e.key === "ArrowLeft" || e.key === "ArrowRight") {
+      const step = (span / 10n) * (e.key === "ArrowLeft" ? -1n : 1n);
+      this.show(start + step, end + step);
+    } else if (e.key === "+" || e.key === "=" || e.key === "-") {
+      const middle = start + span / 2n;
+      const half = e.key === "-" ? span : span / 4n;
+      this.show(middle - half, middle + (half > 500000n ? half : 500000n));
+    } else if (e.key === "Enter") {
+      const middle = start + span / 2n;
+      const half = span < 20n * 1000000000n ? span / 4n : 5n * 1000000000n;
+      this.selection = { start: middle - half, end: middle + half };
+      this.draw();
+      this.onSelect(this.selection);
+    } else {
+      return;
+    }
+    e.preventDefault();
   }
 
   async show(start, end) {
@@ -46,6 +73,7 @@ export class Timeline {
     }
     this.data = data;
     this.canvas.dataset.segments = String(data.segments);
+    this.canvas.dataset.gaps = String((data.gaps || []).length);
     this.canvas.dataset.view = formatTimerange(start, end);
     this.draw();
     this.onView(this.view, data);
