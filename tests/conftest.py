@@ -23,6 +23,7 @@ import pytest
 
 from tamstore.config import Settings
 from tamstore.testing import SpecSchemas, app_client, find_spec_dir
+from tests.live import LiveServer
 from tests.pgcluster import PgCluster, create_database, find_pg_bin
 from tests.receiver import Receiver
 from tests.s3server import ACCESS_KEY as S3_ACCESS_KEY
@@ -115,6 +116,14 @@ def media_env(backends: str, request: pytest.FixtureRequest, monkeypatch: pytest
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str | None, media_env: dict[str, Any]) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=database_url, default_page_limit=100, **media_env)
+
+
+@pytest.fixture
+def server(settings: Settings) -> Iterator[LiveServer]:
+    """``tamstore serve`` in a process of its own on the test's backends."""
+    live = LiveServer.serving(settings)
+    yield live
+    live.stop()
 
 
 @pytest.fixture

@@ -6,24 +6,15 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tamstore.auth import hash_secret
 from tamstore.config import Settings
 from tests.conftest import audio_flow, new_id, video_flow
 from tests.live import LiveServer
 from tests.sse import SseClient
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[LiveServer]:
-    live = LiveServer.serving(settings)
-    yield live
-    live.stop()
 
 
 def _segments(c: httpx.Client, flow_id: str, starts: list[int], length: int = 1) -> None:

@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,6 @@ AUDIO_PACKETS = 939  # 20 s of 48 kHz AAC, 1,024 samples a packet, with priming
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_media(tmp_path_factory.mktemp("media") / "numbered.mp4")
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[LiveServer]:
-    live = LiveServer.serving(settings)
-    yield live
-    live.stop()
 
 
 def tamstore(*args: str, check: bool = True, timeout: float = 300) -> subprocess.CompletedProcess[str]:

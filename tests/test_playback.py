@@ -8,7 +8,6 @@ from __future__ import annotations
 import io
 import re
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,13 +34,6 @@ RANGE_FRAMES = list(range(50, 200))
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_media(tmp_path_factory.mktemp("media") / "numbered.mp4")
-
-
-@pytest.fixture
-def server(settings: Settings) -> Iterator[LiveServer]:
-    live = LiveServer.serving(settings)
-    yield live
-    live.stop()
 
 
 def played(url: str) -> tuple[list[int], list[Fraction], int]:

@@ -48,13 +48,6 @@ def browser(settings: Settings) -> Iterator[Any]:
         chromium.close()
 
 
-@pytest.fixture
-def server(settings: Settings) -> Iterator[LiveServer]:
-    live = LiveServer.serving(settings)
-    yield live
-    live.stop()
-
-
 def ingest(server: LiveServer, media: Path, *extra: str) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, "-m", "tamstore", "ingest", str(media), "--server", server.url, "--json", *extra],
