@@ -218,7 +218,9 @@ async def _window(tx: Tx, flow: FlowRow, req: PlayRequest, uris: _Uris, ext: str
     end = last.items[0].ts_end
     window = req.window_ns
     if window is None:
-        longest = await tx.longest_segment(flow.id, max(lo or end - 10 * MAX_WINDOW, end - 10 * NS), hi)
+        # the target duration of the range's last 10 s sets the default window's length
+        recent = end - 10 * NS if lo is None else max(lo, end - 10 * NS)
+        longest = await tx.longest_segment(flow.id, recent, hi)
         window = DEFAULT_WINDOW_TARGETS * target_duration(longest or NS) * NS
     start = end - window if lo is None else max(lo, end - window)
     items: list[PlayItem] = []
