@@ -223,3 +223,27 @@ def test_the_stream_needs_read_scope(settings: Settings, tmp_path: Path) -> None
         client.close()
     finally:
         live.stop()
+
+
+def test_streams_past_the_limit_are_refused(settings: Settings) -> None:
+    """At most ``event_stream_max_clients`` streams per process: one more is a 503 in the spec's
+    error shape, and a place frees when a client goes."""
+    live = LiveServer.serving(settings, TAMSTORE_EVENT_STREAM_MAX_CLIENTS="2")
+    try:
+        first = SseClient(live.url + "/x-tamstore/events")
+        second = SseClient(live.url + "/x-tamstore/events")
+        refused = httpx.get(live.url + "/x-tamstore/events")
+        assert refused.status_code == 503 and {"type", "summary", "time"} <= set(refused.json())
+        second.close()
+        deadline = time.monotonic() + 10
+        while (
+            time.monotonic() < deadline
+            and "tamstore_event_stream_clients 1.0" not in httpx.get(live.url + "/metrics").text
+        ):
+            time.sleep(0.1)
+        third = SseClient(live.url + "/x-tamstore/events")
+        assert third.status == 200 and not third.ended.is_set()
+        first.close()
+        third.close()
+    finally:
+        live.stop()
