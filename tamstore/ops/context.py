@@ -7,6 +7,7 @@ import functools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from tamstore.config import Settings
 from tamstore.domain.errors import BadRequest
@@ -94,6 +95,11 @@ class Context:
             return self.backends[storage_id]
         except KeyError:
             raise BadRequest(f"unknown storage_id {storage_id!r}") from None
+
+    def holding(self, instances: list[Any]) -> list[MediaStore]:
+        """This service's backends that hold an Object, from its instances (uncontrolled ones
+        are on no backend)."""
+        return [self.backends[i.storage_id] for i in instances if i.storage_id in self.backends]
 
     def backend_labels(self) -> set[str]:
         return {b.info.label for b in self.backends.values()}

@@ -92,17 +92,10 @@ async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
             instances.update(await tx.instances([row.init_object_id]))
     backends: dict[str, Any] = {}
     for object_id in filter(None, (row.object_id, row.init_object_id)):
-        held = next(
-            (
-                ctx.backends[i.storage_id]
-                for i in instances.get(object_id, [])
-                if i.controlled and i.storage_id in ctx.backends
-            ),
-            None,
-        )
-        if held is None:
+        held = ctx.holding(instances.get(object_id, []))
+        if not held:
             raise NotFound(f"Object {object_id} is on no storage backend of this service")
-        backends[object_id] = held
+        backends[object_id] = held[0]
     return _Source(row.object_id, row.init_object_id, at - (row.ts_offset or 0), backends)
 
 

@@ -144,7 +144,7 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
         existing = await _registered_instances(tx, object_id)
     if on_target(existing):
         raise BadRequest(f"Object already has an instance on storage {target.info.id}")
-    sources = [ctx.backends[i.storage_id] for i in existing if i.storage_id in ctx.backends]
+    sources = ctx.holding(existing)
     if not sources:
         raise BadRequest("the Object has no controlled instance to copy from")
     try:
