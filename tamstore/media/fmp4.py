@@ -22,7 +22,7 @@ from typing import Any
 import av
 from av.bitstream import BitStreamFilterContext
 
-__all__ = ["MOVFLAGS", "CmafRemuxer", "split_init"]
+__all__ = ["MOVFLAGS", "CmafRemuxer", "mux_packets", "split_init"]
 
 # Fragments at key frames; the moov written first, empty of samples; data offsets from each moof
 # (so a media segment stands alone after any init segment); no trailing index (it would point
@@ -86,16 +86,23 @@ def _rescale(ticks: int, source: Fraction, target: Fraction) -> int:
     return (numerator + half) // denominator if numerator >= 0 else -((-numerator + half) // denominator)
 
 
-def _mux(template: Any, packets: list[Any], movflags: str) -> tuple[bytes, Fraction]:
-    """The packets as an MP4 file, and the time base of its track (its timescale's tick)."""
+def mux_packets(
+    template: Any, packets: list[Any], fmt: str, options: dict[str, str] | None = None
+) -> tuple[bytes, Fraction]:
+    """One stream's packets as a file of their own in ``fmt``, timestamps as they are, and the
+    time base its stream was written in (for MP4, its track's timescale tick)."""
     buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mp4", options={"movflags": movflags, "use_editlist": "0"}) as out:
+    with av.open(buffer, "w", format=fmt, options=options) as out:
         target = out.add_stream_from_template(template)
         for packet in packets:
             packet.stream = target
             out.mux(packet)
-        track_base = Fraction(target.time_base)
-    return buffer.getvalue(), track_base
+        written = Fraction(target.time_base)
+    return buffer.getvalue(), written
+
+
+def _mux(template: Any, packets: list[Any], movflags: str) -> tuple[bytes, Fraction]:
+    return mux_packets(template, packets, "mp4", {"movflags": movflags, "use_editlist": "0"})
 
 
 class CmafRemuxer:

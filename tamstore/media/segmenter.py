@@ -15,7 +15,6 @@ This is CPU work: callers run it in a thread (``ingest`` does), never on an even
 
 from __future__ import annotations
 
-import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 
 import av
 
-from tamstore.media.fmp4 import CmafRemuxer
+from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
 __all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
 
@@ -278,10 +277,4 @@ def avc_parameters(extradata: bytes | None) -> dict[str, int] | None:
 
 def remux_ts(stream: Any, packets: list[Any]) -> bytes:
     """The packets of one stream as an MPEG-TS file of their own, timestamps as they are."""
-    buffer = io.BytesIO()
-    with av.open(buffer, "w", format="mpegts") as out:
-        target = out.add_stream_from_template(stream)
-        for packet in packets:
-            packet.stream = target
-            out.mux(packet)
-    return buffer.getvalue()
+    return mux_packets(stream, packets, "mpegts")[0]
