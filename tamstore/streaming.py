@@ -120,7 +120,7 @@ class EventHub:
         self.subscribers.discard(subscriber)
 
     def _committed_here(self) -> None:
-        """This process committed events: its own worker has been told (``events_written``);
+        """This process committed events: its own worker has been told (its own callback);
         the hub has work only if it has stream clients."""
         if self.subscribers:
             self.wake.set()

@@ -85,24 +85,24 @@ class Workers:
             self.wake.clear()
 
     async def _webhooks(self) -> None:
-        """Deliver as soon as this process commits events; otherwise look every POLL_SECONDS
-        (for events other processes committed, and for retries that have come due)."""
-        written = self.ctx.store.events_written
+        """Deliver as soon as events are committed (this process's commits, and other
+        processes' as the event hub hears of them, both set ``wake_webhooks``); otherwise look
+        every POLL_SECONDS (for retries that have come due)."""
         wake = self.ctx.wake_webhooks
-        while True:
-            written.clear()
-            wake.clear()
-            try:
-                while await self.deliverer.run_once():
-                    pass
-            except Exception:
-                log.exception("webhook delivery failed")
-            waiters = [asyncio.ensure_future(written.wait()), asyncio.ensure_future(wake.wait())]
-            try:
-                await asyncio.wait(waiters, timeout=POLL_SECONDS, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waiters:
-                    w.cancel()
+        self.ctx.store.on_events_written.append(wake.set)
+        try:
+            while True:
+                wake.clear()
+                try:
+                    while await self.deliverer.run_once():
+                        pass
+                except Exception:
+                    log.exception("webhook delivery failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+        finally:
+            with contextlib.suppress(ValueError):
+                self.ctx.store.on_events_written.remove(wake.set)
 
     async def _every(self, seconds: float, job: Callable[[], Awaitable[None]]) -> None:
         while True:

@@ -67,8 +67,8 @@ class MetadataStore:
         self._blocked_since: float | None = None
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
-        self.events_written = asyncio.Event()
-        # Called after every commit that recorded events (the event hub's wake-up).
+        # Called after every commit that recorded events (the webhook worker's and the event
+        # hub's wake-up).
         self.on_events_written: list[Callable[[], None]] = []
         # Record every change's event, webhooks or not (the event stream replays them).
         self.record_all_events = False
@@ -151,7 +151,6 @@ class MetadataStore:
                         tx.record_all_events = self.record_all_events
                         yield tx
                 if tx.wrote_events:
-                    self.events_written.set()
                     for callback in self.on_events_written:
                         callback()
             except Exception as exc:
