@@ -6,7 +6,7 @@
 ...         print(flow["id"], flow.get("label"))
 """
 
-from tamstore.client.api import AsyncTamsClient, TamsClient
+from tamstore.client.api import AsyncTamsClient, TamsClient, best_url
 from tamstore.client.auth import AuthOptions, BearerToken, ClientCredentials, auth_from
 from tamstore.client.errors import ObjectTooLarge, TamsApiError
 
@@ -19,4 +19,5 @@ __all__ = [
     "TamsApiError",
     "TamsClient",
     "auth_from",
+    "best_url",
 ]

@@ -4,15 +4,17 @@ Every call goes through one ``httpx.AsyncClient`` whose transport retries what m
 (``httpx-retries``): connections that could not be made, and 503 and 429 answers, honouring
 ``Retry-After``, with exponential backoff. Other 4xx and 5xx answers raise ``TamsApiError``
 carrying the server's error document. Listings are followed page by page through their ``Link``
-headers. Nothing here depends on tamstore's own extensions: only the TAMS API is used.
+headers. Only the TAMS API is used, except ``events``: a Server-Sent Events stream a server
+advertises in its ``/service`` (tamstore's ``x-tamstore-server-sent-events``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
+import json
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -21,7 +23,7 @@ from httpx_retries import Retry, RetryTransport
 from tamstore.client.errors import ObjectTooLarge, TamsApiError, raise_for_status
 from tamstore.domain.timerange import TimeRange
 
-__all__ = ["AsyncTamsClient", "TamsClient"]
+__all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
 
 # Only failures that happen before a request reaches the server are retried as exceptions: a
 # POST that was sent may have been carried out.
@@ -38,6 +40,14 @@ def _retry(total: int) -> Retry:
         max_backoff_wait=30.0,
         respect_retry_after_header=True,
     )
+
+
+def best_url(urls: list[dict[str, Any]]) -> str | None:
+    """The ``get_urls`` entry to read from: a presigned one carries its own authorisation, and
+    is on a Storage Backend the server controls; else the first (an uncontrolled URL)."""
+    if not urls:
+        return None
+    return str(sorted(urls, key=lambda u: u.get("presigned") is not True)[0]["url"])
 
 
 class AsyncTamsClient:
@@ -58,8 +68,11 @@ class AsyncTamsClient:
         wrapped = RetryTransport(transport or httpx.AsyncHTTPTransport(), retry=_retry(retries))
         self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
         # Media URLs (presigned, possibly on another host) carry their own authorisation.
+        # A lasting URL may redirect to a presigned one (tamstore's /x-tamstore/objects/).
         self.media = httpx.AsyncClient(
-            timeout=timeout, transport=RetryTransport(httpx.AsyncHTTPTransport(), retry=_retry(retries))
+            timeout=timeout,
+            transport=RetryTransport(httpx.AsyncHTTPTransport(), retry=_retry(retries)),
+            follow_redirects=True,
         )
 
     async def aclose(self) -> None:
@@ -105,6 +118,42 @@ class AsyncTamsClient:
 
     async def service(self) -> dict[str, Any]:
         return await self.get_json("/service")  # type: ignore[no-any-return]
+
+    async def event_stream_url(self) -> str | None:
+        """The Server-Sent Events stream the server advertises in ``/service``, or None."""
+        for mechanism in (await self.service()).get("event_stream_mechanisms") or []:
+            if mechanism.get("name") == "x-tamstore-server-sent-events":
+                url = (mechanism.get("config") or {}).get("url")
+                return str(url) if url else None
+        return None
+
+    async def events(
+        self, url: str, *, opened: Callable[[], None] | None = None, **filters: Any
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The events of a Server-Sent Events stream (``event_stream_url``), each the webhook
+        body with its stream ``id`` added, until the server ends the stream. ``filters`` are
+        the webhook filters as query parameters (lists are joined with commas); ``opened`` is
+        called once the server has accepted the stream."""
+        params = {k: ",".join(v) if isinstance(v, list | tuple) else v for k, v in filters.items()}
+        timeout = httpx.Timeout(self.http.timeout.connect, read=None)  # the stream waits for events
+        async with self.http.stream("GET", url, params=params, timeout=timeout) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise_for_status(response)
+            if opened is not None:
+                opened()
+            fields: dict[str, str] = {}
+            async for line in response.aiter_lines():
+                if line:
+                    if not line.startswith(":"):  # a comment (heartbeat)
+                        name, _, value = line.partition(":")
+                        fields[name] = value.removeprefix(" ")
+                    continue
+                if fields.get("data") and fields.get("event") != "error":
+                    event = json.loads(fields["data"])
+                    event["id"] = fields.get("id")
+                    yield event
+                fields = {}
 
     async def sources(self, **filters: Any) -> AsyncIterator[dict[str, Any]]:
         async for item in self.pages("/sources", filters):

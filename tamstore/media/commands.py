@@ -112,8 +112,10 @@ class _Reporter:
         self.last = now
         rate = p.bytes / p.elapsed / 1e6 if p.elapsed > 0 else 0.0
         line = f"{p.segments} segments, {p.bytes / 1e6:.1f} MB, {rate:.1f} MB/s, {p.skipped} already there"
+        if getattr(p, "flows_total", 0):
+            line = f"Flow {min(p.flows + 1, p.flows_total)} of {p.flows_total}, " + line
         if p.eta is not None:
-            line += f", {100 * p.done_ns // p.total_ns}% done, {p.eta:.0f} s to go"
+            line += f", {min(100, 100 * p.done_ns // p.total_ns)}% done, {p.eta:.0f} s to go"
         click.echo(("\r" + line) if self.tty else line, err=True, nl=not self.tty)
 
 
@@ -258,7 +260,18 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
 @click.option("--verify", "check", is_flag=True, help="Compare the two sides instead; exit 1 if they differ.")
 @click.option("--follow", is_flag=True, help="After catching up, keep copying what appears until Ctrl-C.")
-@click.option("--interval", default="2", show_default=True, help="Seconds between looks at the source (--follow).")
+@click.option(
+    "--interval",
+    default="2",
+    show_default=True,
+    help="Seconds between looks at a source without an event stream (--follow).",
+)
+@click.option(
+    "--by-reference",
+    is_flag=True,
+    help="Register the source's lasting URLs of media Objects on the target instead of copying bytes.",
+)
+@click.option("--label", default="synced", show_default=True, help="The label of those URLs (--by-reference).")
 def sync_command(
     flow_ids: tuple[str, ...],
     source_ids: tuple[str, ...],
@@ -270,6 +283,8 @@ def sync_command(
     check: bool,
     follow: bool,
     interval: str,
+    by_reference: bool,
+    label: str,
     **values: Any,
 ) -> None:
     """Copy Flows, their Sources, segments and Objects from one TAMS server to another, with
@@ -291,7 +306,16 @@ def sync_command(
         seconds = 0.0
     if seconds <= 0:
         _fail("--interval must be a positive number of seconds")
-    options = SyncOptions(timerange=tr, jobs=jobs, dry_run=dry_run, state=state, follow=follow, interval=seconds)
+    options = SyncOptions(
+        timerange=tr,
+        jobs=jobs,
+        dry_run=dry_run,
+        state=state,
+        follow=follow,
+        interval=seconds,
+        by_reference=by_reference,
+        label=label,
+    )
     reporter = _Reporter(quiet=False)
 
     async def job() -> Any:
@@ -303,7 +327,7 @@ def sync_command(
             flows = await select_flows(source, list(flow_ids), list(source_ids), everything)
             if check:
                 return await verify(source, target, flows, options)
-            return await sync(source, target, flows, options, lambda p: reporter(_as_ingest_progress(p)), stop)
+            return await sync(source, target, flows, options, reporter, stop)
 
     result = _run(job)
     if check:
@@ -322,12 +346,3 @@ def sync_command(
         for line in result.failures:
             click.echo(f"tamstore: error: {line}", err=True)
         sys.exit(1)
-
-
-def _as_ingest_progress(p: Any) -> Any:
-    """Sync progress in the shape the progress line prints."""
-    from tamstore.media.ingest import Progress
-
-    shown = Progress(segments=p.segments, skipped=p.skipped, bytes=p.bytes)
-    shown.started = p.started
-    return shown

@@ -27,7 +27,7 @@ from typing import Any
 
 import av
 
-from tamstore.client.api import AsyncTamsClient
+from tamstore.client.api import AsyncTamsClient, best_url
 from tamstore.domain.timerange import TimeRange, parse_timestamp
 from tamstore.media.segmenter import NS, MediaError, to_ns
 from tamstore.media.trim import Cut, ReEncoder, frames_in
@@ -75,16 +75,16 @@ async def export(
     pieces: list[_Piece] = []
     for index, member in enumerate(members):
         previous: TimeRange | None = None
-        async for seg in client.segments(member["id"], timerange, presigned="true"):
+        async for seg in client.segments(member["id"], timerange):
             tr = TimeRange.from_str(seg["timerange"])
             assert tr.start is not None and tr.end is not None
-            urls = seg.get("get_urls") or []
-            if not urls:
+            url = best_url(seg.get("get_urls") or [])
+            if url is None:
                 raise MediaError(f"segment {seg['timerange']} of Flow {member['id']} has no URL to read it from")
             offset = parse_timestamp(seg["ts_offset"]) if seg.get("ts_offset") else 0
             where = f"segment {seg['timerange']} of Flow {member['id']}"
             init = _init_of(seg, where)
-            pieces.append(_Piece(index, tr.start, tr.end, urls[0]["url"], offset, where, init))
+            pieces.append(_Piece(index, tr.start, tr.end, url, offset, where, init))
             if previous is not None and previous.end is not None and previous.end < tr.start:
                 result.gaps.append(TimeRange(previous.end, tr.start).to_str())
             previous = tr
@@ -128,10 +128,10 @@ def _init_of(segment: dict[str, Any], where: str) -> tuple[str, str] | None:
     init = segment.get("init_object")
     if init is None:
         return None
-    urls = init.get("get_urls") or []
-    if not urls:
+    url = best_url(init.get("get_urls") or [])
+    if url is None:
         raise MediaError(f"{where}: its init Object {init['object_id']} has no URL to read it from")
-    return init["object_id"], urls[0]["url"]
+    return init["object_id"], url
 
 
 class _Writer:

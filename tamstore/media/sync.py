@@ -15,6 +15,14 @@ losing nothing, through the TAMS API alone (``tamstore.client``).
 - Resumable and idempotent: what the target already holds (a segment with the same timerange)
   is skipped, so a killed sync run again goes on where it stopped, and a second run changes
   nothing. The state file keeps the id mapping and what is done.
+- ``by_reference``: instead of copying bytes, each media Object is registered on the target as an
+  uncontrolled instance at a lasting URL of the source (tamstore's ``/x-tamstore/objects/{id}``
+  redirect, else a URL the source gives with ``presigned=false``); presigned URLs expire, so
+  they are never registered. Init Objects are small and are copied all the same: the target
+  only takes init Objects it holds.
+- ``follow``: after catching up, the source's event stream (where it advertises one) says which
+  Flows changed, and they are copied within moments; a full look follows every ``FULL_LOOK``
+  seconds all the same. Without a stream, every ``interval`` seconds.
 - ``verify`` compares the two sides' segment listings and Object sizes and reports every
   difference.
 """
@@ -22,7 +30,6 @@ losing nothing, through the TAMS API alone (``tamstore.client``).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from collections.abc import Callable
@@ -32,12 +39,15 @@ from typing import Any
 
 import httpx
 
-from tamstore.client import AsyncTamsClient, ObjectTooLarge, TamsApiError
+from tamstore.client import AsyncTamsClient, ObjectTooLarge, TamsApiError, best_url
 from tamstore.domain.timerange import TimeRange
 
 __all__ = ["SyncOptions", "SyncProgress", "select_flows", "sync", "verify"]
 
 BATCH = 100  # segments registered per POST
+FULL_LOOK = 60.0  # seconds between full looks at the source when its event stream says what changed
+FOLLOWED_EVENTS = ["flows/updated", "flows/segments_added"]
+EXTENSIONS = {"video/mp2t": "ts", "video/mp4": "m4s", "audio/mp4": "m4s"}  # as tamstore's playback names them
 SEGMENT_FIELDS = (
     "timerange",
     "ts_offset",
@@ -70,6 +80,8 @@ class SyncOptions:
     state: Path | None = None
     follow: bool = False  # after catching up, keep copying what appears, until stopped
     interval: float = 2.0  # seconds between looks at the source when following
+    by_reference: bool = False  # register the source's lasting URLs instead of copying bytes
+    label: str = "synced"  # the label of those URLs on the target
 
 
 @dataclass
@@ -81,10 +93,20 @@ class SyncProgress:
     bytes: int = 0
     started: float = field(default_factory=time.monotonic)
     failures: list[str] = field(default_factory=list)  # one line per Flow that could not be copied
+    flows_total: int = 0
+    done_ns: int = 0  # media time copied (or found there already), of ...
+    total_ns: int = 0  # ... the selected Flows' timelines: an estimate (gaps count too)
 
     @property
     def elapsed(self) -> float:
         return time.monotonic() - self.started
+
+    @property
+    def eta(self) -> float | None:
+        """Seconds to go, at the pace so far (None: unknown)."""
+        if not self.total_ns or not self.done_ns:
+            return None
+        return self.elapsed * max(0, self.total_ns - self.done_ns) / self.done_ns
 
 
 class _State:
@@ -146,6 +168,7 @@ class _Run:
     state: _State
     progress: SyncProgress
     report: Callable[[SyncProgress], None] | None
+    source_is_tamstore: bool = False  # its Objects have lasting URLs at /x-tamstore/objects/
 
 
 async def sync(
@@ -157,9 +180,11 @@ async def sync(
     stop: asyncio.Event | None = None,
 ) -> SyncProgress:
     """Copy ``flows``; with ``options.follow``, then keep copying new segments and changed
-    properties (looking every ``interval`` seconds from where each Flow's copy ended) until
-    ``stop`` is set."""
-    run = _Run(source, target, options, _State(options.state), SyncProgress(), report)
+    properties (from where each Flow's copy ended) until ``stop`` is set."""
+    run = _Run(source, target, options, _State(options.state), SyncProgress(flows_total=len(flows)), report)
+    if options.by_reference:
+        run.source_is_tamstore = str((await source.service()).get("service_version", "")).startswith("tamstore")
+    run.progress.total_ns = sum(_span(flow, options.timerange) for flow in flows)
     ends: dict[str, int | None] = {}
     for flow in flows:
         try:
@@ -172,24 +197,100 @@ async def sync(
         finally:
             run.state.save()
         run.progress.flows += 1
-    stop = stop or asyncio.Event()
-    while options.follow and not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), options.interval)
-        if stop.is_set():
-            break
-        for flow in flows:
-            current = await source.get_flow(flow["id"])
-            if current is None:
-                continue
-            end = ends.get(flow["id"])
-            later = replace(options, timerange=TimeRange(end, None) if end is not None else options.timerange)
-            try:
-                ends[flow["id"]] = await _sync_flow(run, current, later) or end
-            except (TamsApiError, ValueError, httpx.HTTPError, ObjectTooLarge) as exc:
-                run.progress.failures.append(_naming(flow["id"], exc))
-        run.state.save()
+    if options.follow:
+        await _follow(run, flows, ends, stop or asyncio.Event())
     return run.progress
+
+
+def _span(flow: dict[str, Any], timerange: TimeRange | None) -> int:
+    """How much of the timeline a Flow's copy covers (0 when unbounded or empty)."""
+    if not flow.get("container") or not flow.get("timerange"):
+        return 0
+    return _length(TimeRange.from_str(flow["timerange"]), timerange)
+
+
+def _length(span: TimeRange, timerange: TimeRange | None) -> int:
+    """Nanoseconds of ``span`` inside ``timerange`` (0 when unbounded or empty)."""
+    if timerange is not None:
+        span = span.intersect(timerange)
+    if span.start is None or span.end is None or span.end <= span.start:
+        return 0
+    return span.end - span.start
+
+
+async def _follow(run: _Run, flows: list[dict[str, Any]], ends: dict[str, int | None], stop: asyncio.Event) -> None:
+    """Copy what changes on the source until ``stop``: the Flows its event stream names, as
+    they change, or all of them every ``interval`` seconds where it has no stream."""
+    changed: set[str] = set()
+    wake = asyncio.Event()
+    ids = [f["id"] for f in flows]
+    url = await run.source.event_stream_url()
+    listener = None if url is None else asyncio.ensure_future(_listen(run.source, url, ids, changed, wake))
+    try:
+        while not stop.is_set():
+            await _first_of(stop, wake, FULL_LOOK if listener is not None else run.options.interval)
+            if stop.is_set():
+                break
+            if wake.is_set():  # (events arriving during this pass set it again for the next)
+                wake.clear()
+                looking = set(changed)
+                changed.clear()
+            else:
+                looking = set(ids)
+            for flow_id in ids:
+                if flow_id in looking:
+                    await _follow_flow(run, flow_id, ends)
+            run.state.save()
+    finally:
+        if listener is not None:
+            listener.cancel()
+
+
+async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    waits = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
+    try:
+        await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
+
+
+async def _listen(source: AsyncTamsClient, url: str, ids: list[str], changed: set[str], wake: asyncio.Event) -> None:
+    """Mark the Flows the source's events name as changed. Each time the stream opens, all of
+    them: what happened before it opened was not seen."""
+    params: dict[str, Any] = {"events": FOLLOWED_EVENTS}
+    if len(ids) <= 100:  # (beyond, the query string grows too long: events are matched here)
+        params["flow_ids"] = ids
+    followed = set(ids)
+
+    def everything() -> None:
+        changed.update(ids)
+        wake.set()
+
+    while True:
+        try:
+            async for event in source.events(url, opened=everything, **params):
+                subject = event.get("event") or {}
+                flow_id = subject.get("flow_id") or (subject.get("flow") or {}).get("id")
+                if flow_id in followed:
+                    changed.add(flow_id)
+                    wake.set()
+        except (httpx.HTTPError, TamsApiError):
+            pass
+        await asyncio.sleep(1.0)  # the stream ended or failed: open it again
+
+
+async def _follow_flow(run: _Run, flow_id: str, ends: dict[str, int | None]) -> None:
+    """Copy what is new in one followed Flow: its properties, and segments after its copy's end."""
+    try:
+        current = await run.source.get_flow(flow_id)
+        if current is None:
+            return
+        end = ends.get(flow_id)
+        later = replace(run.options, timerange=TimeRange(end, None) if end is not None else run.options.timerange)
+        ends[flow_id] = await _sync_flow(run, current, later) or end
+    except (TamsApiError, ValueError, httpx.HTTPError, ObjectTooLarge) as exc:
+        run.progress.failures.append(_naming(flow_id, exc))
 
 
 def _naming(flow_id: str, exc: Exception) -> str:
@@ -238,23 +339,32 @@ async def _sync_segments(run: _Run, flow: dict[str, Any], options: SyncOptions) 
     flow_id = flow["id"]
     last_end: int | None = None
     there = {s["timerange"] async for s in _timeranges(target, flow_id, options.timerange)}
-    # Segments waiting for their Objects' copies, registered BATCH at a time in time order.
-    batch: list[tuple[dict[str, Any], asyncio.Task[str], asyncio.Task[str] | None]] = []
-    copies: dict[str, asyncio.Task[str]] = {}  # source Object id -> its id on the target, copied once
+    # Segments waiting for their Objects, registered BATCH at a time in time order.
+    batch: list[tuple[dict[str, Any], asyncio.Task[_Placed], asyncio.Task[_Placed] | None]] = []
+    placing: dict[str, asyncio.Task[_Placed]] = {}  # source Object id -> where it is on the target, once
     slots = asyncio.Semaphore(options.jobs)
 
-    async def copy(object_id: str, urls: list[dict[str, Any]]) -> str:
+    async def copy(object_id: str, urls: list[dict[str, Any]]) -> _Placed:
         async with slots:
-            return await _copy_object(source, target, flow_id, object_id, urls, state, progress)
+            return _Placed(await _copy_object(source, target, flow_id, object_id, urls, state, progress))
+
+    async def refer(object_id: str, urls: list[dict[str, Any]]) -> _Placed:
+        async with slots:
+            if await target.get_object(object_id) is not None:
+                return _Placed(object_id)
+            return _Placed(object_id, [{"url": _lasting_url(run, flow, object_id, urls), "label": options.label}])
 
     async def flush() -> None:
         if not batch:
             return
         ready = []
         for seg, object_task, init_task in batch:
-            seg["object_id"] = await object_task
+            placed = await object_task
+            seg["object_id"] = placed.object_id
+            if placed.get_urls:  # an uncontrolled instance, registered with the Object's first segment
+                seg["get_urls"], placed.get_urls = placed.get_urls, None
             if init_task is not None:
-                seg["init_object_id"] = await init_task
+                seg["init_object_id"] = (await init_task).object_id
             ready.append(seg)
         batch.clear()
         failed = await target.post_segments(flow_id, ready)
@@ -267,8 +377,10 @@ async def _sync_segments(run: _Run, flow: dict[str, Any], options: SyncOptions) 
             run.report(progress)
 
     try:
-        async for seg in source.segments(flow_id, options.timerange, presigned="true"):
-            last_end = TimeRange.from_str(seg["timerange"]).end
+        async for seg in source.segments(flow_id, options.timerange):
+            timerange = TimeRange.from_str(seg["timerange"])
+            last_end = timerange.end
+            progress.done_ns += _length(timerange, options.timerange)
             if seg["timerange"] in there:
                 progress.skipped += 1
                 continue
@@ -277,25 +389,48 @@ async def _sync_segments(run: _Run, flow: dict[str, Any], options: SyncOptions) 
                 continue
             out = {k: seg[k] for k in SEGMENT_FIELDS if seg.get(k) is not None}
             oid = seg["object_id"]
-            if oid not in copies:
-                copies[oid] = asyncio.ensure_future(copy(oid, seg.get("get_urls") or []))
+            if oid not in placing:
+                how = refer if options.by_reference else copy
+                placing[oid] = asyncio.ensure_future(how(oid, seg.get("get_urls") or []))
             init_task = None
             init = seg.get("init_object")
             if init:
                 iid = init["object_id"]
-                if iid not in copies:
-                    copies[iid] = asyncio.ensure_future(copy(iid, init.get("get_urls") or []))
-                init_task = copies[iid]
-            batch.append((out, copies[oid], init_task))
+                if iid not in placing:  # (init Objects are copied even by reference: see above)
+                    placing[iid] = asyncio.ensure_future(copy(iid, init.get("get_urls") or []))
+                init_task = placing[iid]
+            batch.append((out, placing[oid], init_task))
             if len(batch) >= BATCH:
                 await flush()
         await flush()
     finally:
-        for task in copies.values():
+        for task in placing.values():
             if not task.done():
                 task.cancel()
         state.save()
     return last_end
+
+
+@dataclass
+class _Placed:
+    """Where a source Object is on the target: its id there, and the uncontrolled URLs its
+    first segment registers it with (by reference)."""
+
+    object_id: str
+    get_urls: list[dict[str, str]] | None = None
+
+
+def _lasting_url(run: _Run, flow: dict[str, Any], object_id: str, urls: list[dict[str, Any]]) -> str:
+    """A URL of the Object on the source that does not expire."""
+    if run.source_is_tamstore:
+        ext = EXTENSIONS.get(flow.get("container") or "", "bin")
+        return f"{run.source.server}/x-tamstore/objects/{object_id}.{ext}"
+    for url in urls:
+        if url.get("presigned") is False:
+            return str(url["url"])
+    raise ValueError(
+        f"Object {object_id} has only presigned URLs on the source, which expire: copy it without --by-reference"
+    )
 
 
 async def _timeranges(client: AsyncTamsClient, flow_id: str, timerange: TimeRange | None) -> Any:
@@ -316,9 +451,10 @@ async def _copy_object(
     mapped = state.target_id(object_id)
     if await target.get_object(mapped) is not None:
         return mapped
-    if not urls:
+    url = best_url(urls)
+    if url is None:
         raise ValueError(f"Object {object_id} has no URL to copy it from")
-    data = await source.download(urls[0]["url"])
+    data = await source.download(url)
     try:
         [allocated] = await target.allocate(flow_id, 1, object_ids=[object_id])
     except TamsApiError as exc:
