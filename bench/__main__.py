@@ -703,6 +703,20 @@ def bench_media_io(settings: Settings, seconds: int) -> list[Row]:
         server.stop()
 
 
+def bench_sync(settings: Settings, scratch: Path, seconds: int) -> list[Row]:
+    """``tamstore sync`` from an embedded store to one on the chosen backend."""
+    from tests.media import make_media
+
+    source_settings = Settings(data_dir=Path(tempfile.mkdtemp(dir=scratch)))
+    media = make_media(scratch / "bench-sync-input.mp4", seconds=seconds, width=640, height=360, noise=True)
+    source, target = Server(source_settings), Server(settings)
+    try:
+        return media_io.bench_sync(source.url, source_settings.data_dir / "media", target.url, media, scratch)
+    finally:
+        target.stop()
+        source.stop()
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -718,7 +732,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         default="pages,register,flows,media,delete,presign,s3pages,webhooks,events,events-split,analytics,ingest,"
-        "playback,auth,slowloris",
+        "sync,playback,auth,slowloris",
     )
     p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
@@ -764,6 +778,7 @@ def main(argv: list[str] | None = None) -> int:
             ("events-split", lambda: bench_events(fresh(), *events_load, True)),
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
+            ("sync", lambda: bench_sync(fresh(), scratch, 4 if args.quick else 60)),
             (
                 "playback",
                 lambda: bench_playback(fresh(), 600 if args.quick else 86_400, args.reps, 1 if args.quick else 5),

@@ -5,6 +5,7 @@ plain remux of the input to one output file)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from pathlib import Path
 
@@ -15,8 +16,9 @@ from tamstore.domain.timerange import TimeRange
 from tamstore.media.export import export
 from tamstore.media.ingest import IngestOptions, ingest
 from tamstore.media.segmenter import NS, Segmenter
+from tamstore.media.sync import SyncOptions, select_flows, sync
 
-__all__ = ["bench_ingest_export"]
+__all__ = ["bench_ingest_export", "bench_sync"]
 
 Row = tuple[str, str, str, str]
 
@@ -103,4 +105,49 @@ def bench_ingest_export(url: str, source: Path, scratch: Path) -> list[Row]:
             f"{clip_s * 1000:.0f} ms",
             f"{exact_s / clip_s:.1f}x the time",
         ),
+    ]
+
+
+def _raw_copy(media_root: Path, out: Path) -> tuple[float, int, int]:
+    """Every Object file of the source's media directory written to another directory, each
+    fsynced before it counts, as the target's filesystem backend does: the floor of a sync."""
+    files = [f for f in media_root.rglob("*") if f.is_file() and f.suffix != ".id" and ".tmp" not in f.parts]
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    size = 0
+    for i, f in enumerate(files):
+        data = f.read_bytes()
+        with open(out / str(i), "wb") as dst:
+            dst.write(data)
+            dst.flush()
+            os.fsync(dst.fileno())
+        size += len(data)
+    return time.perf_counter() - t0, len(files), size
+
+
+def bench_sync(source_url: str, source_media: Path, target_url: str, media: Path, scratch: Path) -> list[Row]:
+    """``tamstore sync`` of an ingested input from one served tamstore to another, beside a raw
+    copy of the same Object files between the two stores' disks."""
+
+    async def run() -> tuple[float, int, int]:
+        async with AsyncTamsClient(source_url) as source, AsyncTamsClient(target_url) as target:
+            await ingest(source, str(media), IngestOptions(name="bench-sync"))
+            flows = await select_flows(source, [], [], True)
+            t0 = time.perf_counter()
+            done = await sync(source, target, flows, SyncOptions(jobs=8))
+            return time.perf_counter() - t0, done.segments, done.bytes
+
+    seconds, segments, size = asyncio.run(run())
+    floor_s, files, floor_size = _raw_copy(source_media, scratch / "raw-copy")
+
+    def rate(s: float, count: int, nbytes: int) -> str:
+        return f"{nbytes / s / 1e6:.1f} MB/s, {count / s:.0f} seg/s"
+
+    return [
+        (
+            f"sync {size / 1e6:.0f} MB, {segments} segments (floor: the {files} Object files copied, fsynced)",
+            rate(seconds, segments, size),
+            rate(floor_s, files, floor_size),
+            f"{(size / seconds) / (floor_size / floor_s):.2f} of floor",
+        )
     ]
