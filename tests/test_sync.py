@@ -154,7 +154,7 @@ def test_sync_copies_everything_once_and_again_changes_nothing(
     # again: nothing to do
     again = tamstore("sync", *both, "--all")
     assert again.stdout.startswith("copied 0 segments of 4 Flows (0 Objects"), again.stdout
-    verified = tamstore("sync", *both, "--all", "--verify")
+    verified = tamstore("sync", *both, "--all", "--verify", "--bytes")
     assert "the two sides agree" in verified.stdout
     # a difference is found and named
     with TamsClient(b.url) as target:
@@ -164,6 +164,18 @@ def test_sync_copies_everything_once_and_again_changes_nothing(
         )
     differs = tamstore("sync", *both, "--all", "--verify", check=False)
     assert differs.returncode == 1 and f"segment {video[-1]['timerange']} missing on the target" in differs.stdout
+    # bytes altered in place, the size kept: only --bytes reads them
+    video_id = ids["flows"]["video"]
+    with TamsClient(b.url) as target:
+        first = next(iter(target.segments(video_id)))
+    [stored] = [f.with_suffix("") for f in (tmp_path / "target").rglob("*.id") if f.read_text() == first["object_id"]]
+    data = stored.read_bytes()
+    stored.write_bytes(bytes(255 - x for x in data[:64]) + data[64:])
+    one = ["sync", *both, "--flow-id", video_id, "--verify"]
+    assert "the two sides agree" in tamstore(*one).stdout
+    differs = tamstore(*one, "--bytes", check=False)
+    assert differs.returncode == 1, differs.stdout
+    assert differs.stdout.strip() == f"Flow {video_id}: segment {first['timerange']}: its Object's bytes differ"
 
 
 def test_sync_refusals_are_one_line(servers: tuple[LiveServer, LiveServer]) -> None:

@@ -259,6 +259,9 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
 @click.option("--state", type=click.Path(path_type=Path, dir_okay=False), help="State file (resume, id mapping).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
 @click.option("--verify", "check", is_flag=True, help="Compare the two sides instead; exit 1 if they differ.")
+@click.option(
+    "--bytes", "compare_bytes", is_flag=True, help="With --verify: read every Object on both sides, compare digests."
+)
 @click.option("--follow", is_flag=True, help="After catching up, keep copying what appears until Ctrl-C.")
 @click.option(
     "--interval",
@@ -281,6 +284,7 @@ def sync_command(
     state: Path | None,
     dry_run: bool,
     check: bool,
+    compare_bytes: bool,
     follow: bool,
     interval: str,
     by_reference: bool,
@@ -315,6 +319,7 @@ def sync_command(
         interval=seconds,
         by_reference=by_reference,
         label=label,
+        compare_bytes=compare_bytes,
     )
     reporter = _Reporter(quiet=False)
 
