@@ -302,3 +302,22 @@ def test_sync_by_reference_registers_lasting_urls_of_the_source(
     assert decoded(out)[0] == list(range(250))  # the bytes came from the source
     verified = tamstore("sync", "--from", a.url, "--to", b.url, "--flow-id", video, "--verify")
     assert "the two sides agree" in verified.stdout
+
+
+def test_an_object_whose_bytes_are_gone_is_named_and_the_rest_goes_on(
+    back: tuple[LiveServer, LiveServer], media: Path, tmp_path: Path
+) -> None:
+    a, b = back
+    ids = json.loads(tamstore("ingest", str(media), "--server", a.url, "--json").stdout)
+    audio, video = ids["flows"]["audio"], ids["flows"]["video"]
+    with TamsClient(a.url) as source:
+        lost = list(source.segments(audio))[2]["object_id"]
+    [stored] = [f.with_suffix("") for f in (tmp_path / "source").rglob("*.id") if f.read_text() == lost]
+    stored.unlink()
+    done = tamstore("sync", "--from", a.url, "--to", b.url, "--all", check=False)
+    assert done.returncode == 1
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"tamstore: error: Flow {audio}: Object {lost}: its bytes could not be fetched"), line
+    with TamsClient(a.url) as source, TamsClient(b.url) as target:
+        assert len(list(target.segments(video))) == len(list(source.segments(video)))  # the rest went on
+        assert list(target.segments(audio)) == []  # nothing half-registered: the batch never went

@@ -457,7 +457,10 @@ async def _copy_object(
     url = best_url(urls)
     if url is None:
         raise ValueError(f"Object {object_id} has no URL to copy it from")
-    data = await source.download(url)
+    try:
+        data = await source.download(url)
+    except (TamsApiError, httpx.HTTPError, ObjectTooLarge) as exc:
+        raise ValueError(f"Object {object_id}: its bytes could not be fetched from the source: {exc}") from exc
     try:
         [allocated] = await target.allocate(flow_id, 1, object_ids=[object_id])
     except TamsApiError as exc:
