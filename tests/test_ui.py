@@ -186,6 +186,77 @@ def test_a_multi_essence_flow_plays_and_a_gap_shows(
     page.close()
 
 
+def test_stills_come_from_an_image_flow_beside_the_video_and_a_source_is_edited(
+    server: LiveServer, media: Path, browser: Any, tmp_path: Path
+) -> None:
+    ids = ingest(server, media)
+    video = ids["flows"]["video"]
+    stills, together = "7d1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b", "8d1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b"
+    with TamsClient(server.url) as tams:
+        # an image Flow of JPEG stills, one per video segment (pictures the server extracts)
+        tams.put_flow(
+            {
+                "id": stills,
+                "source_id": "7e1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b",
+                "format": "urn:x-tam:format:image",
+                "codec": "image/jpeg",
+                "container": "image/jpeg",
+                "label": "Stills",
+                "essence_parameters": {"frame_width": 160, "frame_height": 120},
+            }
+        )
+        segments = list(tams.segments(video))
+        objects = tams.allocate(stills, len(segments))
+        for seg, obj in zip(segments, objects, strict=True):
+            start = seg["timerange"][1:].split("_")[0]
+            jpeg = httpx.get(f"{server.url}/x-tamstore/frames/{video}.jpg", params={"at": start, "width": 160})
+            assert jpeg.headers["content-type"] == "image/jpeg"
+            tams.upload(obj["put_url"], jpeg.content)
+        pairs = zip(segments, objects, strict=True)
+        placed = [{"object_id": o["object_id"], "timerange": s["timerange"]} for s, o in pairs]
+        assert tams.post_segments(stills, placed) == []
+        tams.put_flow(
+            {
+                "id": together,
+                "source_id": "8e1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b",
+                "format": "urn:x-nmos:format:multi",
+                "label": "With stills",
+                "flow_collection": [{"id": video, "role": "video"}, {"id": stills, "role": "stills"}],
+            }
+        )
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    with screenshots(page, tmp_path):
+        # the video Flow's page: collected with the stills, so its thumbnails are those pictures
+        page.goto(f"{server.url}/ui/#/flows/{video}")
+        page.wait_for_function(
+            "[...document.querySelectorAll('img.thumb.still')]"
+            ".filter(i => i.complete && i.naturalWidth === 160 && i.src.includes('/x-tamstore/media/')).length >= 4",
+            timeout=20_000,
+        )
+        assert page.locator("img.thumb:not(.still)").count() == 0  # no frames extracted
+        # a Source edited: label, description and a tag, kept
+        source_id = ids["sources"]["video"]
+        page.goto(f"{server.url}/ui/#/sources/{source_id}")
+        page.wait_for_selector("form.edit")
+        page.fill("form.edit input[name=label]", "Camera 1")
+        page.fill("form.edit input[name=description]", "the main camera")
+        page.fill("form.edit input[name=tag_name]", "location")
+        page.fill("form.edit input[name=tag_value]", "studio B")
+        page.click("form.edit button")
+        page.wait_for_selector("h1:has-text('Camera 1')")
+    with TamsClient(server.url) as tams:
+        source = tams.get_source(source_id)
+        assert (source["label"], source["description"], source["tags"]["location"]) == (
+            "Camera 1",
+            "the main camera",
+            "studio B",
+        )
+    assert errors == []
+    page.close()
+
+
 def test_the_other_pages(server: LiveServer, media: Path, browser: Any) -> None:
     ingest(server, media)
     httpx.post(

@@ -101,8 +101,10 @@ async function listPage(kind, params) {
     location.hash = `#/${kind}?${next}`;
   } },
     h("input", { name: "label", placeholder: "label", value: label || "" }),
-    h("select", { name: "format" }, ["", "video", "audio", "data", "image", "multi"].map((f) =>
-      h("option", { value: f ? `urn:x-nmos:format:${f}` : "", selected: format === `urn:x-nmos:format:${f}` }, f || "any format"))),
+    h("select", { name: "format" }, ["", "video", "audio", "data", "image", "multi"].map((f) => {
+      const urn = f === "image" ? "urn:x-tam:format:image" : f ? `urn:x-nmos:format:${f}` : "";  // (the spec's own URN)
+      return h("option", { value: urn, selected: format === urn && urn !== "" }, f || "any format");
+    })),
     kind === "flows" ? h("input", { name: "codec", placeholder: "codec (video/h264)", value: codec || "" }) : null,
     h("input", { name: "tag", placeholder: "tag name=value", value: tag || "" }),
     h("select", { name: "sort" }, ["created", kind === "flows" ? "metadata_updated" : "updated", "label"].map((s) =>
@@ -138,11 +140,36 @@ async function sourcePage(id) {
     const source = await json(`/sources/${id}`);
     const flows = await json(`/flows?source_id=${id}&limit=100`);
     const tree = await collectionTree(source, 0);
-    show(h("h1", {}, source.label || "Source"), properties(source),
+    const tags = Object.entries(source.tags || {}).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : String(v)]);
+    show(h("h1", {}, source.label || "Source"), properties(source), h("h3", {}, "Tags"), table(["name", "value"], tags),
+      may("write") ? editForm(`/sources/${id}`, source, true) : h("p", { class: "hint", id: "read-only" }, "Read only: your credentials do not allow changes."),
       h("h2", {}, "Flows"), table(["label", "format", "codec", "id"], flows.map((f) =>
         [h("a", { href: `#/flows/${f.id}` }, f.label || "(no label)"), f.format.split(":").pop(), f.codec || "", short(f.id)])),
       h("h2", {}, "Collection"), tree);
   } catch (error) { show(failure(error)); }
+}
+
+// Label, description and one tag of a Source or Flow at ``path``; an empty field removes the
+// label or description.
+function editForm(path, doc, withDescription) {
+  async function put(name, value) {
+    if (value) await request(`${path}/${name}`, { method: "PUT", body: value });
+    else if (doc[name] !== undefined) await request(`${path}/${name}`, { method: "DELETE" });
+  }
+  return h("form", { class: "edit", onsubmit: async (e) => {
+    e.preventDefault();
+    const f = new FormData(e.target);
+    try {
+      if (f.get("label") !== (doc.label || "")) await put("label", f.get("label"));
+      if (withDescription && f.get("description") !== (doc.description || "")) await put("description", f.get("description"));
+      if (f.get("tag_name")) await request(`${path}/tags/${encodeURIComponent(f.get("tag_name"))}`, { method: "PUT", body: f.get("tag_value") });
+      route();
+    } catch (error) { e.target.append(failure(error)); }
+  } },
+    h("label", {}, "Label ", h("input", { name: "label", value: doc.label || "" })),
+    withDescription ? h("label", {}, "Description ", h("input", { name: "description", value: doc.description || "" })) : null,
+    h("label", {}, "Tag ", h("input", { name: "tag_name", placeholder: "name" }), h("input", { name: "tag_value", placeholder: "value" })),
+    h("button", {}, "Save"));
 }
 
 async function collectionTree(source, depth) {
@@ -178,6 +205,7 @@ async function flowPage(id) {
       drawn = present.find((m) => m.format.endsWith(":video")) || present[0] || flow;
     }
   } catch (error) { show(failure(error)); return; }
+  const stills = await imageFlowBeside(flow);
   const video = h("video", { controls: true, muted: true, playsinline: true, id: "player" });
   const segmentsBox = h("div", { id: "segments" });
   const status = h("p", { class: "hint", id: "live-status" });
@@ -188,8 +216,10 @@ async function flowPage(id) {
   const hasVideo = flow.format.endsWith(":video") || flow.format.endsWith(":multi");
   const timeline = new Timeline(canvas, drawn.id, { onSelect: (range) => select(range), onView: (view, data) => thumbnails(view, data) });
 
-  // Stills along the view, where segments are (frames made on request by the server).
+  // Stills along the view, where segments are: the pictures of an image Flow beside this one
+  // where there is one, else frames the server extracts on request.
   function thumbnails(view, data) {
+    if (stills) { stillsOf(stills, view); return; }
     if (!hasVideo) return;
     const n = 8;
     const step = (view.end - view.start) / BigInt(n);
@@ -205,14 +235,31 @@ async function flowPage(id) {
     }));
   }
 
+  async function stillsOf(imageFlow, view) {
+    const n = 8;
+    const step = (view.end - view.start) / BigInt(n);
+    const shown = await Promise.all(Array.from({ length: n }, async (_, i) => {
+      const at = view.start + step * BigInt(i) + step / 2n;
+      try {
+        const [seg] = await json(`/flows/${imageFlow}/segments?timerange=${encodeURIComponent(formatTimerange(at, at + 1n))}&limit=1`);
+        const url = seg && (seg.get_urls || [])[0];
+        if (url) return h("img", { class: "thumb still", src: url.url, alt: describe(at), title: describe(at), loading: "lazy" });
+      } catch { /* hidden or gone: a gap */ }
+      return h("span", { class: "thumb gap" }, "gap");
+    }));
+    thumbs.replaceChildren(...shown);
+  }
+
   async function select(range) {
     rangeText.textContent = formatTimerange(range.start, range.end);
     playRange(range);
     await listSegments(range);
   }
 
+  const playable = hasVideo || flow.format.endsWith(":audio");  // (image and data Flows have no HLS)
   function playRange(range, live = false) {
     if (player) player.destroy();
+    if (!playable) return;
     const tr = live ? `[${range.start / NS}:0_` : formatTimerange(range.start, range.end);
     player = play(video, withToken(`/x-tamstore/hls/${id}.m3u8?timerange=${encodeURIComponent(tr)}`), live);
   }
@@ -227,25 +274,14 @@ async function flowPage(id) {
     } catch (error) { segmentsBox.replaceChildren(failure(error)); }
   }
 
-  const editable = h("form", { class: "edit", onsubmit: async (e) => {
-    e.preventDefault();
-    const f = new FormData(e.target);
-    try {
-      await request(`/flows/${id}/label`, { method: "PUT", body: f.get("label") });
-      if (f.get("tag_name")) await request(`/flows/${id}/tags/${encodeURIComponent(f.get("tag_name"))}`, { method: "PUT", body: f.get("tag_value") });
-      route();
-    } catch (error) { e.target.append(failure(error)); }
-  } },
-    h("label", {}, "Label ", h("input", { name: "label", value: flow.label || "" })),
-    h("label", {}, "Tag ", h("input", { name: "tag_name", placeholder: "name" }), h("input", { name: "tag_value", placeholder: "value" })),
-    h("button", {}, "Save"));
+  const editable = editForm(`/flows/${id}`, flow, true);
   const tags = Object.entries(flow.tags || {}).map(([k, v]) => [k, Array.isArray(v) ? v.join(", ") : String(v)]);
   show(h("h1", {}, flow.label || "Flow"),
     h("p", { class: "hint" }, `${flow.format} ${flow.codec || ""} ${flow.container || ""} — ${id}`),
     h("section", {}, h("h2", {}, "Timeline"), h("p", { class: "hint" }, "Wheel to zoom, drag to pan, click or shift-drag to play a range."),
       canvas, thumbs, h("p", {}, "Selected: ", rangeText, " ",
         h("button", { id: "follow", onclick: () => follow() }, "Follow live"))),
-    h("section", { class: "player" }, video, status),
+    h("section", { class: "player" }, playable ? video : "", status),
     segmentsBox,
     h("section", {}, h("h2", {}, "Properties"), properties(flow), h("h3", {}, "Tags"), table(["name", "value"], tags),
       may("write") ? editable : h("p", { class: "hint", id: "read-only" }, "Read only: your credentials do not allow changes.")));
@@ -291,6 +327,19 @@ async function flowPage(id) {
     status.textContent = "following the live edge";
   }
   leave = () => { events.close(); if (player) player.destroy(); };
+}
+
+// An image Flow giving stills for ``flow``: itself, one it collects, or one collected with it.
+async function imageFlowBeside(flow) {
+  if (flow.format.endsWith(":image")) return flow.id;
+  const ids = (flow.flow_collection || []).map((m) => m.id);
+  for (const parent of (flow.collected_by || []).slice(0, 4)) {
+    try { ids.push(...((await json(`/flows/${parent}`)).flow_collection || []).map((m) => m.id)); } catch { /* hidden or gone */ }
+  }
+  for (const other of ids.filter((x) => x !== flow.id).slice(0, 16)) {
+    try { if ((await json(`/flows/${other}`)).format.endsWith(":image")) return other; } catch { /* hidden or gone */ }
+  }
+  return null;
 }
 
 function play(video, url, live) {
