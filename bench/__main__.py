@@ -717,6 +717,50 @@ def bench_sync(settings: Settings, scratch: Path, seconds: int) -> list[Row]:
         source.stop()
 
 
+def bench_ui(settings: Settings, flows: int, segments: int, reps: int) -> list[Row]:
+    """The web UI in Debian's Chromium: from navigation to a usable Flow list (its first 50 rows)
+    over ``flows`` Flows, and to a drawn timeline of a ``segments``-segment Flow, beside the API
+    calls those pages wait for, timed alone."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    big = str(uuid.uuid4())
+    docs = [(big, segments, {"label": "big"})] + [(str(uuid.uuid4()), 0, {"label": f"f{i}"}) for i in range(flows - 1)]
+    took = loader.load(settings, docs)
+    rows: list[Row] = [(f"bulk load {flows:,} flows, one of {segments:,} segments (direct)", f"{took:.1f} s", "", "")]
+    server = Server(settings)
+    calls: list[str] = []
+    try:
+        with sync_playwright() as p, httpx.Client(base_url=server.url, timeout=60) as c:
+            browser = p.chromium.launch(executable_path=shutil.which("chromium") or "chromium")
+            page = browser.new_page(viewport={"width": 1280, "height": 800})
+            page.on("request", lambda r: calls.append(r.url.removeprefix(server.url)))
+
+            def visit(path: str, ready: str) -> None:
+                page.goto("about:blank")
+                calls.clear()
+                page.goto(server.url + path)
+                page.wait_for_function(ready, timeout=120_000)
+
+            usable = "document.querySelectorAll('table tbody tr').length >= 50"
+            ui = timed(lambda: visit("/ui/#/flows", usable), reps)
+            [listing] = [u for u in calls if u.startswith("/flows?")]
+            api = timed(lambda: c.get(listing).raise_for_status(), reps)
+            label = f"UI: usable Flow list (50 rows), {flows:,} Flows; beside: its GET /flows"
+            rows.append(latency_row(label, ui, api))
+            drawn = "document.querySelector('canvas#timeline[data-segments]') !== null"
+            ui = timed(lambda: visit(f"/ui/#/flows/{big}", drawn), reps)
+            waited = [u for u in calls if u.startswith(f"/flows/{big}?") or "/analytics/" in u]
+            api = timed(lambda: [c.get(u).raise_for_status() for u in waited], reps)
+            label = f"UI: drawn timeline, {segments:,}-segment Flow; beside: its {len(waited)} API calls"
+            rows.append(latency_row(label, ui, api))
+            browser.close()
+    finally:
+        server.stop()
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -732,7 +776,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         default="pages,register,flows,media,delete,presign,s3pages,webhooks,events,events-split,analytics,ingest,"
-        "sync,playback,auth,slowloris",
+        "sync,ui,playback,auth,slowloris",
     )
     p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
@@ -779,6 +823,7 @@ def main(argv: list[str] | None = None) -> int:
             ("analytics", lambda: bench_analytics(fresh(), max(sizes), args.reps)),
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
             ("sync", lambda: bench_sync(fresh(), scratch, 4 if args.quick else 60)),
+            ("ui", lambda: bench_ui(fresh(), args.flows, max(sizes), min(args.reps, 20))),
             (
                 "playback",
                 lambda: bench_playback(fresh(), 600 if args.quick else 86_400, args.reps, 1 if args.quick else 5),
