@@ -43,8 +43,16 @@ function table(headings, rows) {
     h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
 }
 
-function show(...children) {
-  main.replaceChildren(...children);
+// Each route() is a new visit. A page renders through the ``show`` of its own visit, so a page
+// still loading when the user moves on never paints over the next one, and ``gone`` tells it to
+// stop (not open an event stream nobody will close).
+let visits = 0;
+function visit() {
+  const mine = visits;
+  return {
+    show: (...children) => { if (mine === visits) main.replaceChildren(...children); },
+    get gone() { return mine !== visits; },
+  };
 }
 
 function failure(error) {
@@ -82,6 +90,7 @@ function whoAmI() {
 // -- Flows and Sources ------------------------------------------------------------------------
 
 async function listPage(kind, params) {
+  const { show } = visit();
   const query = new URLSearchParams();
   const label = params.get("label"), format = params.get("format"), codec = params.get("codec");
   const tag = params.get("tag"), sort = params.get("sort") || "created";
@@ -136,6 +145,7 @@ async function listPage(kind, params) {
 }
 
 async function sourcePage(id) {
+  const { show } = visit();
   try {
     const source = await json(`/sources/${id}`);
     const flows = await json(`/flows?source_id=${id}&limit=100`);
@@ -194,6 +204,8 @@ function properties(doc) {
 // -- a Flow ---------------------------------------------------------------------------------------
 
 async function flowPage(id) {
+  const here = visit();
+  const show = here.show;
   let flow;
   let drawn; // the Flow whose segments the timeline draws: a multi-essence Flow's first video (or first) Flow
   try {
@@ -285,10 +297,14 @@ async function flowPage(id) {
     segmentsBox,
     h("section", {}, h("h2", {}, "Properties"), properties(flow), h("h3", {}, "Tags"), table(["name", "value"], tags),
       may("write") ? editable : h("p", { class: "hint", id: "read-only" }, "Read only: your credentials do not allow changes.")));
+  if (here.gone) return;
+  let events = null;
+  leave = () => { if (events) events.close(); if (player) player.destroy(); };
 
   const extent = parseTimerange(drawn.timerange || "");
   if (extent && extent.start !== null && extent.end !== null) {
     await timeline.show(extent.start, extent.end);
+    if (here.gone) return;
     const first = { start: extent.start, end: extent.start + 10n * NS < extent.end ? extent.start + 10n * NS : extent.end };
     timeline.selection = first;
     timeline.draw();
@@ -302,7 +318,7 @@ async function flowPage(id) {
   // Live: new segments extend the timeline as they are registered (the event stream), and
   // "Follow live" plays the live edge.
   const watched = flow.format.endsWith(":multi") ? (flow.flow_collection || []).map((m) => m.id) : [id];
-  const events = new EventSource(withToken(`/x-tamstore/events?events=flows/segments_added&flow_ids=${watched.join(",")}`));
+  events = new EventSource(withToken(`/x-tamstore/events?events=flows/segments_added&flow_ids=${watched.join(",")}`));
   let added = 0;
   events.onopen = () => { status.dataset.live = "open"; timeline.view && timeline.load(); };
   events.addEventListener("flows/segments_added", async (e) => {
@@ -326,7 +342,6 @@ async function flowPage(id) {
     playRange({ start: start > 0n ? start : 0n, end: null }, true);
     status.textContent = "following the live edge";
   }
-  leave = () => { events.close(); if (player) player.destroy(); };
 }
 
 // An image Flow giving stills for ``flow``: itself, one it collects, or one collected with it.
@@ -365,6 +380,7 @@ function play(video, url, live) {
 // -- the rest -------------------------------------------------------------------------------------
 
 async function webhooksPage() {
+  const { show } = visit();
   try {
     const hooks = await json("/service/webhooks?limit=100");
     show(h("h1", {}, "Webhooks"), table(["URL", "events", "status", "error"], hooks.map((w) =>
@@ -373,6 +389,7 @@ async function webhooksPage() {
 }
 
 async function deleteRequestsPage() {
+  const { show } = visit();
   try {
     const requests = await json("/flow-delete-requests");
     show(h("h1", {}, "Delete requests"), table(["Flow", "status", "left to delete", "error"], requests.map((r) =>
@@ -381,6 +398,7 @@ async function deleteRequestsPage() {
 }
 
 async function storagePage() {
+  const { show } = visit();
   try {
     const backends = await json("/service/storage-backends");
     const usage = await json("/x-tamstore/analytics/storage?days=30");
@@ -416,6 +434,7 @@ function drawUsage(canvas, history) {
 }
 
 async function servicePage() {
+  const { show } = visit();
   try {
     const service = await json("/service");
     show(h("h1", {}, service.name || "Service"), properties(service));
@@ -427,6 +446,8 @@ async function servicePage() {
 async function route() {
   leave();
   leave = () => {};
+  visits += 1;
+  main.replaceChildren(h("p", { class: "hint", id: "loading" }, "Loading…"));
   const [path, query] = location.hash.replace(/^#/, "").split("?");
   const params = new URLSearchParams(query || "");
   const parts = path.split("/").filter(Boolean);
@@ -439,7 +460,7 @@ async function route() {
   if (parts[0] === "delete-requests") return deleteRequestsPage();
   if (parts[0] === "storage") return storagePage();
   if (parts[0] === "service") return servicePage();
-  show(h("p", {}, "No such page."));
+  visit().show(h("p", {}, "No such page."));
 }
 
 window.addEventListener("hashchange", route);
