@@ -91,6 +91,13 @@ class Settings:
     worker_lease: int = field(
         default=30, metadata={"help": "Seconds a worker holds a job before another may take it over."}
     )
+    retention_interval: int = field(
+        default=60,
+        metadata={
+            "help": "Seconds between retention passes (segment_retention_offset and flow_retention_offset tags); "
+            "0 turns retention off."
+        },
+    )
     public_url: str | None = field(
         default=None,
         metadata={
@@ -223,6 +230,8 @@ class Settings:
             raise ValueError("log_format must be auto, json or text")
         if self.recovery_window < 0:
             raise ValueError("recovery_window must not be negative")
+        if self.retention_interval < 0:
+            raise ValueError("retention_interval must not be negative")
         from tamstore.domain.targets import TargetPolicy
 
         TargetPolicy.from_settings(self.webhook_targets, self.webhook_allow_networks, self.host)

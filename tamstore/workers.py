@@ -1,5 +1,5 @@
 """Background work: flow-delete-requests, collection of unused allocations, the recovery-window
-purge, webhook delivery, and (SQLite) checkpoints of the write-ahead log. Runs inside
+purge, webhook delivery, retention (AppNote 0019), and (SQLite) checkpoints of the write-ahead log. Runs inside
 ``tamstore serve`` by default, or alone as ``tamstore worker`` beside stateless API replicas;
 several workers share a PostgreSQL safely."""
 
@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from tamstore.delivery import Deliverer
-from tamstore.ops import analytics, deletion
+from tamstore.ops import analytics, deletion, retention
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
 
@@ -45,6 +45,8 @@ class Workers:
                 self._every(self.housekeeping_seconds, self.housekeeping), name="tamstore-housekeeping"
             ),
         ]
+        if self.ctx.settings.retention_interval > 0:
+            self._tasks.append(asyncio.create_task(self._retention(), name="tamstore-retention"))
         if self.ctx.store.dialect == "sqlite":
             self._tasks.append(
                 asyncio.create_task(self._every(CHECKPOINT_SECONDS, self.ctx.store.checkpoint), name="tamstore-wal")
@@ -83,6 +85,20 @@ class Workers:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
             self.wake.clear()
+
+    async def _retention(self) -> None:
+        """A pass every ``retention_interval`` seconds, by whichever worker holds the lease; at
+        once again while a backlog is being worked off (each pass deletes a bounded amount)."""
+        interval = float(self.ctx.settings.retention_interval)
+        while True:
+            wait = interval
+            try:
+                done = await retention.retention_pass(self.ctx, self.owner)
+                if done is not None and done.backlog:
+                    wait = 0.0
+            except Exception:
+                log.exception("retention pass failed")
+            await asyncio.sleep(wait)
 
     async def _webhooks(self) -> None:
         """Deliver as soon as events are committed (this process's commits, and other

@@ -52,6 +52,11 @@ class Metrics:
         self.deletion_backlog = Gauge("tamstore_deletion_backlog", "Flow delete requests not yet done", registry=r)
         self.pool_in_use = Gauge("tamstore_db_connections_in_use", "Database connections checked out", registry=r)
         self.pool_size = Gauge("tamstore_db_pool_size", "Database connection pool size", registry=r)
+        # Retention (AppNote 0019): totals kept in the database, whichever process deleted.
+        self.retained_flows = Gauge("tamstore_retained_flows", "Flows with a retention tag", registry=r)
+        self.retention_deleted = Gauge(
+            "tamstore_retention_deleted", "Deleted by retention since the store was made", ["kind"], registry=r
+        )
         self.event_stream_clients = Gauge(
             "tamstore_event_stream_clients", "Event stream (/x-tamstore/events) connections open", registry=r
         )
@@ -174,6 +179,11 @@ async def metrics(request: Request) -> Response:
     async with ctx.store.read() as tx:
         usage = await tx.storage_usage()
         backlog = await tx.count_pending_deletions()
+        retained = await tx.count_retained_flows()
+        counters = await tx.counter_values()
+    m.retained_flows.set(retained)
+    m.retention_deleted.labels("segments").set(counters.get("retention_segments_deleted", 0))
+    m.retention_deleted.labels("flows").set(counters.get("retention_flows_deleted", 0))
     for sid, backend in ctx.backends.items():
         objects, size = usage.get(sid, (0, 0))
         m.stored_bytes.labels(sid, backend.info.label).set(size)

@@ -8,6 +8,7 @@ from typing import Any
 
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.limits import INT32_MAX, MAX_LABEL_BYTES, check_int, check_text
+from tamstore.domain.retention import check_retention_tags
 from tamstore.domain.tags import check_tags
 
 __all__ = [
@@ -85,7 +86,7 @@ def columns_of(doc: dict[str, Any]) -> dict[str, Any]:
 def check_flow_limits(doc: dict[str, Any]) -> None:
     """What the schema leaves open but the store cannot hold: indexed strings of bounded length
     and 32-bit picture sizes (domain/limits.py)."""
-    check_tags(doc.get("tags", {}))
+    check_retention_tags(check_tags(doc.get("tags", {})))
     if isinstance(doc.get("label"), str):
         check_text(doc["label"], MAX_LABEL_BYTES, "label")
     for name in ("codec", "container"):

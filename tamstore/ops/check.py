@@ -93,6 +93,8 @@ async def stats(ctx: Context) -> dict[str, Any]:
         sources = await tx.count_sources()
         hooks = await tx.webhooks_by_status()
         backlog = await tx.count_pending_deletions()
+        retained = await tx.count_retained_flows()
+        counters = await tx.counter_values()
     usage = await analytics.flow_usage(ctx, None, {}, None)
     storage = await analytics.storage_usage(ctx, None, 0)
     return {
@@ -101,4 +103,9 @@ async def stats(ctx: Context) -> dict[str, Any]:
         "storage": [{k: b[k] for k in ("label", "objects", "bytes")} for b in storage["backends"]],
         "webhooks": hooks,
         "pending_deletions": backlog,
+        "retention": {
+            "flows": retained,
+            "segments_deleted": counters.get("retention_segments_deleted", 0),
+            "flows_deleted": counters.get("retention_flows_deleted", 0),
+        },
     }

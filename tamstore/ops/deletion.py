@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -35,12 +36,14 @@ log = logging.getLogger("tamstore.deletion")
 __all__ = [
     "delete_flow",
     "delete_segments",
+    "delete_segments_ending_by",
     "get_delete_request",
     "list_delete_requests",
     "purge_objects",
     "purge_recovery_window",
     "restore",
     "run_next_delete_request",
+    "Spared",
 ]
 
 CHUNK = 1000
@@ -132,16 +135,33 @@ async def delete_segments(
     return await _delete(ctx, flow_id, timerange, object_id, whole_flow=False, principal=principal)
 
 
-async def delete_flow(ctx: Context, flow_id: str, principal: str | None = None) -> dict[str, Any] | None:
-    return await _delete(ctx, flow_id, TimeRange.eternity(), None, whole_flow=True, principal=principal)
+async def delete_flow(
+    ctx: Context, flow_id: str, principal: str | None = None, *, unless: Callable[[Any], bool] | None = None
+) -> dict[str, Any] | None:
+    """Delete the Flow: None when done inline, else the flow-delete-request. ``unless`` is
+    asked about the Flow row inside the deleting transaction; True spares the Flow (Spared)."""
+    return await _delete(ctx, flow_id, TimeRange.eternity(), None, whole_flow=True, principal=principal, unless=unless)
+
+
+class Spared(Exception):
+    """A deletion's ``unless`` found, under the Flow's lock, that it should not go after all."""
 
 
 async def _delete(
-    ctx: Context, flow_id: str, tr: TimeRange, object_id: str | None, *, whole_flow: bool, principal: str | None
+    ctx: Context,
+    flow_id: str,
+    tr: TimeRange,
+    object_id: str | None,
+    *,
+    whole_flow: bool,
+    principal: str | None,
+    unless: Callable[[Any], bool] | None = None,
 ) -> dict[str, Any] | None:
     used: set[str] = set()
     async with ctx.store.write() as tx:
         flow = await writable_flow(tx, flow_id)
+        if unless is not None and unless(flow):
+            raise Spared(flow_id)
         if whole_flow:
             pending = await tx.pending_flow_deletion(flow_id)
             if pending is not None:
@@ -219,6 +239,35 @@ async def list_delete_requests(ctx: Context, page: PageRequest, sort_by: str) ->
     async with ctx.store.read() as tx:
         result = await tx.list_delete_requests(page, sort_by, now_us())
     return result.map(request_doc)
+
+
+async def delete_segments_ending_by(
+    ctx: Context, flow_id: str, cutoff_of: Callable[[Any], int | None], chunks: int
+) -> int:
+    """Retention's deletion: the segments ending at or before a cutoff, a chunk per
+    transaction and at most ``chunks`` chunks (a long backlog goes over several passes without
+    holding the write lock). The cutoff is worked out again from the Flow row, locked, in each
+    transaction (its tags may have changed since the pass read them): None stops. Events, the
+    recovery window and Object collection are those of any deletion. Returns how many went."""
+    batch = _batch_id(ctx)
+    deleted = 0
+    for _ in range(chunks):
+        async with ctx.store.write() as tx:
+            flow = await tx.get_flow(flow_id, lock=True)
+            cutoff = None if flow is None or flow.read_only else cutoff_of(flow)
+            if cutoff is None:
+                break
+            tr = TimeRange(None, cutoff)
+            rows, used = await _delete_chunk(tx, flow, tr, None, batch)
+            if rows and deleted == 0:
+                await _record_batch(tx, batch, flow_id, tr, False)
+            await tx.add_to_counters({"retention_segments_deleted": len(rows)})
+        if batch is None:
+            await purge_objects(ctx, used)
+        deleted += len(rows)
+        if len(rows) < CHUNK:
+            break
+    return deleted
 
 
 # -- the worker's side ----------------------------------------------------------------------------

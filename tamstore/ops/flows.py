@@ -20,6 +20,7 @@ from tamstore.domain.flows import (
 )
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
+from tamstore.domain.retention import check_retention_tags
 from tamstore.domain.tags import TagFilter, check_tag_name, check_tag_value
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import events
@@ -263,6 +264,7 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
         if name.startswith("tags/"):
             check_tag_name(name[len("tags/") :])
             value = check_tag_value(value)
+            check_retention_tags({name[len("tags/") :]: value})
         else:
             check_property_value(name, value)
     async with ctx.store.write() as tx:

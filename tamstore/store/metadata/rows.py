@@ -21,6 +21,7 @@ __all__ = [
     "InstanceRow",
     "ObjectRow",
     "ProfileRow",
+    "RetainedFlow",
     "SourceRow",
     "UsageDayRow",
     "WebhookRow",
@@ -244,6 +245,18 @@ class FlowRef(NamedTuple):
     """A Flow that uses an Object (``object_refs``)."""
 
     flow_id: str
+
+
+class RetainedFlow(NamedTuple):
+    """A Flow's retention tag and what a retention pass decides on (a join, not one table)."""
+
+    flow_id: str
+    name: str
+    value: str
+    seg_start: int | None
+    read_only: bool
+    metadata_updated: int
+    segments_updated: int | None
 
 
 R = TypeVar("R", bound=tuple[Any, ...])

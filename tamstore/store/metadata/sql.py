@@ -37,6 +37,7 @@ from tamstore.store.metadata.base import PAGES_TOKEN
 from tamstore.store.metadata.driver import InlineConnection, begin_immediate, busy, short, translate
 from tamstore.store.metadata.events import EventQueries
 from tamstore.store.metadata.objects import Instance
+from tamstore.store.metadata.retention import RetentionQueries
 from tamstore.store.metadata.segments import segment_range_clause
 from tamstore.store.metadata.timeline import TimelineWrites
 from tamstore.store.metadata.usage import UsageQueries
@@ -44,7 +45,7 @@ from tamstore.store.metadata.usage import UsageQueries
 __all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_range_clause"]
 
 
-class Tx(TimelineWrites, EventQueries, UsageQueries):
+class Tx(TimelineWrites, EventQueries, UsageQueries, RetentionQueries):
     """One transaction on the metadata store: every aggregate's queries on one connection."""
 
 

@@ -367,3 +367,21 @@ usage_history = Table(
     Column("bytes", BigInteger, nullable=False),
     PrimaryKeyConstraint("day", "storage_id"),
 )
+
+# Background jobs that one worker at a time should run (the retention pass): whoever holds a
+# row's unexpired lease runs it; a worker that dies lets the lease run out.
+worker_leases = Table(
+    "worker_leases",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("owner", String),
+    Column("lease_until", BigInteger, nullable=False, server_default="0"),
+)
+
+# Totals kept across processes and restarts (segments and Flows deleted by retention).
+counters = Table(
+    "counters",
+    metadata,
+    Column("name", String, primary_key=True),
+    Column("value", BigInteger, nullable=False, server_default="0"),
+)

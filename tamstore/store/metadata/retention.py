@@ -1,0 +1,58 @@
+"""Retention's queries: the Flows that carry a retention tag, the lease one worker at a time
+holds to run a pass, and the counters of what retention deleted."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import func, select, update
+
+from tamstore.domain.retention import RETENTION_TAGS
+from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.rows import RetainedFlow, rows_as
+
+
+class RetentionQueries(Queries):
+    async def retained_flows(self) -> list[RetainedFlow]:
+        """Each Flow with a retention tag, once per tag, with what a pass decides on. Found
+        through ``flow_tags``' (name, value, flow_id) index: Flows without the tags are not read."""
+        ft, f = t.flow_tags, t.flows
+        stmt = (
+            select(
+                ft.c.flow_id,
+                ft.c.name,
+                ft.c.value,
+                f.c.seg_start,
+                f.c.read_only,
+                f.c.metadata_updated,
+                f.c.segments_updated,
+            )
+            .join(f, f.c.id == ft.c.flow_id)
+            .where(ft.c.name.in_(RETENTION_TAGS))
+        )
+        return rows_as(RetainedFlow, await self._all(stmt))
+
+    async def count_retained_flows(self) -> int:
+        ft = t.flow_tags
+        stmt = select(func.count(func.distinct(ft.c.flow_id))).where(ft.c.name.in_(RETENTION_TAGS))
+        return int((await self.conn.execute(stmt)).scalar_one())
+
+    async def claim_lease(self, name: str, owner: str, now: int, until: int) -> bool:
+        """Take (or keep) the named lease unless another owner holds it unexpired."""
+        w = t.worker_leases
+        stmt = (
+            update(w)
+            .where(w.c.name == name, (w.c.owner == owner) | (w.c.lease_until < now))
+            .values(owner=owner, lease_until=until)
+        )
+        return bool((await self.conn.execute(stmt)).rowcount)
+
+    async def add_to_counters(self, amounts: dict[str, int]) -> None:
+        c = t.counters
+        for name, amount in amounts.items():
+            if amount:
+                await self.conn.execute(update(c).where(c.c.name == name).values(value=c.c.value + amount))
+
+    async def counter_values(self) -> dict[str, Any]:
+        return {r.name: int(r.value) for r in await self._all(select(t.counters))}
