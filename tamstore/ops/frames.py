@@ -104,7 +104,12 @@ def _extract(source: _Source, width: int | None) -> bytes:
         data = b""
         for object_id in filter(None, (source.init_object_id, source.object_id)):
             path = Path(scratch) / "part"
-            source.backends[object_id].download_to(object_id, path)
+            try:
+                source.backends[object_id].download_to(object_id, path)
+            except FileNotFoundError:
+                raise NotFound(f"the bytes of Object {object_id} are missing from its storage backend") from None
+            except Exception as exc:  # a backend that cannot be read now: the client may retry
+                raise Unavailable(f"Object {object_id} cannot be read now ({type(exc).__name__})") from None
             data += path.read_bytes()
     chosen = None
     try:

@@ -96,3 +96,15 @@ def test_a_copy_onto_a_full_disk_is_507_and_keeps_nothing(small_disk: Path, tmp_
         store.upload_from("an-object", source)
     assert list((small_disk / ".tmp").iterdir()) == []
     assert not store.path_for("an-object").exists()
+
+
+async def test_a_frame_of_a_segment_whose_bytes_are_missing_is_a_404(client: httpx.AsyncClient) -> None:
+    """Registered, never uploaded (or lost behind tamstore's back): the still asked of it is a
+    404 naming the Object in the error shape, on either backend, never a 500."""
+    flow = await put_flow(client)
+    [obj] = await allocate(client, flow["id"])
+    body = {"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
+    assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+    r = await client.get(f"/x-tamstore/frames/{flow['id']}.jpg", params={"at": "0:500000000"})
+    assert r.status_code == 404, r.text
+    assert obj["object_id"] in r.json()["summary"] and {"type", "summary", "time"} <= set(r.json())

@@ -124,7 +124,9 @@ class MediaStore(Protocol):
         """Copy bytes from another controlled backend (object instance replication)."""
 
     def download_to(self, object_id: str, path: Path) -> None:
-        """Blocking: write the Object's bytes to a local file."""
+        """Blocking: write the Object's bytes to a local file. FileNotFoundError when the
+        backend does not hold them; another OSError (or the backend's own error) when it
+        cannot be read now."""
 
     def upload_from(self, object_id: str, path: Path) -> None:
         """Blocking: store a local file's bytes as the Object."""

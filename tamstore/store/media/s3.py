@@ -129,7 +129,16 @@ class S3MediaStore:
         return int(head["ContentLength"])
 
     def download_to(self, object_id: str, path: Path) -> None:
-        self.client.download_file(self.bucket, self.key(object_id), str(path))
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self.client.download_file(self.bucket, self.key(object_id), str(path))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
+                raise FileNotFoundError(f"Object {object_id} is not in the bucket") from None
+            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
+        except BotoCoreError as exc:
+            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
 
     def upload_from(self, object_id: str, path: Path) -> None:
         self.client.upload_file(str(path), self.bucket, self.key(object_id))
