@@ -761,6 +761,62 @@ def bench_ui(settings: Settings, flows: int, segments: int, reps: int) -> list[R
     return rows
 
 
+def bench_retention(settings: Settings, flows: int, backlog: int, reps: int) -> list[Row]:
+    """Retention (issue 24): a pass over ``flows`` Flows with a retention tag and nothing
+    expired, beside the raw query that reads them; then a Flow whose ``backlog`` segments have
+    all expired, worked off pass after pass, beside raw SQL deleting the same rows at once."""
+    from tamstore.ops import retention
+    from tamstore.testing import app_client
+
+    keep = {"tags": {"segment_retention_offset": "2000000000:0"}}  # 63 years: nothing has expired
+    loader.load(settings, [(str(uuid.uuid4()), 10, keep) for _ in range(flows)])
+
+    async def passes(until_done: bool) -> tuple[list[float], int]:
+        times, deleted = [], 0
+        async with app_client(settings) as client:
+            ctx = client.app.state.ctx  # type: ignore[attr-defined]
+            for _ in range(reps if not until_done else 1_000_000):
+                t0 = time.perf_counter()
+                done = await retention.retention_pass(ctx, "bench")
+                times.append(time.perf_counter() - t0)
+                assert done is not None
+                deleted += done.segments_deleted
+                if until_done and not done.backlog:
+                    break
+        return times, deleted
+
+    quiet, deleted = asyncio.run(passes(False))
+    assert deleted == 0
+    raw = floor.connect(settings)
+    try:
+        direct = timed(raw.retained_flows, reps)
+    finally:
+        raw.close()
+    rows = [latency_row(f"retention pass, {flows:,} retained Flows, nothing expired; beside: its query", quiet, direct)]
+
+    expired = str(uuid.uuid4())
+    loader.load(settings, [(expired, backlog, {"tags": {"segment_retention_offset": "0:0"}})])
+    steps, deleted = asyncio.run(passes(True))
+    assert deleted == backlog, deleted
+    took = sum(steps)
+    other = str(uuid.uuid4())
+    loader.load(settings, [(other, backlog, {})])
+    raw = floor.connect(settings)
+    try:
+        f = raw.delete_flow(other)
+    finally:
+        raw.close()
+    rows.append(
+        (
+            f"retention: expired backlog of {backlog:,} segments, {len(steps)} passes (worst {max(steps):.2f} s)",
+            f"{backlog / took:,.0f} seg/s",
+            f"{backlog / f:,.0f} seg/s (one raw delete)",
+            ratio(took, f),
+        )
+    )
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     p.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
@@ -776,14 +832,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         default="pages,register,flows,media,delete,presign,s3pages,webhooks,events,events-split,analytics,ingest,"
-        "sync,ui,playback,auth,slowloris",
+        "sync,ui,retention,playback,auth,slowloris",
     )
+    p.add_argument("--retained", type=int, default=10_000, help="Flows with retention tags in a quiet pass")
+    p.add_argument("--backlog", type=int, default=1_000_000, help="expired segments retention works off")
     p.add_argument("--slow-clients", type=int, default=5000, help="connections of the slowloris scenario")
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test, not a measurement")
     args = p.parse_args(argv)
     if args.quick:
         args.events = "2x50"
         args.sizes, args.flows, args.bulk, args.delete = "300", 300, "2x100", 500
+        args.retained, args.backlog = 100, 2000
         args.media_mib, args.reps, args.webhooks = 1, 5, "2x5"
     only = set(args.only.split(","))
     receivers, rate = (int(x) for x in args.events.split("x"))
@@ -824,6 +883,7 @@ def main(argv: list[str] | None = None) -> int:
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
             ("sync", lambda: bench_sync(fresh(), scratch, 4 if args.quick else 60)),
             ("ui", lambda: bench_ui(fresh(), args.flows, max(sizes), min(args.reps, 20))),
+            ("retention", lambda: bench_retention(fresh(), args.retained, args.backlog, min(args.reps, 20))),
             (
                 "playback",
                 lambda: bench_playback(fresh(), 600 if args.quick else 86_400, args.reps, 1 if args.quick else 5),

@@ -75,6 +75,13 @@ def batch_statements(flow_id: str, base: int, n: int) -> list[tuple[str, str, An
     ]
 
 
+RETAINED_SQL = (
+    "SELECT flow_tags.flow_id, name, value, seg_start, read_only, metadata_updated, segments_updated"
+    " FROM flow_tags JOIN flows ON flows.id = flow_tags.flow_id"
+    " WHERE name IN ('segment_retention_offset', 'flow_retention_offset')"
+)
+
+
 def connect(settings: Settings) -> Any:
     if settings.database_url:
         return PostgresFloor(settings.database_url)
@@ -126,6 +133,9 @@ class SqliteFloor:
                 " AND name = 'genre' AND value IN (?)) ORDER BY created DESC, id DESC LIMIT ?",
                 (tag, limit + 1),
             ).fetchall()
+
+    def retained_flows(self) -> None:
+        self.conn.execute(RETAINED_SQL).fetchall()
 
     def delete_flow(self, flow_id: str) -> float:
         t0 = time.perf_counter()
@@ -196,6 +206,9 @@ class PostgresFloor:
                     limit + 1,
                 )
             )
+
+    def retained_flows(self) -> None:
+        self._run(self.conn.fetch(RETAINED_SQL))
 
     def delete_flow(self, flow_id: str) -> float:
         async def run() -> None:
