@@ -761,6 +761,42 @@ def bench_ui(settings: Settings, flows: int, segments: int, reps: int) -> list[R
     return rows
 
 
+def bench_auth_classes(settings: Settings, count: int, reps: int) -> list[Row]:
+    """``GET /flows`` for a principal who may read 10% of ``count`` Flows (auth_classes, issue
+    23) beside the same listing for an admin, whom no classes filter."""
+    from tamstore.auth import hash_secret
+
+    flows = [
+        (str(uuid.uuid4()), 0, {"tags": {"auth_classes": "news" if i % 10 == 0 else "sport"}, "label": f"f{i}"})
+        for i in range(count)
+    ]
+    loader.load(settings, flows)
+    auth_file = settings.data_dir / "auth.toml"
+    users = [("root", ["tams-api/admin"], []), ("newsdesk", ["tams-api/read"], ["news"])]
+    auth_file.write_text(
+        "".join(
+            f'[[users]]\nname = "{n}"\npassword = "{hash_secret("pw")}"\nscopes = {s!r}\ngroups = {g!r}\n\n'
+            for n, s, g in users
+        ).replace("'", '"')
+        + '[policy]\n[[policy.grants]]\ngroup = "news"\nclasses = ["news"]\nactions = ["read"]\n'
+    )
+    server = Server(settings, TAMSTORE_AUTH="basic", TAMSTORE_AUTH_FILE=str(auth_file))
+    try:
+        with httpx.Client(base_url=server.url, timeout=60) as c:
+
+            def page(who: str) -> None:
+                r = c.get("/flows?limit=100", auth=(who, "pw"))
+                r.raise_for_status()
+                assert len(r.json()) == min(100, count if who == "root" else count // 10)
+
+            admin = timed(lambda: page("root"), reps)
+            news = timed(lambda: page("newsdesk"), reps)
+    finally:
+        server.stop()
+    label = f"GET /flows page (100), {count:,} flows, 10% readable by auth_classes; beside: an admin's page"
+    return [latency_row(label, news, admin)]
+
+
 def bench_retention(settings: Settings, flows: int, backlog: int, reps: int) -> list[Row]:
     """Retention (issue 24): a pass over ``flows`` Flows with a retention tag and nothing
     expired, beside the raw query that reads them; then a Flow whose ``backlog`` segments have
@@ -832,7 +868,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--only",
         default="pages,register,flows,media,delete,presign,s3pages,webhooks,events,events-split,analytics,ingest,"
-        "sync,ui,retention,playback,auth,slowloris",
+        "sync,ui,retention,auth-classes,playback,auth,slowloris",
     )
     p.add_argument("--retained", type=int, default=10_000, help="Flows with retention tags in a quiet pass")
     p.add_argument("--backlog", type=int, default=1_000_000, help="expired segments retention works off")
@@ -883,6 +919,7 @@ def main(argv: list[str] | None = None) -> int:
             ("ingest", lambda: bench_media_io(fresh(), 4 if args.quick else 60)),
             ("sync", lambda: bench_sync(fresh(), scratch, 4 if args.quick else 60)),
             ("ui", lambda: bench_ui(fresh(), args.flows, max(sizes), min(args.reps, 20))),
+            ("auth-classes", lambda: bench_auth_classes(fresh(), args.flows, args.reps)),
             ("retention", lambda: bench_retention(fresh(), args.retained, args.backlog, min(args.reps, 20))),
             (
                 "playback",

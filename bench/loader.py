@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tamstore.config import Settings
+from tamstore.domain.access import classes_of
 from tamstore.domain.flows import columns_of
 from tamstore.store.media.filesystem import FILESYSTEM_BACKEND_ID
 from tamstore.store.metadata.sql import open_metadata_store
@@ -114,6 +115,11 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
         _insert_dict(conn, "flows", flow)
         for name, value in doc.get("tags", {}).items():
             conn.execute("INSERT INTO flow_tags (flow_id, name, value) VALUES (?, ?, ?)", (flow_id, name, value))
+        for auth_class in classes_of(doc.get("tags")):
+            conn.execute(
+                "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', ?, ?)",
+                (flow_id, auth_class),
+            )
         for segs, objs, insts, refs in _segment_batches(flow_id, n):
             conn.executemany(
                 "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
@@ -156,6 +162,12 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
             for name, value in doc.get("tags", {}).items():
                 await conn.execute(
                     "INSERT INTO flow_tags (flow_id, name, value) VALUES ($1,$2,$3)", flow_id, name, value
+                )
+            for auth_class in classes_of(doc.get("tags")):
+                await conn.execute(
+                    "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', $1, $2)",
+                    flow_id,
+                    auth_class,
                 )
             for segs, objs, insts, refs in _segment_batches(flow_id, n):
                 await conn.copy_records_to_table(

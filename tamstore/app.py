@@ -70,7 +70,11 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         await upgrade(store.engine)
     store.record_all_events = settings.event_stream
     filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)
-    return Context(settings=settings, store=store, backends=backends, filesystem=filesystem)
+    ctx = Context(settings=settings, store=store, backends=backends, filesystem=filesystem)
+    if settings.auth.strip() not in ("", "none"):  # workers too decide what webhook owners may hear
+        auth = load_auth(settings)
+        ctx.policy, ctx.principal_groups = auth.policy, auth.groups
+    return ctx
 
 
 def load_auth(settings: Settings) -> AuthConfig:

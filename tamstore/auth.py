@@ -24,6 +24,8 @@ from typing import Any
 
 import jwt
 
+from tamstore.domain.access import Access, Policy, groups_from_claim
+
 __all__ = [
     "ADMIN",
     "ALL_SCOPES",
@@ -52,6 +54,7 @@ class AuthError(Exception):
 class Principal:
     name: str
     scopes: frozenset[str]
+    groups: frozenset[str] = frozenset()  # for the auth_classes policy (domain/access.py)
 
 
 # -- which scopes may make which request (AppNote 0016) --------------------------------------------
@@ -161,6 +164,9 @@ class AuthConfig:
     public_key: str | None = None
     issuer: str | None = None
     audience: str | None = None
+    # Groups of the auth file's users and built-in clients, and the auth_classes policy.
+    groups: dict[str, frozenset[str]] = field(default_factory=dict)
+    policy: Policy = field(default_factory=Policy.none)
     _jwks: Any = None
     # Verified credentials by a hash of what was sent (never the secret itself): a token until it
     # expires, a user name and password for CREDENTIAL_TTL seconds.
@@ -180,6 +186,8 @@ class AuthConfig:
             raise ValueError(f"auth: unknown method(s) {', '.join(sorted(unknown))} (use basic, bearer)")
         users: dict[str, tuple[str, frozenset[str]]] = {}
         clients: dict[str, tuple[str, frozenset[str]]] = {}
+        groups: dict[str, frozenset[str]] = {}
+        policy = Policy.none()
         if auth_file is not None:
             try:
                 data = tomllib.loads(auth_file.read_text())
@@ -187,11 +195,24 @@ class AuthConfig:
                 raise ValueError(f"auth_file {auth_file}: {exc}") from None
             for entry in data.get("users", []):
                 users[entry["name"]] = (entry["password"], _scopes(entry))
+                groups[entry["name"]] = _groups(entry)
             for entry in data.get("clients", []):
                 clients[entry["client_id"]] = (entry["client_secret"], _scopes(entry))
+                groups[entry["client_id"]] = _groups(entry)
+            try:
+                policy = Policy.from_toml(data.get("policy"))
+            except ValueError as exc:
+                raise ValueError(f"auth_file {auth_file}: {exc}") from None
         if "basic" in chosen and not users:
             raise ValueError("auth includes basic but auth_file lists no [[users]]")
-        return cls(chosen, users, clients, token_key, **jwt_settings)
+        return cls(chosen, users, clients, token_key, groups=groups, policy=policy, **jwt_settings)
+
+    def access(self, principal: Principal | None) -> Access:
+        """What the principal may do with content carrying ``auth_classes`` (everything when
+        authentication is off, for admins, or without a policy)."""
+        if principal is None or not self.enabled:
+            return self.policy.access_for((), admin=True)
+        return self.policy.access_for(principal.groups, ADMIN in principal.scopes)
 
     # -- checking a request --
 
@@ -225,7 +246,7 @@ class AuthConfig:
         if not await self.verify(password, user[0] if user else None) or user is None:
             self.failures.record(client)
             raise AuthError("invalid user name or password")
-        principal = Principal(name, user[1])
+        principal = Principal(name, user[1], self.groups.get(name, frozenset()))
         self._remember(key, time.monotonic() + CREDENTIAL_TTL, principal)
         return principal
 
@@ -250,7 +271,8 @@ class AuthConfig:
         scope = claims.get("scope", claims.get("scp", ""))
         scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         name = str(claims.get("client_id") or claims.get("sub") or "token")
-        principal = Principal(name, scopes & ANY)
+        groups = groups_from_claim(claims.get(self.policy.groups_claim))
+        principal = Principal(name, scopes & ANY, groups)
         lifetime = float(claims.get("exp", time.time() + 60)) - time.time()
         self._remember(key, time.monotonic() + lifetime, principal)
         return principal
@@ -315,6 +337,7 @@ class AuthConfig:
             "sub": client_id,
             "client_id": client_id,
             "scope": " ".join(sorted(scopes)),
+            self.policy.groups_claim: sorted(self.groups.get(client_id, frozenset())),
             "iat": now,
             "exp": now + self.token_lifetime,
         }
@@ -381,6 +404,13 @@ class FailureLimiter:
         if len(self._failures) >= self.max_clients and client not in self._failures:
             self._failures.clear()
         self._failures.setdefault(client, []).append(time.monotonic())
+
+
+def _groups(entry: dict[str, Any]) -> frozenset[str]:
+    groups = entry.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError(f"groups of {entry.get('name') or entry.get('client_id')!r} must be a list of names")
+    return frozenset(groups)
 
 
 def _scopes(entry: dict[str, Any]) -> frozenset[str]:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import errno
 import ipaddress
+import json
 import os
 import socket
 import sys
@@ -307,6 +308,14 @@ def config_show(**values: Any) -> None:
         click.echo(f"{f.name} = {value!r}")
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         click.echo(f"# {name} is {'set' if os.environ.get(name) else 'not set'}")
+    if settings.auth_file is not None:
+        from tamstore.app import load_auth
+
+        try:
+            policy = load_auth(settings).policy.describe()
+        except ValueError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"# auth_classes policy (from {settings.auth_file}): {json.dumps(policy)}")
 
 
 def _mask_url(url: str) -> str:
@@ -439,7 +448,6 @@ def admin_stats(**values: Any) -> None:
     """Print what the store holds: Sources, Flows, segments, hours of media, storage per backend,
     webhooks, pending deletions (as JSON)."""
     settings = _build_settings(values)
-    import json
 
     from tamstore.ops import check
 

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from tamstore.domain.access import READ
 from tamstore.domain.errors import TamsError, error_body
 from tamstore.domain.events import EventFacts, WebhookFilter
 from tamstore.domain.objects import UrlFilter
@@ -84,6 +85,9 @@ class Deliverer:
     async def _deliver_pending(self, hook: Any) -> int:
         doc = orjson.loads(hook.doc)
         filt = WebhookFilter.from_doc(doc)
+        owner = self.ctx.owner_access(
+            hook.created_by, frozenset(orjson.loads(hook.owner_groups or "[]")), bool(hook.owner_admin)
+        )
         headers = {"content-type": "application/json"}
         if doc.get("api_key_name") and hook.api_key_value is not None:
             headers[doc["api_key_name"]] = hook.api_key_value
@@ -107,7 +111,8 @@ class Deliverer:
                 return delivered
             saved, unsaved = cursor, 0
             for event in events:
-                if filt.matches(event_facts(event)):
+                facts = event_facts(event)
+                if filt.matches(facts) and owner.allows(READ, facts.classes):
                     body = event_body(self.ctx, event, filt)
                     ok, problem = await self.client.post(hook.url, body, headers)
                     delivered += 1
@@ -180,4 +185,5 @@ def event_facts(event: Any) -> EventFacts:
         event.source_id,
         tuple(meta.get("flow_collected_by", ())),
         tuple(meta.get("source_collected_by", ())),
+        frozenset(meta.get("classes", ())),
     )

@@ -40,7 +40,11 @@ def principal(request: Request) -> str | None:
 
 def caller(request: Request) -> Caller:
     """Who makes the request, for rules that depend on it (webhook ownership)."""
-    return Caller(request.scope.get("tamstore.principal"), bool(request.scope.get("tamstore.admin")))
+    return Caller(
+        request.scope.get("tamstore.principal"),
+        bool(request.scope.get("tamstore.admin")),
+        frozenset(request.scope.get("tamstore.groups", ())),
+    )
 
 
 async def read_json(request: Request, *, required: bool = True) -> Any:

@@ -27,8 +27,10 @@ from tamstore.api.connections import STREAM_SCOPE_KEY
 from tamstore.api.deps import context
 from tamstore.api.params import Query
 from tamstore.delivery import event_body, event_facts
+from tamstore.domain.access import READ, Access
 from tamstore.domain.errors import BadRequest, NotFound, TamsError, Unavailable, error_body
 from tamstore.domain.events import EVENT_TYPES, WebhookFilter
+from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.streaming import EventHub
 
@@ -148,12 +150,24 @@ async def event_stream(request: Request) -> EventStreamResponse:
         raise Unavailable("too many event stream clients on this process; try again shortly")
     stop = asyncio.Event()  # the client went, or the server is stopping
     gauge = request.app.state.metrics.event_stream_clients
-    return EventStreamResponse(_stream(ctx, hub, filt, after, stop, gauge), stop)
+    # What the caller may hear of, fixed now (the stream outlives the middleware's frame).
+    seen = access.current()
+    return EventStreamResponse(_stream(ctx, hub, filt, after, stop, gauge, seen), stop)
 
 
 async def _stream(
-    ctx: Context, hub: EventHub, filt: WebhookFilter, after: int | None, stop: asyncio.Event, gauge: Any
+    ctx: Context,
+    hub: EventHub,
+    filt: WebhookFilter,
+    after: int | None,
+    stop: asyncio.Event,
+    gauge: Any,
+    seen: Access,
 ) -> AsyncIterator[bytes]:
+    def wanted(event: Any) -> bool:
+        facts = event_facts(event)
+        return filt.matches(facts) and seen.allows(READ, facts.classes)
+
     # Subscribed before anything is replayed: an event numbered meanwhile is in one or the other.
     subscriber = await hub.subscribe(ctx.settings.event_stream_buffer_kib * 1024)
     gauge.inc()
@@ -180,7 +194,7 @@ async def _stream(
                 async with ctx.store.read() as tx:
                     events = await tx.events_after(cursor, REPLAY_BATCH)
                 for event in events:
-                    if filt.matches(event_facts(event)):
+                    if wanted(event):
                         yield _frame(event, event_body(ctx, event, filt))
                     cursor = event.seq or cursor
                 if len(events) < REPLAY_BATCH:
@@ -204,7 +218,7 @@ async def _stream(
             for event in subscriber.take():
                 if (event.seq or 0) <= cursor:
                     continue  # replayed already
-                if filt.matches(event_facts(event)):
+                if wanted(event):
                     yield _frame(event, event_body(ctx, event, filt))
                 cursor = event.seq or cursor
     finally:

@@ -32,8 +32,10 @@ from typing import Any, NamedTuple
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tamstore.api.deps import scope_context
+from tamstore.domain.access import READ
 from tamstore.domain.errors import TamsError
 from tamstore.domain.flows import UUID_RE
+from tamstore.ops import access
 from tamstore.store.media.base import url_window
 
 __all__ = ["PageCache", "PageCacheMiddleware"]
@@ -123,6 +125,14 @@ class PageCacheMiddleware:
             # (the database being away, the route answers, in the spec's error shape)
             with contextlib.suppress(TamsError):
                 token = await scope_context(scope).store.pages_token(flow_id)
+                seen = access.current()
+                if token is not None and not seen.everything:
+                    # A kept page is only for callers who may read the Flow; the others get the
+                    # route's answer (that of a missing Flow), which is not kept.
+                    store = scope_context(scope).store
+                    async with store.read() as tx:
+                        if not seen.allows(READ, await tx.classes_of("flow", flow_id)):
+                            token = None
         window = url_window()
         page = None if token is None else self.cache.get(key, token, window)
         if page is not None:

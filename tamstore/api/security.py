@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tamstore.api.responses import error_reply
 from tamstore.auth import ADMIN, ALL_SCOPES, AuthConfig, AuthError, TooManyFailures, scopes_for
 from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests
+from tamstore.ops import access
 
 __all__ = ["AuthMiddleware", "router"]
 
@@ -62,7 +63,13 @@ class AuthMiddleware:
         scope["tamstore.principal"] = principal.name
         scope["tamstore.admin"] = ADMIN in principal.scopes
         scope["tamstore.scopes"] = sorted(principal.scopes)
-        await self.app(scope, receive, send)
+        scope["tamstore.groups"] = sorted(principal.groups)
+        # The operations this request runs enforce the principal's auth classes (ops/access.py).
+        entered = access.CURRENT.set(self.config.access(principal))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            access.CURRENT.reset(entered)
 
 
 router = APIRouter(tags=["authentication"])
@@ -82,6 +89,7 @@ async def whoami(request: Request) -> Response:
         body = {
             "name": request.scope.get("tamstore.principal"),
             "scopes": request.scope.get("tamstore.scopes", []),
+            "groups": request.scope.get("tamstore.groups", []),
             "authentication": True,
         }
     return Response(orjson.dumps(body), media_type="application/json")

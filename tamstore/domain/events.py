@@ -32,16 +32,22 @@ class EventFacts:
     source_id: str | None = None
     flow_collected_by: tuple[str, ...] = ()
     source_collected_by: tuple[str, ...] = ()
+    # The auth classes of the event's subject (the Flow, or the Source) when it happened: who
+    # may hear of it (domain/access.py).
+    classes: frozenset[str] = frozenset()
 
     @property
     def about_flow(self) -> bool:
         return self.event_type.startswith("flows/")
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "flow_collected_by": list(self.flow_collected_by),
             "source_collected_by": list(self.source_collected_by),
         }
+        if self.classes:
+            out["classes"] = sorted(self.classes)
+        return out
 
 
 @dataclass(frozen=True)

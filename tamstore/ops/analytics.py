@@ -12,6 +12,7 @@ from typing import Any
 
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.timerange import NS_PER_S, TimeRange
+from tamstore.ops import access
 from tamstore.ops.context import Context
 
 __all__ = ["flow_timeline", "flow_usage", "learn_sizes", "record_usage_day", "storage_usage"]
@@ -32,7 +33,7 @@ async def flow_usage(
         raise BadRequest(f"group_by must be one of {', '.join(GROUPS)}")
     span = None if timerange is None else (timerange.start, timerange.end)
     async with ctx.store.read() as tx:
-        rows = await tx.flow_usage(group_by, filters, span)
+        rows = await tx.flow_usage(group_by, filters, span, access.current())
     groups: list[dict[str, Any]] = [
         {
             **({group_by: r.key} if group_by else {}),
@@ -90,6 +91,7 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
         flow = await tx.get_flow(flow_id)
         if flow is None:
             raise NotFound(f"Flow {flow_id} does not exist")
+        access.require_flow(flow)
         if timerange.is_eternity() or not timerange.is_bounded():
             if flow.seg_start is None:
                 return _timeline(timerange, 0, 0, None, None, [], False)

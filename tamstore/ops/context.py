@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tamstore.config import Settings
+from tamstore.domain.access import Access, Policy
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.targets import TargetPolicy
 from tamstore.store.media.base import MediaStore
@@ -45,6 +46,7 @@ class Caller:
 
     name: str | None = None
     admin: bool = False
+    groups: frozenset[str] = frozenset()
 
     def may_manage(self, owner: str | None) -> bool:
         """May this caller change or delete something ``owner`` registered? With authentication
@@ -71,6 +73,18 @@ class Context:
     wake_webhooks: asyncio.Event = field(default_factory=asyncio.Event)
     # Called with each webhook delivery's outcome (the app counts them in its metrics).
     count_delivery: Callable[[bool], None] = _not_counted
+    # The auth_classes policy and the auth file's groups of its principals, for deciding what
+    # a webhook's owner may hear about (the request-time Access is in ops/access.py).
+    policy: Policy = field(default_factory=Policy.none)
+    principal_groups: dict[str, frozenset[str]] = field(default_factory=dict)
+
+    def owner_access(self, name: str | None, groups: frozenset[str], admin: bool) -> Access:
+        """What a webhook's owner may read now: its recorded groups and those the auth file
+        gives it today, under today's policy (a webhook registered with authentication off
+        has no owner and hears everything)."""
+        if name is None:
+            return self.policy.access_for((), admin=True)
+        return self.policy.access_for(groups | self.principal_groups.get(name, frozenset()), admin)
 
     @functools.cached_property
     def target_policy(self) -> TargetPolicy:

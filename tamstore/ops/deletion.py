@@ -22,10 +22,11 @@ from typing import Any
 
 import orjson
 
+from tamstore.domain.access import DELETE, READ
 from tamstore.domain.errors import BadRequest, NotFound, TamsError, error_body
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.timerange import TimeRange
-from tamstore.ops import events
+from tamstore.ops import access, events
 from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
@@ -86,12 +87,12 @@ async def _drop_flow(tx: Tx, flow: Any, batch: str | None) -> None:
             "tags": json.dumps(await tx.flow_tag_map(flow.id)),
             "collection": json.dumps(await tx.collection_rows(flow.id)),
         }
+    await events.flow_deleted(tx, flow.id, flow.source_id)  # first: it records the Flow's classes
     await tx.delete_flow_row(flow.id)
-    await events.flow_deleted(tx, flow.id, flow.source_id)
     if not await tx.source_has_flows(flow.source_id):
         source = await tx.get_source(flow.source_id)
-        await tx.delete_source(flow.source_id)
         await events.source_deleted(tx, flow.source_id)
+        await tx.delete_source(flow.source_id)
         source_gone = True
     if batch is not None:
         if source_gone and source is not None:
@@ -159,7 +160,7 @@ async def _delete(
 ) -> dict[str, Any] | None:
     used: set[str] = set()
     async with ctx.store.write() as tx:
-        flow = await writable_flow(tx, flow_id)
+        flow = await writable_flow(tx, flow_id, DELETE)
         if unless is not None and unless(flow):
             raise Spared(flow_id)
         if whole_flow:
@@ -230,6 +231,10 @@ def request_doc(row: Any) -> dict[str, Any]:
 async def get_delete_request(ctx: Context, request_id: str) -> dict[str, Any]:
     async with ctx.store.read() as tx:
         row = await tx.get_delete_request(request_id, now_us())
+        if row is not None and not access.current().everything:
+            flow = await tx.get_flow(row.flow_id)
+            if flow is not None and not access.current().allows(READ, access.doc_classes(flow.doc)):
+                row = None  # about a Flow the caller may not see: as missing as it
     if row is None:
         raise NotFound(f"flow-delete-request {request_id!r} does not exist")
     return request_doc(row)
@@ -237,7 +242,7 @@ async def get_delete_request(ctx: Context, request_id: str) -> dict[str, Any]:
 
 async def list_delete_requests(ctx: Context, page: PageRequest, sort_by: str) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
-        result = await tx.list_delete_requests(page, sort_by, now_us())
+        result = await tx.list_delete_requests(page, sort_by, now_us(), access.current())
     return result.map(request_doc)
 
 

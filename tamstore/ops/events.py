@@ -41,7 +41,8 @@ async def _listening(tx: Tx) -> bool:
 async def _flow_facts(tx: Tx, event_type: str, flow_id: str, source_id: str) -> EventFacts:
     by_flow = (await tx.collected_by([flow_id]))[flow_id]
     by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
-    return EventFacts(event_type, flow_id, source_id, tuple(by_flow), tuple(by_source))
+    classes = await tx.classes_of("flow", flow_id)
+    return EventFacts(event_type, flow_id, source_id, tuple(by_flow), tuple(by_source), classes)
 
 
 async def _record(tx: Tx, facts: EventFacts, event: dict[str, Any]) -> None:
@@ -103,7 +104,8 @@ async def segments_deleted(tx: Tx, flow_id: str, source_id: str, timerange: str)
 
 async def _source_event(tx: Tx, event_type: str, source_id: str, event: dict[str, Any]) -> None:
     by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
-    await _record(tx, EventFacts(event_type, None, source_id, (), tuple(by_source)), event)
+    classes = await tx.classes_of("source", source_id)
+    await _record(tx, EventFacts(event_type, None, source_id, (), tuple(by_source), classes), event)
 
 
 async def source_created(tx: Tx, source_id: str) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 
 from tamstore import spec
+from tamstore.domain.access import AUTH_CLASSES_TAG, WRITE
 from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.flows import (
     PROFILE_FIELDS,
@@ -23,7 +24,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.retention import check_retention_tags
 from tamstore.domain.tags import TagFilter, check_tag_name, check_tag_value
 from tamstore.domain.timerange import TimeRange
-from tamstore.ops import events
+from tamstore.ops import access, events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import extent_timerange, flow_docs
 from tamstore.store.metadata.sql import Tx
@@ -33,6 +34,7 @@ __all__ = [
     "get_flow",
     "list_flows",
     "put_flow",
+    "reclass_flows",
     "set_flow_property",
 ]
 
@@ -50,12 +52,15 @@ async def _require_flow(tx: Tx, flow_id: str, *, lock: bool = False) -> Any:
     row = await tx.get_flow(flow_id, lock=lock)
     if row is None:
         raise NotFound(f"Flow {flow_id} does not exist")
+    access.require_flow(row)
     return row
 
 
-async def writable_flow(tx: Tx, flow_id: str) -> Any:
-    """The Flow row, locked for this transaction; 404 when missing, 403 when read-only."""
+async def writable_flow(tx: Tx, flow_id: str, action: str = WRITE) -> Any:
+    """The Flow row, locked for this transaction; 404 when missing (or hidden from the caller),
+    403 when read-only or when the caller's auth classes do not allow ``action``."""
     row = await _require_flow(tx, flow_id, lock=True)
+    access.require_flow(row, action)
     if row.read_only:
         raise Forbidden(f"Flow {flow_id} is read-only")
     return row
@@ -91,6 +96,7 @@ async def list_flows(ctx: Context, query: FlowQuery, page: PageRequest) -> Page[
             collected_by_ids=query.collected_by_ids,
             timerange=None if tr is None else (tr.start, tr.end),
             empty_only=tr is not None and tr.is_empty(),
+            access=access.current(),
         )
         docs = await flow_docs(tx, result.items)
     return Page(docs, result.limit, result.next_key, result.reverse, result.extra)
@@ -108,19 +114,29 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
     check_flow_limits(doc)
     async with ctx.store.write() as tx:
         existing = await tx.get_flow(flow_id)
+        if existing is not None:
+            access.require_flow(existing, WRITE)
         if existing is not None and existing.read_only:
             raise Forbidden(f"Flow {flow_id} is read-only")
+        reclassed = access.check_reclassing(
+            orjson.loads(existing.doc).get("tags") if existing is not None else {}, doc["tags"]
+        )
         await _apply_profile(tx, doc)
         if existing is not None and existing.format != doc["format"]:
             raise BadRequest(f"cannot change the format of Flow {flow_id} from {existing.format} to {doc['format']}")
         collection = doc.get("flow_collection") or []
         if collection:
-            found = await tx.get_flows(item["id"] for item in collection)
+            found = await _visible_flows(tx, (item["id"] for item in collection))
             check_collection(flow_id, collection, set(found))
         now = now_us()
         if principal is not None:
             doc.setdefault("updated_by", principal)
-        created = await _ensure_source(tx, doc, now, principal)
+        created = await _ensure_source(
+            tx, doc, now, principal, joining=existing is None or existing.source_id != doc["source_id"]
+        )
+        value = doc["tags"].get(AUTH_CLASSES_TAG)
+        old_collection = orjson.loads(existing.doc).get("flow_collection") or [] if existing is not None else []
+        spread = reclassed is not None or (value is not None and collection != old_collection)
         if existing is None:
             doc.setdefault("metadata_version", new_metadata_version())
             if principal is not None:
@@ -133,6 +149,8 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
                 "metadata_updated": now,
             }
             await tx.insert_flow(row, doc["tags"], collection)
+            if spread:
+                await _propagate(tx, collection, value, {flow_id})
             new = (await flow_docs(tx, [await tx.get_flow(flow_id)]))[0]
             if created:
                 await events.source_created(tx, doc["source_id"])
@@ -154,7 +172,61 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
         if existing.source_id != doc["source_id"]:
             await _drop_source_if_unused(tx, existing.source_id)
         await events.flow_updated(tx, flow_id)
+        if spread:
+            await _propagate(tx, collection, value, {flow_id})
         return None
+
+
+async def _visible_flows(tx: Tx, flow_ids: Any) -> dict[str, Any]:
+    """The Flows among ``flow_ids`` that exist and the caller may read."""
+    found = await tx.get_flows(flow_ids)
+    if access.current().everything:
+        return found
+    visible = {}
+    for fid, row in found.items():
+        try:
+            access.require_flow(row)
+        except NotFound:
+            continue
+        visible[fid] = row
+    return visible
+
+
+async def reclass_flows(tx: Tx, flow_ids: list[str], value: Any) -> None:
+    """Give these Flows (a Source's, re-classed) ``auth_classes`` ``value``, and what they collect."""
+    await _propagate(tx, [{"id": i} for i in flow_ids], value, set())
+
+
+async def _propagate(tx: Tx, collection: list[Any], value: Any, seen: set[str]) -> None:
+    """AppNote 0016 step 7 and "Permissions propagation": when a Flow's ``auth_classes``
+    change, or Flows join its collection, the Flows it collects take its value (``None``:
+    none), and those they collect in turn, each once. Propagation stops at a Flow the caller
+    may not re-class (it keeps its classes, and so does what it collects)."""
+    for item in collection:
+        member_id = item["id"]
+        if member_id in seen:
+            continue
+        seen.add(member_id)
+        row = await tx.get_flow(member_id)
+        if row is None or row.read_only:
+            continue
+        doc = orjson.loads(row.doc)
+        tags = {k: v for k, v in (doc.get("tags") or {}).items() if k != AUTH_CLASSES_TAG}
+        if value is not None:
+            tags[AUTH_CLASSES_TAG] = value
+        try:
+            access.require_flow(row, WRITE)
+            if access.check_reclassing(doc.get("tags") or {}, tags) is None:
+                continue
+        except (Forbidden, NotFound):
+            continue
+        doc["tags"] = tags
+        doc["metadata_version"] = new_metadata_version()
+        await tx.update_flow(
+            member_id, {**columns_of(doc), "doc": _doc_json(doc), "metadata_updated": now_us()}, tags=tags
+        )
+        await events.flow_updated(tx, member_id)
+        await _propagate(tx, doc.get("flow_collection") or [], value, seen)
 
 
 async def _apply_profile(tx: Tx, doc: dict[str, Any]) -> None:
@@ -174,21 +246,27 @@ async def _apply_profile(tx: Tx, doc: dict[str, Any]) -> None:
     doc.update(copy.deepcopy(orjson.loads(profile.doc)["flow_metadata"]))
 
 
-async def _ensure_source(tx: Tx, doc: dict[str, Any], now: int, principal: str | None) -> bool:
-    """Create the Flow's Source when new (AppNote 0007); refuse a format clash. True if created."""
+async def _ensure_source(tx: Tx, doc: dict[str, Any], now: int, principal: str | None, *, joining: bool) -> bool:
+    """Create the Flow's Source when new (AppNote 0007), with the Flow's ``auth_classes``
+    (AppNote 0016: a new Source inherits the permissions of the first Flow that references
+    it); refuse a format clash. A Flow ``joining`` an existing Source needs write access to it
+    (AppNote 0016, "Adding Flows to existing Sources"). True if created."""
     source = await tx.get_source(doc["source_id"])
     if source is not None:
+        if joining:
+            access.require_source(source, WRITE)
         if source.format != doc["format"]:
             raise BadRequest(
                 f"Source {doc['source_id']} has format {source.format}; "
                 f"a Flow of format {doc['format']} cannot belong to it"
             )
         return False
+    inherited = {AUTH_CLASSES_TAG: doc["tags"][AUTH_CLASSES_TAG]} if AUTH_CLASSES_TAG in doc["tags"] else {}
     await tx.insert_source(
         {
             "id": doc["source_id"],
             "format": doc["format"],
-            "tags": "{}",
+            "tags": orjson.dumps(inherited).decode(),
             "created": now,
             "updated": now,
             "created_by": principal,
@@ -201,8 +279,8 @@ async def _ensure_source(tx: Tx, doc: dict[str, Any], now: int, principal: str |
 async def _drop_source_if_unused(tx: Tx, source_id: str) -> None:
     """Sources live only while a Flow uses them (ADR 0018)."""
     if not await tx.source_has_flows(source_id):
+        await events.source_deleted(tx, source_id)  # first: it records the Source's classes
         await tx.delete_source(source_id)
-        await events.source_deleted(tx, source_id)
 
 
 def _doc_json(doc: dict[str, Any]) -> str:
@@ -269,19 +347,23 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
             check_property_value(name, value)
     async with ctx.store.write() as tx:
         row = await _require_flow(tx, flow_id)
+        access.require_flow(row, WRITE)
         if row.read_only and name != "read_only":
             raise Forbidden(f"Flow {flow_id} is read-only")
         doc = orjson.loads(row.doc)
         extra: dict[str, Any] = {}
+        reclassed = None
         if name.startswith("tags/"):
             tag = name[len("tags/") :]
             tags = doc.setdefault("tags", {})
+            before = dict(tags)
             if deleting:
                 if tag not in tags:
                     raise NotFound(f"Flow {flow_id} has no tag {tag!r}")
                 del tags[tag]
             else:
                 tags[tag] = value
+            reclassed = access.check_reclassing(before, tags)
             extra["tags"] = tags
         elif name == "avg_bit_rate" and doc.get("profile_id") and not deleting:
             raise BadRequest("avg_bit_rate comes from the Flow's Profile and cannot be set here")
@@ -291,7 +373,7 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
                 extra["collection"] = []
         else:
             if name == "flow_collection":
-                found = await tx.get_flows(item["id"] for item in value)
+                found = await _visible_flows(tx, (item["id"] for item in value))
                 check_collection(flow_id, value, set(found))
                 extra["collection"] = value
             doc[name] = value
@@ -302,3 +384,6 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
             **extra,
         )
         await events.flow_updated(tx, flow_id)
+        value = (doc.get("tags") or {}).get(AUTH_CLASSES_TAG)
+        if reclassed is not None or (name == "flow_collection" and not deleting and value is not None):
+            await _propagate(tx, doc.get("flow_collection") or [], value, {flow_id})

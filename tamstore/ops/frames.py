@@ -22,8 +22,10 @@ from typing import Any
 
 import av
 
+from tamstore.domain.access import READ
 from tamstore.domain.errors import BadRequest, NotFound, Unavailable
 from tamstore.domain.paging import PageRequest
+from tamstore.ops import access
 from tamstore.ops.context import Context
 
 __all__ = ["MAX_WIDTH", "frame_jpeg"]
@@ -75,9 +77,15 @@ async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
         flow = await tx.get_flow(flow_id)
         if flow is None:
             raise NotFound(f"Flow {flow_id} does not exist")
+        access.require_flow(flow)
         if flow.format == "urn:x-nmos:format:multi":
             members = await tx.get_flows(m["id"] for m in json.loads(flow.doc).get("flow_collection") or [])
-            video = [m for m in members.values() if m.format == "urn:x-nmos:format:video"]
+            seen = access.current()
+            video = [
+                m
+                for m in members.values()
+                if m.format == "urn:x-nmos:format:video" and seen.allows(READ, access.doc_classes(m.doc))
+            ]
             if not video:
                 raise BadRequest(f"Flow {flow_id} collects no video Flow")
             flow = video[0]

@@ -5,10 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from tamstore import spec
-from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.access import WRITE
+from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter, tags_match
+from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.sql import Tx
@@ -84,9 +86,10 @@ async def get_object(
     """The Object document; the page is over its ``referenced_by_flows``."""
     async with ctx.store.read() as tx:
         obj = await tx.get_object(object_id)
-        if obj is None or not obj.registered:
+        seen = access.current()
+        if obj is None or not obj.registered or not await tx.object_visible(object_id, seen):
             raise NotFound(f"Object {object_id!r} does not exist")
-        refs = await tx.referenced_by_flows(object_id, page, flow_tags)
+        refs = await tx.referenced_by_flows(object_id, page, flow_tags, seen)
         wanted = [object_id] + ([obj.init_object_id] if obj.init_object_id else [])
         instances = await tx.instances(wanted)
     doc: dict[str, Any] = {
@@ -125,9 +128,14 @@ async def add_instance(ctx: Context, object_id: str, body: Any) -> None:
 
 
 async def _registered_instances(tx: Tx, object_id: str) -> list[Any]:
+    """The instances of a registered Object the caller may change (it may write a Flow that
+    uses it; one it cannot even read is missing, one it can read is 403)."""
     obj = await tx.get_object(object_id)
-    if obj is None or not obj.registered:
+    seen = access.current()
+    if obj is None or not obj.registered or not await tx.object_visible(object_id, seen):
         raise NotFound(f"Object {object_id!r} does not exist")
+    if not await tx.object_visible(object_id, seen, WRITE):
+        raise Forbidden(f"your groups' auth classes do not allow changes to Object {object_id!r}")
     return (await tx.instances([object_id]))[object_id]
 
 
@@ -135,7 +143,9 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
     """Copy the bytes with no transaction open (a copy may take minutes; a write transaction
     would hold SQLite's write lock all that time), then record the instance in a short one that
     checks again that the Object is still there and not already on the target."""
-    target = ctx.backend(storage_id)
+    from tamstore.ops.storage import usable_backend
+
+    target = usable_backend(ctx, storage_id)
 
     def on_target(instances: list[Any]) -> bool:
         return any(i.storage_id == target.info.id for i in instances)
@@ -165,10 +175,7 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
     if storage_id is None and label is None:
         raise BadRequest("give storage_id or label to say which instance to delete")
     async with ctx.store.write() as tx:
-        obj = await tx.get_object(object_id)
-        if obj is None or not obj.registered:
-            raise NotFound(f"Object {object_id!r} does not exist")
-        existing = (await tx.instances([object_id]))[object_id]
+        existing = await _registered_instances(tx, object_id)
         match = [
             i
             for i in existing

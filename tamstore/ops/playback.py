@@ -22,6 +22,7 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
+from tamstore.domain.access import READ
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import PageRequest
@@ -44,6 +45,7 @@ from tamstore.domain.playlists import (
 )
 from tamstore.domain.tai import NS, is_wall_clock, now_tai
 from tamstore.domain.timerange import TimeRange
+from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.objects import UrlRenderer
 from tamstore.store.media.filesystem import MEDIA_PREFIX
@@ -82,6 +84,7 @@ async def _flow(tx: Tx, flow_id: str) -> FlowRow:
     flow = await tx.get_flow(flow_id)
     if flow is None:
         raise NotFound(f"Flow {flow_id} does not exist")
+    access.require_flow(flow)
     return flow
 
 
@@ -293,6 +296,8 @@ async def _members(tx: Tx, flow: FlowRow, what: str) -> list[tuple[FlowRow, str]
         member = rows.get(item["id"])
         if member is None or member.format not in PLAYABLE_FORMATS or member.container not in EXTENSIONS:
             continue
+        if not access.current().allows(READ, access.doc_classes(member.doc)):
+            continue  # a member hidden from the caller is left out, as a missing one is
         members.append((member, item.get("role") or member.label or member.id))
     if not members:
         raise BadRequest(f"Flow {flow.id} collects no video or audio Flow that plays as {what}")
@@ -429,7 +434,7 @@ async def object_redirect(ctx: Context, object_id: str, urls: UrlFilter, base_ur
     """The URL an ``/x-tamstore/objects/{id}.{ext}`` request redirects to."""
     async with ctx.store.read() as tx:
         obj = await tx.get_object(object_id)
-        if obj is None:
+        if obj is None or not await tx.object_visible(object_id, access.current()):
             raise NotFound(f"Object {object_id} does not exist")
         instances = (await tx.instances([object_id])).get(object_id, [])
     rendered = UrlRenderer(ctx, urls, base_url).render(object_id, instances)

@@ -12,12 +12,12 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from tamstore.domain.errors import BadRequest, error_body
+from tamstore.domain.errors import BadRequest, NotFound, error_body
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.segments import SegmentPost, overlaps_any, parse_segment
 from tamstore.domain.timerange import TimeRange, format_timestamp
-from tamstore.ops import events
+from tamstore.ops import access, events
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.objects import UrlRenderer
@@ -57,6 +57,8 @@ async def list_segments(
     if tr.is_empty():
         return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
     async with ctx.store.read() as tx:
+        if not access.current().everything and not await _readable(tx, flow_id):
+            return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
         result = await tx.list_segments(flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id)
         instances = result.extra.pop("instances")
         init_of = {r.object_id: r.init_object_id for r in result.items}
@@ -71,6 +73,19 @@ async def list_segments(
         span = extent_timerange(first.timerange, last.timerange)
     result.extra["timerange"] = span
     return result
+
+
+async def _readable(tx: Tx, flow_id: str) -> bool:
+    """Whether the caller may read the Flow's segments: a hidden Flow's list is that of a
+    missing one."""
+    row = await tx.get_flow(flow_id)
+    if row is None:
+        return True
+    try:
+        access.require_flow(row)
+    except NotFound:
+        return False
+    return True
 
 
 def segment_docs(
@@ -178,10 +193,19 @@ async def _check_batch(
             changes={},
             new_instances=[],
         )
+    # AppNote 0016 step 6: reusing an Object needs read access to a Flow that already uses it;
+    # one the caller may not see is as unknown to it as a missing one.
+    seen = access.current()
+    hidden = set()
+    if not seen.everything:
+        hidden = {oid for oid, st in states.items() if st.registered and not await tx.object_visible(oid, seen)}
     labels = ctx.backend_labels()
     accepted: list[SegmentPost] = []
     for _, seg in sorted(parsed, key=lambda p: p[1].lo):
         try:
+            for named in (seg.object_id, seg.init_object_id):
+                if named in hidden:
+                    raise BadRequest(f"Object {named!r} is unknown: allocate it with /storage or give get_urls")
             if overlaps_any(seg.lo, seg.hi, starts, taken):
                 raise BadRequest(f"segment {seg.timerange} overlaps an existing segment of the Flow")
             _check_objects(flow, seg, states, labels)

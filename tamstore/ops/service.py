@@ -7,10 +7,12 @@ from typing import Any
 import orjson
 
 from tamstore import __version__, spec
+from tamstore.domain.access import READ, classes_of
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import tags_match
 from tamstore.domain.timerange import NS_PER_S, format_timestamp
+from tamstore.ops import access
 from tamstore.ops.context import Context, now_us, rfc3339
 
 __all__ = [
@@ -56,6 +58,8 @@ async def get_service(ctx: Context) -> dict[str, Any]:
     out["event_stream_mechanisms"] = EVENT_STREAM_MECHANISMS + (
         [SERVER_SENT_EVENTS] if ctx.settings.event_stream else []
     )
+    if ctx.policy.enabled:  # AppNote 0016's auth_classes, enforced here (docs/operating.md)
+        out["x-tamstore-authorisation"] = ctx.policy.describe()
     return out
 
 
@@ -77,7 +81,8 @@ def list_storage_backends(
     """Backends are few and set at deploy time, so they are filtered and paged in memory,
     sorted by label (ADR 0052)."""
     infos = sorted((b.info for b in ctx.backends.values()), key=lambda i: (i.label, i.id), reverse=page.reverse)
-    infos = [i for i in infos if tags_match(i.tags, tag_values, tag_exists)]
+    seen = access.current()
+    infos = [i for i in infos if tags_match(i.tags, tag_values, tag_exists) and seen.allows(READ, classes_of(i.tags))]
     start = 0
     if page.after is not None:
         ids = [i.id for i in infos]

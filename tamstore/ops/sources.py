@@ -6,13 +6,14 @@ from typing import Any
 
 import orjson
 
-from tamstore.domain.errors import BadRequest, NotFound
+from tamstore.domain.access import AUTH_CLASSES_TAG, WRITE
+from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.flows import label_key
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.queries import SourceQuery
 from tamstore.domain.tags import check_tag_name, check_tag_value
-from tamstore.ops import events
+from tamstore.ops import access, events, flows
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.render import source_docs
 from tamstore.store.metadata.sql import Tx
@@ -24,6 +25,7 @@ async def _require_source(tx: Tx, source_id: str) -> Any:
     row = await tx.get_source(source_id)
     if row is None:
         raise NotFound(f"Source {source_id} does not exist")
+    access.require_source(row)
     return row
 
 
@@ -35,7 +37,7 @@ async def get_source(ctx: Context, source_id: str) -> dict[str, Any]:
 
 async def list_sources(ctx: Context, page: PageRequest, query: SourceQuery) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
-        result = await tx.list_sources(page, query)
+        result = await tx.list_sources(page, query, access.current())
         docs = await source_docs(tx, result.items)
     return Page(docs, result.limit, result.next_key, result.reverse, result.extra)
 
@@ -65,6 +67,7 @@ async def set_source_property(
 ) -> None:
     """PUT or DELETE ``label``, ``description`` or ``tags/{name}`` of a Source."""
     deleting = value is _DELETE
+    reclassed = None
     if not deleting:
         if name.startswith("tags/"):
             check_tag_name(name[len("tags/") :])
@@ -75,6 +78,7 @@ async def set_source_property(
             check_text(value, MAX_LABEL_BYTES, "label")
     async with ctx.store.write() as tx:
         row = await _require_source(tx, source_id)
+        access.require_source(row, WRITE)
         values: dict[str, Any] = {"updated": now_us()}
         if principal is not None:
             values["updated_by"] = principal
@@ -87,6 +91,7 @@ async def set_source_property(
                 del tags[tag]
             else:
                 tags[tag] = value
+            reclassed = access.check_reclassing(orjson.loads(row.tags), tags)
             values["tags"] = orjson.dumps(tags).decode()
         else:
             values[name] = None if deleting else value
@@ -94,3 +99,36 @@ async def set_source_property(
                 values["label_key"] = label_key(values[name])
         await tx.update_source(source_id, values)
         await events.source_updated(tx, source_id)
+        if name.startswith("tags/") and reclassed is not None:
+            await _propagate(tx, source_id, tags.get(AUTH_CLASSES_TAG), set())
+
+
+async def _propagate(tx: Tx, source_id: str, value: Any, seen: set[str]) -> None:
+    """AppNote 0016 step 7 and "Permissions propagation": a Source's new ``auth_classes`` go
+    to its Flows and to the Sources it collects (those the caller may re-class; propagation
+    stops at the others), and on from each of those, each once."""
+    seen.add(source_id)
+    await flows.reclass_flows(tx, await tx.flow_ids_of_source(source_id), value)
+    members = (await tx.source_collections([source_id]))[source_id]["source_collection"]
+    for item in members:
+        member_id = item["id"]
+        if member_id in seen:
+            continue
+        row = await tx.get_source(member_id)
+        if row is None:
+            continue
+        tags = orjson.loads(row.tags)
+        new = (
+            {**tags, AUTH_CLASSES_TAG: value}
+            if value is not None
+            else {k: v for k, v in tags.items() if k != AUTH_CLASSES_TAG}
+        )
+        try:
+            access.require_source(row, WRITE)
+            if access.check_reclassing(tags, new) is None:
+                continue
+        except (Forbidden, NotFound):
+            continue
+        await tx.update_source(member_id, {"tags": orjson.dumps(new).decode(), "updated": now_us()})
+        await events.source_updated(tx, member_id)
+        await _propagate(tx, member_id, value, seen)

@@ -5,21 +5,38 @@ from __future__ import annotations
 from typing import Any
 
 from tamstore import spec
+from tamstore.domain.access import READ, WRITE, classes_of
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.ids import time_ordered_uuid
+from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
+from tamstore.store.media.base import MediaStore
 
-__all__ = ["allocate", "collect_expired_allocations"]
+__all__ = ["allocate", "collect_expired_allocations", "usable_backend"]
 
 # Allocations live a little longer than advertised, for clients that are slightly late.
 GRACE_SECONDS = 60
 
 
+def usable_backend(ctx: Context, storage_id: str | None) -> MediaStore:
+    """The Storage Backend to write to, if the caller's auth classes allow it (ADR 0055: its
+    ``auth_classes`` tag); one it may not see is as unknown as a missing one."""
+    backend = ctx.backend(storage_id)
+    classes = classes_of(backend.info.tags)
+    seen = access.current()
+    if not seen.allows(READ, classes):
+        if storage_id is None:
+            raise BadRequest("no storage_id given and this service has no default backend")
+        raise BadRequest(f"unknown storage_id {storage_id!r}")
+    access.require(f"Storage Backend {backend.info.id}", classes, WRITE)
+    return backend
+
+
 async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict[str, Any]:
     body = {} if body is None else body
     spec.validate("flow-storage-post.json", body)
-    backend = ctx.backend(body.get("storage_id"))
+    backend = usable_backend(ctx, body.get("storage_id"))
     if body.get("presigned") is False:
         raise BadRequest(
             f"Storage Backend {backend.info.label!r} only issues presigned URLs; omit 'presigned' or set it to true"

@@ -9,14 +9,17 @@ from typing import Any
 import orjson
 
 from tamstore import spec
+from tamstore.domain.access import DELETE, READ, WRITE
 from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.events import check_transition
 from tamstore.domain.limits import MAX_URL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter, check_tags
 from tamstore.domain.targets import check_header
+from tamstore.ops import access
 from tamstore.ops.context import Caller, Context, now_us
 from tamstore.outbound import check_target
+from tamstore.store.metadata.sql import Tx
 
 __all__ = ["create_webhook", "delete_webhook", "get_webhook", "list_webhooks", "replace_webhook"]
 
@@ -80,7 +83,10 @@ async def create_webhook(ctx: Context, body: Any, caller: Caller) -> dict[str, A
             "cursor": await tx.max_event_seq(),  # new webhooks hear about what happens from now on
             "created": now_us(),
             "created_by": caller.name,
+            "owner_groups": orjson.dumps(sorted(caller.groups)).decode(),
+            "owner_admin": caller.admin,
         }
+        access.check_reclassing({}, doc.get("tags", {}))
         await tx.insert_webhook(row, doc.get("tags", {}))
         created = await tx.get_webhook(webhook_id)
     return webhook_doc(created)
@@ -88,15 +94,23 @@ async def create_webhook(ctx: Context, body: Any, caller: Caller) -> dict[str, A
 
 async def get_webhook(ctx: Context, webhook_id: str) -> dict[str, Any]:
     async with ctx.store.read() as tx:
-        row = await tx.get_webhook(webhook_id)
+        row = await _visible_webhook(tx, webhook_id)
+    return webhook_doc(row)
+
+
+async def _visible_webhook(tx: Tx, webhook_id: str, action: str = READ) -> Any:
+    """The webhook, if it exists and its ``auth_classes`` let the caller ``action`` it."""
+    row = await tx.get_webhook(webhook_id)
     if row is None:
         raise NotFound(f"webhook {webhook_id} does not exist")
-    return webhook_doc(row)
+    if not access.current().everything:
+        access.require(f"webhook {webhook_id}", access.doc_classes(row.doc), action)
+    return row
 
 
 async def list_webhooks(ctx: Context, page: PageRequest, tags: list[TagFilter]) -> Page[dict[str, Any]]:
     async with ctx.store.read() as tx:
-        result = await tx.list_webhooks(page, tags)
+        result = await tx.list_webhooks(page, tags, access.current())
     return result.map(webhook_doc)
 
 
@@ -111,13 +125,14 @@ async def replace_webhook(ctx: Context, webhook_id: str, body: Any, caller: Call
     await _check_target(ctx, body)
     doc = _doc(body)
     async with ctx.store.write() as tx:
-        row = await tx.get_webhook(webhook_id)
-        if row is None:
-            raise NotFound(f"webhook {webhook_id} does not exist")
+        row = await _visible_webhook(tx, webhook_id, WRITE)
         if not caller.may_manage(row.created_by):
             raise Forbidden("only the principal that registered this webhook, or an admin, may change it")
+        access.check_reclassing(orjson.loads(row.doc).get("tags") or {}, doc.get("tags", {}))
         check_transition(row.status, body["status"])
         values: dict[str, Any] = {"url": doc["url"], "doc": orjson.dumps(doc).decode()}
+        if caller.name is not None and caller.name == row.created_by:  # the owner's groups as they are now
+            values.update(owner_groups=orjson.dumps(sorted(caller.groups)).decode(), owner_admin=caller.admin)
         if "api_key_value" in body:
             values["api_key_value"] = body["api_key_value"]
         elif row.url != doc["url"] or orjson.loads(row.doc).get("api_key_name") != doc.get("api_key_name"):
@@ -138,9 +153,7 @@ async def replace_webhook(ctx: Context, webhook_id: str, body: Any, caller: Call
 
 async def delete_webhook(ctx: Context, webhook_id: str, caller: Caller) -> None:
     async with ctx.store.write() as tx:
-        row = await tx.get_webhook(webhook_id)
-        if row is None:
-            raise NotFound(f"webhook {webhook_id} does not exist")
+        row = await _visible_webhook(tx, webhook_id, DELETE)
         if not caller.may_manage(row.created_by):
             raise Forbidden("only the principal that registered this webhook, or an admin, may delete it")
         await tx.delete_webhook(webhook_id)

@@ -19,9 +19,11 @@ from sqlalchemy import (
     Select,
     delete,
     exists,
+    false,
     insert,
     literal,
     not_,
+    or_,
     select,
     tuple_,
 )
@@ -30,8 +32,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tamstore.domain.access import READ, Access, classes_of
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
+from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.driver import InlineConnection, for_asyncpg, is_integrity_error
 from tamstore.store.metadata.rows import R, rows_as
 
@@ -47,6 +51,8 @@ def tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[s
             rows.append({owner_col: owner_id, "name": name, "value": v})
     return rows
 
+
+_CLASS_KINDS = {"flow_tags": "flow", "source_tags": "source", "webhook_tags": "webhook"}
 
 PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"  # read before every segment page
 
@@ -155,6 +161,43 @@ class Queries:
         rows = tag_rows(owner, owner_id, tags)
         if rows:
             await self.conn.execute(insert(table), rows)
+        await self._replace_classes(_CLASS_KINDS[table.name], owner_id, classes_of(tags))
+
+    async def _replace_classes(self, kind: str, resource_id: str, classes: frozenset[str]) -> None:
+        rc = t.resource_classes
+        await self.conn.execute(delete(rc).where(rc.c.kind == kind, rc.c.resource_id == resource_id))
+        if classes:
+            rows = [{"kind": kind, "resource_id": resource_id, "auth_class": c} for c in sorted(classes)]
+            await self.conn.execute(insert(rc), rows)
+
+    async def classes_of(self, kind: str, resource_id: str) -> frozenset[str]:
+        """The auth classes of one Source, Flow or webhook (empty: untagged)."""
+        rc = t.resource_classes
+        rows = await self._all(select(rc.c.auth_class).where(rc.c.kind == kind, rc.c.resource_id == resource_id))
+        return frozenset(r.auth_class for r in rows)
+
+    async def _forget_classes(self, kind: str, resource_id: str) -> None:
+        await self._replace_classes(kind, resource_id, frozenset())
+
+    @staticmethod
+    def visible(kind: str, id_col: Any, access: Access, action: str = READ) -> ColumnElement[bool] | None:
+        """The SQL condition for resources of ``kind`` (ids in ``id_col``) that ``access`` may
+        act on (None: all of them). An EXISTS on ``resource_classes``' primary key, so a
+        listing keeps its own index and order: pages stay full and cursors stay right."""
+        if access.everything:
+            return None
+        rc = t.resource_classes
+        mine = rc.c.kind == kind
+        granted = access.classes(action)
+        allowed: ColumnElement[bool] = (
+            exists(select(literal(1)).where(mine, rc.c.resource_id == id_col, rc.c.auth_class.in_(sorted(granted))))
+            if granted
+            else false()
+        )
+        if not access.untagged_open:
+            return allowed
+        untagged = not_(exists(select(literal(1)).where(mine, rc.c.resource_id == id_col)))
+        return or_(untagged, allowed)
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that

@@ -21,6 +21,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
+from tamstore.domain.access import EVERYTHING, Access
 from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.queries import SourceQuery
@@ -99,17 +100,26 @@ class CatalogQueries(Queries):
             await self._replace_tags(t.source_tags, "source_id", source_id, orjson.loads(values["tags"]))
 
     async def delete_source(self, source_id: str) -> None:
+        await self._forget_classes("source", source_id)
         await self.conn.execute(delete(t.source_tags).where(t.source_tags.c.source_id == source_id))
         await self.conn.execute(delete(t.sources).where(t.sources.c.id == source_id))
+
+    async def flow_ids_of_source(self, source_id: str, limit: int = 10_000) -> list[str]:
+        """The Source's Flows (through its index; bounded: a Source has a handful)."""
+        f = t.flows
+        rows = await self._all(select(f.c.id).where(f.c.source_id == source_id).order_by(f.c.id).limit(limit))
+        return [r.id for r in rows]
 
     async def source_has_flows(self, source_id: str) -> bool:
         row = await self._one(select(t.flows.c.id).where(t.flows.c.source_id == source_id).limit(1))
         return row is not None
 
-    async def list_sources(self, page: PageRequest, query: SourceQuery) -> Page[SourceRow]:
+    async def list_sources(self, page: PageRequest, query: SourceQuery, access: Access = EVERYTHING) -> Page[SourceRow]:
         s = t.sources
         keys, descending = self._sort_keys(s, query.sort_by, {"created": "created", "updated": "updated"})
         stmt = self._with_keys(select(s), keys)
+        if (visible := self.visible("source", s.c.id, access)) is not None:
+            stmt = stmt.where(visible)
         if query.label is not None:
             stmt = stmt.where(s.c.label == query.label)
         if query.format is not None:
@@ -219,6 +229,7 @@ class CatalogQueries(Queries):
             await self.conn.execute(insert(fc), rows)
 
     async def delete_flow_row(self, flow_id: str) -> None:
+        await self._forget_classes("flow", flow_id)
         await self.conn.execute(delete(t.flow_tags).where(t.flow_tags.c.flow_id == flow_id))
         await self.conn.execute(delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id))
         await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
@@ -242,10 +253,13 @@ class CatalogQueries(Queries):
         collected_by_ids: list[str] | None,
         timerange: tuple[int | None, int | None] | None,
         empty_only: bool = False,
+        access: Access = EVERYTHING,
     ) -> Page[FlowRow]:
         f = t.flows
         keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
         stmt = self._with_keys(select(f), keys)
+        if (visible := self.visible("flow", f.c.id, access)) is not None:
+            stmt = stmt.where(visible)
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)
         for tf in tags:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     update,
 )
 
+from tamstore.domain.access import EVERYTHING, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
@@ -47,10 +48,16 @@ class DeletionQueries(Queries):
             ),
         )
 
-    async def list_delete_requests(self, page: PageRequest, sort_by: str, now: int) -> Page[DeleteRequestRow]:
+    async def list_delete_requests(
+        self, page: PageRequest, sort_by: str, now: int, access: Access = EVERYTHING
+    ) -> Page[DeleteRequestRow]:
+        """Unexpired requests about Flows ``access`` may read (a Flow already gone has no
+        classes left: its requests follow the policy for untagged content)."""
         r = t.flow_delete_requests
         keys: list[ColumnElement[Any]] = [r.c.expiry_key if sort_by == "expiry" else r.c.created, r.c.id]
         stmt = self._with_keys(select(r), keys).where(or_(r.c.expiry.is_(None), r.c.expiry > now))
+        if (visible := self.visible("flow", r.c.flow_id, access)) is not None:
+            stmt = stmt.where(visible)
         return await self._page(stmt, keys, page, descending=True, row=DeleteRequestRow)
 
     async def update_delete_request(self, request_id: str, values: dict[str, Any], owner: str | None = None) -> bool:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     update,
 )
 
+from tamstore.domain.access import EVERYTHING, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
@@ -65,13 +66,18 @@ class EventQueries(Queries):
         return bool(result.rowcount)
 
     async def delete_webhook(self, webhook_id: str) -> None:
+        await self._forget_classes("webhook", webhook_id)
         await self.conn.execute(delete(t.webhook_tags).where(t.webhook_tags.c.webhook_id == webhook_id))
         await self.conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
 
-    async def list_webhooks(self, page: PageRequest, tags: list[TagFilter]) -> Page[WebhookRow]:
+    async def list_webhooks(
+        self, page: PageRequest, tags: list[TagFilter], access: Access = EVERYTHING
+    ) -> Page[WebhookRow]:
         w = t.webhooks
         keys: list[ColumnElement[Any]] = [w.c.url, w.c.id]
         stmt = self._with_keys(select(w), keys)
+        if (visible := self.visible("webhook", w.c.id, access)) is not None:
+            stmt = stmt.where(visible)
         for f in tags:
             stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))
         return await self._page(stmt, keys, page, descending=False, row=WebhookRow)

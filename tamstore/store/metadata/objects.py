@@ -17,6 +17,7 @@ from sqlalchemy import (
     update,
 )
 
+from tamstore.domain.access import EVERYTHING, READ, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
@@ -145,14 +146,28 @@ class ObjectQueries(Queries):
             if obj is not None and obj.registered:
                 await self._count_usage({deleted.storage_id: (-1, -(obj.size or 0))})
 
-    async def referenced_by_flows(self, object_id: str, page: PageRequest, tags: list[TagFilter]) -> Page[FlowRef]:
-        """Flows whose segments use the Object, directly or (for init Objects) via media Objects."""
+    async def referenced_by_flows(
+        self, object_id: str, page: PageRequest, tags: list[TagFilter], access: Access = EVERYTHING
+    ) -> Page[FlowRef]:
+        """Flows whose segments use the Object, directly or (for init Objects) via media
+        Objects: those ``access`` may read."""
         r = t.object_refs
         keys: list[ColumnElement[Any]] = [r.c.flow_id]
         stmt = self._with_keys(select(r.c.flow_id), keys).where(r.c.object_id == object_id)
+        if (visible := self.visible("flow", r.c.flow_id, access)) is not None:
+            stmt = stmt.where(visible)
         for tf in tags:
             stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
         return await self._page(stmt, keys, page, descending=False, row=FlowRef)
+
+    async def object_visible(self, object_id: str, access: Access, action: str = READ) -> bool:
+        """Whether ``access`` allows ``action`` on a Flow whose segments use the Object
+        (AppNote 0016: an Object belongs to the Flows that use it)."""
+        visible = self.visible("flow", t.object_refs.c.flow_id, access, action)
+        if visible is None:
+            return True
+        r = t.object_refs
+        return await self._one(select(literal(1)).where(r.c.object_id == object_id, visible).limit(1)) is not None
 
     async def add_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""

@@ -191,6 +191,8 @@ class WebhookRow(NamedTuple):
     lease_until: int | None
     created: int
     created_by: str | None
+    owner_groups: str | None
+    owner_admin: bool
 
 
 class EventRow(NamedTuple):

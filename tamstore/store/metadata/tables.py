@@ -312,6 +312,10 @@ webhooks = Table(
     Column("lease_until", BigInteger),
     Column("created", BigInteger, nullable=False),
     Column("created_by", String),  # the principal that registered it: only it (or an admin) may change it
+    # Its groups (from its token) and admin scope when it registered or last replaced the
+    # webhook: events go out only if they may read the event's subject (domain/access.py).
+    Column("owner_groups", Text),
+    Column("owner_admin", Boolean, nullable=False, server_default=false()),
     Index("ix_webhooks_url", "url", "id"),
     Index("ix_webhooks_status", "status"),
 )
@@ -384,4 +388,17 @@ counters = Table(
     metadata,
     Column("name", String, primary_key=True),
     Column("value", BigInteger, nullable=False, server_default="0"),
+)
+
+# The auth classes of each Source, Flow and webhook (their ``auth_classes`` tag, split into one
+# row per class, whichever form the tag takes), kept by every write of their tags: every listing
+# and lookup filters on it in SQL (domain/access.py). ``kind`` is "flow", "source" or "webhook".
+resource_classes = Table(
+    "resource_classes",
+    metadata,
+    Column("kind", String(8), nullable=False),
+    Column("resource_id", String(36), nullable=False),
+    Column("auth_class", String, nullable=False),
+    PrimaryKeyConstraint("kind", "resource_id", "auth_class"),
+    Index("ix_resource_classes_class", "kind", "auth_class", "resource_id"),
 )

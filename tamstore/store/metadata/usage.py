@@ -12,6 +12,7 @@ from sqlalchemy import (
     select,
 )
 
+from tamstore.domain.access import EVERYTHING, Access
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.catalog import span_overlaps
@@ -59,7 +60,11 @@ class UsageQueries(Queries):
         )
 
     async def flow_usage(
-        self, group_by: str | None, filters: dict[str, Any], span: tuple[int | None, int | None] | None
+        self,
+        group_by: str | None,
+        filters: dict[str, Any],
+        span: tuple[int | None, int | None] | None,
+        access: Access = EVERYTHING,
     ) -> list[UsageGroup]:
         f = t.flows
         key = f.c[group_by] if group_by else literal("all")
@@ -74,6 +79,8 @@ class UsageQueries(Queries):
             stmt = stmt.where(f.c[column] == value)
         if span is not None:
             stmt = stmt.where(span_overlaps(*span))
+        if (visible := self.visible("flow", f.c.id, access)) is not None:
+            stmt = stmt.where(visible)
         if group_by:
             stmt = stmt.group_by(key).order_by(key)
         return [UsageGroup(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await self._all(stmt)]
