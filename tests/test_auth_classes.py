@@ -450,3 +450,24 @@ def test_config_show_prints_the_policy(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert '"groups_claim": "groups"' in done.stdout and '"sport_ro"' in done.stdout
+
+
+async def test_documents_do_not_name_what_the_caller_may_not_see(store: tuple[httpx.AsyncClient, Store]) -> None:
+    client, built = store
+    sport = built.sport
+    # (read-only, so that the news multi-essence Flow does not pass its classes on to it)
+    assert (await client.put(f"/flows/{sport['id']}/read_only", json=True, auth=SPORT)).status_code == 204
+    multi = {
+        "id": str(uuid.uuid4()),
+        "source_id": str(uuid.uuid4()),
+        "format": "urn:x-nmos:format:multi",
+        "tags": {"auth_classes": "news"},
+        "flow_collection": [{"id": sport["id"], "role": "video"}],
+    }
+    assert (await put(client, ROOT, multi)).status_code == 201
+    assert (await client.get(f"/flows/{sport['id']}", auth=ROOT)).json()["collected_by"] == [multi["id"]]
+    mine = await client.get(f"/flows/{sport['id']}", auth=SPORT)
+    assert mine.status_code == 200 and "collected_by" not in mine.json()
+    source = await client.get(f"/sources/{sport['source_id']}", auth=SPORT)
+    assert source.status_code == 200 and "collected_by" not in source.json()
+    assert (await client.get(f"/sources/{sport['source_id']}", auth=ROOT)).json()["collected_by"]

@@ -7,6 +7,7 @@ from typing import Any
 import orjson
 
 from tamstore.domain.timerange import TimeRange
+from tamstore.ops import access
 from tamstore.ops.context import rfc3339
 from tamstore.store.metadata.sql import Tx
 
@@ -16,6 +17,10 @@ __all__ = ["flow_docs", "source_docs", "extent_timerange"]
 async def flow_docs(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     """Flow documents (flow-get.json) for rows of the flows table, in one extra query."""
     collected = await tx.collected_by([r.id for r in rows])
+    seen = access.current()
+    if not seen.everything:  # Flows the caller may not see are not named either
+        shown = await tx.readable_ids("flow", (i for ids in collected.values() for i in ids), seen)
+        collected = {k: [i for i in ids if i in shown] for k, ids in collected.items()}
     out = []
     for r in rows:
         doc = orjson.loads(r.doc)
@@ -34,6 +39,14 @@ async def flow_docs(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
 async def source_docs(tx: Tx, rows: list[Any]) -> list[dict[str, Any]]:
     """Source documents (source.json), with collections inferred from Flows (ADR 0012 3a)."""
     collections = await tx.source_collections([r.id for r in rows])
+    seen = access.current()
+    if not seen.everything:  # Sources the caller may not see are not named either
+        named = {i["id"] for c in collections.values() for i in c["source_collection"]}
+        named |= {i for c in collections.values() for i in c["collected_by"]}
+        shown = await tx.readable_ids("source", named, seen)
+        for c in collections.values():
+            c["source_collection"] = [i for i in c["source_collection"] if i["id"] in shown]
+            c["collected_by"] = [i for i in c["collected_by"] if i in shown]
     out = []
     for r in rows:
         doc: dict[str, Any] = {"id": r.id, "format": r.format}

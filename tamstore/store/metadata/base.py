@@ -176,6 +176,20 @@ class Queries:
         rows = await self._all(select(rc.c.auth_class).where(rc.c.kind == kind, rc.c.resource_id == resource_id))
         return frozenset(r.auth_class for r in rows)
 
+    async def readable_ids(self, kind: str, ids: Iterable[str], access: Access) -> set[str]:
+        """Those of ``ids`` that ``access`` may read (for lists of ids inside documents)."""
+        wanted = set(ids)
+        if access.everything or not wanted:
+            return wanted
+        rc = t.resource_classes
+        rows = await self._all(
+            select(rc.c.resource_id, rc.c.auth_class).where(rc.c.kind == kind, rc.c.resource_id.in_(sorted(wanted)))
+        )
+        classes: dict[str, set[str]] = {}
+        for r in rows:
+            classes.setdefault(r.resource_id, set()).add(r.auth_class)
+        return {i for i in wanted if access.allows(READ, frozenset(classes.get(i, ())))}
+
     async def _forget_classes(self, kind: str, resource_id: str) -> None:
         await self._replace_classes(kind, resource_id, frozenset())
 
