@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tamstore.config import Settings
-from tamstore.domain.access import classes_of
+from tamstore.domain.access import auth_key, classes_of
 from tamstore.domain.flows import columns_of
 from tamstore.store.media.filesystem import FILESYSTEM_BACKEND_ID
 from tamstore.store.metadata.sql import open_metadata_store
@@ -64,6 +64,7 @@ def _flow_rows(flow_id: str, source_id: str, n: int, doc: dict[str, Any]) -> tup
         "segments_updated": now if n else None,
         "seg_start": 0 if n else None,
         "seg_end": n * NS if n else None,
+        "auth_key": auth_key(classes_of(doc.get("tags"))),
     }
     return source, flow
 
@@ -120,6 +121,8 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
                 "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', ?, ?)",
                 (flow_id, auth_class),
             )
+        if flow["auth_key"] is not None:
+            conn.execute("INSERT OR IGNORE INTO auth_keys (kind, auth_key) VALUES ('flow', ?)", (flow["auth_key"],))
         for segs, objs, insts, refs in _segment_batches(flow_id, n):
             conn.executemany(
                 "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id, ts_offset)"
@@ -168,6 +171,11 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
                     "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', $1, $2)",
                     flow_id,
                     auth_class,
+                )
+            if flow["auth_key"] is not None:
+                await conn.execute(
+                    "INSERT INTO auth_keys (kind, auth_key) VALUES ('flow', $1) ON CONFLICT DO NOTHING",
+                    flow["auth_key"],
                 )
             for segs, objs, insts, refs in _segment_batches(flow_id, n):
                 await conn.copy_records_to_table(

@@ -33,7 +33,9 @@ __all__ = [
     "EVERYTHING",
     "Access",
     "Policy",
+    "auth_key",
     "check_classes_value",
+    "key_classes",
     "classes_of",
     "groups_from_claim",
 ]
@@ -51,6 +53,18 @@ def classes_of(tags: Mapping[str, Any] | None) -> frozenset[str]:
     if not tags or AUTH_CLASSES_TAG not in tags:
         return frozenset()
     return _parse(tags[AUTH_CLASSES_TAG])
+
+
+KEY_SEPARATOR = "\x1f"  # U+001F, the unit separator: in no class name anyone types
+
+
+def auth_key(classes: frozenset[str]) -> str | None:
+    """One string for a set of classes (the stores filter listings on it); None: untagged."""
+    return KEY_SEPARATOR.join(sorted(classes)) if classes else None
+
+
+def key_classes(key: str) -> frozenset[str]:
+    return frozenset(key.split(KEY_SEPARATOR))
 
 
 def _parse(value: Any) -> frozenset[str]:

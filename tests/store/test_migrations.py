@@ -59,3 +59,53 @@ async def test_unregistered_allocations_have_a_partial_index_the_collector_uses(
     finally:
         await store.close()
     assert "(allocated_at) WHERE" in ddl and "registered = " in ddl, ddl
+
+
+async def test_auth_classes_tagged_before_the_upgrade_are_enforced_after_it(settings: Settings) -> None:
+    """0007 fills the classes (and each row's key) from the tags stored under 0006."""
+    from sqlalchemy import text
+
+    from tamstore.domain.access import Policy
+    from tamstore.domain.paging import PageRequest
+
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine, "0006")
+        async with store.engine.begin() as conn:
+            for n, tag in enumerate(["news", "sport", None]):
+                await conn.execute(
+                    text(
+                        "INSERT INTO sources (id, format, label_key, tags, created, updated) "
+                        "VALUES (:id, 'urn:x-nmos:format:video', '1', '{}', 1, 1)"
+                    ),
+                    {"id": f"s{n}"},
+                )
+                await conn.execute(
+                    text(
+                        "INSERT INTO flows (id, source_id, format, label_key, doc, created, metadata_updated) "
+                        "VALUES (:id, :s, 'urn:x-nmos:format:video', '1', '{}', :n, :n)"
+                    ),
+                    {"id": f"f{n}", "s": f"s{n}", "n": n},
+                )
+                if tag:
+                    await conn.execute(
+                        text("INSERT INTO flow_tags (flow_id, name, value) VALUES (:f, 'auth_classes', :v)"),
+                        {"f": f"f{n}", "v": f"{tag}, shared"},
+                    )
+        await upgrade(store.engine)
+        policy = Policy.from_toml({"grants": [{"group": "g", "classes": ["news"], "actions": ["read"]}]})
+        async with store.read() as tx:
+            page = await tx.list_flows(
+                PageRequest(10),
+                sort_by="created",
+                filters={},
+                tags=[],
+                collected_by_ids=None,
+                timerange=None,
+                access=policy.access_for(["g"], admin=False),
+            )
+            assert sorted(r.id for r in page.items) == ["f0", "f2"]  # news, and the untagged one
+            assert await tx.classes_of("flow", "f1") == {"sport", "shared"}
+    finally:
+        await store.close()

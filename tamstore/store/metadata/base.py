@@ -26,13 +26,14 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tamstore.domain.access import READ, Access, classes_of
+from tamstore.domain.access import READ, Access, auth_key, classes_of, key_classes
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
@@ -53,6 +54,8 @@ def tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[s
 
 
 _CLASS_KINDS = {"flow_tags": "flow", "source_tags": "source", "webhook_tags": "webhook"}
+_CLASSED_TABLES = {"flow": t.flows, "source": t.sources, "webhook": t.webhooks}
+MAX_KEYS = 1000  # distinct class sets a listing filters by key; beyond, by lookups
 
 PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"  # read before every segment page
 
@@ -169,6 +172,29 @@ class Queries:
         if classes:
             rows = [{"kind": kind, "resource_id": resource_id, "auth_class": c} for c in sorted(classes)]
             await self.conn.execute(insert(rc), rows)
+        key = auth_key(classes)
+        table = _CLASSED_TABLES[kind]
+        await self.conn.execute(update(table).where(table.c.id == resource_id).values(auth_key=key))
+        if key is not None:
+            dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+            await self.conn.execute(
+                dialect_insert(t.auth_keys).values(kind=kind, auth_key=key).on_conflict_do_nothing()
+            )
+
+    async def listing_visible(self, kind: str, table: Any, access: Access) -> ColumnElement[bool] | None:
+        """The condition for a listing of ``table`` (Sources, Flows, webhooks) to hold only what
+        ``access`` may read (None: everything): a test of each row's own ``auth_key`` against
+        the keys that grant the caller, read from the small ``auth_keys`` table. Where very many
+        distinct class sets exist, the per-row lookup of :meth:`visible` instead."""
+        if access.everything:
+            return None
+        ak = t.auth_keys
+        keys = [r.auth_key for r in await self._all(select(ak.c.auth_key).where(ak.c.kind == kind).limit(MAX_KEYS + 1))]
+        if len(keys) > MAX_KEYS:
+            return self.visible(kind, table.c.id, access)
+        granted = sorted(k for k in keys if access.allows(READ, key_classes(k)))
+        allowed: ColumnElement[bool] = table.c.auth_key.in_(granted) if granted else false()
+        return or_(table.c.auth_key.is_(None), allowed) if access.untagged_open else allowed
 
     async def classes_of(self, kind: str, resource_id: str) -> frozenset[str]:
         """The auth classes of one Source, Flow or webhook (empty: untagged)."""

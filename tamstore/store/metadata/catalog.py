@@ -118,7 +118,7 @@ class CatalogQueries(Queries):
         s = t.sources
         keys, descending = self._sort_keys(s, query.sort_by, {"created": "created", "updated": "updated"})
         stmt = self._with_keys(select(s), keys)
-        if (visible := self.visible("source", s.c.id, access)) is not None:
+        if (visible := await self.listing_visible("source", s, access)) is not None:
             stmt = stmt.where(visible)
         if query.label is not None:
             stmt = stmt.where(s.c.label == query.label)
@@ -258,7 +258,7 @@ class CatalogQueries(Queries):
         f = t.flows
         keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
         stmt = self._with_keys(select(f), keys)
-        if (visible := self.visible("flow", f.c.id, access)) is not None:
+        if (visible := await self.listing_visible("flow", f, access)) is not None:
             stmt = stmt.where(visible)
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)

@@ -76,7 +76,7 @@ class EventQueries(Queries):
         w = t.webhooks
         keys: list[ColumnElement[Any]] = [w.c.url, w.c.id]
         stmt = self._with_keys(select(w), keys)
-        if (visible := self.visible("webhook", w.c.id, access)) is not None:
+        if (visible := await self.listing_visible("webhook", w, access)) is not None:
             stmt = stmt.where(visible)
         for f in tags:
             stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))

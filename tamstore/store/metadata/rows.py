@@ -43,6 +43,7 @@ class SourceRow(NamedTuple):
     updated_by: str | None
     created: int
     updated: int
+    auth_key: str | None
 
 
 class FlowRow(NamedTuple):
@@ -73,6 +74,7 @@ class FlowRow(NamedTuple):
     pages_token: int
     seg_removed: int
     seg_breaks: int
+    auth_key: str | None
 
 
 class ProfileRow(NamedTuple):
@@ -193,6 +195,7 @@ class WebhookRow(NamedTuple):
     created_by: str | None
     owner_groups: str | None
     owner_admin: bool
+    auth_key: str | None
 
 
 class EventRow(NamedTuple):
