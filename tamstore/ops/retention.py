@@ -29,6 +29,7 @@ import orjson
 
 from tamstore.domain.errors import Forbidden, NotFound
 from tamstore.domain.retention import Retention
+from tamstore.domain.tai import utc_to_tai
 from tamstore.ops import deletion
 from tamstore.ops.context import Context, now_us
 
@@ -66,6 +67,9 @@ async def retention_pass(ctx: Context, owner: str, *, now_ns: int | None = None)
         facts[row.flow_id] = row
     result = PassResult(flows=len(facts))
     renewed = time.monotonic()
+    tai_now = utc_to_tai(now)
+    # Most Flows share a handful of tag values: each is parsed once per pass.
+    parsed: dict[tuple[tuple[str, Any], ...], Retention] = {}
     for flow_id, flow_tags in tags.items():
         if time.monotonic() - renewed > ctx.settings.worker_lease / 3:
             # A long pass keeps its lease, or stops where another worker takes over.
@@ -75,13 +79,17 @@ async def retention_pass(ctx: Context, owner: str, *, now_ns: int | None = None)
         row = facts[flow_id]
         if row.read_only:
             continue
-        retention = Retention.of(flow_tags)
+        key = tuple(sorted((k, v if isinstance(v, str) else repr(v)) for k, v in flow_tags.items()))
+        retention = parsed.get(key) or parsed.setdefault(key, Retention.of(flow_tags))
         if retention.flow_expired(row.metadata_updated, row.segments_updated, now):
             if await _delete_flow(ctx, flow_id, now):
                 result.flows_deleted.append(flow_id)
             continue
-        cutoff = retention.segment_cutoff(now)
-        if cutoff is None or row.seg_start is None or row.seg_start >= cutoff:
+        if (
+            retention.segment_offset is None
+            or row.seg_start is None
+            or row.seg_start >= tai_now - retention.segment_offset
+        ):
             continue  # nothing can have expired: every segment ends after the first one starts
         deleted = await deletion.delete_segments_ending_by(ctx, flow_id, lambda flow: _cutoff(flow, now), PASS_CHUNKS)
         result.segments_deleted += deleted

@@ -10,28 +10,22 @@ from sqlalchemy import func, select, update
 from tamstore.domain.retention import RETENTION_TAGS
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
-from tamstore.store.metadata.rows import RetainedFlow, rows_as
+from tamstore.store.metadata.rows import RetainedFlow
+
+_RETAINED = (
+    "SELECT flow_tags.flow_id, flow_tags.name, flow_tags.value, flows.seg_start, flows.read_only,"
+    " flows.metadata_updated, flows.segments_updated FROM flow_tags JOIN flows ON flows.id = flow_tags.flow_id"
+    " WHERE flow_tags.name IN (:segment, :flow)"
+)
 
 
 class RetentionQueries(Queries):
     async def retained_flows(self) -> list[RetainedFlow]:
         """Each Flow with a retention tag, once per tag, with what a pass decides on. Found
-        through ``flow_tags``' (name, value, flow_id) index: Flows without the tags are not read."""
-        ft, f = t.flow_tags, t.flows
-        stmt = (
-            select(
-                ft.c.flow_id,
-                ft.c.name,
-                ft.c.value,
-                f.c.seg_start,
-                f.c.read_only,
-                f.c.metadata_updated,
-                f.c.segments_updated,
-            )
-            .join(f, f.c.id == ft.c.flow_id)
-            .where(ft.c.name.in_(RETENTION_TAGS))
-        )
-        return rows_as(RetainedFlow, await self._all(stmt))
+        through ``flow_tags``' (name, value, flow_id) index: Flows without the tags are not read.
+        Plain driver rows: a pass reads one per retained Flow, tens of thousands of them."""
+        rows = await self._driver_rows(_RETAINED, {"segment": RETENTION_TAGS[0], "flow": RETENTION_TAGS[1]})
+        return [RetainedFlow(*r) for r in rows]
 
     async def count_retained_flows(self) -> int:
         ft = t.flow_tags
