@@ -8,7 +8,6 @@ from typing import Any, NamedTuple
 
 from sqlalchemy import (
     ColumnElement,
-    bindparam,
     delete,
     false,
     insert,
@@ -35,13 +34,6 @@ class Instance(NamedTuple):
 
 
 _OBJECT_SELECT = ", ".join(ObjectRow._fields)
-
-_INSTANCES = (
-    select(t.object_instances)
-    .where(t.object_instances.c.object_id.in_(bindparam("ids", expanding=True)))
-    .order_by(t.object_instances.c.id)
-)
-
 
 # Usage counters are spread over shards, so that concurrent writers seldom update one row.
 USAGE_SHARDS = 8
@@ -119,8 +111,14 @@ class ObjectQueries(Queries):
         out: dict[str, list[InstanceRow]] = {i: [] for i in ids}
         if not ids:
             return out
-        for r in rows_as(InstanceRow, await self._all(_INSTANCES, {"ids": ids})):
-            out[r.object_id].append(r)
+        rows = await self._rows_for_ids(
+            "SELECT id, object_id, storage_id, url, label, controlled FROM object_instances",
+            "object_id",
+            ids,
+            " ORDER BY id",
+        )
+        for r in rows:
+            out[r[1]].append(InstanceRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])))
         return out
 
     async def insert_instance(self, row: dict[str, Any]) -> None:
@@ -182,6 +180,27 @@ class ObjectQueries(Queries):
     async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         if not counts:
             return
+        if self.conn.dialect.name == "postgresql":  # two statements, not two per Object
+            ids, amounts = list(counts), list(counts.values())
+            await self._driver_rows(
+                "",
+                (),
+                postgresql=(
+                    "UPDATE object_refs SET segments = object_refs.segments - u.n"
+                    " FROM unnest($1::varchar[], $2::bigint[]) AS u(object_id, n)"
+                    " WHERE object_refs.object_id = u.object_id AND object_refs.flow_id = $3",
+                    [ids, amounts, flow_id],
+                ),
+            )
+            await self._driver_rows(
+                "",
+                (),
+                postgresql=(
+                    "DELETE FROM object_refs WHERE flow_id = $1 AND object_id = ANY($2::varchar[]) AND segments <= 0",
+                    [flow_id, ids],
+                ),
+            )
+            return
         await self._executemany(
             "UPDATE object_refs SET segments = segments - ? WHERE object_id = ? AND flow_id = ?",
             [(n, o, flow_id) for o, n in counts.items()],
@@ -196,8 +215,8 @@ class ObjectQueries(Queries):
         ids = list(set(object_ids))
         if not ids:
             return []
-        r, d, o = t.object_refs, t.deleted_segments, t.objects
-        used = {row.object_id for row in await self._all(select(r.c.object_id).where(r.c.object_id.in_(ids)))}
+        d, o = t.deleted_segments, t.objects
+        used = {row[0] for row in await self._rows_for_ids("SELECT object_id FROM object_refs", "object_id", ids)}
         # Segments in the recovery window keep their Objects, and those Objects' init Objects
         # (not asked when the window holds nothing, as it always does with the window off).
         if await self._one(select(literal(1)).select_from(d).limit(1)) is None:
@@ -247,9 +266,8 @@ class ObjectQueries(Queries):
                     objects, size = usage.get(inst.storage_id, (0, 0))
                     usage[inst.storage_id] = (objects - 1, size - (row.size or 0))
         await self._count_usage(usage)
-        ids = [(i,) for i in object_ids]
-        await self._executemany("DELETE FROM object_instances WHERE object_id = ?", ids)
-        await self._executemany("DELETE FROM objects WHERE id = ?", ids)
+        await self._rows_for_ids("DELETE FROM object_instances", "object_id", object_ids)
+        await self._rows_for_ids("DELETE FROM objects", "id", object_ids)
         return holders
 
     # -- storage usage: counted here, where Objects and instances change --------------------------

@@ -170,9 +170,19 @@ class SegmentQueries(Queries):
         return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
 
     async def delete_segments(self, flow_id: str, starts: list[int]) -> None:
-        await self._executemany(
-            "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
-        )
+        if self.conn.dialect.name == "postgresql":  # one statement, not one per segment
+            await self._driver_rows(
+                "",
+                (),
+                postgresql=(
+                    "DELETE FROM segments WHERE flow_id = $1 AND ts_start = ANY($2::bigint[])",
+                    [flow_id, starts],
+                ),
+            )
+        else:
+            await self._executemany(
+                "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
+            )
         await self._renew_pages_tokens([flow_id])
 
     async def count_segments_in(
