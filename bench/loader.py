@@ -116,11 +116,6 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
         _insert_dict(conn, "flows", flow)
         for name, value in doc.get("tags", {}).items():
             conn.execute("INSERT INTO flow_tags (flow_id, name, value) VALUES (?, ?, ?)", (flow_id, name, value))
-        for auth_class in classes_of(doc.get("tags")):
-            conn.execute(
-                "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', ?, ?)",
-                (flow_id, auth_class),
-            )
         if flow["auth_key"] is not None:
             conn.execute("INSERT OR IGNORE INTO auth_keys (kind, auth_key) VALUES ('flow', ?)", (flow["auth_key"],))
         for segs, objs, insts, refs in _segment_batches(flow_id, n):
@@ -165,12 +160,6 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
             for name, value in doc.get("tags", {}).items():
                 await conn.execute(
                     "INSERT INTO flow_tags (flow_id, name, value) VALUES ($1,$2,$3)", flow_id, name, value
-                )
-            for auth_class in classes_of(doc.get("tags")):
-                await conn.execute(
-                    "INSERT INTO resource_classes (kind, resource_id, auth_class) VALUES ('flow', $1, $2)",
-                    flow_id,
-                    auth_class,
                 )
             if flow["auth_key"] is not None:
                 await conn.execute(

@@ -47,10 +47,10 @@ MAX_CLASSES = 64  # classes on one resource
 MAX_CLASS_LENGTH = 128
 
 
-def classes_of(tags: Mapping[str, Any] | None) -> frozenset[str]:
-    """The auth classes a resource's tags name (empty: untagged). Tolerant: a stored value
-    that is neither a string nor a list of strings names no class."""
-    if not tags or AUTH_CLASSES_TAG not in tags:
+def classes_of(tags: Any) -> frozenset[str]:
+    """The auth classes a resource's tags name (empty: untagged). Tolerant: tags that are not
+    a mapping, or a value that is neither a string nor a list of strings, name no class."""
+    if not isinstance(tags, Mapping) or AUTH_CLASSES_TAG not in tags:
         return frozenset()
     return _parse(tags[AUTH_CLASSES_TAG])
 
@@ -63,8 +63,9 @@ def auth_key(classes: frozenset[str]) -> str | None:
     return KEY_SEPARATOR.join(sorted(classes)) if classes else None
 
 
-def key_classes(key: str) -> frozenset[str]:
-    return frozenset(key.split(KEY_SEPARATOR))
+def key_classes(key: str | None) -> frozenset[str]:
+    """The classes of an ``auth_key`` (a stored row's): the inverse of :func:`auth_key`."""
+    return frozenset(key.split(KEY_SEPARATOR)) if key else frozenset()
 
 
 def _parse(value: Any) -> frozenset[str]:

@@ -14,6 +14,7 @@ from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.timerange import NS_PER_S, TimeRange
 from tamstore.ops import access
 from tamstore.ops.context import Context
+from tamstore.ops.flows import require_flow
 
 __all__ = ["flow_timeline", "flow_usage", "learn_sizes", "record_usage_day", "storage_usage"]
 
@@ -88,10 +89,7 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
     with ``buckets``, also how much of each of that many equal parts of the range is covered
     (for drawing a timeline at any zoom without reading segments)."""
     async with ctx.store.read() as tx:
-        flow = await tx.get_flow(flow_id)
-        if flow is None:
-            raise NotFound(f"Flow {flow_id} does not exist")
-        access.require_flow(flow)
+        flow = await require_flow(tx, flow_id)
         if timerange.is_eternity() or not timerange.is_bounded():
             if flow.seg_start is None:
                 return _timeline(timerange, 0, 0, None, None, [], False)

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from tamstore.domain.access import DELETE, READ
+from tamstore.domain.access import DELETE
 from tamstore.domain.errors import BadRequest, NotFound, TamsError, error_body
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.timerange import TimeRange
@@ -233,7 +233,7 @@ async def get_delete_request(ctx: Context, request_id: str) -> dict[str, Any]:
         row = await tx.get_delete_request(request_id, now_us())
         if row is not None and not access.current().everything:
             flow = await tx.get_flow(row.flow_id)
-            if flow is not None and not access.current().allows(READ, access.doc_classes(flow.doc)):
+            if flow is not None and not access.allows(flow):
                 row = None  # about a Flow the caller may not see: as missing as it
     if row is None:
         raise NotFound(f"flow-delete-request {request_id!r} does not exist")

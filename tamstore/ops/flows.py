@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 from tamstore import spec
-from tamstore.domain.access import AUTH_CLASSES_TAG, WRITE
+from tamstore.domain.access import AUTH_CLASSES_TAG, READ, WRITE
 from tamstore.domain.errors import BadRequest, Forbidden, NotFound
 from tamstore.domain.flows import (
     PROFILE_FIELDS,
@@ -35,6 +35,7 @@ __all__ = [
     "list_flows",
     "put_flow",
     "reclass_flows",
+    "require_flow",
     "set_flow_property",
 ]
 
@@ -48,19 +49,20 @@ class FlowQuery:
     sort_by: str = "created"
 
 
-async def _require_flow(tx: Tx, flow_id: str, *, lock: bool = False) -> Any:
+async def require_flow(tx: Tx, flow_id: str, action: str = READ, *, lock: bool = False) -> Any:
+    """The Flow row; 404 when missing or hidden from the caller, 403 when its auth classes do
+    not allow the caller ``action``."""
     row = await tx.get_flow(flow_id, lock=lock)
     if row is None:
         raise NotFound(f"Flow {flow_id} does not exist")
-    access.require_flow(row)
+    access.require(f"Flow {flow_id}", row, action)
     return row
 
 
 async def writable_flow(tx: Tx, flow_id: str, action: str = WRITE) -> Any:
-    """The Flow row, locked for this transaction; 404 when missing (or hidden from the caller),
-    403 when read-only or when the caller's auth classes do not allow ``action``."""
-    row = await _require_flow(tx, flow_id, lock=True)
-    access.require_flow(row, action)
+    """The Flow row, locked for this transaction; as :func:`require_flow`, and 403 when
+    read-only."""
+    row = await require_flow(tx, flow_id, action, lock=True)
     if row.read_only:
         raise Forbidden(f"Flow {flow_id} is read-only")
     return row
@@ -68,7 +70,7 @@ async def writable_flow(tx: Tx, flow_id: str, action: str = WRITE) -> Any:
 
 async def get_flow(ctx: Context, flow_id: str, *, include_timerange: bool, timerange: TimeRange) -> dict[str, Any]:
     async with ctx.store.read() as tx:
-        row = await _require_flow(tx, flow_id)
+        row = await require_flow(tx, flow_id)
         doc = (await flow_docs(tx, [row]))[0]
         if include_timerange:
             doc["timerange"] = (await flow_timerange(tx, flow_id, timerange)).to_str()
@@ -115,7 +117,7 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
     async with ctx.store.write() as tx:
         existing = await tx.get_flow(flow_id)
         if existing is not None:
-            access.require_flow(existing, WRITE)
+            access.require(f"Flow {flow_id}", existing, WRITE)
         if existing is not None and existing.read_only:
             raise Forbidden(f"Flow {flow_id} is read-only")
         reclassed = access.check_reclassing(
@@ -179,17 +181,7 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
 
 async def _visible_flows(tx: Tx, flow_ids: Any) -> dict[str, Any]:
     """The Flows among ``flow_ids`` that exist and the caller may read."""
-    found = await tx.get_flows(flow_ids)
-    if access.current().everything:
-        return found
-    visible = {}
-    for fid, row in found.items():
-        try:
-            access.require_flow(row)
-        except NotFound:
-            continue
-        visible[fid] = row
-    return visible
+    return {fid: row for fid, row in (await tx.get_flows(flow_ids)).items() if access.allows(row)}
 
 
 async def reclass_flows(tx: Tx, flow_ids: list[str], value: Any) -> None:
@@ -211,14 +203,8 @@ async def _propagate(tx: Tx, collection: list[Any], value: Any, seen: set[str]) 
         if row is None or row.read_only:
             continue
         doc = orjson.loads(row.doc)
-        tags = {k: v for k, v in (doc.get("tags") or {}).items() if k != AUTH_CLASSES_TAG}
-        if value is not None:
-            tags[AUTH_CLASSES_TAG] = value
-        try:
-            access.require_flow(row, WRITE)
-            if access.check_reclassing(doc.get("tags") or {}, tags) is None:
-                continue
-        except (Forbidden, NotFound):
+        tags = access.reclassed_tags(row, doc.get("tags") or {}, value)
+        if tags is None:
             continue
         doc["tags"] = tags
         doc["metadata_version"] = new_metadata_version()
@@ -254,7 +240,7 @@ async def _ensure_source(tx: Tx, doc: dict[str, Any], now: int, principal: str |
     source = await tx.get_source(doc["source_id"])
     if source is not None:
         if joining:
-            access.require_source(source, WRITE)
+            access.require(f"Source {source.id}", source, WRITE)
         if source.format != doc["format"]:
             raise BadRequest(
                 f"Source {doc['source_id']} has format {source.format}; "
@@ -296,7 +282,7 @@ SIMPLE_PROPERTIES = ("label", "description", "max_bit_rate", "avg_bit_rate", "fl
 
 async def get_flow_property(ctx: Context, flow_id: str, name: str) -> Any:
     async with ctx.store.read() as tx:
-        row = await _require_flow(tx, flow_id)
+        row = await require_flow(tx, flow_id)
     doc = orjson.loads(row.doc)
     if name == "read_only":
         return bool(row.read_only)
@@ -309,7 +295,7 @@ async def get_flow_property(ctx: Context, flow_id: str, name: str) -> Any:
 
 async def get_flow_tag(ctx: Context, flow_id: str, name: str | None) -> Any:
     async with ctx.store.read() as tx:
-        row = await _require_flow(tx, flow_id)
+        row = await require_flow(tx, flow_id)
     tags = orjson.loads(row.doc).get("tags", {})
     if name is None:
         return tags
@@ -346,8 +332,7 @@ async def set_flow_property(ctx: Context, flow_id: str, name: str, value: Any = 
         else:
             check_property_value(name, value)
     async with ctx.store.write() as tx:
-        row = await _require_flow(tx, flow_id)
-        access.require_flow(row, WRITE)
+        row = await require_flow(tx, flow_id, WRITE)
         if row.read_only and name != "read_only":
             raise Forbidden(f"Flow {flow_id} is read-only")
         doc = orjson.loads(row.doc)

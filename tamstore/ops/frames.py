@@ -22,11 +22,11 @@ from typing import Any
 
 import av
 
-from tamstore.domain.access import READ
 from tamstore.domain.errors import BadRequest, NotFound, Unavailable
 from tamstore.domain.paging import PageRequest
 from tamstore.ops import access
 from tamstore.ops.context import Context
+from tamstore.ops.flows import require_flow
 
 __all__ = ["MAX_WIDTH", "frame_jpeg"]
 
@@ -74,18 +74,10 @@ async def frame_jpeg(ctx: Context, flow_id: str, at: int, width: int | None) -> 
 
 async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
     async with ctx.store.read() as tx:
-        flow = await tx.get_flow(flow_id)
-        if flow is None:
-            raise NotFound(f"Flow {flow_id} does not exist")
-        access.require_flow(flow)
+        flow = await require_flow(tx, flow_id)
         if flow.format == "urn:x-nmos:format:multi":
             members = await tx.get_flows(m["id"] for m in json.loads(flow.doc).get("flow_collection") or [])
-            seen = access.current()
-            video = [
-                m
-                for m in members.values()
-                if m.format == "urn:x-nmos:format:video" and seen.allows(READ, access.doc_classes(m.doc))
-            ]
+            video = [m for m in members.values() if m.format == "urn:x-nmos:format:video" and access.allows(m)]
             if not video:
                 raise BadRequest(f"Flow {flow_id} collects no video Flow")
             flow = video[0]

@@ -22,7 +22,6 @@ from fractions import Fraction
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from tamstore.domain.access import READ
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import PageRequest
@@ -47,6 +46,7 @@ from tamstore.domain.tai import NS, is_wall_clock, now_tai
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
+from tamstore.ops.flows import require_flow
 from tamstore.ops.objects import UrlRenderer
 from tamstore.store.media.filesystem import MEDIA_PREFIX
 from tamstore.store.metadata.rows import FlowRow
@@ -78,14 +78,6 @@ class PlayRequest:
 
 def _doc(flow: FlowRow) -> dict[str, Any]:
     return json.loads(flow.doc)  # type: ignore[no-any-return]
-
-
-async def _flow(tx: Tx, flow_id: str) -> FlowRow:
-    flow = await tx.get_flow(flow_id)
-    if flow is None:
-        raise NotFound(f"Flow {flow_id} does not exist")
-    access.require_flow(flow)
-    return flow
 
 
 def _playable(flow: FlowRow, what: str) -> str:
@@ -183,7 +175,7 @@ async def _page_items(
 async def hls(ctx: Context, req: PlayRequest) -> str | AsyncIterator[str]:
     """The playlist of ``req``: text, or (on demand) an iterator of its parts as they are read."""
     async with ctx.store.read() as tx:
-        flow = await _flow(tx, req.flow_id)
+        flow = await require_flow(tx, req.flow_id)
         if flow.format == MULTI:
             return await _multivariant(tx, flow, req)
         ext = _playable(flow, "HLS")
@@ -296,7 +288,7 @@ async def _members(tx: Tx, flow: FlowRow, what: str) -> list[tuple[FlowRow, str]
         member = rows.get(item["id"])
         if member is None or member.format not in PLAYABLE_FORMATS or member.container not in EXTENSIONS:
             continue
-        if not access.current().allows(READ, access.doc_classes(member.doc)):
+        if not access.allows(member):
             continue  # a member hidden from the caller is left out, as a missing one is
         members.append((member, item.get("role") or member.label or member.id))
     if not members:
@@ -329,7 +321,7 @@ async def dash(ctx: Context, req: PlayRequest) -> AsyncIterator[str]:
     """The MPD of ``req``: static for a closed range, dynamic for live (same rule as HLS). What
     can be refused is refused before the first byte; the segments then follow a page at a time."""
     async with ctx.store.read() as tx:
-        flow = await _flow(tx, req.flow_id)
+        flow = await require_flow(tx, req.flow_id)
         if flow.format == MULTI:
             members = await _members(tx, flow, "DASH")
         else:

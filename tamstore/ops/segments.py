@@ -12,7 +12,7 @@ import contextlib
 from dataclasses import dataclass
 from typing import Any
 
-from tamstore.domain.errors import BadRequest, NotFound, error_body
+from tamstore.domain.errors import BadRequest, error_body
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.segments import SegmentPost, overlaps_any, parse_segment
@@ -79,13 +79,7 @@ async def _readable(tx: Tx, flow_id: str) -> bool:
     """Whether the caller may read the Flow's segments: a hidden Flow's list is that of a
     missing one."""
     row = await tx.get_flow(flow_id)
-    if row is None:
-        return True
-    try:
-        access.require_flow(row)
-    except NotFound:
-        return False
-    return True
+    return row is None or access.allows(row)
 
 
 def segment_docs(
@@ -195,10 +189,8 @@ async def _check_batch(
         )
     # AppNote 0016 step 6: reusing an Object needs read access to a Flow that already uses it;
     # one the caller may not see is as unknown to it as a missing one.
-    seen = access.current()
-    hidden = set()
-    if not seen.everything:
-        hidden = {oid for oid, st in states.items() if st.registered and not await tx.object_visible(oid, seen)}
+    used = {oid for oid, st in states.items() if st.registered}
+    hidden = used - await tx.objects_visible(used, access.current())
     labels = ctx.backend_labels()
     accepted: list[SegmentPost] = []
     for _, seg in sorted(parsed, key=lambda p: p[1].lo):

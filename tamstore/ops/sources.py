@@ -6,8 +6,8 @@ from typing import Any
 
 import orjson
 
-from tamstore.domain.access import AUTH_CLASSES_TAG, WRITE
-from tamstore.domain.errors import BadRequest, Forbidden, NotFound
+from tamstore.domain.access import AUTH_CLASSES_TAG, READ, WRITE
+from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.flows import label_key
 from tamstore.domain.limits import MAX_LABEL_BYTES, check_text
 from tamstore.domain.paging import Page, PageRequest
@@ -21,11 +21,11 @@ from tamstore.store.metadata.sql import Tx
 __all__ = ["get_source", "get_source_property", "list_sources", "set_source_property"]
 
 
-async def _require_source(tx: Tx, source_id: str) -> Any:
+async def _require_source(tx: Tx, source_id: str, action: str = READ) -> Any:
     row = await tx.get_source(source_id)
     if row is None:
         raise NotFound(f"Source {source_id} does not exist")
-    access.require_source(row)
+    access.require(f"Source {source_id}", row, action)
     return row
 
 
@@ -77,8 +77,7 @@ async def set_source_property(
         elif name == "label":
             check_text(value, MAX_LABEL_BYTES, "label")
     async with ctx.store.write() as tx:
-        row = await _require_source(tx, source_id)
-        access.require_source(row, WRITE)
+        row = await _require_source(tx, source_id, WRITE)
         values: dict[str, Any] = {"updated": now_us()}
         if principal is not None:
             values["updated_by"] = principal
@@ -117,17 +116,8 @@ async def _propagate(tx: Tx, source_id: str, value: Any, seen: set[str]) -> None
         row = await tx.get_source(member_id)
         if row is None:
             continue
-        tags = orjson.loads(row.tags)
-        new = (
-            {**tags, AUTH_CLASSES_TAG: value}
-            if value is not None
-            else {k: v for k, v in tags.items() if k != AUTH_CLASSES_TAG}
-        )
-        try:
-            access.require_source(row, WRITE)
-            if access.check_reclassing(tags, new) is None:
-                continue
-        except (Forbidden, NotFound):
+        new = access.reclassed_tags(row, orjson.loads(row.tags), value)
+        if new is None:
             continue
         await tx.update_source(member_id, {"tags": orjson.dumps(new).decode(), "updated": now_us()})
         await events.source_updated(tx, member_id)

@@ -6,7 +6,7 @@ from typing import Any
 
 from tamstore import spec
 from tamstore.domain.access import READ, WRITE, classes_of
-from tamstore.domain.errors import BadRequest
+from tamstore.domain.errors import BadRequest, Forbidden
 from tamstore.domain.ids import time_ordered_uuid
 from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
@@ -29,7 +29,8 @@ def usable_backend(ctx: Context, storage_id: str | None) -> MediaStore:
         if storage_id is None:
             raise BadRequest("no storage_id given and this service has no default backend")
         raise BadRequest(f"unknown storage_id {storage_id!r}")
-    access.require(f"Storage Backend {backend.info.id}", classes, WRITE)
+    if not seen.allows(WRITE, classes):
+        raise Forbidden(f"your groups' auth classes do not allow write on Storage Backend {backend.info.id}")
     return backend
 
 

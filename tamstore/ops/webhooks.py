@@ -103,8 +103,7 @@ async def _visible_webhook(tx: Tx, webhook_id: str, action: str = READ) -> Any:
     row = await tx.get_webhook(webhook_id)
     if row is None:
         raise NotFound(f"webhook {webhook_id} does not exist")
-    if not access.current().everything:
-        access.require(f"webhook {webhook_id}", access.doc_classes(row.doc), action)
+    access.require(f"webhook {webhook_id}", row, action)
     return row
 
 

@@ -20,6 +20,7 @@ from sqlalchemy import (
     delete,
     exists,
     false,
+    func,
     insert,
     literal,
     not_,
@@ -34,6 +35,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tamstore.domain.access import READ, Access, auth_key, classes_of, key_classes
+from tamstore.domain.errors import BadRequest
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
@@ -55,7 +57,7 @@ def tag_rows(owner_col: str, owner_id: str, tags: dict[str, Any]) -> list[dict[s
 
 _CLASS_KINDS = {"flow_tags": "flow", "source_tags": "source", "webhook_tags": "webhook"}
 _CLASSED_TABLES = {"flow": t.flows, "source": t.sources, "webhook": t.webhooks}
-MAX_KEYS = 1000  # distinct class sets a listing filters by key; beyond, by lookups
+MAX_CLASS_SETS = 1000  # distinct auth_classes sets per kind: the keys a filtered listing reads
 
 PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"  # read before every segment page
 
@@ -183,77 +185,68 @@ class Queries:
         await self._replace_classes(_CLASS_KINDS[table.name], owner_id, classes_of(tags))
 
     async def _replace_classes(self, kind: str, resource_id: str, classes: frozenset[str]) -> None:
-        rc = t.resource_classes
-        await self.conn.execute(delete(rc).where(rc.c.kind == kind, rc.c.resource_id == resource_id))
-        if classes:
-            rows = [{"kind": kind, "resource_id": resource_id, "auth_class": c} for c in sorted(classes)]
-            await self.conn.execute(insert(rc), rows)
+        """Keep the resource's ``auth_key`` (its class set as one string) and the kind's list of
+        distinct keys. A new class set past MAX_CLASS_SETS is refused: every listing by a
+        principal that auth_classes filter reads that list."""
         key = auth_key(classes)
         table = _CLASSED_TABLES[kind]
         await self.conn.execute(update(table).where(table.c.id == resource_id).values(auth_key=key))
-        if key is not None:
-            dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-            await self.conn.execute(
-                dialect_insert(t.auth_keys).values(kind=kind, auth_key=key).on_conflict_do_nothing()
-            )
+        if key is None:
+            return
+        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
+        added = await self.conn.execute(
+            dialect_insert(t.auth_keys).values(kind=kind, auth_key=key).on_conflict_do_nothing()
+        )
+        if added.rowcount:
+            ak = t.auth_keys
+            count = (await self.conn.execute(select(func.count()).where(ak.c.kind == kind))).scalar_one()
+            if count > MAX_CLASS_SETS:
+                raise BadRequest(
+                    f"tag auth_classes: this store already holds {MAX_CLASS_SETS} different sets of classes "
+                    f"on its {kind}s; use one of those"
+                )
 
-    async def listing_visible(self, kind: str, table: Any, access: Access) -> ColumnElement[bool] | None:
-        """The condition for a listing of ``table`` (Sources, Flows, webhooks) to hold only what
-        ``access`` may read (None: everything): a test of each row's own ``auth_key`` against
-        the keys that grant the caller, read from the small ``auth_keys`` table. Where very many
-        distinct class sets exist, the per-row lookup of :meth:`visible` instead."""
+    async def _granting_keys(self, kind: str, access: Access, action: str) -> list[str]:
+        """The distinct class sets of ``kind`` (a few rows) that grant ``access`` the action."""
+        ak = t.auth_keys
+        rows = await self._all(select(ak.c.auth_key).where(ak.c.kind == kind))
+        return sorted(r.auth_key for r in rows if access.allows(action, key_classes(r.auth_key)))
+
+    async def visible(self, kind: str, id_col: Any, access: Access, action: str = READ) -> ColumnElement[bool] | None:
+        """The SQL condition for rows whose ``id_col`` names a Source, Flow or webhook (``kind``)
+        that ``access`` may act on (None: any). On the resource table itself (a listing), a test
+        of each row's own ``auth_key`` against the keys that grant the caller, so that the
+        listing keeps its index and order and pages stay full; elsewhere (an Object's Flows, a
+        delete request's Flow) the same test on the row ``id_col`` names, where one that no
+        longer exists counts as untagged."""
         if access.everything:
             return None
-        ak = t.auth_keys
-        keys = [r.auth_key for r in await self._all(select(ak.c.auth_key).where(ak.c.kind == kind).limit(MAX_KEYS + 1))]
-        if len(keys) > MAX_KEYS:
-            return self.visible(kind, table.c.id, access)
-        granted = sorted(k for k in keys if access.allows(READ, key_classes(k)))
-        allowed: ColumnElement[bool] = table.c.auth_key.in_(granted) if granted else false()
-        return or_(table.c.auth_key.is_(None), allowed) if access.untagged_open else allowed
+        table = _CLASSED_TABLES[kind]
+        keys = await self._granting_keys(kind, access, action)
+        allowed: ColumnElement[bool] = table.c.auth_key.in_(keys) if keys else false()
+        if access.untagged_open:
+            allowed = or_(table.c.auth_key.is_(None), allowed)
+        if id_col is table.c.id:
+            return allowed
+        if access.untagged_open:  # no row of it that the caller may not see
+            return not_(exists(select(literal(1)).where(table.c.id == id_col, not_(allowed))))
+        return exists(select(literal(1)).where(table.c.id == id_col, allowed))
 
     async def classes_of(self, kind: str, resource_id: str) -> frozenset[str]:
-        """The auth classes of one Source, Flow or webhook (empty: untagged)."""
-        rc = t.resource_classes
-        rows = await self._all(select(rc.c.auth_class).where(rc.c.kind == kind, rc.c.resource_id == resource_id))
-        return frozenset(r.auth_class for r in rows)
+        """The auth classes of one Source, Flow or webhook (empty: untagged or missing)."""
+        table = _CLASSED_TABLES[kind]
+        key = (await self.conn.execute(select(table.c.auth_key).where(table.c.id == resource_id))).scalar()
+        return key_classes(key)
 
     async def readable_ids(self, kind: str, ids: Iterable[str], access: Access) -> set[str]:
         """Those of ``ids`` that ``access`` may read (for lists of ids inside documents)."""
         wanted = set(ids)
         if access.everything or not wanted:
             return wanted
-        rc = t.resource_classes
-        rows = await self._all(
-            select(rc.c.resource_id, rc.c.auth_class).where(rc.c.kind == kind, rc.c.resource_id.in_(sorted(wanted)))
-        )
-        classes: dict[str, set[str]] = {}
-        for r in rows:
-            classes.setdefault(r.resource_id, set()).add(r.auth_class)
-        return {i for i in wanted if access.allows(READ, frozenset(classes.get(i, ())))}
-
-    async def _forget_classes(self, kind: str, resource_id: str) -> None:
-        await self._replace_classes(kind, resource_id, frozenset())
-
-    @staticmethod
-    def visible(kind: str, id_col: Any, access: Access, action: str = READ) -> ColumnElement[bool] | None:
-        """The SQL condition for resources of ``kind`` (ids in ``id_col``) that ``access`` may
-        act on (None: all of them). An EXISTS on ``resource_classes``' primary key, so a
-        listing keeps its own index and order: pages stay full and cursors stay right."""
-        if access.everything:
-            return None
-        rc = t.resource_classes
-        mine = rc.c.kind == kind
-        granted = access.classes(action)
-        allowed: ColumnElement[bool] = (
-            exists(select(literal(1)).where(mine, rc.c.resource_id == id_col, rc.c.auth_class.in_(sorted(granted))))
-            if granted
-            else false()
-        )
-        if not access.untagged_open:
-            return allowed
-        untagged = not_(exists(select(literal(1)).where(mine, rc.c.resource_id == id_col)))
-        return or_(untagged, allowed)
+        table = _CLASSED_TABLES[kind]
+        rows = await self._all(select(table.c.id, table.c.auth_key).where(table.c.id.in_(sorted(wanted))))
+        keys = {r.id: r.auth_key for r in rows}
+        return {i for i in wanted if access.allows(READ, key_classes(keys.get(i)))}
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that

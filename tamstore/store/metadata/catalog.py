@@ -100,7 +100,6 @@ class CatalogQueries(Queries):
             await self._replace_tags(t.source_tags, "source_id", source_id, orjson.loads(values["tags"]))
 
     async def delete_source(self, source_id: str) -> None:
-        await self._forget_classes("source", source_id)
         await self.conn.execute(delete(t.source_tags).where(t.source_tags.c.source_id == source_id))
         await self.conn.execute(delete(t.sources).where(t.sources.c.id == source_id))
 
@@ -118,7 +117,7 @@ class CatalogQueries(Queries):
         s = t.sources
         keys, descending = self._sort_keys(s, query.sort_by, {"created": "created", "updated": "updated"})
         stmt = self._with_keys(select(s), keys)
-        if (visible := await self.listing_visible("source", s, access)) is not None:
+        if (visible := await self.visible("source", s.c.id, access)) is not None:
             stmt = stmt.where(visible)
         if query.label is not None:
             stmt = stmt.where(s.c.label == query.label)
@@ -229,7 +228,6 @@ class CatalogQueries(Queries):
             await self.conn.execute(insert(fc), rows)
 
     async def delete_flow_row(self, flow_id: str) -> None:
-        await self._forget_classes("flow", flow_id)
         await self.conn.execute(delete(t.flow_tags).where(t.flow_tags.c.flow_id == flow_id))
         await self.conn.execute(delete(t.flow_collections).where(t.flow_collections.c.collector_id == flow_id))
         await self.conn.execute(delete(t.flows).where(t.flows.c.id == flow_id))
@@ -258,7 +256,7 @@ class CatalogQueries(Queries):
         f = t.flows
         keys, descending = self._sort_keys(f, sort_by, {"created": "created", "metadata_updated": "metadata_updated"})
         stmt = self._with_keys(select(f), keys)
-        if (visible := await self.listing_visible("flow", f, access)) is not None:
+        if (visible := await self.visible("flow", f.c.id, access)) is not None:
             stmt = stmt.where(visible)
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)

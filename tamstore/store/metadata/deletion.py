@@ -56,7 +56,7 @@ class DeletionQueries(Queries):
         r = t.flow_delete_requests
         keys: list[ColumnElement[Any]] = [r.c.expiry_key if sort_by == "expiry" else r.c.created, r.c.id]
         stmt = self._with_keys(select(r), keys).where(or_(r.c.expiry.is_(None), r.c.expiry > now))
-        if (visible := self.visible("flow", r.c.flow_id, access)) is not None:
+        if (visible := await self.visible("flow", r.c.flow_id, access)) is not None:
             stmt = stmt.where(visible)
         return await self._page(stmt, keys, page, descending=True, row=DeleteRequestRow)
 

@@ -66,7 +66,6 @@ class EventQueries(Queries):
         return bool(result.rowcount)
 
     async def delete_webhook(self, webhook_id: str) -> None:
-        await self._forget_classes("webhook", webhook_id)
         await self.conn.execute(delete(t.webhook_tags).where(t.webhook_tags.c.webhook_id == webhook_id))
         await self.conn.execute(delete(t.webhooks).where(t.webhooks.c.id == webhook_id))
 
@@ -76,7 +75,7 @@ class EventQueries(Queries):
         w = t.webhooks
         keys: list[ColumnElement[Any]] = [w.c.url, w.c.id]
         stmt = self._with_keys(select(w), keys)
-        if (visible := await self.listing_visible("webhook", w, access)) is not None:
+        if (visible := await self.visible("webhook", w.c.id, access)) is not None:
             stmt = stmt.where(visible)
         for f in tags:
             stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))

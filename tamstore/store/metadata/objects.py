@@ -152,7 +152,7 @@ class ObjectQueries(Queries):
         r = t.object_refs
         keys: list[ColumnElement[Any]] = [r.c.flow_id]
         stmt = self._with_keys(select(r.c.flow_id), keys).where(r.c.object_id == object_id)
-        if (visible := self.visible("flow", r.c.flow_id, access)) is not None:
+        if (visible := await self.visible("flow", r.c.flow_id, access)) is not None:
             stmt = stmt.where(visible)
         for tf in tags:
             stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
@@ -161,11 +161,17 @@ class ObjectQueries(Queries):
     async def object_visible(self, object_id: str, access: Access, action: str = READ) -> bool:
         """Whether ``access`` allows ``action`` on a Flow whose segments use the Object
         (AppNote 0016: an Object belongs to the Flows that use it)."""
-        visible = self.visible("flow", t.object_refs.c.flow_id, access, action)
-        if visible is None:
-            return True
+        return object_id in await self.objects_visible([object_id], access, action)
+
+    async def objects_visible(self, object_ids: Iterable[str], access: Access, action: str = READ) -> set[str]:
+        """Those of ``object_ids`` that :meth:`object_visible` holds, in one statement."""
+        ids = sorted(set(object_ids))
+        visible = await self.visible("flow", t.object_refs.c.flow_id, access, action)
+        if visible is None or not ids:
+            return set(ids)
         r = t.object_refs
-        return await self._one(select(literal(1)).where(r.c.object_id == object_id, visible).limit(1)) is not None
+        rows = await self._all(select(r.c.object_id).where(r.c.object_id.in_(ids), visible).distinct())
+        return {row.object_id for row in rows}
 
     async def add_refs(self, flow_id: str, counts: dict[str, int]) -> None:
         """Count ``counts[object_id]`` more segments of ``flow_id`` using each Object."""

@@ -48,7 +48,7 @@ sources = Table(
     Column("updated_by", String),
     Column("created", BigInteger, nullable=False),
     Column("updated", BigInteger, nullable=False),
-    Column("auth_key", Text),  # its auth classes as one key (see resource_classes)
+    Column("auth_key", Text),  # its auth classes as one key (see auth_keys)
     Index("ix_sources_created", "created", "id"),
     Index("ix_sources_updated", "updated", "id"),
     Index("ix_sources_label", "label_key", "id"),
@@ -105,7 +105,7 @@ flows = Table(
     # stable across reloads without reading the Flow's past.
     Column("seg_removed", BigInteger, nullable=False, server_default="0"),
     Column("seg_breaks", BigInteger, nullable=False, server_default="0"),
-    # The Flow's auth classes as one key (see resource_classes): listings filter on it row by row.
+    # The Flow's auth classes as one key (see auth_keys): listings filter on it row by row.
     Column("auth_key", Text),
     Index("ix_flows_source", "source_id", "created", "id"),
     Index("ix_flows_created", "created", "id"),
@@ -319,7 +319,7 @@ webhooks = Table(
     # webhook: events go out only if they may read the event's subject (domain/access.py).
     Column("owner_groups", Text),
     Column("owner_admin", Boolean, nullable=False, server_default=false()),
-    Column("auth_key", Text),  # its auth classes as one key (see resource_classes)
+    Column("auth_key", Text),  # its auth classes as one key (see auth_keys)
     Index("ix_webhooks_url", "url", "id"),
     Index("ix_webhooks_status", "status"),
 )
@@ -394,23 +394,11 @@ counters = Table(
     Column("value", BigInteger, nullable=False, server_default="0"),
 )
 
-# The auth classes of each Source, Flow and webhook (their ``auth_classes`` tag, split into one
-# row per class, whichever form the tag takes), kept by every write of their tags: every listing
-# and lookup filters on it in SQL (domain/access.py). ``kind`` is "flow", "source" or "webhook".
-resource_classes = Table(
-    "resource_classes",
-    metadata,
-    Column("kind", String(8), nullable=False),
-    Column("resource_id", String(36), nullable=False),
-    Column("auth_class", String, nullable=False),
-    PrimaryKeyConstraint("kind", "resource_id", "auth_class"),
-    Index("ix_resource_classes_class", "kind", "auth_class", "resource_id"),
-)
-
-# Each distinct set of classes, as the key the resources' ``auth_key`` column holds (the sorted
-# classes joined by U+001F; NULL: untagged). A listing reads this small table, picks the keys
-# that grant the caller, and filters with ``auth_key IN (...)``: a test on the row the listing
-# reads anyway, where a lookup per row cost ten times the page (docs/performance.md).
+# Each distinct set of auth classes in use, as the key the resources' ``auth_key`` column holds
+# (their ``auth_classes`` tag: the sorted classes joined by U+001F; NULL: untagged). A filtered
+# listing reads this small table, picks the keys that grant the caller, and tests
+# ``auth_key IN (...)`` on the row it reads anyway, where a look-up per row in a table of
+# (resource, class) rows cost ten times the page (docs/performance.md).
 auth_keys = Table(
     "auth_keys",
     metadata,

@@ -79,7 +79,7 @@ class UsageQueries(Queries):
             stmt = stmt.where(f.c[column] == value)
         if span is not None:
             stmt = stmt.where(span_overlaps(*span))
-        if (visible := await self.listing_visible("flow", f, access)) is not None:
+        if (visible := await self.visible("flow", f.c.id, access)) is not None:
             stmt = stmt.where(visible)
         if group_by:
             stmt = stmt.group_by(key).order_by(key)
