@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from tamstore.domain.errors import BadRequest
-from tamstore.domain.tai import utc_to_tai
 from tamstore.domain.timerange import InvalidTimeRange, parse_timestamp
 
 __all__ = [
@@ -79,11 +78,12 @@ class Retention:
 
         return cls(offset(SEGMENT_RETENTION_TAG), offset(FLOW_RETENTION_TAG))
 
-    def segment_cutoff(self, now_utc_ns: int) -> int | None:
-        """Segments ending at or before this TAI time have expired (None: no segment retention)."""
+    def segment_cutoff(self, now_tai_ns: int) -> int | None:
+        """Segments ending at or before this TAI time have expired (None: no segment retention).
+        ``now_tai_ns``: the current time on the TAI timeline (``tai.utc_to_tai`` of the clock)."""
         if self.segment_offset is None:
             return None
-        return utc_to_tai(now_utc_ns) - self.segment_offset
+        return now_tai_ns - self.segment_offset
 
     def flow_expired(self, metadata_updated_us: int, segments_updated_us: int | None, now_utc_ns: int) -> bool:
         """Whether the whole Flow has expired (``*_updated`` are wall-clock microseconds)."""

@@ -85,11 +85,8 @@ async def retention_pass(ctx: Context, owner: str, *, now_ns: int | None = None)
             if await _delete_flow(ctx, flow_id, now):
                 result.flows_deleted.append(flow_id)
             continue
-        if (
-            retention.segment_offset is None
-            or row.seg_start is None
-            or row.seg_start >= tai_now - retention.segment_offset
-        ):
+        cutoff = retention.segment_cutoff(tai_now)
+        if cutoff is None or row.seg_start is None or row.seg_start >= cutoff:
             continue  # nothing can have expired: every segment ends after the first one starts
         deleted = await deletion.delete_segments_ending_by(ctx, flow_id, lambda flow: _cutoff(flow, now), PASS_CHUNKS)
         result.segments_deleted += deleted
@@ -112,7 +109,7 @@ def _tags(flow: Any) -> dict[str, Any]:
 
 def _cutoff(flow: Any, now: int) -> int | None:
     """The segment cutoff from the Flow row as it is now (its tag may have changed)."""
-    return Retention.of(_tags(flow)).segment_cutoff(now)
+    return Retention.of(_tags(flow)).segment_cutoff(utc_to_tai(now))
 
 
 async def _delete_flow(ctx: Context, flow_id: str, now: int) -> bool:
