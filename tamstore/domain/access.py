@@ -122,14 +122,16 @@ class Access:
 
     def check_change(self, old: frozenset[str], new: frozenset[str]) -> None:
         """Refuse (403) a change of a resource's classes that adds or removes a class this
-        principal may not write: the tag cannot be used to grant or withdraw others' access."""
-        if self.everything or old == new:
+        principal may not write: the tag cannot be used to grant or withdraw others' access.
+        Where untagged content is closed, a non-admin may not leave a resource untagged (nor
+        create one so: nobody but admins would see it)."""
+        if self.everything:
             return
+        if not new and not self.untagged_open:  # (made untagged, or created so)
+            raise Forbidden(f"without {AUTH_CLASSES_TAG} the resource would be for admins only")
         foreign = sorted((old ^ new) - self.write)
         if foreign:
             raise Forbidden(f"changing {AUTH_CLASSES_TAG} needs write access to the class(es) {', '.join(foreign)}")
-        if not new and not self.untagged_open:
-            raise Forbidden(f"removing {AUTH_CLASSES_TAG} would leave the resource to admins only")
 
 
 EVERYTHING = Access(everything=True)

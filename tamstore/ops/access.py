@@ -56,10 +56,8 @@ def check_reclassing(old_tags: Any, new_tags: Any) -> frozenset[str] | None:
     if new_value is not None:
         check_classes_value(new_value)
     old, new = classes_of(old_tags), classes_of(new_tags)
-    if old == new:
-        return None
     current().check_change(old, new)
-    return new
+    return None if old == new else new
 
 
 def reclassed_tags(row: Any, tags: dict[str, Any], value: Any) -> dict[str, Any] | None:

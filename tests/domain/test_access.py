@@ -46,6 +46,8 @@ def test_classes_change_only_by_someone_who_may_write_each_one() -> None:
         news.check_change(frozenset({"news"}), frozenset({"news", "sport_ro"}))
     with pytest.raises(Forbidden, match="admins only"):
         news.check_change(frozenset({"news"}), frozenset())
+    with pytest.raises(Forbidden, match="admins only"):  # created untagged, where that is closed
+        news.check_change(frozenset(), frozenset())
     EVERYTHING.check_change(frozenset({"a"}), frozenset({"b"}))
 
 
