@@ -280,3 +280,14 @@ async def test_the_background_workers_run_passes(settings: Settings) -> None:
         assert await starts(client, flow["id"]) == []
         stats = await check.stats(ctx_of(client))
         assert stats["retention"] == {"flows": 1, "segments_deleted": 10, "flows_deleted": 0}
+
+
+async def test_a_flow_not_on_the_wall_clock_follows_the_appnote(settings: Settings) -> None:
+    """An edit whose timeline starts at 0:0: the offset still applies to segment end times,
+    which lie decades in the past, so everything goes (docs/operating.md warns)."""
+    async with app_client(settings) as client:
+        edit = await put_flow(client, label="edit", tags={"segment_retention_offset": "86400:0"})
+        await record(client, edit["id"], [0, 1, 2])
+        done = await retention.retention_pass(ctx_of(client), "w1", now_ns=time.time_ns())
+        assert done is not None and done.segments_deleted == 3
+        assert await starts(client, edit["id"]) == []
