@@ -91,6 +91,15 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
     return {"media_objects": media_objects}
 
 
+async def delete_bytes(ctx: Context, holders: dict[str, list[str]]) -> None:
+    """Delete the bytes of Objects whose metadata has gone (committed): ``holders`` maps each
+    controlled backend to the Objects it holds. A crash before this leaves orphaned bytes for
+    ``tamstore admin cleanup``, never a segment without its media."""
+    for storage_id, ids in holders.items():
+        if storage_id in ctx.backends:
+            await ctx.backends[storage_id].delete(ids)
+
+
 async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
     """Delete Objects allocated more than ``min_object_timeout`` (+grace) ago and never used,
     with any bytes uploaded for them. Returns how many went."""
@@ -99,10 +108,8 @@ async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:
     while True:
         async with ctx.store.write() as tx:
             rows = await tx.expired_allocations(cutoff, batch)
-            holders = await tx.delete_objects([r.id for r in rows], {r.id: r for r in rows})
-        for storage_id, ids in holders.items():
-            if storage_id in ctx.backends:
-                await ctx.backends[storage_id].delete(ids)
+            holders = await tx.delete_objects([r.id for r in rows])
+        await delete_bytes(ctx, holders)
         removed += len(rows)
         if len(rows) < batch:
             return removed

@@ -64,6 +64,12 @@ class ObjectQueries(Queries):
                 out[r[0]] = ObjectRow(*r)
         return out
 
+    async def object_sizes(self, object_ids: Iterable[str]) -> dict[str, tuple[str | None, int]]:
+        """Each existing Object's init Object and byte size (0 when unknown): what removing
+        its segments needs, read narrow."""
+        rows = await self._rows_for_ids("SELECT id, init_object_id, size FROM objects", "id", list(set(object_ids)))
+        return {r[0]: (r[1], r[2] or 0) for r in rows}
+
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
         if rows:
             await self.conn.execute(insert(t.objects), rows)
@@ -184,37 +190,34 @@ class ObjectQueries(Queries):
         )
 
     async def remove_refs(self, flow_id: str, counts: dict[str, int]) -> None:
+        """Count ``counts[object_id]`` fewer segments of ``flow_id`` using each Object. The rows
+        that fall to zero (nearly all, when a range goes) are deleted first, one statement per
+        distinct count; only the others are updated."""
         if not counts:
             return
-        if self.conn.dialect.name == "postgresql":  # two statements, not two per Object
-            ids, amounts = list(counts), list(counts.values())
-            await self._driver_rows(
-                "",
-                (),
-                postgresql=(
-                    "UPDATE object_refs SET segments = object_refs.segments - u.n"
-                    " FROM unnest($1::varchar[], $2::bigint[]) AS u(object_id, n)"
-                    " WHERE object_refs.object_id = u.object_id AND object_refs.flow_id = $3",
-                    [ids, amounts, flow_id],
-                ),
+        by_count: dict[int, list[str]] = {}
+        for oid, n in counts.items():
+            by_count.setdefault(n, []).append(oid)
+        survivors: list[tuple[int, str, str]] = []
+        for n, ids in by_count.items():
+            for at in range(0, len(ids), IN_CHUNK):
+                chunk = ids[at : at + IN_CHUNK]
+                gone = await self._driver_rows(
+                    "DELETE FROM object_refs WHERE flow_id = ? AND segments <= ?"
+                    f" AND object_id IN ({', '.join('?' * len(chunk))}) RETURNING object_id",
+                    (flow_id, n, *chunk),
+                    postgresql=(
+                        "DELETE FROM object_refs WHERE flow_id = $1 AND segments <= $2"
+                        " AND object_id = ANY($3::varchar[]) RETURNING object_id",
+                        [flow_id, n, chunk],
+                    ),
+                )
+                left = set(chunk).difference(r[0] for r in gone)
+                survivors += [(n, oid, flow_id) for oid in left]
+        if survivors:
+            await self._executemany(
+                "UPDATE object_refs SET segments = segments - ? WHERE object_id = ? AND flow_id = ?", survivors
             )
-            await self._driver_rows(
-                "",
-                (),
-                postgresql=(
-                    "DELETE FROM object_refs WHERE flow_id = $1 AND object_id = ANY($2::varchar[]) AND segments <= 0",
-                    [flow_id, ids],
-                ),
-            )
-            return
-        await self._executemany(
-            "UPDATE object_refs SET segments = segments - ? WHERE object_id = ? AND flow_id = ?",
-            [(n, o, flow_id) for o, n in counts.items()],
-        )
-        await self._executemany(
-            "DELETE FROM object_refs WHERE object_id = ? AND flow_id = ? AND segments <= 0",
-            [(o, flow_id) for o in counts],
-        )
 
     async def unreferenced(self, object_ids: Iterable[str]) -> list[str]:
         """Those of ``object_ids`` that no segment of any Flow uses (directly or as init)."""
@@ -248,33 +251,43 @@ class ObjectQueries(Queries):
             ),
         )
 
-    async def delete_objects(
-        self, object_ids: list[str], known: Mapping[str, ObjectRow] | None = None
-    ) -> dict[str, list[str]]:
+    async def delete_objects(self, object_ids: list[str]) -> dict[str, list[str]]:
         """Delete Objects with their instances; registered ones stop counting in each controlled
         backend's usage. Returns, per controlled backend, the Objects whose bytes it holds (to
-        be deleted once this transaction commits). ``known`` are rows the caller read in this
-        transaction already: only the others are read."""
+        be deleted once this transaction commits). Two statements per IN_CHUNK ids, each
+        returning what it deleted: nothing is read first."""
         if not object_ids:
             return {}
-        rows = {i: known[i] for i in object_ids if known and i in known}
-        rows.update(await self.get_objects(i for i in object_ids if i not in rows))
-        instances = await self.instances(object_ids)
+        instances = await self._rows_for_ids(
+            "DELETE FROM object_instances", "object_id", object_ids, " RETURNING object_id, storage_id, controlled"
+        )
+        deleted = await self._rows_for_ids("DELETE FROM objects", "id", object_ids, " RETURNING id, registered, size")
+        objects = {r[0]: (bool(r[1]), r[2] or 0) for r in deleted}
         usage: dict[str, tuple[int, int]] = {}
         holders: dict[str, list[str]] = {}
-        for oid in object_ids:
-            row = rows.get(oid)
-            for inst in instances.get(oid, []):
-                if not (inst.controlled and inst.storage_id):
-                    continue
-                holders.setdefault(inst.storage_id, []).append(oid)
-                if row is not None and row.registered:
-                    objects, size = usage.get(inst.storage_id, (0, 0))
-                    usage[inst.storage_id] = (objects - 1, size - (row.size or 0))
+        for oid, storage_id, controlled in instances:
+            if not (controlled and storage_id):
+                continue
+            holders.setdefault(storage_id, []).append(oid)
+            registered, size = objects.get(oid, (False, 0))
+            if registered:
+                count, total = usage.get(storage_id, (0, 0))
+                usage[storage_id] = (count - 1, total - size)
         await self._count_usage(usage)
-        await self._rows_for_ids("DELETE FROM object_instances", "object_id", object_ids)
-        await self._rows_for_ids("DELETE FROM objects", "id", object_ids)
         return holders
+
+    async def init_objects_of(self, object_ids: Iterable[str]) -> set[str]:
+        """The init Objects these Objects name (an init Object is used through each of them)."""
+        ids = list(set(object_ids))
+        rows = await self._rows_for_ids(
+            "SELECT DISTINCT init_object_id FROM objects", "id", ids, " AND init_object_id IS NOT NULL"
+        )
+        return {r[0] for r in rows}
+
+    async def purge_unreferenced(self, object_ids: Iterable[str]) -> dict[str, list[str]]:
+        """Delete those of ``object_ids`` that no segment uses any more (see ``unreferenced``);
+        the Objects whose bytes each controlled backend holds, as ``delete_objects``."""
+        return await self.delete_objects(await self.unreferenced(object_ids))
 
     # -- storage usage: counted here, where Objects and instances change --------------------------
 

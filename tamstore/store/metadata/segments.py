@@ -169,8 +169,14 @@ class SegmentQueries(Queries):
             stmt = stmt.where(s.c.object_id == object_id)
         return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
 
-    async def delete_segments(self, flow_id: str, starts: list[int]) -> None:
-        if self.conn.dialect.name == "postgresql":  # one statement, not one per segment
+    async def delete_segments(self, flow_id: str, starts: list[int], span: tuple[int, int] | None = None) -> None:
+        """Delete the Flow's segments starting at ``starts``; with ``span`` (first, last start),
+        they are all the Flow has from the one to the other, and go as one range scan."""
+        if span is not None:
+            await self._driver_rows(
+                "DELETE FROM segments WHERE flow_id = ? AND ts_start >= ? AND ts_start <= ?", (flow_id, *span)
+            )
+        elif self.conn.dialect.name == "postgresql":  # one statement, not one per segment
             await self._driver_rows(
                 "",
                 (),
@@ -192,14 +198,19 @@ class SegmentQueries(Queries):
         rows = await self.segments_to_delete(flow_id, lo, hi, object_id, limit)
         return len(rows)
 
-    async def move_segments_to_deleted(self, batch_id: str, flow_id: str, starts: list[int], now: int) -> None:
-        """Keep segments in the recovery window instead of dropping them (then delete them)."""
+    async def move_segments_to_deleted(
+        self, batch_id: str, flow_id: str, starts: list[int], now: int, span: tuple[int, int] | None = None
+    ) -> None:
+        """Keep segments in the recovery window instead of dropping them (then delete them).
+        ``span`` as for ``delete_segments``."""
         s, d = t.segments, t.deleted_segments
         cols = [c.name for c in s.c]
-        for i in range(0, len(starts), 500):
-            chunk = starts[i : i + 500]
-            picked = select(
-                literal(batch_id).label("batch_id"), literal(now).label("deleted_at"), *[s.c[c] for c in cols]
-            ).where(s.c.flow_id == flow_id, s.c.ts_start.in_(chunk))
-            await self.conn.execute(insert(d).from_select(["batch_id", "deleted_at", *cols], picked))
-        await self.delete_segments(flow_id, starts)
+        picked = select(literal(batch_id).label("batch_id"), literal(now).label("deleted_at"), *[s.c[c] for c in cols])
+        if span is not None:
+            where = [s.c.flow_id == flow_id, s.c.ts_start >= span[0], s.c.ts_start <= span[1]]
+            await self.conn.execute(insert(d).from_select(["batch_id", "deleted_at", *cols], picked.where(*where)))
+        else:
+            for i in range(0, len(starts), 500):
+                chunk = picked.where(s.c.flow_id == flow_id, s.c.ts_start.in_(starts[i : i + 500]))
+                await self.conn.execute(insert(d).from_select(["batch_id", "deleted_at", *cols], chunk))
+        await self.delete_segments(flow_id, starts, span)

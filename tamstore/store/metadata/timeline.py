@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from tamstore.domain.playlists import is_break
 from tamstore.domain.segments import reference_counts
+from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.catalog import CatalogQueries
 from tamstore.store.metadata.deletion import DeletionQueries
 from tamstore.store.metadata.objects import ObjectQueries
@@ -76,35 +77,38 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
             },
         )
 
-    async def remove_segments(self, flow_id: str, rows: Sequence[SegmentSpan], batch: str | None, now: int) -> set[str]:
+    async def remove_segments(
+        self, flow_id: str, rows: Sequence[SegmentSpan], batch: str | None, now: int, *, contiguous: bool = False
+    ) -> set[str]:
         """Delete these stored segments of the Flow (into the recovery window ``batch`` when one
-        is given) with their derived state. Returns the Objects they used, init Objects too: the
-        ones whose bytes may now be unreferenced."""
+        is given) with their derived state. ``contiguous``: the rows are every segment of the
+        Flow from the first to the last (in time order), so they go as one range. Returns the
+        Objects they used, init Objects too: the ones whose bytes may now be unreferenced."""
         if not rows:
             return set()
         starts = [r.ts_start for r in rows]
+        span = (starts[0], starts[-1]) if contiguous else None
         if batch is not None:
-            await self.move_segments_to_deleted(batch, flow_id, starts, now)
+            await self.move_segments_to_deleted(batch, flow_id, starts, now, span)
             await self.count_batch_segments(batch, len(rows))
         else:
-            await self.delete_segments(flow_id, starts)
-        objects = await self.get_objects(r.object_id for r in rows)
-        init_of = {oid: o.init_object_id for oid, o in objects.items()}
+            await self.delete_segments(flow_id, starts, span)
+        objects = await self.object_sizes(r.object_id for r in rows)
+        init_of = {oid: init for oid, (init, _) in objects.items()}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
-        flow = await self.get_flow(flow_id)
-        if flow is not None:
-            start, end = await self.segment_span(flow_id)
-            size = sum((objects[r.object_id].size or 0) for r in rows if r.object_id in objects)
-            await self.update_flow(
-                flow_id,
-                {
-                    "segments_updated": now,
-                    "seg_start": start,
-                    "seg_end": end,
-                    "seg_count": flow.seg_count - len(rows),
-                    "seg_duration": flow.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
-                    "seg_bytes": flow.seg_bytes - size,
-                    "seg_removed": flow.seg_removed + len(rows),
-                },
-            )
+        start, end = await self.segment_span(flow_id)
+        size = sum(objects[r.object_id][1] for r in rows if r.object_id in objects)
+        f = t.flows
+        await self.update_flow(  # counters as increments: the row need not be read again
+            flow_id,
+            {
+                "segments_updated": now,
+                "seg_start": start,
+                "seg_end": end,
+                "seg_count": f.c.seg_count - len(rows),
+                "seg_duration": f.c.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
+                "seg_bytes": f.c.seg_bytes - size,
+                "seg_removed": f.c.seg_removed + len(rows),
+            },
+        )
         return set(init_of) | {i for i in init_of.values() if i}
