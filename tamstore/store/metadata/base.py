@@ -89,6 +89,7 @@ class Queries:
         SQLAlchemy's ``IntegrityError``, as from any other statement."""
         try:
             if isinstance(self.conn, InlineConnection):  # SQLite
+                await self.conn.turn()
                 self.conn.driver().executemany(sql, rows)
             else:  # PostgreSQL
                 raw = await self.conn.get_raw_connection()
@@ -110,6 +111,7 @@ class Queries:
         ``postgresql`` is a statement of PostgreSQL's own (``$n`` placeholders) to run there
         instead, where the two dialects need different SQL (an array for a long IN list)."""
         if isinstance(self.conn, InlineConnection):
+            await self.conn.turn()
             return self.conn.driver().execute(sql, params).fetchall()
         if postgresql is not None:
             pg_sql, args = postgresql
