@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -365,21 +366,59 @@ def bench_media(settings: Settings, megabytes: int) -> list[Row]:
 
 
 def bench_delete(settings: Settings, segments: int) -> list[Row]:
-    flow_id = str(uuid.uuid4())
-    loader.load(settings, [(flow_id, segments, {})])
+    """A Flow of ``segments`` deleted through the API (a flow-delete-request the server's worker
+    carries out), beside the raw deletes. Then a second such Flow deleted while pages of another
+    Flow are asked for, one after another, beside the same pages with nothing else going on
+    (the deletion must not stall other requests)."""
+    flow_id, second, other = str(uuid.uuid4()), str(uuid.uuid4()), str(uuid.uuid4())
+    loader.load(settings, [(flow_id, segments, {}), (second, segments, {}), (other, 10_000, {})])
     server = Server(settings)
-    try:
-        with httpx.Client(base_url=server.url, timeout=600) as c:
+    stop = threading.Event()
+
+    def pages(into: list[float], c: httpx.Client) -> None:
+        i = 0
+        while not stop.is_set():
+            at = (i * 97) % 9_900
             t0 = time.perf_counter()
-            r = c.delete(f"/flows/{flow_id}")
-            assert r.status_code in (202, 204), r.text
-            while c.get(f"/flows/{flow_id}").status_code != 404:
-                time.sleep(0.05)
-            took = time.perf_counter() - t0
+            c.get(f"/flows/{other}/segments", params={"timerange": f"[{at}:0_{at + 100}:0)"}).raise_for_status()
+            into.append(time.perf_counter() - t0)
+            i += 1
+
+    def delete(c: httpx.Client, flow: str) -> float:
+        t0 = time.perf_counter()
+        r = c.delete(f"/flows/{flow}")
+        assert r.status_code in (202, 204), r.text
+        while c.get(f"/flows/{flow}").status_code != 404:
+            time.sleep(0.05)
+        return time.perf_counter() - t0
+
+    quiet: list[float] = []
+    during: list[float] = []
+    try:
+        with httpx.Client(base_url=server.url, timeout=600) as c, httpx.Client(base_url=server.url) as reader:
+            took = delete(c, flow_id)
+            threading.Timer(2.0, stop.set).start()
+            pages(quiet, reader)
+            stop.clear()
+            load = threading.Thread(target=pages, args=(during, reader))
+            load.start()
+            took_loaded = delete(c, second)
+            stop.set()
+            load.join()
     finally:
+        stop.set()
         server.stop()
     f = raw_delete_of_a_fresh_flow(settings, segments)
-    return [(f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f))]
+    return [
+        (f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f)),
+        (
+            f"100-segment pages of another flow during a second such deletion ({took_loaded:.1f} s),"
+            " p50 / p99 (beside: with nothing else going on)",
+            f"{ms(pct(during, 0.5))} / {ms(pct(during, 0.99))}",
+            f"{ms(pct(quiet, 0.5))} / {ms(pct(quiet, 0.99))}",
+            ratio(pct(during, 0.99), pct(quiet, 0.99)),
+        ),
+    ]
 
 
 def raw_delete_of_a_fresh_flow(settings: Settings, segments: int) -> float:
