@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench import floor, hostile, loader, media_io
+from bench import capacity, floor, hostile, loader, media_io
 from tamstore.config import Settings
 from tamstore.domain.paging import PageRequest
 from tamstore.domain.tags import TagFilter
@@ -900,6 +900,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--flows", type=int, default=100_000, help="flow count for the /flows listing")
     p.add_argument("--bulk", default="100x1000", help="bulk registration: REQUESTSxSEGMENTS")
     p.add_argument("--delete", type=int, default=86_400, help="segments in the flow to delete")
+    p.add_argument("--capacity", type=int, default=10_000_000, help="segments in the capacity store (PostgreSQL)")
     p.add_argument("--media-mib", type=int, default=256)
     p.add_argument("--reps", type=int, default=200, help="requests per latency figure")
     p.add_argument("--webhooks", default="10x200", help="webhook delivery: RECEIVERSxEVENTS")
@@ -949,6 +950,7 @@ def main(argv: list[str] | None = None) -> int:
             ("flows", lambda: bench_flows(fresh(), args.flows, args.reps)),
             ("media", lambda: bench_media(fresh(), args.media_mib)),
             ("delete", lambda: bench_delete(fresh(), args.delete)),
+            ("capacity", lambda: capacity.bench_capacity(fresh(), args.capacity)),
             ("presign", lambda: bench_presign(2000 if args.quick else 100_000)),
             ("s3pages", lambda: bench_presigned_pages(scratch, args.reps)),
             ("webhooks", lambda: bench_webhooks(fresh(), *(int(x) for x in args.webhooks.split("x")))),
