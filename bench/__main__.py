@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 
-from bench import capacity, floor, hostile, loader, media_io
+from bench import capacity, floor, hostile, loader, media_bytes, media_io
 from tamstore.config import Settings
 from tamstore.domain.paging import PageRequest
 from tamstore.domain.tags import TagFilter
@@ -322,47 +322,13 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
 
 
 def bench_media(settings: Settings, megabytes: int) -> list[Row]:
+    """Media GET and PUT through the embedded backend (bench/media_bytes.py)."""
     asyncio.run(loader.prepare(settings))
     server = Server(settings)
     try:
-        with httpx.Client(base_url=server.url, timeout=300) as c:
-            flow_id = str(uuid.uuid4())
-            c.put(
-                f"/flows/{flow_id}", json={"id": flow_id, **loader.flow_doc(flow_id, str(uuid.uuid4()))}
-            ).raise_for_status()
-            [obj] = c.post(f"/flows/{flow_id}/storage", json={"limit": 1}).json()["media_objects"]
-            payload = os.urandom(1024 * 1024) * megabytes
-            t0 = time.perf_counter()
-            c.put(obj["put_url"]["url"], content=payload).raise_for_status()
-            up = time.perf_counter() - t0
-            c.post(
-                f"/flows/{flow_id}/segments", json={"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}
-            ).raise_for_status()
-            url = c.get(f"/flows/{flow_id}/segments").json()[0]["get_urls"][0]["url"]
-            t0 = time.perf_counter()
-            with c.stream("GET", url) as r:
-                size = sum(len(chunk) for chunk in r.iter_bytes(1024 * 1024))
-            down = time.perf_counter() - t0
-            assert size == len(payload)
+        return media_bytes.bench_media_bytes(server.url, Path(tempfile.mkdtemp(dir=settings.data_dir)), megabytes)
     finally:
         server.stop()
-    files = [p for p in settings.data_dir.joinpath("media").rglob("*") if p.is_file() and ".tmp" not in p.parts]
-    src = max(files, key=lambda p: p.stat().st_size)
-    dst = Path(tempfile.mkdtemp()) / "copy"
-    t0 = time.perf_counter()
-    shutil.copyfile(src, dst)
-    copy = time.perf_counter() - t0
-    shutil.rmtree(dst.parent)
-    mb = len(payload) / 1e6
-    return [
-        (
-            f"media GET, {megabytes} MiB object",
-            f"{mb / down:,.0f} MB/s",
-            f"{mb / copy:,.0f} MB/s (file copy)",
-            ratio(down, copy),
-        ),
-        (f"media PUT, {megabytes} MiB object", f"{mb / up:,.0f} MB/s", "", ""),
-    ]
 
 
 def bench_delete(settings: Settings, segments: int) -> list[Row]:

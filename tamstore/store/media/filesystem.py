@@ -31,12 +31,12 @@ from pathlib import Path
 from tamstore.domain.errors import InsufficientStorage, Unavailable
 from tamstore.keys import HmacSha256
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
+from tamstore.store.media.file_writer import BackgroundFileWriter
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
 MEDIA_PREFIX = "/x-tamstore/media"
 MIN_FREE_BYTES = 64 << 20  # below this the media store reports itself not ready (/readyz)
-WRITE_BATCH = 1 << 20
 # A stable id for the embedded backend, the same in every installation (uuid5 of its name).
 FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
 
@@ -121,27 +121,17 @@ class FilesystemMediaStore:
         final = self.path_for(object_id)
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         size = 0
-        f = None
         try:
-            f = await asyncio.to_thread(open, tmp, "wb")
-            buffer = bytearray()
-            async for chunk in chunks:
-                size += len(chunk)
-                buffer += chunk
-                if len(buffer) >= WRITE_BATCH:  # one thread hop per MiB, not per 64 KiB chunk
-                    await asyncio.to_thread(f.write, bytes(buffer))
-                    buffer.clear()
-            if buffer:
-                await asyncio.to_thread(f.write, bytes(buffer))
-            await asyncio.to_thread(_flush_and_sync, f)
-            f.close()
+            async with BackgroundFileWriter(tmp) as f:
+                async for chunk in chunks:
+                    size += len(chunk)
+                    await f.write(chunk)
+                await f.close()
             if before_install is not None:
                 await before_install()
             await asyncio.to_thread(_install, tmp, final, object_id)
         except BaseException as exc:
-            with contextlib.suppress(OSError):  # a read-only or failing disk may refuse these too
-                if f is not None:
-                    f.close()
+            with contextlib.suppress(OSError):  # a read-only or failing disk may refuse this too
                 tmp.unlink(missing_ok=True)
             if isinstance(exc, OSError):
                 raise _write_failure(exc) from exc
@@ -240,11 +230,6 @@ def _write_failure(exc: OSError) -> Unavailable:
         return InsufficientStorage("the media store is full: the upload was not stored")
     reason = os.strerror(exc.errno) if exc.errno else "an I/O error"
     return Unavailable(f"the media store cannot write ({reason}): the upload was not stored")
-
-
-def _flush_and_sync(f: object) -> None:
-    f.flush()  # type: ignore[attr-defined]
-    os.fsync(f.fileno())  # type: ignore[attr-defined]
 
 
 def _install(tmp: Path, final: Path, object_id: str) -> None:
