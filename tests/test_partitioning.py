@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from bench.capacity import partition_sql
+from bench.capacity import execute, partition_sql, plain_url
 from tamstore.config import Settings
 from tamstore.ops import deletion
 from tamstore.store.metadata.driver import for_asyncpg
@@ -24,20 +24,8 @@ from tests.pgcluster import create_database
 pytestmark = pytest.mark.postgres
 
 
-def _plain(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://")
-
-
-async def _execute(url: str, sql: str) -> None:
-    conn = await asyncpg.connect(_plain(url))
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 async def _fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
-    conn = await asyncpg.connect(_plain(url))
+    conn = await asyncpg.connect(plain_url(url))
     try:
         return await conn.fetch(sql, *args)
     finally:
@@ -51,7 +39,7 @@ async def test_segments_partitioned_by_flow(tmp_path: Path, pg_server: str) -> N
         before = await put_flow(client)
         await add_segments(client, before["id"], list(range(10)))
 
-    await _execute(url, partition_sql())
+    await execute(url, partition_sql())
     parts = await _fetch(url, "SELECT count(*) FROM pg_inherits WHERE inhparent = 'segments'::regclass")
     assert parts[0][0] == 16
 
