@@ -21,6 +21,7 @@ from pathlib import Path
 __all__ = ["BackgroundFileWriter"]
 
 MAX_QUEUED = 16 << 20  # bytes received and not yet written, per upload
+IDLE_CHECK = 5.0  # seconds the writer waits for a chunk before checking the server is still there
 MAX_IOV = 256  # chunks per writev (well under IOV_MAX, 1024 on Linux)
 WRITERS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tamstore-upload")  # uploads written at once
 
@@ -60,14 +61,14 @@ class BackgroundFileWriter:
             return
         with self._lock:
             self._queued += len(chunk)
-            full = self._queued > MAX_QUEUED
-            if full:
-                self._room.clear()
         self._chunks.put(chunk)
-        if full:
+        # Cleared here, on the loop's thread, a wake-up the writer thread schedules after this
+        # point still runs after it: none is lost, and a stale one only means looking again.
+        while self._queued > MAX_QUEUED and self._error is None:
+            self._room.clear()
             await self._room.wait()
-            if self._error is not None:
-                raise self._error
+        if self._error is not None:
+            raise self._error
 
     async def close(self) -> None:
         """Wait until every chunk is written and the file fsynced; raise what went wrong."""
@@ -79,13 +80,23 @@ class BackgroundFileWriter:
 
     # -- on the writer thread --------------------------------------------------------------------
 
+    def _next(self) -> bytes | None:
+        """The next chunk (None: the end). Should the event loop be gone without ending the
+        upload (a process stopped abruptly), give up rather than hold the process open."""
+        while True:
+            try:
+                return self._chunks.get(timeout=IDLE_CHECK)
+            except queue.Empty:
+                if self._loop.is_closed():
+                    raise ConnectionAbortedError("the server stopped during the upload") from None
+
     def _run(self) -> None:
         fd = -1
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
             ending = False
             while not ending:
-                got = [self._chunks.get()]
+                got = [self._next()]
                 while len(got) < MAX_IOV and got[-1] is not None:
                     try:
                         got.append(self._chunks.get_nowait())
