@@ -20,7 +20,9 @@ from pathlib import Path
 
 __all__ = ["BackgroundFileWriter"]
 
-MAX_QUEUED = 16 << 20  # bytes received and not yet written, per upload
+# Bytes received and not yet written, per upload: with up to ``max_connections`` uploads at
+# once this bounds their memory, as the 1 MiB buffer and its copy in flight did before.
+MAX_QUEUED = 2 << 20
 IDLE_CHECK = 5.0  # seconds the writer waits for a chunk before checking the server is still there
 MAX_IOV = 256  # chunks per writev (well under IOV_MAX, 1024 on Linux)
 WRITERS = ThreadPoolExecutor(max_workers=32, thread_name_prefix="tamstore-upload")  # uploads written at once
