@@ -64,6 +64,12 @@ class SeaweedS3:
             "-admin.ui=false",
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
+            # Every bucket is a collection that takes volumes of its own, and `weed mini` sizes
+            # and counts volumes from the disk's free space: on a fuller disk a long test
+            # session ran out of volumes (500 InternalError on every PUT). Small volumes,
+            # many of them (not preallocated: only what is written takes space).
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=4000",
         ]
         for name in names:
             self.args += [f"-{name}.port={self.ports[name]}", f"-{name}.port.grpc={grpc[name]}"]
