@@ -3,14 +3,17 @@ and an abandoned upload's thread stopped."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from tamstore.store.media import file_writer
 from tamstore.store.media.file_writer import BackgroundFileWriter
+from tamstore.store.media.filesystem import FilesystemMediaStore
 
 
 async def test_every_chunk_is_written_in_order(tmp_path: Path) -> None:
@@ -63,3 +66,32 @@ async def test_an_abandoned_upload_stops_its_thread(tmp_path: Path) -> None:
             raise ConnectionResetError("the client went away")
     assert f._finished is not None and f._finished.done()
     target.unlink()  # the file was closed: the caller removes it
+
+
+async def test_no_more_uploads_are_written_at_once_than_the_store_allows(tmp_path: Path) -> None:
+    """Each upload being written may hold MAX_QUEUED bytes: the store writes at most
+    ``uploads_at_once`` at a time, and the next one starts when one finishes."""
+    store = FilesystemMediaStore(tmp_path / "media", b"k" * 32, url_timeout=60, uploads_at_once=2)
+    release = [asyncio.Event() for _ in range(3)]
+    started: list[int] = []
+
+    def body(i: int) -> AsyncIterator[bytes]:
+        async def chunks() -> AsyncIterator[bytes]:
+            started.append(i)
+            yield b"x" * 1000
+            await release[i].wait()
+
+        return chunks()
+
+    uploads = [asyncio.create_task(store.write(f"object-{i}", body(i))) for i in range(3)]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert sorted(started) == [0, 1]  # the third waits for a turn
+    release[0].set()
+    await uploads[0]
+    for _ in range(20):
+        await asyncio.sleep(0.01)
+    assert sorted(started) == [0, 1, 2]
+    release[1].set()
+    release[2].set()
+    assert await asyncio.gather(*uploads) == [1000, 1000, 1000]

@@ -31,7 +31,7 @@ from pathlib import Path
 from tamstore.domain.errors import InsufficientStorage, Unavailable
 from tamstore.keys import HmacSha256
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
-from tamstore.store.media.file_writer import BackgroundFileWriter
+from tamstore.store.media.file_writer import UPLOADS_AT_ONCE, BackgroundFileWriter
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 
@@ -53,8 +53,19 @@ class StoredItem:
 
 
 class FilesystemMediaStore:
-    def __init__(self, root: Path, key: bytes, *, url_timeout: int, info: BackendInfo | None = None):
+    def __init__(
+        self,
+        root: Path,
+        key: bytes,
+        *,
+        url_timeout: int,
+        info: BackendInfo | None = None,
+        uploads_at_once: int = UPLOADS_AT_ONCE,
+    ):
         self.root = root
+        # Uploads being written at once: each may hold MAX_QUEUED bytes for the disk, so this
+        # bounds their memory; the others wait their turn (their clients' TCP windows fill).
+        self._writing = asyncio.Semaphore(uploads_at_once)
         self.tmp = root / ".tmp"
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._hmac = HmacSha256(key)
@@ -122,7 +133,7 @@ class FilesystemMediaStore:
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         size = 0
         try:
-            async with BackgroundFileWriter(tmp) as f:
+            async with self._writing, BackgroundFileWriter(tmp) as f:
                 async for chunk in chunks:
                     size += len(chunk)
                     await f.write(chunk)
