@@ -9,6 +9,8 @@ rows through SQLAlchemy cost more than the query (``_executemany`` for batch wri
 
 from __future__ import annotations
 
+import itertools
+import re
 import secrets
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -121,19 +123,24 @@ class Queries:
         raw = await self.conn.get_raw_connection()
         return await raw.driver_connection.fetch(pg_sql, *args)  # type: ignore[no-any-return, union-attr]
 
-    async def _rows_for_ids(self, sql: str, column: str, ids: list[str], tail: str = "") -> list[Sequence[Any]]:
+    async def _rows_for_ids(
+        self, sql: str, column: str, ids: list[str], tail: str = "", params: Sequence[Any] = ()
+    ) -> list[Sequence[Any]]:
         """``sql`` (a statement up to its WHERE) for the rows whose ``column`` is one of
         ``ids``, on the driver: an ``IN`` list of up to IN_CHUNK on SQLite, one array parameter
         on PostgreSQL. SQLAlchemy's expanding ``IN`` renders a bind per id, which for the tens of
-        thousands of Objects of a deleted Flow cost more than the statements."""
+        thousands of Objects of a deleted Flow cost more than the statements. ``tail`` follows
+        the condition (more conditions, ``RETURNING``, ``ORDER BY``); its ``?`` take ``params``."""
+        counter = itertools.count(2)
+        pg_tail = re.sub(r"\?", lambda _: f"${next(counter)}", tail)
         out: list[Sequence[Any]] = []
         for at in range(0, len(ids), IN_CHUNK):
             chunk = ids[at : at + IN_CHUNK]
             marks = ", ".join("?" * len(chunk))
             out += await self._driver_rows(
                 f"{sql} WHERE {column} IN ({marks}){tail}",
-                chunk,
-                postgresql=(f"{sql} WHERE {column} = ANY($1::varchar[]){tail}", [chunk]),
+                [*chunk, *params],
+                postgresql=(f"{sql} WHERE {column} = ANY($1::varchar[]){pg_tail}", [chunk, *params]),
             )
         return out
 

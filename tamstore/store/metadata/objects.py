@@ -20,7 +20,7 @@ from tamstore.domain.access import EVERYTHING, READ, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
-from tamstore.store.metadata.base import IN_CHUNK, Queries
+from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import FlowRef, InstanceRow, ObjectRow, row_as, rows_as
 
 
@@ -51,18 +51,8 @@ class ObjectQueries(Queries):
         """The Objects with these ids that exist, by id. Read on the driver: a segment batch
         reads a thousand at once, and SQLAlchemy's expanding IN and Row objects cost more than
         the lookups."""
-        ids = list(set(object_ids))
-        out: dict[str, ObjectRow] = {}
-        for at in range(0, len(ids), IN_CHUNK):
-            chunk = ids[at : at + IN_CHUNK]
-            rows = await self._driver_rows(
-                f"SELECT {_OBJECT_SELECT} FROM objects WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-                postgresql=(f"SELECT {_OBJECT_SELECT} FROM objects WHERE id = ANY($1::varchar[])", [chunk]),
-            )
-            for r in rows:
-                out[r[0]] = ObjectRow(*r)
-        return out
+        rows = await self._rows_for_ids(f"SELECT {_OBJECT_SELECT} FROM objects", "id", list(set(object_ids)))
+        return {r[0]: ObjectRow(*r) for r in rows}
 
     async def object_sizes(self, object_ids: Iterable[str]) -> dict[str, tuple[str | None, int]]:
         """Each existing Object's init Object and byte size (0 when unknown): what removing
@@ -200,20 +190,14 @@ class ObjectQueries(Queries):
             by_count.setdefault(n, []).append(oid)
         survivors: list[tuple[int, str, str]] = []
         for n, ids in by_count.items():
-            for at in range(0, len(ids), IN_CHUNK):
-                chunk = ids[at : at + IN_CHUNK]
-                gone = await self._driver_rows(
-                    "DELETE FROM object_refs WHERE flow_id = ? AND segments <= ?"
-                    f" AND object_id IN ({', '.join('?' * len(chunk))}) RETURNING object_id",
-                    (flow_id, n, *chunk),
-                    postgresql=(
-                        "DELETE FROM object_refs WHERE flow_id = $1 AND segments <= $2"
-                        " AND object_id = ANY($3::varchar[]) RETURNING object_id",
-                        [flow_id, n, chunk],
-                    ),
-                )
-                left = set(chunk).difference(r[0] for r in gone)
-                survivors += [(n, oid, flow_id) for oid in left]
+            gone = await self._rows_for_ids(
+                "DELETE FROM object_refs",
+                "object_id",
+                ids,
+                " AND flow_id = ? AND segments <= ? RETURNING object_id",
+                (flow_id, n),
+            )
+            survivors += [(n, oid, flow_id) for oid in set(ids).difference(r[0] for r in gone)]
         if survivors:
             await self._executemany(
                 "UPDATE object_refs SET segments = segments - ? WHERE object_id = ? AND flow_id = ?", survivors
