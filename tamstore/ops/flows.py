@@ -118,11 +118,10 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
         existing = await tx.get_flow(flow_id)
         if existing is not None:
             access.require(f"Flow {flow_id}", existing, WRITE)
-        if existing is not None and existing.read_only:
-            raise Forbidden(f"Flow {flow_id} is read-only")
-        reclassed = access.check_reclassing(
-            orjson.loads(existing.doc).get("tags") if existing is not None else {}, doc["tags"]
-        )
+            if existing.read_only:
+                raise Forbidden(f"Flow {flow_id} is read-only")
+        old = orjson.loads(existing.doc) if existing is not None else {}
+        reclassed = access.check_reclassing(old.get("tags"), doc["tags"])
         await _apply_profile(tx, doc)
         if existing is not None and existing.format != doc["format"]:
             raise BadRequest(f"cannot change the format of Flow {flow_id} from {existing.format} to {doc['format']}")
@@ -137,8 +136,7 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
             tx, doc, now, principal, joining=existing is None or existing.source_id != doc["source_id"]
         )
         value = doc["tags"].get(AUTH_CLASSES_TAG)
-        old_collection = orjson.loads(existing.doc).get("flow_collection") or [] if existing is not None else []
-        spread = reclassed is not None or (value is not None and collection != old_collection)
+        spread = reclassed is not None or (value is not None and collection != (old.get("flow_collection") or []))
         if existing is None:
             doc.setdefault("metadata_version", new_metadata_version())
             if principal is not None:
@@ -158,7 +156,6 @@ async def put_flow(ctx: Context, flow_id: str, body: Any, principal: str | None)
                 await events.source_created(tx, doc["source_id"])
             await events.flow_event(tx, "flows/created", new)
             return new
-        old = orjson.loads(existing.doc)
         # A replacement describes the Flow, not its history: who created it stays (flow-common.json
         # asks for a default), as does `created` (a column the update leaves alone).
         if "created_by" in old:
