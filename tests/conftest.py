@@ -196,6 +196,17 @@ def audio_flow(flow_id: str | None = None, source_id: str | None = None, **extra
     return body
 
 
+def multi_flow(members: list[tuple[str, str]], **extra: Any) -> dict[str, Any]:
+    """A multi-essence Flow collecting ``members``, given as (flow id, role)."""
+    return {
+        "id": new_id(),
+        "source_id": new_id(),
+        "format": "urn:x-nmos:format:multi",
+        "flow_collection": [{"id": fid, "role": role} for fid, role in members],
+        **extra,
+    }
+
+
 async def put_flow(client: httpx.AsyncClient, **kwargs: Any) -> dict[str, Any]:
     body = video_flow(**kwargs)
     r = await client.put(f"/flows/{body['id']}", json=body)

@@ -27,7 +27,7 @@ import pytest
 from tamstore.auth import hash_secret
 from tamstore.config import Settings
 from tamstore.testing import app_client
-from tests.conftest import video_flow
+from tests.conftest import multi_flow, video_flow
 from tests.live import LiveServer
 from tests.receiver import Receiver
 from tests.sse import SseClient
@@ -359,13 +359,7 @@ async def test_a_hidden_object_cannot_be_reused_and_changes_propagate_to_collect
     # a multi-essence Flow re-classed takes the Flows it collects with it
     member = video_flow(label="member", tags={"auth_classes": "sport"})
     assert (await put(client, SPORT, member)).status_code == 201
-    multi = {
-        "id": str(uuid.uuid4()),
-        "source_id": str(uuid.uuid4()),
-        "format": "urn:x-nmos:format:multi",
-        "tags": {"auth_classes": "sport"},
-        "flow_collection": [{"id": member["id"], "role": "video"}],
-    }
+    multi = multi_flow([(member["id"], "video")], tags={"auth_classes": "sport"})
     assert (await put(client, SPORT, multi)).status_code == 201
     r = await client.put(f"/flows/{multi['id']}/tags/auth_classes", json=["sport", "sport_ro"], auth=ROOT)
     assert r.status_code == 204
@@ -456,13 +450,7 @@ async def test_documents_do_not_name_what_the_caller_may_not_see(store: tuple[ht
     sport = built.sport
     # (read-only, so that the news multi-essence Flow does not pass its classes on to it)
     assert (await client.put(f"/flows/{sport['id']}/read_only", json=True, auth=SPORT)).status_code == 204
-    multi = {
-        "id": str(uuid.uuid4()),
-        "source_id": str(uuid.uuid4()),
-        "format": "urn:x-nmos:format:multi",
-        "tags": {"auth_classes": "news"},
-        "flow_collection": [{"id": sport["id"], "role": "video"}],
-    }
+    multi = multi_flow([(sport["id"], "video")], tags={"auth_classes": "news"})
     assert (await put(client, ROOT, multi)).status_code == 201
     assert (await client.get(f"/flows/{sport['id']}", auth=ROOT)).json()["collected_by"] == [multi["id"]]
     mine = await client.get(f"/flows/{sport['id']}", auth=SPORT)
