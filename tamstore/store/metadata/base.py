@@ -91,8 +91,7 @@ class Queries:
         SQLAlchemy's ``IntegrityError``, as from any other statement."""
         try:
             if isinstance(self.conn, InlineConnection):  # SQLite
-                await self.conn.turn()
-                self.conn.driver().executemany(sql, rows)
+                await self.conn.driver_executemany(sql, rows)
             else:  # PostgreSQL
                 raw = await self.conn.get_raw_connection()
                 await raw.driver_connection.executemany(for_asyncpg(sql)[0], rows)  # type: ignore[union-attr]
@@ -113,8 +112,7 @@ class Queries:
         ``postgresql`` is a statement of PostgreSQL's own (``$n`` placeholders) to run there
         instead, where the two dialects need different SQL (an array for a long IN list)."""
         if isinstance(self.conn, InlineConnection):
-            await self.conn.turn()
-            return self.conn.driver().execute(sql, params).fetchall()
+            return await self.conn.driver_rows(sql, params)
         if postgresql is not None:
             pg_sql, args = postgresql
         else:

@@ -97,8 +97,17 @@ class InlineConnection:
         with self._conn.begin_nested():
             yield
 
-    def driver(self) -> Any:
-        """The sqlite3 connection underneath."""
+    async def driver_rows(self, sql: str, params: Any) -> list[Any]:
+        """One statement on the sqlite3 connection underneath, past SQLAlchemy: its rows."""
+        await self.turn()
+        return self._driver().execute(sql, params).fetchall()  # type: ignore[no-any-return]
+
+    async def driver_executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
+        """One statement for many rows on the sqlite3 connection underneath."""
+        await self.turn()
+        self._driver().executemany(sql, rows)
+
+    def _driver(self) -> Any:
         return self._conn.connection.driver_connection
 
 
