@@ -30,7 +30,7 @@ from tamstore.ops import access, events
 from tamstore.ops.context import Context, now_us, rfc3339
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.render import extent_timerange
-from tamstore.ops.storage import delete_bytes
+from tamstore.ops.storage import Holders, delete_bytes
 from tamstore.store.metadata.sql import Tx
 
 log = logging.getLogger("tamstore.deletion")
@@ -52,9 +52,6 @@ CHUNK = 1000
 
 
 # -- the unit of work ---------------------------------------------------------------------------
-
-
-Holders = dict[str, list[str]]  # a controlled backend's id -> Objects whose bytes it holds
 
 
 async def _delete_chunk(

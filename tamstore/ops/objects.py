@@ -12,6 +12,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter, tags_match
 from tamstore.ops import access
 from tamstore.ops.context import Context
+from tamstore.ops.storage import usable_backend
 from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.sql import Tx
 
@@ -143,8 +144,6 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
     """Copy the bytes with no transaction open (a copy may take minutes; a write transaction
     would hold SQLite's write lock all that time), then record the instance in a short one that
     checks again that the Object is still there and not already on the target."""
-    from tamstore.ops.storage import usable_backend
-
     target = usable_backend(ctx, storage_id)
 
     def on_target(instances: list[Any]) -> bool:

@@ -91,7 +91,10 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
     return {"media_objects": media_objects}
 
 
-async def delete_bytes(ctx: Context, holders: dict[str, list[str]]) -> None:
+Holders = dict[str, list[str]]  # a controlled backend's id -> Objects whose bytes it holds
+
+
+async def delete_bytes(ctx: Context, holders: Holders) -> None:
     """Delete the bytes of Objects whose metadata has gone (committed): ``holders`` maps each
     controlled backend to the Objects it holds. A crash before this leaves orphaned bytes for
     ``tamstore admin cleanup``, never a segment without its media."""
