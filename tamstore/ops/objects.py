@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from tamstore import spec
@@ -49,24 +50,38 @@ class UrlRenderer:
         ) and filt.wants_presigned(False)
 
     def render(self, object_id: str, instances: list[Any]) -> list[dict[str, Any]]:
-        """The Object's URLs from its current instances, filtered *before* any URL is signed."""
-        out: list[dict[str, Any]] = []
+        """One Object's URLs (see :meth:`render_all`)."""
+        return self.render_all([(object_id, instances)])[0]
+
+    def render_all(self, objects: Sequence[tuple[str, list[Any]]]) -> list[list[dict[str, Any]]]:
+        """Each Object's URLs from its current instances, in their order, filtered *before* any
+        URL is signed. Each backend signs all of its URLs in one call (a page's worth at once)."""
+        out: list[list[dict[str, Any]]] = []
         filt = self.filt
-        for inst in instances:
-            if inst.controlled:
-                hit = self.backends.get(inst.storage_id)
-                if hit is None:
-                    continue
-                backend, fixed = hit
-                for signed in backend.get_urls(object_id, self.base_url, filt.presigned):
-                    if filt.presigned is None or filt.presigned == signed.presigned:
-                        out.append({"url": signed.url, "presigned": signed.presigned, **fixed})
-            elif self.uncontrolled and filt.wants_label(inst.label):
-                url = {"url": inst.url, "presigned": False, "label": inst.label}
-                if filt.verbose:
-                    url["controlled"] = False
-                out.append(url)
+        signed = filt.presigned is not False  # every controlled URL is presigned
+        wanted: dict[str, list[tuple[list[dict[str, Any]], int, str]]] = {}  # storage id: (list, index, id)
+        for object_id, instances in objects:
+            urls: list[dict[str, Any]] = []
+            for inst in instances:
+                if inst.controlled:
+                    if signed and inst.storage_id in self.backends:
+                        wanted.setdefault(inst.storage_id, []).append((urls, len(urls), object_id))
+                        urls.append(_PENDING)
+                elif self.uncontrolled and filt.wants_label(inst.label):
+                    url = {"url": inst.url, "presigned": False, "label": inst.label}
+                    if filt.verbose:
+                        url["controlled"] = False
+                    urls.append(url)
+            out.append(urls)
+        for storage_id, places in wanted.items():
+            backend, fixed = self.backends[storage_id]
+            signed_urls = backend.get_urls([object_id for _, _, object_id in places], self.base_url)
+            for (urls, i, _), signed_url in zip(places, signed_urls, strict=True):
+                urls[i] = {"url": signed_url, "presigned": True, **fixed}
         return out
+
+
+_PENDING: dict[str, Any] = {}  # a URL's place, until its backend has signed it
 
 
 def render_get_urls(

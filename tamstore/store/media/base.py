@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -89,18 +89,23 @@ class GetUrlWindow:
         self._start = -1  # the current window: [start, start + seconds)
         self._urls: dict[Hashable, str] = {}
 
-    def url(self, key: Hashable, sign: Callable[..., str], *args: Any) -> str:
-        """The current window's URL for ``key``, made by ``sign(start, expires, *args)`` the
-        first time it is asked for (``start``: the window's start, ``expires``: when its URLs
-        stop working, both Unix seconds). The URLs are forgotten when the window moves on, or
-        when ``max_urls`` are kept: memory stays bounded."""
+    def urls(self, keys: Sequence[Hashable], sign: Callable[[int, int, Any], str]) -> list[str]:
+        """The current window's URL for each key, made by ``sign(start, expires, key)`` the first
+        time it is asked for (``start``: the window's start, ``expires``: when its URLs stop
+        working, both Unix seconds). A page's URLs are asked for together: the window is looked
+        up once for all of them. The URLs are forgotten when the window moves on, or when
+        ``max_urls`` would be exceeded: memory stays bounded."""
         start = url_window(self.seconds)
-        if start != self._start or len(self._urls) >= self.max_urls:
+        if start != self._start or len(self._urls) + len(keys) > self.max_urls:
             self._start, self._urls = start, {}
-        url = self._urls.get(key)
-        if url is None:
-            url = self._urls[key] = sign(start, start + self.seconds + self.lifetime, *args)
-        return url
+        kept, expires = self._urls, start + self.seconds + self.lifetime
+        out = []
+        for key in keys:
+            url = kept.get(key)
+            if url is None:
+                url = kept[key] = sign(start, expires, key)
+            out.append(url)
+        return out
 
 
 class MediaStore(Protocol):
@@ -109,8 +114,9 @@ class MediaStore(Protocol):
     def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
         """A URL a client can PUT the Object's bytes to, valid at least the presigned timeout."""
 
-    def get_urls(self, object_id: str, base_url: str, presigned: bool | None) -> list[SignedUrl]:
-        """URLs to GET the bytes; ``presigned`` None means every kind the backend offers."""
+    def get_urls(self, object_ids: Sequence[str], base_url: str) -> list[str]:
+        """A presigned URL to GET each Object's bytes, in order (a page's Objects at once: the
+        per-call work is paid once a page). Every backend here offers that one kind of URL."""
 
     async def delete(self, object_ids: list[str]) -> None:
         """Delete stored bytes; objects that were never uploaded are not an error."""
