@@ -289,7 +289,7 @@ async def metrics(request: Request) -> Response:
         m.stored_objects.labels(sid, backend.info.label).set(objects)
     m.deletion_backlog.set(backlog)
     pools = ctx.store.pools()
-    m.pool_in_use.set(sum(getattr(p, "checkedout", lambda: 0)() for p in pools))
+    m.pool_in_use.set(ctx.store.connections_in_use())
     m.pool_size.set(sum(getattr(p, "size", lambda: 0)() for p in pools))
     body = b"" if request.method == "HEAD" else generate_latest(m.registry)
     return Response(body, media_type=CONTENT_TYPE_LATEST)

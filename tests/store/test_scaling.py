@@ -58,6 +58,7 @@ async def test_every_statement_uses_an_index(tmp_path: Any) -> None:
         def traced(dbapi_conn: Any, _record: Any) -> None:
             dbapi_conn.set_trace_callback(trace)
 
+        store.drop_idle_connections()
         store.sync_engine.dispose()
         event.listen(store.sync_engine, "connect", traced)
         try:
@@ -85,6 +86,7 @@ async def test_every_statement_uses_an_index(tmp_path: Any) -> None:
             assert (await client.delete(f"/flows/{fid}/segments?timerange=[0:0_3:0)")).status_code == 204
         finally:
             event.remove(store.sync_engine, "connect", traced)
+            store.drop_idle_connections()
             store.sync_engine.dispose()
 
         problems = []
