@@ -77,13 +77,15 @@ async def flow_deleted(tx: Tx, flow_id: str, source_id: str) -> None:
         await _record(tx, await _flow_facts(tx, "flows/deleted", flow_id, source_id), {"flow_id": flow_id})
 
 
-async def segments_added(tx: Tx, flow_id: str, source_id: str, segments: list[dict[str, Any]]) -> None:
+async def segments_added(
+    tx: Tx, flow_id: str, source_id: str, segments: list[dict[str, Any]], init_of: dict[str, str | None]
+) -> None:
     """The segments as stored, with their Objects' instances as they are now; each webhook gets
-    the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered."""
+    the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered.
+    ``init_of`` maps each segment's Object to its init Object (the caller has just written it)."""
     if await _listening(tx):
         facts = await _flow_facts(tx, "flows/segments_added", flow_id, source_id)
-        objects = await tx.get_objects(s["object_id"] for s in segments)
-        init_of = {oid: o.init_object_id for oid, o in objects.items()}
+        init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
         instances = await tx.instances([*init_of, *(i for i in init_of.values() if i)])
         recorded = {
             oid: [
