@@ -3,6 +3,7 @@
 1. Every statement the API runs on SQLite is checked with EXPLAIN QUERY PLAN: no full scan of a
    table that grows with the store, and no sort of a whole result in a temporary b-tree.
 2. 100,000 Flows page correctly, each page an indexed range scan.
+3. On PostgreSQL, a statement over a list of ids reads by index from its first plan.
 """
 
 from __future__ import annotations
@@ -149,3 +150,40 @@ async def test_listing_100000_flows_pages_correctly(settings: Settings) -> None:
         assert len(seen) == total and pages == total // 1000
         labelled = await client.get("/flows?sort_by=label&label=f5&limit=1000")
         assert len(labelled.json()) == len([i for i in range(total) if i % 977 == 5])
+
+
+async def test_postgresql_looks_up_an_id_list_by_index_from_its_first_plan(settings: Settings) -> None:
+    """A statement over a list of ids gets the list through a sub-select the planner cannot
+    count (``PG_ID_ARRAY``). Given the array itself, the first plans on each connection counted
+    1,000 ids and read the whole table instead, on stores of up to several 100,000 Objects."""
+    if settings.database_url is None:
+        pytest.skip("PostgreSQL's planner only")
+    from sqlalchemy import text
+
+    from tamstore.store.metadata.base import PG_ID_ARRAY
+    from tamstore.store.metadata.sql import open_metadata_store
+    from tamstore.store.migrate import upgrade
+
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO objects (id, allocated_at, registered, is_init)"
+                    " SELECT 'flow/' || g, 0, false, false FROM generate_series(1, 100000) g"
+                )
+            )
+            await conn.execute(text("ANALYZE objects"))
+        async with store.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            ids = [f"flow/{g}" for g in range(5000, 6000)]
+            plan = str(
+                await raw.fetchval(  # type: ignore[union-attr]
+                    f"EXPLAIN (FORMAT JSON) SELECT id, size FROM objects WHERE id = ANY({PG_ID_ARRAY})", ids
+                )
+            )
+    finally:
+        await store.close()
+    assert "Seq Scan" not in plan and "objects_pkey" in plan, plan
