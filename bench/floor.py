@@ -138,6 +138,9 @@ class SqliteFloor:
         self.conn.execute(RETAINED_SQL).fetchall()
 
     def delete_flow(self, flow_id: str) -> float:
+        """One transaction by ``flow_id``, foreign keys checked as tamstore has them (deleting
+        an Object probes each table that may refer to it)."""
+        self.conn.execute("PRAGMA foreign_keys=ON")
         t0 = time.perf_counter()
         self.conn.execute("BEGIN IMMEDIATE")
         self.conn.execute("DELETE FROM object_refs WHERE flow_id = ?", (flow_id,))
