@@ -129,6 +129,39 @@ def test_json_request_logs(tmp_path: Path) -> None:
     assert "sekrit" not in server.stderr_text
 
 
+async def test_request_log_lines_are_written_together_at_the_end_of_a_loop_turn() -> None:
+    """The request log's own writer: one JSON or text line per request, all of a turn's lines
+    in one write once the turn is over; request ids differ from request to request."""
+    import asyncio
+    import io
+
+    from tamstore.api.observability import RequestLog, new_request_id
+
+    writes: list[bytes] = []
+
+    class Stream(io.BytesIO):
+        def write(self, data: bytes) -> int:  # type: ignore[override]
+            writes.append(bytes(data))
+            return len(data)
+
+    fields = {"method": "GET", "route": "/flows", "path": "/flows", "status": 200, "latency_ms": 1.25}
+    log = RequestLog()
+    log.configure(Stream(), json=True)
+    log.write({**fields, "request_id": "a", "principal": None})
+    log.write({**fields, "request_id": "b", "principal": "newsdesk"})
+    assert writes == []  # not before the turn is over
+    await asyncio.sleep(0)
+    [both] = writes
+    first, second = (json.loads(line) for line in both.splitlines())
+    assert first["request_id"] == "a" and "principal" not in first and first["msg"] == "request"
+    assert second["principal"] == "newsdesk" and second["status"] == 200 and second["time"].endswith("Z")
+    log.configure(Stream(), json=False)
+    log.write({**fields, "request_id": "c", "principal": None})
+    await asyncio.sleep(0)
+    assert writes[-1].decode().endswith(" INFO tamstore.requests: GET /flows 200 1.2ms\n")
+    assert len({new_request_id() for _ in range(1000)}) == 1000
+
+
 def run(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "tamstore", *args], capture_output=True, text=True, timeout=60)
 
