@@ -52,7 +52,8 @@ class ObjectQueries(Queries):
         reads a thousand at once, and SQLAlchemy's expanding IN and Row objects cost more than
         the lookups."""
         rows = await self._rows_for_ids(f"SELECT {_OBJECT_SELECT} FROM objects", "id", list(set(object_ids)))
-        return {r[0]: ObjectRow(*r) for r in rows}
+        make = tuple.__new__  # not ObjectRow's own constructor: a Python function call per row
+        return {r[0]: make(ObjectRow, r) for r in rows}
 
     async def object_sizes(self, object_ids: Iterable[str]) -> dict[str, tuple[str | None, int]]:
         """Each existing Object's init Object and byte size (0 when unknown): what removing
@@ -113,8 +114,9 @@ class ObjectQueries(Queries):
             ids,
             " ORDER BY id",
         )
+        make = tuple.__new__  # (as in get_objects)
         for r in rows:
-            out[r[1]].append(InstanceRow(r[0], r[1], r[2], r[3], r[4], bool(r[5])))
+            out[r[1]].append(make(InstanceRow, (r[0], r[1], r[2], r[3], r[4], bool(r[5]))))
         return out
 
     async def insert_instance(self, row: dict[str, Any]) -> None:
