@@ -135,7 +135,7 @@ async def test_request_log_lines_are_written_together_at_the_end_of_a_loop_turn(
     import asyncio
     import io
 
-    from tamstore.api.observability import RequestLog, new_request_id
+    from tamstore.api.observability import PIPE_BUF, RequestLog, new_request_id
 
     writes: list[bytes] = []
 
@@ -159,6 +159,13 @@ async def test_request_log_lines_are_written_together_at_the_end_of_a_loop_turn(
     log.write({**fields, "request_id": "c", "principal": None})
     await asyncio.sleep(0)
     assert writes[-1].decode().endswith(" INFO tamstore.requests: GET /flows 200 1.2ms\n")
+    before = len(writes)
+    for i in range(200):  # a busy turn: whole lines, a pipe's atomic write size at most
+        log.write({**fields, "request_id": f"r{i}", "principal": None})
+    await asyncio.sleep(0)
+    busy = writes[before:]
+    assert len(busy) > 1 and all(len(w) <= PIPE_BUF and w.endswith(b"\n") for w in busy)
+    assert sum(w.count(b"\n") for w in busy) == 200
     assert len({new_request_id() for _ in range(1000)}) == 1000
 
 

@@ -122,6 +122,7 @@ class RequestLogMiddleware:
         return children
 
 
+PIPE_BUF = 4096  # POSIX: a write to a pipe of at most this many bytes is atomic
 _ID_PREFIX = secrets.token_hex(8)
 _ids = itertools.count()
 
@@ -179,14 +180,26 @@ class RequestLog:
         self._pending.append(line)
 
     def flush(self) -> None:
+        """Write the pending lines, whole lines of at most ``PIPE_BUF`` bytes a write: on a pipe
+        such a write is never interleaved with another process's (``serve --processes``)."""
         if not self._pending or self.stream is None:
             return
-        lines, self._pending = b"".join(self._pending), []
+        lines, self._pending = self._pending, []
         try:
-            self.stream.write(lines)
-            self.stream.flush()
+            chunk = b""
+            for line in lines:
+                if chunk and len(chunk) + len(line) > PIPE_BUF:
+                    self._write(chunk)
+                    chunk = b""
+                chunk += line
+            self._write(chunk)
         except (OSError, ValueError):  # the log's reader went away: requests go on
             pass
+
+    def _write(self, data: bytes) -> None:
+        assert self.stream is not None
+        self.stream.write(data)
+        self.stream.flush()
 
     def _time(self, now: float, sep: str) -> str:
         """``YYYY-MM-DD{sep}HH:MM:SS`` (UTC for JSON), formatted once a second."""
