@@ -29,7 +29,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Unavailable
@@ -45,7 +45,7 @@ from tamstore.store.metadata.usage import UsageQueries
 __all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_range_clause"]
 
 
-IDLE_READERS = 8  # SQLite: connections kept between reads (more are opened, and closed, as needed)
+IDLE_READERS = 8  # connections kept between reads (more are opened, and closed, as needed)
 
 
 class Tx(TimelineWrites, EventQueries, UsageQueries, RetentionQueries):
@@ -71,6 +71,7 @@ class MetadataStore:
         self._blocked_since: float | None = None
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         self._idle_readers: list[Connection] = []  # SQLite: connections kept for the next reads
+        self._idle_pg_readers: list[AsyncConnection] = []  # PostgreSQL: the same
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         # Called after every commit that recorded events (the webhook worker's and the event
         # hub's wake-up).
@@ -85,8 +86,8 @@ class MetadataStore:
                 async with self._sqlite_read() as tx:
                     yield tx
                 return
-            async with (self.read_engine or self.engine).connect() as conn:
-                yield Tx(conn)
+            async with self._pg_read() as tx:
+                yield tx
         except Exception as exc:
             translated = translate(exc)
             if translated is None:
@@ -118,6 +119,41 @@ class MetadataStore:
             self._idle_readers.append(conn)
         else:
             conn.close()
+
+    @contextlib.asynccontextmanager
+    async def _pg_read(self) -> AsyncIterator[Tx]:
+        """A read on a connection kept from an earlier read, as on SQLite. A checkout from the
+        pool pings the server first (``pool_pre_ping``): a round trip that cost ~110 us of
+        every read. A kept connection is instead checked locally: one that the server closed
+        (a restart, a shutdown) is dropped. Only a read that ended well leaves its connection
+        kept: after a failure or a cancellation (asyncpg may still be cancelling a query) it
+        goes back to the pool, whose ping checks it before anyone uses it again."""
+        conn = None
+        while self._idle_pg_readers and conn is None:
+            kept = self._idle_pg_readers.pop()
+            if _pg_alive(kept):
+                conn = kept
+            else:
+                await _drop(kept)
+        if conn is None:
+            conn = await (self.read_engine or self.engine).connect()
+        try:
+            yield Tx(conn)
+        except BaseException:
+            await _drop(conn)
+            raise
+        await self._keep_pg_reader(conn)
+
+    async def _keep_pg_reader(self, conn: AsyncConnection) -> None:
+        if len(self._idle_pg_readers) >= IDLE_READERS or not _pg_alive(conn):
+            await _drop(conn)
+            return
+        try:
+            await conn.rollback()  # the end of SQLAlchemy's own transaction (the connection autocommits)
+        except Exception:
+            await _drop(conn)
+            return
+        self._idle_pg_readers.append(conn)
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (see :meth:`Tx.pages_token`), read on its own, as cheaply as the
@@ -207,7 +243,7 @@ class MetadataStore:
     def connections_in_use(self) -> int:
         """Connections serving a transaction now (those kept idle between reads are not)."""
         checked_out = sum(getattr(p, "checkedout", lambda: 0)() for p in self.pools())
-        return int(checked_out) - len(self._idle_readers)
+        return int(checked_out) - len(self._idle_readers) - len(self._idle_pg_readers)
 
     def drop_idle_connections(self) -> None:
         """Close the connections kept between reads: the next reads open new ones."""
@@ -216,6 +252,8 @@ class MetadataStore:
 
     async def close(self) -> None:
         self.drop_idle_connections()
+        while self._idle_pg_readers:
+            await _drop(self._idle_pg_readers.pop())
         if self._lookups is not None:
             self._lookups.close()
             self._lookups = None
@@ -262,6 +300,23 @@ def open_metadata_store(url: str, *, pool_size: int = 10, busy_timeout: float = 
         url, pool_size=pool_size, max_overflow=pool_size // 2, isolation_level="AUTOCOMMIT", **common
     )
     return MetadataStore(engine, read_engine=read_engine, busy_timeout=busy_timeout)
+
+
+def _pg_alive(conn: AsyncConnection) -> bool:
+    """Whether a kept PostgreSQL connection may serve another read, judged without a round trip:
+    asyncpg notices at once when the server closes the socket."""
+    if conn.closed or conn.invalidated:
+        return False
+    driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
+    return driver is not None and not driver.is_closed()
+
+
+async def _drop(conn: AsyncConnection) -> None:
+    """Give a connection back to its pool; one that cannot be (its server is gone) is discarded."""
+    with contextlib.suppress(Exception):
+        if not conn.invalidated and not _pg_alive(conn):
+            await conn.invalidate()
+        await conn.close()
 
 
 def _checkpoint(path: str) -> None:

@@ -1,5 +1,6 @@
-"""SQLite reads run on connections kept from earlier reads: each read still sees every write
-committed before it began, whatever happened to the read before it on the same connection."""
+"""Reads run on connections kept from earlier reads. On SQLite each read still sees every write
+committed before it began, whatever happened to the read before it on the same connection; on
+PostgreSQL a kept connection that the server has closed is never used again."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import sqlite3
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
+from tamstore.config import Settings
 from tamstore.store.metadata.sql import IDLE_READERS, MetadataStore, open_metadata_store
 from tamstore.store.migrate import upgrade
 
@@ -52,5 +55,32 @@ async def test_a_kept_connection_sees_writes_made_after_its_last_read(tmp_path: 
 
         await asyncio.gather(*(held() for _ in range(IDLE_READERS + 4)))
         assert len(store._idle_readers) == IDLE_READERS and store.connections_in_use() == 0
+    finally:
+        await store.close()
+
+
+async def test_postgresql_drops_a_kept_connection_its_server_closed(settings: Settings) -> None:
+    if settings.database_url is None:
+        pytest.skip("PostgreSQL's kept connections")
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+        async with store.read() as tx:
+            raw = (await tx.conn.get_raw_connection()).driver_connection
+            pid = raw.get_server_pid()  # type: ignore[union-attr]
+        async with store.read() as tx:  # the same connection, kept
+            assert (await tx.conn.get_raw_connection()).driver_connection.get_server_pid() == pid  # type: ignore[union-attr]
+        async with store.write() as tx:  # as a restart or an administrator would
+            await tx.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await asyncio.sleep(0.2)  # the loop sees the socket close
+        for _ in range(3):  # every read is answered, none on the closed connection
+            assert await description(store) is None
+        with pytest.raises(RuntimeError):
+            async with store.read() as tx:
+                await tx.service_info()
+                raise RuntimeError("the caller's own failure")
+        assert await description(store) is None
+        assert store.connections_in_use() == 0
     finally:
         await store.close()
