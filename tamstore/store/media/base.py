@@ -66,7 +66,7 @@ class BackendInfo:
 
 
 class SignedUrl(NamedTuple):
-    """A URL for an Object's bytes (a tuple: pages make hundreds of them)."""
+    """A URL for an Object's bytes (an upload URL; GET URLs come a page at a time as strings)."""
 
     url: str
     presigned: bool

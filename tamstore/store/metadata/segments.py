@@ -23,6 +23,7 @@ from tamstore.store.metadata.objects import Instance
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
+_OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
 
 _INSERT_SEGMENT = (
     f"INSERT INTO segments ({', '.join(_SEGMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_SEGMENT_COLUMNS))})"
@@ -84,7 +85,8 @@ class SegmentQueries(Queries):
             if r[0] != last_start:
                 last_start = r[0]
                 rows.append(make(SegmentRow, r[:SEGMENT_COLUMNS]))
-                filling = None if r[3] in instances else instances.setdefault(r[3], [])
+                object_id = r[_OBJECT_ID]
+                filling = None if object_id in instances else instances.setdefault(object_id, [])
             if filling is not None and r[-1] is not None:
                 filling.append(make(Instance, (r[-4], r[-3], r[-2], bool(r[-1]))))
         next_key = None
