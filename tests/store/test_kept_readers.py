@@ -79,7 +79,9 @@ async def test_postgresql_drops_a_kept_connection_its_server_closed(settings: Se
         with pytest.raises(RuntimeError):
             async with store.read() as tx:
                 await tx.service_info()
+                failed = tx.conn
                 raise RuntimeError("the caller's own failure")
+        assert all(kept is not failed for kept in store._idle_pg_readers)  # back to the pool, not kept
         assert await description(store) is None
         assert store.connections_in_use() == 0
     finally:
