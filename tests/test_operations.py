@@ -159,6 +159,10 @@ async def test_request_log_lines_are_written_together_at_the_end_of_a_loop_turn(
     log.write({**fields, "request_id": "c", "principal": None})
     await asyncio.sleep(0)
     assert writes[-1].decode().endswith(" INFO tamstore.requests: GET /flows 200 1.2ms\n")
+    forged = "/flows\n2026-12-04 00:00:00,000 INFO tamstore.requests: DELETE /flows 204 0.1ms"
+    log.write({**fields, "path": forged, "request_id": "d", "principal": None})  # GET /flows%0A...
+    await asyncio.sleep(0)
+    assert writes[-1].count(b"\n") == 1 and b"\\n2026" in writes[-1]
     before = len(writes)
     for i in range(200):  # a busy turn: whole lines, a pipe's atomic write size at most
         log.write({**fields, "request_id": f"r{i}", "principal": None})

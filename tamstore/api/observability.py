@@ -215,8 +215,11 @@ class RequestLog:
 
 
 def _summary(fields: dict[str, Any]) -> str:
-    """A request's text line: ``GET /flows 200 1.2ms``."""
-    return f"{fields['method']} {fields['path']} {fields['status']} {fields['latency_ms']:.1f}ms"
+    """A request's text line: ``GET /flows 200 1.2ms``. A path may hold any character a client
+    percent-encodes (``%0A``): unprintable ones are escaped, so that no request writes a line
+    of its own into the log."""
+    summary = f"{fields['method']} {fields['path']} {fields['status']} {fields['latency_ms']:.1f}ms"
+    return summary if summary.isprintable() else summary.encode("unicode_escape").decode("ascii")
 
 
 request_log = RequestLog()
