@@ -1,6 +1,7 @@
-"""Reads run on connections kept from earlier reads. On SQLite each read still sees every write
-committed before it began, whatever happened to the read before it on the same connection; on
-PostgreSQL a kept connection that the server has closed is never used again."""
+"""Reads (and, on PostgreSQL, writes) run on connections kept from earlier ones. On SQLite each
+read still sees every write committed before it began, whatever happened to the read before it
+on the same connection; on PostgreSQL a kept connection that the server has closed is never
+used again."""
 
 from __future__ import annotations
 
@@ -83,6 +84,38 @@ async def test_postgresql_drops_a_kept_connection_its_server_closed(settings: Se
                 raise RuntimeError("the caller's own failure")
         assert all(kept is not failed for kept in store._idle_pg_readers)  # back to the pool, not kept
         assert await description(store) is None
+        assert store.connections_in_use() == 0
+    finally:
+        await store.close()
+
+
+async def test_postgresql_writes_on_kept_connections_survive_their_server_closing_them(settings: Settings) -> None:
+    """Writes keep their connections too (no ping before each): one the server closed is
+    dropped, and a write that fails leaves its connection to the pool, not kept."""
+    if settings.database_url is None:
+        pytest.skip("PostgreSQL's kept connections")
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+        async with store.write() as tx:
+            pid = (await tx.conn.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
+        async with store.write() as tx:  # the same connection, kept
+            assert (await tx.conn.get_raw_connection()).driver_connection.get_server_pid() == pid  # type: ignore[union-attr]
+        async with store.read() as tx:
+            await tx.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        await asyncio.sleep(0.2)  # the loop sees the socket close
+        for n in range(3):  # every write is answered, none on the closed connection
+            async with store.write() as tx:
+                await tx.set_service_info({"description": f"after {n}"})
+        assert await description(store) == "after 2"
+        with pytest.raises(RuntimeError):
+            async with store.write() as tx:
+                await tx.set_service_info({"description": "rolled back"})
+                failed = tx.conn
+                raise RuntimeError("the caller's own failure")
+        assert all(kept is not failed for kept in store._idle_pg_writers)
+        assert await description(store) == "after 2"
         assert store.connections_in_use() == 0
     finally:
         await store.close()

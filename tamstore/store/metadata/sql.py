@@ -72,6 +72,7 @@ class MetadataStore:
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         self._idle_readers: list[Connection] = []  # SQLite: connections kept for the next reads
         self._idle_pg_readers: list[AsyncConnection] = []  # PostgreSQL: the same
+        self._idle_pg_writers: list[AsyncConnection] = []  # PostgreSQL: kept between writes
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         # Called after every commit that recorded events (the webhook worker's and the event
         # hub's wake-up).
@@ -122,38 +123,36 @@ class MetadataStore:
 
     @contextlib.asynccontextmanager
     async def _pg_read(self) -> AsyncIterator[Tx]:
-        """A read on a connection kept from an earlier read, as on SQLite. A checkout from the
-        pool pings the server first (``pool_pre_ping``): a round trip that cost ~110 us of
-        every read. A kept connection is instead checked locally: one that the server closed
-        (a restart, a shutdown) is dropped. Only a read that ended well leaves its connection
-        kept: after a failure or a cancellation (asyncpg may still be cancelling a query) it
-        goes back to the pool, whose ping checks it before anyone uses it again."""
+        """A read on a connection kept from an earlier read (see ``_kept_pg``)."""
+        async with self._kept_pg(self.read_engine or self.engine, self._idle_pg_readers, IDLE_READERS) as conn:
+            yield Tx(conn)
+
+    @contextlib.asynccontextmanager
+    async def _kept_pg(
+        self, engine: AsyncEngine, idle: list[AsyncConnection], keep: int
+    ) -> AsyncIterator[AsyncConnection]:
+        """A PostgreSQL connection kept from an earlier transaction, as on SQLite. A checkout
+        from the pool pings the server first (``pool_pre_ping``): a round trip that cost ~110 us
+        of every read, and three (BEGIN, the ping, ROLLBACK) before every write. A kept
+        connection is instead checked locally: one that the server closed (a restart, a
+        shutdown) is dropped. Only a transaction that ended well leaves its connection kept:
+        after a failure or a cancellation (asyncpg may still be cancelling a query) it goes back
+        to the pool, whose ping checks it before anyone uses it again. At most ``keep`` are kept."""
         conn = None
-        while self._idle_pg_readers and conn is None:
-            kept = self._idle_pg_readers.pop()
+        while idle and conn is None:
+            kept = idle.pop()
             if _pg_alive(kept):
                 conn = kept
             else:
                 await _drop(kept)
         if conn is None:
-            conn = await (self.read_engine or self.engine).connect()
+            conn = await engine.connect()
         try:
-            yield Tx(conn)
+            yield conn
         except BaseException:
             await _drop(conn)
             raise
-        await self._keep_pg_reader(conn)
-
-    async def _keep_pg_reader(self, conn: AsyncConnection) -> None:
-        if len(self._idle_pg_readers) >= IDLE_READERS or not _pg_alive(conn):
-            await _drop(conn)
-            return
-        try:
-            await conn.rollback()  # the end of SQLAlchemy's own transaction (the connection autocommits)
-        except Exception:
-            await _drop(conn)
-            return
-        self._idle_pg_readers.append(conn)
+        await _keep_pg(conn, idle, keep)
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (see :meth:`Tx.pages_token`), read on its own, as cheaply as the
@@ -213,7 +212,9 @@ class MetadataStore:
                             tx.record_all_events = self.record_all_events
                             yield tx
                 else:
-                    async with self.engine.connect() as conn, conn.begin():
+                    # Writers kept: no more than the pool's own size, so its overflow stays free.
+                    kept = self._kept_pg(self.engine, self._idle_pg_writers, self.engine.pool.size())  # type: ignore[attr-defined]
+                    async with kept as conn, conn.begin():
                         tx = Tx(conn)
                         tx.record_all_events = self.record_all_events
                         yield tx
@@ -243,7 +244,8 @@ class MetadataStore:
     def connections_in_use(self) -> int:
         """Connections serving a transaction now (those kept idle between reads are not)."""
         checked_out = sum(getattr(p, "checkedout", lambda: 0)() for p in self.pools())
-        return int(checked_out) - len(self._idle_readers) - len(self._idle_pg_readers)
+        kept = len(self._idle_readers) + len(self._idle_pg_readers) + len(self._idle_pg_writers)
+        return int(checked_out) - kept
 
     def drop_idle_connections(self) -> None:
         """Close the connections kept between reads: the next reads open new ones."""
@@ -252,8 +254,9 @@ class MetadataStore:
 
     async def close(self) -> None:
         self.drop_idle_connections()
-        while self._idle_pg_readers:
-            await _drop(self._idle_pg_readers.pop())
+        for idle in (self._idle_pg_readers, self._idle_pg_writers):
+            while idle:
+                await _drop(idle.pop())
         if self._lookups is not None:
             self._lookups.close()
             self._lookups = None
@@ -309,6 +312,20 @@ def _pg_alive(conn: AsyncConnection) -> bool:
         return False
     driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
     return driver is not None and not driver.is_closed()
+
+
+async def _keep_pg(conn: AsyncConnection, idle: list[AsyncConnection], keep: int) -> None:
+    """Keep a connection whose transaction ended well for the next one (up to ``keep``); any
+    more, or one the server closed, go back to the pool."""
+    if len(idle) >= keep or not _pg_alive(conn):
+        await _drop(conn)
+        return
+    try:
+        await conn.rollback()  # ends SQLAlchemy's own transaction (a read's: its connection autocommits)
+    except Exception:
+        await _drop(conn)
+        return
+    idle.append(conn)
 
 
 async def _drop(conn: AsyncConnection) -> None:
