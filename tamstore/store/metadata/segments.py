@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
+    Select,
     and_,
     func,
     insert,
@@ -110,9 +111,11 @@ class SegmentQueries(Queries):
     async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
             return
+        # No savepoint: a Conflict ends the whole transaction (it is rolled back), so there is
+        # nothing to keep. On PostgreSQL a savepoint and its release were four round trips of
+        # every registration (their names change each time, so asyncpg prepares each anew).
         try:
-            async with self.conn.begin_nested():
-                await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
+            await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
         await self._renew_pages_tokens(r["flow_id"] for r in rows)
@@ -161,18 +164,33 @@ class SegmentQueries(Queries):
     async def segments_to_delete(
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
     ) -> list[Any]:
-        """Segments wholly inside ``[lo, hi)`` (optionally of one Object), in time order."""
-        s = t.segments
-        stmt = select(s.c.ts_start, s.c.ts_end, s.c.object_id, s.c.timerange).where(
-            segment_range_clause(flow_id, lo, hi)
+        """Segments wholly inside ``[lo, hi)`` (optionally of one Object), in time order, each
+        with its Object's init Object and size (what removing it needs; read in the same
+        statement, not by a second one over the chunk's Object ids)."""
+        s, o = t.segments, t.objects
+        stmt = self._deletable(
+            select(s.c.ts_start, s.c.ts_end, s.c.object_id, s.c.timerange, o.c.init_object_id, o.c.size).select_from(
+                s.outerjoin(o, o.c.id == s.c.object_id)
+            ),
+            flow_id,
+            lo,
+            hi,
+            object_id,
         )
+        return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
+
+    def _deletable(
+        self, stmt: Select[Any], flow_id: str, lo: int | None, hi: int | None, object_id: str | None
+    ) -> Select[Any]:
+        s = t.segments
+        stmt = stmt.where(segment_range_clause(flow_id, lo, hi))
         if lo is not None:
             stmt = stmt.where(s.c.ts_start >= lo)
         if hi is not None:
             stmt = stmt.where(s.c.ts_end <= hi)
         if object_id is not None:
             stmt = stmt.where(s.c.object_id == object_id)
-        return list(await self._all(stmt.order_by(s.c.ts_start).limit(limit)))
+        return stmt
 
     async def delete_segments(self, flow_id: str, starts: list[int], span: tuple[int, int] | None = None) -> None:
         """Delete the Flow's segments starting at ``starts``; with ``span`` (first, last start),
@@ -200,7 +218,8 @@ class SegmentQueries(Queries):
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int
     ) -> int:
         """How many segments lie wholly inside ``[lo, hi)``, counting no further than ``limit``."""
-        rows = await self.segments_to_delete(flow_id, lo, hi, object_id, limit)
+        s = t.segments
+        rows = await self._all(self._deletable(select(s.c.ts_start), flow_id, lo, hi, object_id).limit(limit))
         return len(rows)
 
     async def move_segments_to_deleted(
