@@ -55,12 +55,6 @@ class ObjectQueries(Queries):
         make = tuple.__new__  # not ObjectRow's own constructor: a Python function call per row
         return {r[0]: make(ObjectRow, r) for r in rows}
 
-    async def object_sizes(self, object_ids: Iterable[str]) -> dict[str, tuple[str | None, int]]:
-        """Each existing Object's init Object and byte size (0 when unknown): what removing
-        its segments needs, read narrow."""
-        rows = await self._rows_for_ids("SELECT id, init_object_id, size FROM objects", "id", list(set(object_ids)))
-        return {r[0]: (r[1], r[2] or 0) for r in rows}
-
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
         if rows:
             await self.conn.execute(insert(t.objects), rows)

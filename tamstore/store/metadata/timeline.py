@@ -33,6 +33,10 @@ class SegmentSpan(Protocol):
     def ts_end(self) -> int: ...
     @property
     def object_id(self) -> str: ...
+    @property
+    def init_object_id(self) -> str | None: ...
+    @property
+    def size(self) -> int | None: ...
 
 
 class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries):
@@ -93,11 +97,10 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
             await self.count_batch_segments(batch, len(rows))
         else:
             await self.delete_segments(flow_id, starts, span)
-        objects = await self.object_sizes(r.object_id for r in rows)
-        init_of = {oid: init for oid, (init, _) in objects.items()}
+        init_of = {r.object_id: r.init_object_id for r in rows}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
         start, end = await self.segment_span(flow_id)
-        size = sum(objects[r.object_id][1] for r in rows if r.object_id in objects)
+        size = sum(r.size or 0 for r in rows)
         f = t.flows
         await self.update_flow(  # counters as increments: the row need not be read again
             flow_id,
