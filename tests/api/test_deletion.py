@@ -434,3 +434,37 @@ async def test_a_worker_that_lost_its_lease_stops_quietly(settings: Settings) ->
         assert len((await client.get(f"/flows/{flow['id']}/segments")).json()) == 3
         doc = (await client.get(f"/flow-delete-requests/{request_id}")).json()
         assert doc["status"] != "error" and "error" not in doc
+
+
+async def test_a_chunk_that_fails_leaves_no_bytes_of_the_chunks_before_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A request's chunks commit one by one and each one's bytes go after it commits. When a
+    later chunk fails, the bytes of those that committed are gone all the same, and the failed
+    chunk's segments keep theirs."""
+    from tamstore.ops import deletion
+    from tamstore.ops.context import now_us
+
+    monkeypatch.setattr(deletion, "CHUNK", 2)
+    monkeypatch.setattr(deletion, "CHUNK_POSTGRESQL", 2)
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        objs = await allocate(client, flow["id"], 5)
+        for o in objs:
+            assert (await media_request(client, "PUT", o["put_url"]["url"], content=b"data")).status_code == 200
+        body = [{"object_id": o["object_id"], "timerange": f"[{i}:0_{i + 1}:0)"} for i, o in enumerate(objs)]
+        assert (await client.post(f"/flows/{flow['id']}/segments", json=body)).status_code == 201
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        async with ctx.store.write() as tx:
+            await tx.insert_delete_request(pending_request(flow["id"]) | {"delete_flow": True})
+            request = await tx.claim_delete_request("a", now_us(), now_us() + 60_000_000)
+
+        async def fails(*args: Any) -> None:  # the last chunk's transaction fails as it ends
+            raise RuntimeError("the database went away")
+
+        monkeypatch.setattr(deletion, "_drop_flow", fails)
+        with pytest.raises(RuntimeError):
+            await deletion._carry_out(ctx, request, "a", 60_000_000)
+        left = [s["object_id"] for s in (await client.get(f"/flows/{flow['id']}/segments")).json()]
+        assert left == [objs[4]["object_id"]]
+        assert [await stored_bytes(client, o["object_id"]) for o in objs] == [None] * 4 + [b"data"]
