@@ -77,10 +77,10 @@ async def _delete_chunk(
     for prev, row in zip(rows, rows[1:], strict=False):
         if row.ts_start != prev.ts_end:
             run = extent_timerange(run_first.timerange, prev.timerange).to_str()
-            await events.segments_deleted(tx, flow_id, flow.source_id, run)
+            await events.segments_deleted(tx, flow, run)
             run_first = row
     run = extent_timerange(run_first.timerange, rows[-1].timerange).to_str()
-    await events.segments_deleted(tx, flow_id, flow.source_id, run)
+    await events.segments_deleted(tx, flow, run)
     return rows, ({} if batch is not None else await tx.purge_unreferenced(used))
 
 

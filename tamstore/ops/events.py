@@ -11,9 +11,11 @@ from typing import Any
 
 import orjson
 
+from tamstore.domain.access import key_classes
 from tamstore.domain.events import EventFacts
 from tamstore.ops.context import now_us
 from tamstore.ops.render import flow_docs, source_docs
+from tamstore.store.metadata.rows import FlowRow
 from tamstore.store.metadata.sql import Tx
 
 __all__ = [
@@ -38,10 +40,12 @@ async def _listening(tx: Tx) -> bool:
     return bool(cached)
 
 
-async def _flow_facts(tx: Tx, event_type: str, flow_id: str, source_id: str) -> EventFacts:
+async def _flow_facts(tx: Tx, event_type: str, flow_id: str, source_id: str, flow: FlowRow | None = None) -> EventFacts:
+    """What webhooks filter an event of the Flow by. ``flow``: its row, read in this
+    transaction, whose auth classes are then not read again."""
     by_flow = (await tx.collected_by([flow_id]))[flow_id]
     by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
-    classes = await tx.classes_of("flow", flow_id)
+    classes = key_classes(flow.auth_key) if flow is not None else await tx.classes_of("flow", flow_id)
     return EventFacts(event_type, flow_id, source_id, tuple(by_flow), tuple(by_source), classes)
 
 
@@ -77,14 +81,14 @@ async def flow_deleted(tx: Tx, flow_id: str, source_id: str) -> None:
         await _record(tx, await _flow_facts(tx, "flows/deleted", flow_id, source_id), {"flow_id": flow_id})
 
 
-async def segments_added(
-    tx: Tx, flow_id: str, source_id: str, segments: list[dict[str, Any]], init_of: dict[str, str | None]
-) -> None:
+async def segments_added(tx: Tx, flow: FlowRow, segments: list[dict[str, Any]], init_of: dict[str, str | None]) -> None:
     """The segments as stored, with their Objects' instances as they are now; each webhook gets
     the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered.
-    ``init_of`` maps each segment's Object to its init Object (the caller has just written it)."""
+    ``flow`` is the Flow's row as this transaction read it; ``init_of`` maps each segment's
+    Object to its init Object (the caller has just written it)."""
     if await _listening(tx):
-        facts = await _flow_facts(tx, "flows/segments_added", flow_id, source_id)
+        flow_id = flow.id
+        facts = await _flow_facts(tx, "flows/segments_added", flow_id, flow.source_id, flow)
         init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
         instances = await tx.instances([*init_of, *(i for i in init_of.values() if i)])
         recorded = {
@@ -98,10 +102,11 @@ async def segments_added(
         await _record(tx, facts, event)
 
 
-async def segments_deleted(tx: Tx, flow_id: str, source_id: str, timerange: str) -> None:
+async def segments_deleted(tx: Tx, flow: FlowRow, timerange: str) -> None:
+    """``flow``: the Flow's row as this transaction read it."""
     if await _listening(tx):
-        facts = await _flow_facts(tx, "flows/segments_deleted", flow_id, source_id)
-        await _record(tx, facts, {"flow_id": flow_id, "timerange": timerange})
+        facts = await _flow_facts(tx, "flows/segments_deleted", flow.id, flow.source_id, flow)
+        await _record(tx, facts, {"flow_id": flow.id, "timerange": timerange})
 
 
 async def _source_event(tx: Tx, event_type: str, source_id: str, event: dict[str, Any]) -> None:

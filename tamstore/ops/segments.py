@@ -341,7 +341,7 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], states: 
     init_of = {oid: st.init_object_id for oid, st in states.items()}
     sizes = {oid: (st.row.size or 0) if st.row is not None else 0 for oid, st in states.items()}
     await tx.add_segments(flow, rows, init_of, sizes, now_us())
-    await events.segments_added(tx, flow.id, flow.source_id, rows, init_of)
+    await events.segments_added(tx, flow, rows, init_of)
 
 
 def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:

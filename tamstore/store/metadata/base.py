@@ -64,7 +64,7 @@ MAX_CLASS_SETS = 1000  # distinct auth_classes sets per kind: the keys a filtere
 PAGES_TOKEN = "SELECT pages_token FROM flows WHERE id = ?"  # read before every segment page
 
 
-def _new_pages_token() -> int:
+def new_pages_token() -> int:
     """A random non-negative 63-bit value: it fits BIGINT on both databases, and the chance
     that a Flow's new token equals an old one a kept page was rendered at is nil in practice."""
     return secrets.randbits(63)
@@ -269,21 +269,17 @@ class Queries:
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that
-        changes what a segment page of the Flow shows; see :meth:`_renew_pages_tokens`."""
+        changes what a segment page of the Flow shows: ``TimelineWrites`` renews it with the
+        Flow's counters whenever segments come or go, ``_renew_pages_of_objects`` when an
+        Object's instances change."""
         rows = await self._driver_rows(PAGES_TOKEN, (flow_id,))
         return rows[0][0] if rows else None
-
-    async def _renew_pages_tokens(self, flow_ids: Iterable[str]) -> None:
-        """Called by every write of segments: a fresh random token for each Flow written."""
-        await self._executemany(
-            "UPDATE flows SET pages_token = ? WHERE id = ?", [(_new_pages_token(), f) for f in set(flow_ids)]
-        )
 
     async def _renew_pages_of_objects(self, object_ids: Iterable[str]) -> None:
         """Called by every write of Object instances: the pages of every Flow whose segments use
         one of the Objects, directly or as their init Object (object_refs counts both), show
         its URLs."""
-        renew = [(_new_pages_token(), o) for o in set(object_ids)]
+        renew = [(new_pages_token(), o) for o in set(object_ids)]
         if renew:
             await self._executemany(
                 "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",

@@ -109,6 +109,8 @@ class SegmentQueries(Queries):
         return [(r.ts_start, r.ts_end) for r in rows]
 
     async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
+        """Insert segment rows (Conflict when one overlaps). The caller renews the Flow's pages
+        token (``TimelineWrites.add_segments``, in the same statement as its counters)."""
         if not rows:
             return
         # No savepoint: a Conflict ends the whole transaction (it is rolled back), so there is
@@ -118,7 +120,6 @@ class SegmentQueries(Queries):
             await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
-        await self._renew_pages_tokens(r["flow_id"] for r in rows)
 
     async def segment_extent(
         self, flow_id: str, lo: int | None = None, hi: int | None = None
@@ -194,7 +195,8 @@ class SegmentQueries(Queries):
 
     async def delete_segments(self, flow_id: str, starts: list[int], span: tuple[int, int] | None = None) -> None:
         """Delete the Flow's segments starting at ``starts``; with ``span`` (first, last start),
-        they are all the Flow has from the one to the other, and go as one range scan."""
+        they are all the Flow has from the one to the other, and go as one range scan. The
+        caller renews the pages token (``TimelineWrites.remove_segments``)."""
         if span is not None:
             await self._driver_rows(
                 "DELETE FROM segments WHERE flow_id = ? AND ts_start >= ? AND ts_start <= ?", (flow_id, *span)
@@ -212,7 +214,6 @@ class SegmentQueries(Queries):
             await self._executemany(
                 "DELETE FROM segments WHERE flow_id = ? AND ts_start = ?", [(flow_id, start) for start in starts]
             )
-        await self._renew_pages_tokens([flow_id])
 
     async def count_segments_in(
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from tamstore.domain.playlists import is_break
 from tamstore.domain.segments import reference_counts
 from tamstore.store.metadata import tables as t
+from tamstore.store.metadata.base import new_pages_token
 from tamstore.store.metadata.catalog import CatalogQueries
 from tamstore.store.metadata.deletion import DeletionQueries
 from tamstore.store.metadata.objects import ObjectQueries
@@ -68,9 +69,10 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
                 prev = (r["ts_end"], offset, init)
         await self.insert_segments(rows)
         await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
-        await self.update_flow(
+        await self.update_flow(  # the pages token renewed with the counters: one statement
             flow.id,
             {
+                "pages_token": new_pages_token(),
                 "segments_updated": now,
                 "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
                 "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
@@ -102,9 +104,10 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
         start, end = await self.segment_span(flow_id)
         size = sum(r.size or 0 for r in rows)
         f = t.flows
-        await self.update_flow(  # counters as increments: the row need not be read again
+        await self.update_flow(  # counters as increments (the row need not be read again), the pages token renewed
             flow_id,
             {
+                "pages_token": new_pages_token(),
                 "segments_updated": now,
                 "seg_start": start,
                 "seg_end": end,
