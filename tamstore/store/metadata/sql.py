@@ -87,8 +87,9 @@ class MetadataStore:
                 async with self._sqlite_read() as tx:
                     yield tx
                 return
-            async with self._pg_read() as tx:
-                yield tx
+            # A connection kept from an earlier read (see ``_kept_pg``).
+            async with self._kept_pg(self.read_engine or self.engine, self._idle_pg_readers, IDLE_READERS) as conn:
+                yield Tx(conn)
         except Exception as exc:
             translated = translate(exc)
             if translated is None:
@@ -120,12 +121,6 @@ class MetadataStore:
             self._idle_readers.append(conn)
         else:
             conn.close()
-
-    @contextlib.asynccontextmanager
-    async def _pg_read(self) -> AsyncIterator[Tx]:
-        """A read on a connection kept from an earlier read (see ``_kept_pg``)."""
-        async with self._kept_pg(self.read_engine or self.engine, self._idle_pg_readers, IDLE_READERS) as conn:
-            yield Tx(conn)
 
     @contextlib.asynccontextmanager
     async def _kept_pg(
