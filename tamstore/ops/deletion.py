@@ -51,7 +51,7 @@ __all__ = [
 CHUNK = 1000  # segments a transaction: on SQLite each chunk holds the one write lock every writer needs
 # A flow-delete-request's chunks on PostgreSQL, where a chunk locks only the Flow it deletes and
 # rows nobody else uses, and readers never wait: fewer transactions, and fewer of each
-# statement's fixed costs. 86,400 segments 3.6-4.5 -> 3.2 s (floor 1.2 s); 5,000 was no faster,
+# statement's fixed costs. 86,400 segments 3.6-4.5 -> 3.0-3.3 s (floor 1.2 s); 5,000 was no faster,
 # and a bigger chunk holds the event loop longer between its statements.
 CHUNK_POSTGRESQL = 2500
 
