@@ -6,8 +6,11 @@ used again."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import text
@@ -24,6 +27,25 @@ def write_elsewhere(db: Path, value: str) -> None:
         other.execute("INSERT OR REPLACE INTO service_info (key, value) VALUES ('description', ?)", (value,))
     finally:
         other.close()
+
+
+@contextlib.asynccontextmanager
+async def postgresql_store(settings: Settings) -> AsyncIterator[MetadataStore]:
+    """A store on the test's PostgreSQL (the test is skipped on SQLite)."""
+    if settings.database_url is None:
+        pytest.skip("PostgreSQL's kept connections")
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+        yield store
+    finally:
+        await store.close()
+
+
+async def server_pid(tx: Any) -> int:
+    """The PostgreSQL backend serving the transaction's connection."""
+    return (await tx.conn.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[no-any-return]
 
 
 async def description(store: MetadataStore) -> str | None:
@@ -61,17 +83,11 @@ async def test_a_kept_connection_sees_writes_made_after_its_last_read(tmp_path: 
 
 
 async def test_postgresql_drops_a_kept_connection_its_server_closed(settings: Settings) -> None:
-    if settings.database_url is None:
-        pytest.skip("PostgreSQL's kept connections")
-    settings.data_dir.mkdir(parents=True)
-    store = open_metadata_store(settings.sqlalchemy_url())
-    try:
-        await upgrade(store.engine)
+    async with postgresql_store(settings) as store:
         async with store.read() as tx:
-            raw = (await tx.conn.get_raw_connection()).driver_connection
-            pid = raw.get_server_pid()  # type: ignore[union-attr]
+            pid = await server_pid(tx)
         async with store.read() as tx:  # the same connection, kept
-            assert (await tx.conn.get_raw_connection()).driver_connection.get_server_pid() == pid  # type: ignore[union-attr]
+            assert await server_pid(tx) == pid
         async with store.write() as tx:  # as a restart or an administrator would
             await tx.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await asyncio.sleep(0.2)  # the loop sees the socket close
@@ -85,23 +101,16 @@ async def test_postgresql_drops_a_kept_connection_its_server_closed(settings: Se
         assert all(kept is not failed for kept in store._idle_pg_readers)  # back to the pool, not kept
         assert await description(store) is None
         assert store.connections_in_use() == 0
-    finally:
-        await store.close()
 
 
 async def test_postgresql_writes_on_kept_connections_survive_their_server_closing_them(settings: Settings) -> None:
     """Writes keep their connections too (no ping before each): one the server closed is
     dropped, and a write that fails leaves its connection to the pool, not kept."""
-    if settings.database_url is None:
-        pytest.skip("PostgreSQL's kept connections")
-    settings.data_dir.mkdir(parents=True)
-    store = open_metadata_store(settings.sqlalchemy_url())
-    try:
-        await upgrade(store.engine)
+    async with postgresql_store(settings) as store:
         async with store.write() as tx:
-            pid = (await tx.conn.get_raw_connection()).driver_connection.get_server_pid()  # type: ignore[union-attr]
+            pid = await server_pid(tx)
         async with store.write() as tx:  # the same connection, kept
-            assert (await tx.conn.get_raw_connection()).driver_connection.get_server_pid() == pid  # type: ignore[union-attr]
+            assert await server_pid(tx) == pid
         async with store.read() as tx:
             await tx.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
         await asyncio.sleep(0.2)  # the loop sees the socket close
@@ -117,5 +126,3 @@ async def test_postgresql_writes_on_kept_connections_survive_their_server_closin
         assert all(kept is not failed for kept in store._idle_pg_writers)
         assert await description(store) == "after 2"
         assert store.connections_in_use() == 0
-    finally:
-        await store.close()
