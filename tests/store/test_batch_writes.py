@@ -35,3 +35,6 @@ async def test_a_segment_the_database_refuses_is_a_conflict_and_nothing_is_writt
             await tx.insert_segments([row, clash])
     page = (await client.get(f"/flows/{flow['id']}/segments")).json()
     assert [s["timerange"] for s in page] == ["[0:0_1:0)", "[1:0_2:0)"]
+    await add_segments(client, flow["id"], [7])  # the failed transaction left no connection unusable
+    page = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert [s["timerange"] for s in page] == ["[0:0_1:0)", "[1:0_2:0)", "[7:0_8:0)"]

@@ -237,7 +237,7 @@ class MetadataStore:
         return [e.pool for e in (self.engine, self.read_engine, self.sync_engine) if e is not None]
 
     def connections_in_use(self) -> int:
-        """Connections serving a transaction now (those kept idle between reads are not)."""
+        """Connections serving a transaction now (those kept idle between transactions are not)."""
         checked_out = sum(getattr(p, "checkedout", lambda: 0)() for p in self.pools())
         kept = len(self._idle_readers) + len(self._idle_pg_readers) + len(self._idle_pg_writers)
         return int(checked_out) - kept
