@@ -375,8 +375,18 @@ def test_events_reach_only_those_who_may_read_their_subject(
     basic = "Basic " + base64.b64encode(b"sportsdesk:sport-secret").decode()
     try:
         with httpx.Client(base_url=live.url, timeout=30) as c:
-            hook = {"url": receiver.url + "/sport", "events": ["flows/created", "flows/updated"]}
+            events = ["flows/created", "flows/updated", "flows/segments_added"]
+            hook = {"url": receiver.url + "/sport", "events": events}
             assert c.post("/service/webhooks", json=hook, auth=SPORT).status_code == 201
+
+            def add_segment(flow: dict[str, Any], auth: tuple[str, str], start: int) -> None:
+                made = c.post(f"/flows/{flow['id']}/storage", json={"limit": 1}, auth=auth)
+                seg = {
+                    "object_id": made.json()["media_objects"][0]["object_id"],
+                    "timerange": f"[{start}:0_{start + 1}:0)",
+                }
+                assert c.post(f"/flows/{flow['id']}/segments", json=seg, auth=auth).status_code == 201
+
             stream = SseClient(live.url + "/x-tamstore/events?events=flows/created", {"Authorization": basic})
             news = video_flow(label="news only", tags={"auth_classes": "news"})
             sport = video_flow(label="sport", tags={"auth_classes": "sport"})
@@ -384,9 +394,14 @@ def test_events_reach_only_those_who_may_read_their_subject(
             assert c.put(f"/flows/{sport['id']}", json=sport, auth=SPORT).status_code == 201
             [heard] = stream.wait_for(1)
             receiver.wait_for(1, "flows/created")
+            # segment events carry their Flow's classes too (taken from the row the write read)
+            add_segment(news, NEWS, 0)
+            add_segment(sport, SPORT, 0)
+            receiver.wait_for(1, "flows/segments_added")
             # the class withdrawn from the Flow: sport hears nothing more of it
             assert c.put(f"/flows/{sport['id']}/tags/auth_classes", json="news", auth=ROOT).status_code == 204
             assert c.put(f"/flows/{sport['id']}/label", json="renamed", auth=ROOT).status_code == 204
+            add_segment(sport, ROOT, 1)
             # a marker sport may hear, delivered after the others: nothing hidden came before it
             marker = video_flow(label="marker", tags={"auth_classes": "sport"})
             assert c.put(f"/flows/{marker['id']}", json=marker, auth=SPORT).status_code == 201
@@ -398,6 +413,11 @@ def test_events_reach_only_those_who_may_read_their_subject(
         assert created == [sport["id"], marker["id"]]
         assert [e.data["event"]["flow"]["id"] for e in stream.events] == [sport["id"], marker["id"]]
         assert receiver.bodies("flows/updated") == []  # both updates came after the class went
+        added = [
+            (b["event"]["flow_id"], b["event"]["segments"][0]["timerange"])
+            for b in receiver.bodies("flows/segments_added")
+        ]
+        assert added == [(sport["id"], "[0:0_1:0)")]  # not news's, nor the one after the class went
     finally:
         live.stop()
 

@@ -40,13 +40,21 @@ async def _listening(tx: Tx) -> bool:
     return bool(cached)
 
 
-async def _flow_facts(tx: Tx, event_type: str, flow_id: str, source_id: str, flow: FlowRow | None = None) -> EventFacts:
-    """What webhooks filter an event of the Flow by. ``flow``: its row, read in this
-    transaction, whose auth classes are then not read again."""
+async def _flow_facts(
+    tx: Tx, event_type: str, flow_id: str, source_id: str, classes: frozenset[str] | None = None
+) -> EventFacts:
+    """What webhooks filter an event of the Flow by. ``classes``: its auth classes when the
+    caller has the Flow's row from this transaction (not read again)."""
     by_flow = (await tx.collected_by([flow_id]))[flow_id]
     by_source = (await tx.source_collections([source_id]))[source_id]["collected_by"]
-    classes = key_classes(flow.auth_key) if flow is not None else await tx.classes_of("flow", flow_id)
+    if classes is None:
+        classes = await tx.classes_of("flow", flow_id)
     return EventFacts(event_type, flow_id, source_id, tuple(by_flow), tuple(by_source), classes)
+
+
+async def _row_facts(tx: Tx, event_type: str, flow: FlowRow) -> EventFacts:
+    """``_flow_facts`` of a Flow row read in this transaction."""
+    return await _flow_facts(tx, event_type, flow.id, flow.source_id, key_classes(flow.auth_key))
 
 
 async def _record(tx: Tx, facts: EventFacts, event: dict[str, Any]) -> None:
@@ -87,8 +95,7 @@ async def segments_added(tx: Tx, flow: FlowRow, segments: list[dict[str, Any]], 
     ``flow`` is the Flow's row as this transaction read it; ``init_of`` maps each segment's
     Object to its init Object (the caller has just written it)."""
     if await _listening(tx):
-        flow_id = flow.id
-        facts = await _flow_facts(tx, "flows/segments_added", flow_id, flow.source_id, flow)
+        facts = await _row_facts(tx, "flows/segments_added", flow)
         init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
         instances = await tx.instances([*init_of, *(i for i in init_of.values() if i)])
         recorded = {
@@ -98,14 +105,14 @@ async def segments_added(tx: Tx, flow: FlowRow, segments: list[dict[str, Any]], 
             ]
             for oid, insts in instances.items()
         }
-        event = {"flow_id": flow_id, "segments": segments, "_init_of": init_of, "_instances": recorded}
+        event = {"flow_id": flow.id, "segments": segments, "_init_of": init_of, "_instances": recorded}
         await _record(tx, facts, event)
 
 
 async def segments_deleted(tx: Tx, flow: FlowRow, timerange: str) -> None:
     """``flow``: the Flow's row as this transaction read it."""
     if await _listening(tx):
-        facts = await _flow_facts(tx, "flows/segments_deleted", flow.id, flow.source_id, flow)
+        facts = await _row_facts(tx, "flows/segments_deleted", flow)
         await _record(tx, facts, {"flow_id": flow.id, "timerange": timerange})
 
 
