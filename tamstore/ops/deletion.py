@@ -60,15 +60,15 @@ CHUNK_POSTGRESQL = 2500
 
 
 async def _delete_chunk(
-    tx: Tx, flow: Any, timerange: TimeRange, object_id: str | None, batch: str | None, limit: int | None = None
+    tx: Tx, flow: Any, timerange: TimeRange, object_id: str | None, batch: str | None, limit: int
 ) -> tuple[list[Any], Holders]:
-    """Delete up to ``limit`` (default CHUNK) segments wholly inside ``timerange``, earliest
+    """Delete up to ``limit`` segments wholly inside ``timerange``, earliest
     first. Without a recovery window (``batch`` None) the Objects nothing uses any more go too,
     in the same transaction. Returns the segments and the bytes to delete once the transaction commits.
     One ``segments_deleted`` event per contiguous run, so each event's range starts and ends
     inside deleted segments (MUST)."""
     flow_id = flow.id
-    rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, limit or CHUNK)
+    rows = await tx.segments_to_delete(flow_id, timerange.start, timerange.end, object_id, limit)
     if not rows:
         return [], {}
     # Without an Object filter the chunk is every segment from its first to its last: one range.
@@ -183,7 +183,7 @@ async def _delete(
         batch = _batch_id(ctx)
         await _record_batch(tx, batch, flow_id, tr, whole_flow)
         while True:
-            rows, freed = await _delete_chunk(tx, flow, tr, object_id, batch)
+            rows, freed = await _delete_chunk(tx, flow, tr, object_id, batch, CHUNK)
             _add_holders(holders, freed)
             if len(rows) < CHUNK:
                 break
@@ -272,7 +272,7 @@ async def delete_segments_ending_by(
             if cutoff is None:
                 break
             tr = TimeRange(None, cutoff)
-            rows, freed = await _delete_chunk(tx, flow, tr, None, batch)
+            rows, freed = await _delete_chunk(tx, flow, tr, None, batch, CHUNK)
             if rows and deleted == 0:
                 await _record_batch(tx, batch, flow_id, tr, False)
             await tx.add_to_counters({"retention_segments_deleted": len(rows)})
