@@ -73,6 +73,8 @@ class MetadataStore:
         self._idle_readers: list[Connection] = []  # SQLite: connections kept for the next reads
         self._idle_pg_readers: list[AsyncConnection] = []  # PostgreSQL: the same
         self._idle_pg_writers: list[AsyncConnection] = []  # PostgreSQL: kept between writes
+        # No more writers kept than the write pool's own size, so that its overflow stays free.
+        self._keep_writers: int = getattr(engine.pool, "size", lambda: 0)()
         # Set after a transaction that recorded events commits: wakes this process's webhook worker.
         # Called after every commit that recorded events (the webhook worker's and the event
         # hub's wake-up).
@@ -88,7 +90,7 @@ class MetadataStore:
                     yield tx
                 return
             # A connection kept from an earlier read (see ``_kept_pg``).
-            async with self._kept_pg(self.read_engine or self.engine, self._idle_pg_readers, IDLE_READERS) as conn:
+            async with _kept_pg(self.read_engine or self.engine, self._idle_pg_readers, IDLE_READERS) as conn:
                 yield Tx(conn)
         except Exception as exc:
             translated = translate(exc)
@@ -121,33 +123,6 @@ class MetadataStore:
             self._idle_readers.append(conn)
         else:
             conn.close()
-
-    @contextlib.asynccontextmanager
-    async def _kept_pg(
-        self, engine: AsyncEngine, idle: list[AsyncConnection], keep: int
-    ) -> AsyncIterator[AsyncConnection]:
-        """A PostgreSQL connection kept from an earlier transaction, as on SQLite. A checkout
-        from the pool pings the server first (``pool_pre_ping``): a round trip that cost ~110 us
-        of every read, and three (BEGIN, the ping, ROLLBACK) before every write. A kept
-        connection is instead checked locally: one that the server closed (a restart, a
-        shutdown) is dropped. Only a transaction that ended well leaves its connection kept:
-        after a failure or a cancellation (asyncpg may still be cancelling a query) it goes back
-        to the pool, whose ping checks it before anyone uses it again. At most ``keep`` are kept."""
-        conn = None
-        while idle and conn is None:
-            kept = idle.pop()
-            if _pg_alive(kept):
-                conn = kept
-            else:
-                await _drop(kept)
-        if conn is None:
-            conn = await engine.connect()
-        try:
-            yield conn
-        except BaseException:
-            await _drop(conn)
-            raise
-        await _keep_pg(conn, idle, keep)
 
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (see :meth:`Tx.pages_token`), read on its own, as cheaply as the
@@ -207,8 +182,7 @@ class MetadataStore:
                             tx.record_all_events = self.record_all_events
                             yield tx
                 else:
-                    # Writers kept: no more than the pool's own size, so its overflow stays free.
-                    kept = self._kept_pg(self.engine, self._idle_pg_writers, self.engine.pool.size())  # type: ignore[attr-defined]
+                    kept = _kept_pg(self.engine, self._idle_pg_writers, self._keep_writers)
                     async with kept as conn, conn.begin():
                         tx = Tx(conn)
                         tx.record_all_events = self.record_all_events
@@ -300,9 +274,35 @@ def open_metadata_store(url: str, *, pool_size: int = 10, busy_timeout: float = 
     return MetadataStore(engine, read_engine=read_engine, busy_timeout=busy_timeout)
 
 
+@contextlib.asynccontextmanager
+async def _kept_pg(engine: AsyncEngine, idle: list[AsyncConnection], keep: int) -> AsyncIterator[AsyncConnection]:
+    """A PostgreSQL connection kept from an earlier transaction, as on SQLite. A checkout
+    from the pool pings the server first (``pool_pre_ping``): a round trip that cost ~110 us
+    of every read, and three (BEGIN, the ping, ROLLBACK) before every write. A kept
+    connection is instead checked locally: one that the server closed (a restart, a
+    shutdown) is dropped. Only a transaction that ended well leaves its connection kept:
+    after a failure or a cancellation (asyncpg may still be cancelling a query) it goes back
+    to the pool, whose ping checks it before anyone uses it again. At most ``keep`` are kept."""
+    conn = None
+    while idle and conn is None:
+        kept = idle.pop()
+        if _pg_alive(kept):
+            conn = kept
+        else:
+            await _drop(kept)
+    if conn is None:
+        conn = await engine.connect()
+    try:
+        yield conn
+    except BaseException:
+        await _drop(conn)
+        raise
+    await _keep_pg(conn, idle, keep)
+
+
 def _pg_alive(conn: AsyncConnection) -> bool:
-    """Whether a kept PostgreSQL connection may serve another read, judged without a round trip:
-    asyncpg notices at once when the server closes the socket."""
+    """Whether a kept PostgreSQL connection may serve another transaction, judged without a round
+    trip: asyncpg notices at once when the server closes the socket."""
     if conn.closed or conn.invalidated:
         return False
     driver = conn.sync_connection.connection.driver_connection if conn.sync_connection else None
