@@ -18,8 +18,11 @@ from typing import Any
 
 from tamstore.config import Settings
 from tamstore.domain.access import auth_key, classes_of
+from tamstore.domain.coverage import BLOCK_SECONDS
 from tamstore.domain.flows import columns_of
 from tamstore.store.media.filesystem import FILESYSTEM_BACKEND_ID
+from tamstore.store.metadata.coverage import backfill_sql
+from tamstore.store.metadata.driver import for_asyncpg
 from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
 
@@ -131,6 +134,8 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
             )
             conn.executemany("INSERT INTO object_instances (object_id, storage_id, controlled) VALUES (?,?,?)", insts)
             conn.executemany("INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?,?,?)", refs)
+        for seconds in BLOCK_SECONDS:  # the coverage blocks the store keeps with every segment write
+            conn.execute(backfill_sql(seconds, one_flow=True), (flow_id,))
     conn.execute("COMMIT")
     conn.execute("ANALYZE")
     if switched:
@@ -193,6 +198,8 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
                 await conn.copy_records_to_table(
                     "object_refs", records=refs, columns=["object_id", "flow_id", "segments"]
                 )
+            for seconds in BLOCK_SECONDS:
+                await conn.execute(for_asyncpg(backfill_sql(seconds, one_flow=True))[0], flow_id)
         await conn.execute("ANALYZE")
     finally:
         await conn.close()

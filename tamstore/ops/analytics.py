@@ -2,7 +2,8 @@
 
 Flow and storage figures come from counters every write keeps (``flows.seg_*``,
 ``usage_counters``), so they cost the same on a store of ten segments or ten million. A Flow's
-timeline (coverage, gaps, segment durations) reads only the segments inside the asked range.
+timeline (coverage, gaps, segment durations) reads the coverage blocks of whole minutes and hours
+inside the asked range and only the segments at its ends (``tamstore.domain.coverage``).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tamstore.domain.coverage import BLOCK_SECONDS, Piece, pieces
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.domain.timerange import NS_PER_S, TimeRange
 from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.ops.flows import require_flow
+from tamstore.store.metadata.rows import SegmentStats
+from tamstore.store.metadata.sql import Tx
 
 __all__ = ["flow_timeline", "flow_usage", "learn_sizes", "record_usage_day", "storage_usage"]
 
@@ -98,16 +102,21 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
             timerange = TimeRange.from_bounds(lo, hi)
         if timerange.is_empty():
             raise BadRequest("timerange must not be empty")
-        count, total, shortest, longest = await tx.segment_stats(flow_id, timerange.start, timerange.end)
+        assert timerange.start is not None and timerange.end is not None
+        count, total, shortest, longest = await _stats(tx, flow_id, timerange.start, timerange.end)
         bounds = await tx.segment_bounds(flow_id, timerange.start, timerange.end, MAX_GAPS + 1)
         coverage: list[float] | None = None
         if buckets:
-            assert timerange.start is not None and timerange.end is not None
             width = max(1, -(-(timerange.end - timerange.start) // buckets))
             if count <= EXACT_COVERAGE:  # few: each segment's overlap with every part it spans
                 spans = await tx.segment_bounds(flow_id, timerange.start, timerange.end, EXACT_COVERAGE + 1)
+            elif width >= BLOCK_SECONDS[0] * NS_PER_S:  # parts of a minute or more: blocks
+                spans = await _block_spans(tx, flow_id, timerange.start, timerange.end, width)
+            else:  # many in a short range: each counted in the part it starts in
+                spans = None
+            if spans is not None:
                 covered = spread(spans, timerange.start, width, buckets)
-            else:  # many: each counted in the part it starts in (parts hold many segments)
+            else:
                 covered = await tx.segment_coverage(flow_id, timerange.start, width, buckets)
             coverage = [round(min(1.0, c / width), 4) for c in covered]
     gaps: list[str] = []
@@ -126,6 +135,45 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
     if coverage is not None:
         out["coverage_buckets"] = coverage
     return out
+
+
+def _pieces(lo: int, hi: int, largest: int | None = None) -> list[Piece]:
+    """``[lo, hi)`` as coverage pieces, always starting with segments: the one segment that
+    starts before ``lo`` and overlaps it belongs to the range, though to no block of it."""
+    out = pieces(lo, hi, largest)
+    return out if out[0].seconds is None else [Piece(None, lo, lo), *out]
+
+
+async def _stats(tx: Tx, flow_id: str, lo: int, hi: int) -> SegmentStats:
+    """Count, total, shortest and longest of the segments overlapping ``[lo, hi)``: whole
+    blocks where the range holds them, segments for the rest."""
+    count = total = 0
+    shortest: int | None = None
+    longest: int | None = None
+    for i, p in enumerate(_pieces(lo, hi)):
+        if p.seconds is None:  # the first piece takes the segment overlapping lo, later ones by start
+            part = await tx.segment_stats(flow_id, p.start, p.end, by_start=i > 0)
+        else:
+            part = await tx.block_stats(flow_id, p.seconds, p.start, p.end)
+        count, total = count + part.segments, total + part.total
+        if part.shortest is not None:
+            shortest = part.shortest if shortest is None else min(shortest, part.shortest)
+        if part.longest is not None:
+            longest = part.longest if longest is None else max(longest, part.longest)
+    return SegmentStats(count, total, shortest, longest)
+
+
+async def _block_spans(tx: Tx, flow_id: str, lo: int, hi: int, width: int) -> list[tuple[int, int]]:
+    """Spans to spread over parts of ``width``: the segments at the range's ends, and each block
+    (none longer than a part) as its covered nanoseconds from its start. A block is seldom split
+    by a part's edge, and then at worst shifts a part's share by less than the block."""
+    spans: list[tuple[int, int]] = []
+    for i, p in enumerate(_pieces(lo, hi, width)):
+        if p.seconds is None:
+            spans += await tx.segment_bounds(flow_id, p.start, p.end, None, by_start=i > 0)
+        else:
+            spans += await tx.block_spans(flow_id, p.seconds, p.start, p.end)
+    return spans
 
 
 def spread(spans: list[tuple[int, int]], lo: int, width: int, buckets: int) -> list[int]:

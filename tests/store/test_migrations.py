@@ -109,3 +109,49 @@ async def test_auth_classes_tagged_before_the_upgrade_are_enforced_after_it(sett
             assert await tx.classes_of("flow", "f1") == {"sport", "shared"}
     finally:
         await store.close()
+
+
+async def test_coverage_blocks_are_filled_from_the_segments_stored_before_the_upgrade(settings: Settings) -> None:
+    """0008 sums the segments already stored into their blocks, negative timestamps rounded down
+    as the store rounds them (floor division, where SQL's integer division rounds towards zero)."""
+    from sqlalchemy import text
+
+    from tamstore.domain.coverage import block_sums
+
+    s = 10**9
+    spans = [(-3601 * s, -3600 * s), (-61 * s, -59 * s), (-1, 0), (0, s), (59 * s, 61 * s), (7200 * s, 7205 * s)]
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine, "0007")
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO sources (id, format, label_key, tags, created, updated) "
+                    "VALUES ('s', 'urn:x-nmos:format:video', '1', '{}', 1, 1)"
+                )
+            )
+            await conn.execute(
+                text(
+                    "INSERT INTO flows (id, source_id, format, label_key, doc, created, metadata_updated) "
+                    "VALUES ('f', 's', 'urn:x-nmos:format:video', '1', '{}', 1, 1)"
+                )
+            )
+            await conn.execute(text("INSERT INTO objects (id, allocated_at) VALUES ('o', 1)"))
+            for a, b in spans:
+                await conn.execute(
+                    text(
+                        "INSERT INTO segments (flow_id, ts_start, ts_end, timerange, object_id) "
+                        "VALUES ('f', :a, :b, '', 'o')"
+                    ),
+                    {"a": a, "b": b},
+                )
+        await upgrade(store.engine)
+        async with store.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT seconds, block, segments, covered, shortest, longest FROM coverage_blocks")
+            )
+            blocks = {tuple(r) for r in rows}
+    finally:
+        await store.close()
+    assert blocks == {tuple(b) for b in block_sums(spans)}

@@ -221,6 +221,22 @@ segments = Table(
     Index("ix_segments_object", "object_id", "flow_id"),
 )
 
+# Per minute and per hour of each Flow's timeline, the segments starting there: their count,
+# total, shortest and longest duration (ns), kept by every segment write, so that a long range's
+# coverage and statistics read blocks, not segments (tamstore.domain.coverage).
+coverage_blocks = Table(
+    "coverage_blocks",
+    metadata,
+    Column("flow_id", String(36), ForeignKey("flows.id", ondelete="CASCADE"), nullable=False),
+    Column("seconds", Integer, nullable=False),  # the block size
+    Column("block", BigInteger, nullable=False),  # ts_start // (seconds * 10**9)
+    Column("segments", BigInteger, nullable=False),
+    Column("covered", BigInteger, nullable=False),
+    Column("shortest", BigInteger, nullable=False),
+    Column("longest", BigInteger, nullable=False),
+    PrimaryKeyConstraint("flow_id", "seconds", "block"),
+)
+
 # Asynchronous deletions (CHECKLIST §11): the API's flow-delete-requests, plus the lease a
 # worker holds while it works on one, so that several workers never do the same one at once
 # and a worker that dies leaves a request the next one resumes.

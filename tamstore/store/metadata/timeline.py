@@ -2,7 +2,8 @@
 
 A segment is more than its row: the Objects it uses count one more reference (``object_refs``,
 which decides when bytes may be deleted), the Flow's span, counters and ``segments_updated``
-move, and its pages token changes (kept segment pages). ``add_segments`` and
+move, its coverage blocks change (zoomed-out timelines), and its pages token changes (kept
+segment pages). ``add_segments`` and
 ``remove_segments`` are the only ways the operations add or remove segments, so no caller can
 forget one of these.
 """
@@ -17,6 +18,7 @@ from tamstore.domain.segments import reference_counts
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import new_pages_token
 from tamstore.store.metadata.catalog import CatalogQueries
+from tamstore.store.metadata.coverage import CoverageQueries
 from tamstore.store.metadata.deletion import DeletionQueries
 from tamstore.store.metadata.objects import ObjectQueries
 from tamstore.store.metadata.rows import FlowRow
@@ -40,7 +42,7 @@ class SegmentSpan(Protocol):
     def size(self) -> int | None: ...
 
 
-class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries):
+class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries, CoverageQueries):
     """Adding and removing segments together with their references, span and counters."""
 
     async def add_segments(
@@ -69,6 +71,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
                 prev = (r["ts_end"], offset, init)
         await self.insert_segments(rows)
         await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
+        await self.add_coverage(flow.id, [(r["ts_start"], r["ts_end"]) for r in rows])
         await self.update_flow(  # the pages token renewed with the counters: one statement
             flow.id,
             {
@@ -99,6 +102,7 @@ class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQuer
             await self.count_batch_segments(batch, len(rows))
         else:
             await self.delete_segments(flow_id, starts, span)
+        await self.remove_coverage(flow_id, starts, contiguous)
         init_of = {r.object_id: r.init_object_id for r in rows}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
         start, end = await self.segment_span(flow_id)

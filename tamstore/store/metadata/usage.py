@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sqlalchemy import (
+    and_,
     delete,
     func,
     insert,
@@ -18,6 +19,16 @@ from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.catalog import span_overlaps
 from tamstore.store.metadata.rows import SegmentStats, StoredObject, UsageDayRow, UsageGroup, rows_as
 from tamstore.store.metadata.segments import segment_range_clause
+
+
+def _starting_in(flow_id: str, lo: int | None, hi: int | None) -> Any:
+    s = t.segments
+    clauses = [s.c.flow_id == flow_id]
+    if lo is not None:
+        clauses.append(s.c.ts_start >= lo)
+    if hi is not None:
+        clauses.append(s.c.ts_start < hi)
+    return and_(*clauses)
 
 
 class UsageQueries(Queries):
@@ -85,22 +96,29 @@ class UsageQueries(Queries):
             stmt = stmt.group_by(key).order_by(key)
         return [UsageGroup(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4])) for r in await self._all(stmt)]
 
-    async def segment_stats(self, flow_id: str, lo: int | None, hi: int | None) -> SegmentStats:
+    async def segment_stats(
+        self, flow_id: str, lo: int | None, hi: int | None, *, by_start: bool = False
+    ) -> SegmentStats:
+        """Of the segments overlapping ``[lo, hi)``; ``by_start``: of those starting in it."""
         s = t.segments
         length = s.c.ts_end - s.c.ts_start
         row = await self._one(
             select(func.count(), func.coalesce(func.sum(length), 0), func.min(length), func.max(length)).where(
-                segment_range_clause(flow_id, lo, hi)
+                _starting_in(flow_id, lo, hi) if by_start else segment_range_clause(flow_id, lo, hi)
             )
         )
         assert row is not None  # an aggregate always has its row
         return SegmentStats(int(row[0]), int(row[1]), row[2], row[3])
 
-    async def segment_bounds(self, flow_id: str, lo: int | None, hi: int | None, limit: int) -> list[tuple[int, int]]:
+    async def segment_bounds(
+        self, flow_id: str, lo: int | None, hi: int | None, limit: int | None, *, by_start: bool = False
+    ) -> list[tuple[int, int]]:
+        """``(ts_start, ts_end)`` of the first ``limit`` segments overlapping ``[lo, hi)`` (or
+        starting in it: ``by_start``), in time order."""
         s = t.segments
         rows = await self._all(
             select(s.c.ts_start, s.c.ts_end)
-            .where(segment_range_clause(flow_id, lo, hi))
+            .where(_starting_in(flow_id, lo, hi) if by_start else segment_range_clause(flow_id, lo, hi))
             .order_by(s.c.ts_start)
             .limit(limit)
         )
