@@ -47,21 +47,39 @@ class Piece(NamedTuple):
 
 
 def block_sums(spans: Iterable[tuple[int, int]]) -> list[BlockSums]:
-    """What ``spans`` (segments' ``(ts_start, ts_end)``) add to each block of every size."""
-    acc: dict[tuple[int, int], list[int]] = {}
+    """What ``spans`` (segments' ``(ts_start, ts_end)``) add to each block of every size. Summed
+    per finest block first, then the coarser blocks from those: one dictionary step a segment
+    (it runs for every segment registered)."""
+    finest = BLOCK_SECONDS[0]
+    size = finest * NS_PER_S
+    acc: dict[int, list[int]] = {}
     for start, end in spans:
         length = end - start
-        for seconds in BLOCK_SECONDS:
-            key = (seconds, start // (seconds * NS_PER_S))
-            sums = acc.get(key)
+        sums = acc.get(start // size)
+        if sums is None:
+            acc[start // size] = [1, length, length, length]
+        else:
+            sums[0] += 1
+            sums[1] += length
+            if length < sums[2]:
+                sums[2] = length
+            elif length > sums[3]:
+                sums[3] = length
+    out = [BlockSums(finest, block, *sums) for block, sums in acc.items()]
+    for seconds in BLOCK_SECONDS[1:]:
+        ratio = seconds // finest
+        coarse: dict[int, list[int]] = {}
+        for block, (n, covered, shortest, longest) in acc.items():
+            sums = coarse.get(block // ratio)
             if sums is None:
-                acc[key] = [1, length, length, length]
+                coarse[block // ratio] = [n, covered, shortest, longest]
             else:
-                sums[0] += 1
-                sums[1] += length
-                sums[2] = min(sums[2], length)
-                sums[3] = max(sums[3], length)
-    return [BlockSums(seconds, block, *sums) for (seconds, block), sums in acc.items()]
+                sums[0] += n
+                sums[1] += covered
+                sums[2] = min(sums[2], shortest)
+                sums[3] = max(sums[3], longest)
+        out += [BlockSums(seconds, block, *sums) for block, sums in coarse.items()]
+    return out
 
 
 def pieces(start: int, end: int, largest: int | None = None) -> list[Piece]:
