@@ -8,6 +8,7 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
+from tamstore.domain.coverage import BLOCK_SECONDS
 from tamstore.ops.cleanup import find_orphans
 from tamstore.ops.context import Context
 from tamstore.store.media.base import MediaStore
@@ -76,9 +77,16 @@ async def _counters(ctx: Context, report: Report) -> None:
         actual, kept = await tx.segment_counts()
         recount = await tx.controlled_objects_per_backend()
         usage = await tx.storage_usage()
+        blocks = await tx.coverage_totals()
     for flow_id, count in kept.items():
         if count != actual.get(flow_id, 0):
             report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {actual.get(flow_id, 0)}")
+        for seconds in BLOCK_SECONDS:
+            if blocks.get((flow_id, seconds), 0) != actual.get(flow_id, 0):
+                report.counter_drift.append(
+                    f"Flow {flow_id}'s coverage blocks of {seconds} s count {blocks.get((flow_id, seconds), 0)}"
+                    f" segments, it has {actual.get(flow_id, 0)}"
+                )
     for sid in set(recount) | set(usage):
         if recount.get(sid, 0) != usage.get(sid, (0, 0))[0]:
             report.counter_drift.append(

@@ -149,3 +149,21 @@ async def test_a_zoomed_out_timeline_is_drawn_from_blocks(settings: Settings, mo
             assert b == 1.0, k
         if start >= 560 * S and end <= 640 * S:
             assert b == 0.0, k
+
+
+async def test_admin_check_reports_blocks_that_disagree_with_the_segments(settings: Settings) -> None:
+    from sqlalchemy import update
+
+    from tamstore.ops import check
+
+    async with app_client(settings) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        flow = await put_flow(client)
+        await _register(client, flow["id"], [(s * S, (s + 1) * S) for s in range(100)])
+        assert (await check.check(ctx)).counter_drift == []
+        async with ctx.store.write() as tx:
+            c = t.coverage_blocks
+            await tx.conn.execute(update(c).where(c.c.seconds == 3600).values(segments=c.c.segments + 1))
+        assert (await check.check(ctx)).counter_drift == [
+            f"Flow {flow['id']}'s coverage blocks of 3600 s count 101 segments, it has 100"
+        ]

@@ -102,6 +102,14 @@ class CoverageQueries(Queries):
                 await self._executemany(_RECOUNT_FROM_BLOCKS, from_blocks)
             finer = seconds
 
+    async def coverage_totals(self) -> dict[tuple[str, int], int]:
+        """Segments counted by each Flow's blocks of each size (``tamstore admin check``: a
+        whole-table read, for operators)."""
+        rows = await self._driver_rows(
+            "SELECT flow_id, seconds, sum(segments) FROM coverage_blocks GROUP BY flow_id, seconds", ()
+        )
+        return {(flow_id, int(seconds)): int(n) for flow_id, seconds, n in rows}
+
     async def block_stats(self, flow_id: str, seconds: int, start: int, end: int) -> SegmentStats:
         """Count, total, shortest and longest duration of the segments starting in ``[start,
         end)``, both on block boundaries of ``seconds``."""
