@@ -13,7 +13,7 @@ from sqlalchemy import select
 
 from tamstore.config import Settings
 from tamstore.domain.coverage import BLOCK_SECONDS, MIN_BLOCKS, Piece, block_sums, pieces
-from tamstore.domain.timerange import NS_PER_S
+from tamstore.domain.timerange import INT64_MAX, INT64_MIN, NS_PER_S
 from tamstore.ops import analytics, deletion
 from tamstore.store.metadata import tables as t
 from tamstore.testing import app_client
@@ -121,6 +121,14 @@ async def test_blocks_follow_every_write_and_answer_long_ranges(settings: Settin
             await deletion.restore(ctx, batch["id"])
         await _check(client, fid, ranges)
         assert len((await _stored(ctx, fid))[0]) == len(run_a) + len(run_b) + len(odd) + 8
+
+        # at the ends of the 64-bit timeline, where a block reaches past what the columns hold
+        edges = [(INT64_MIN + 2, INT64_MIN + S), (INT64_MAX - S, INT64_MAX - 1)]
+        await _register(client, fid, edges)
+        await _check(client, fid, [*ranges, (INT64_MIN + 2, INT64_MAX - 1)])
+        for a, b in edges:
+            assert (await client.delete(f"/flows/{fid}/segments?timerange={_timerange(a, b)}")).status_code == 204
+        await _check(client, fid, [(INT64_MIN + 2, INT64_MAX - 1)])
 
         # the whole Flow deleted: its blocks go with it
         assert (await client.delete(f"/flows/{fid}")).status_code == 202

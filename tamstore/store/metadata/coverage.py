@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from tamstore.domain.coverage import BLOCK_SECONDS, block_sums
-from tamstore.domain.timerange import NS_PER_S
+from tamstore.domain.timerange import INT64_MAX, INT64_MIN, NS_PER_S
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import SegmentStats
 
@@ -46,6 +46,12 @@ _RECOUNT_FROM_BLOCKS = (
     " min(shortest), max(longest) FROM coverage_blocks"
     " WHERE flow_id = ? AND seconds = ? AND block >= ? AND block < ? HAVING count(*) > 0"
 )
+
+
+def _span_of(block: int, size: int) -> tuple[int, int]:
+    """A block's ``[start, end)``, kept inside the 64-bit columns: the first and last blocks of
+    the timeline reach past them (no stored segment does)."""
+    return max(block * size, INT64_MIN), min((block + 1) * size, INT64_MAX)
 
 
 def _floor_div(column: str, size: int) -> str:
@@ -94,7 +100,7 @@ class CoverageQueries(Queries):
                 touched = sorted({s // size for s in starts})
             await self._executemany(_DROP, [(flow_id, seconds, b) for b in touched])
             if finer is None:
-                from_segments = [(flow_id, seconds, b, flow_id, b * size, (b + 1) * size) for b in touched]
+                from_segments = [(flow_id, seconds, b, flow_id, *_span_of(b, size)) for b in touched]
                 await self._executemany(_RECOUNT_FROM_SEGMENTS, from_segments)
             else:
                 ratio = seconds // finer
