@@ -77,8 +77,10 @@ class CoverageQueries(Queries):
     """A Flow's coverage blocks: kept up to date, and read."""
 
     async def add_coverage(self, flow_id: str, spans: Iterable[tuple[int, int]]) -> None:
-        """Count new segments (their ``(ts_start, ts_end)``) in their blocks."""
-        sums = block_sums(spans)
+        """Count new segments (their ``(ts_start, ts_end)``) in their blocks, in one order
+        (size, then time) whatever the segments' order, so that two writers never lock two
+        blocks in opposite orders."""
+        sums = sorted(block_sums(spans))
         if sums:
             await self._executemany(_ADD_SQL[self.conn.dialect.name], [(flow_id, *s) for s in sums])
 
