@@ -6,7 +6,7 @@ Create Date: 2026-12-05
 
 A zoomed-out timeline of a long Flow reads these blocks instead of every segment in its range
 (``tamstore.domain.coverage``). They are filled here from the segments already stored: one
-aggregate per block size over the segments' primary key, a few seconds for ten million segments.
+aggregate per block size over the segments' primary key (14 s for ten million segments on SQLite).
 """
 
 from __future__ import annotations
