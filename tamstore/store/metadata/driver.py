@@ -18,7 +18,7 @@ import functools
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from sqlalchemy.engine import Connection
@@ -27,7 +27,17 @@ from sqlalchemy.exc import TimeoutError as SATimeoutError
 
 from tamstore.domain.errors import BadRequest, TamsError, Unavailable
 
-__all__ = ["InlineConnection", "begin_immediate", "busy", "for_asyncpg", "is_integrity_error", "short", "translate"]
+__all__ = [
+    "BIG_WRITE_ROWS",
+    "InlineConnection",
+    "begin_immediate",
+    "busy",
+    "commit_off_loop",
+    "for_asyncpg",
+    "is_integrity_error",
+    "short",
+    "translate",
+]
 
 
 def is_integrity_error(exc: BaseException) -> bool:
@@ -109,6 +119,30 @@ class InlineConnection:
 
     def _driver(self) -> Any:
         return self._conn.connection.driver_connection
+
+
+# A write transaction that changed at least this many rows commits from a thread: writing its
+# pages to the log, and the checkpoint a commit makes once the log passes wal_autocheckpoint
+# (50-100 ms), would hold the event loop that every other request runs on. Smaller commits
+# (a single segment: about 1 ms) stay inline, where a thread hop would cost more.
+BIG_WRITE_ROWS = 500
+
+
+async def commit_off_loop(commit: Callable[[], None]) -> None:
+    """Run ``commit`` in a thread and wait for it. Cancelled meanwhile, it still waits for the
+    commit to finish before the cancellation goes on: the connection must not go back to its
+    pool, or be closed, with a commit running on it."""
+    job = asyncio.ensure_future(asyncio.to_thread(commit))
+    cancelled = False
+    while not job.done():
+        try:
+            await asyncio.shield(job)
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        job.exception()  # retrieved: the cancellation is what the caller hears of
+        raise asyncio.CancelledError
+    job.result()
 
 
 async def begin_immediate(dbapi_conn: Any, timeout: float = 30.0) -> None:

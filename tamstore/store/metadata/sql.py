@@ -34,7 +34,15 @@ from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Unavailable
 from tamstore.store.metadata.base import PAGES_TOKEN
-from tamstore.store.metadata.driver import InlineConnection, begin_immediate, busy, short, translate
+from tamstore.store.metadata.driver import (
+    BIG_WRITE_ROWS,
+    InlineConnection,
+    begin_immediate,
+    busy,
+    commit_off_loop,
+    short,
+    translate,
+)
 from tamstore.store.metadata.events import EventQueries
 from tamstore.store.metadata.objects import Instance
 from tamstore.store.metadata.retention import RetentionQueries
@@ -177,10 +185,21 @@ class MetadataStore:
                             raise busy(self.busy_timeout) from exc
                         self._blocked_since = None
                         # The transaction is open; tell SQLAlchemy, whose own BEGIN is skipped.
-                        with sync_conn.execution_options(tamstore_begun=True).begin():
+                        sqlite_conn = sync_conn.connection.driver_connection
+                        assert sqlite_conn is not None
+                        changes = sqlite_conn.total_changes
+                        trans = sync_conn.execution_options(tamstore_begun=True).begin()
+                        try:
                             tx = Tx(InlineConnection(sync_conn))  # type: ignore[arg-type]
                             tx.record_all_events = self.record_all_events
                             yield tx
+                        except BaseException:
+                            trans.rollback()
+                            raise
+                        if sqlite_conn.total_changes - changes >= BIG_WRITE_ROWS:
+                            await commit_off_loop(trans.commit)
+                        else:
+                            trans.commit()
                 else:
                     kept = _kept_pg(self.engine, self._idle_pg_writers, self._keep_writers)
                     async with kept as conn, conn.begin():
