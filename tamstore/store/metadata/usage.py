@@ -22,6 +22,8 @@ from tamstore.store.metadata.segments import segment_range_clause
 
 
 def _starting_in(flow_id: str, lo: int | None, hi: int | None) -> Any:
+    """A Flow's segments starting in ``[lo, hi)`` (None: unbounded): coverage blocks and the
+    buckets of a timeline count a segment where it starts."""
     s = t.segments
     clauses = [s.c.flow_id == flow_id]
     if lo is not None:
@@ -132,9 +134,7 @@ class UsageQueries(Queries):
         hi = lo + width * buckets
         bucket = ((s.c.ts_start - lo) // width).label("bucket")
         rows = await self._all(
-            select(bucket, func.sum(s.c.ts_end - s.c.ts_start))
-            .where(s.c.flow_id == flow_id, s.c.ts_start >= lo, s.c.ts_start < hi)
-            .group_by(bucket)
+            select(bucket, func.sum(s.c.ts_end - s.c.ts_start)).where(_starting_in(flow_id, lo, hi)).group_by(bucket)
         )
         covered = [0] * buckets
         for b, total in rows:
