@@ -110,13 +110,11 @@ async def flow_timeline(ctx: Context, flow_id: str, timerange: TimeRange, bucket
             width = max(1, -(-(timerange.end - timerange.start) // buckets))
             if count <= EXACT_COVERAGE:  # few: each segment's overlap with every part it spans
                 spans = await tx.segment_bounds(flow_id, timerange.start, timerange.end, EXACT_COVERAGE + 1)
+                covered = spread(spans, timerange.start, width, buckets)
             elif width >= BLOCK_SECONDS[0] * NS_PER_S:  # parts of a minute or more: blocks
                 spans = await _block_spans(tx, flow_id, timerange.start, timerange.end, width)
-            else:  # many in a short range: each counted in the part it starts in
-                spans = None
-            if spans is not None:
                 covered = spread(spans, timerange.start, width, buckets)
-            else:
+            else:  # many in a short range: each counted in the part it starts in
                 covered = await tx.segment_coverage(flow_id, timerange.start, width, buckets)
             coverage = [round(min(1.0, c / width), 4) for c in covered]
     gaps: list[str] = []
