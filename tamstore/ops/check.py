@@ -79,13 +79,13 @@ async def _counters(ctx: Context, report: Report) -> None:
         usage = await tx.storage_usage()
         blocks = await tx.coverage_totals()
     for flow_id, count in kept.items():
-        if count != actual.get(flow_id, 0):
-            report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {actual.get(flow_id, 0)}")
+        has = actual.get(flow_id, 0)
+        if count != has:
+            report.counter_drift.append(f"Flow {flow_id} counts {count} segments, has {has}")
         for seconds in BLOCK_SECONDS:
-            if blocks.get((flow_id, seconds), 0) != actual.get(flow_id, 0):
+            if (in_blocks := blocks.get((flow_id, seconds), 0)) != has:
                 report.counter_drift.append(
-                    f"Flow {flow_id}'s coverage blocks of {seconds} s count {blocks.get((flow_id, seconds), 0)}"
-                    f" segments, it has {actual.get(flow_id, 0)}"
+                    f"Flow {flow_id}'s coverage blocks of {seconds} s count {in_blocks} segments, it has {has}"
                 )
     for sid in set(recount) | set(usage):
         if recount.get(sid, 0) != usage.get(sid, (0, 0))[0]:

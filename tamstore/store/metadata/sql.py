@@ -174,10 +174,10 @@ class MetadataStore:
             try:
                 if self.sync_engine is not None:
                     with self.sync_engine.connect() as sync_conn:
+                        sqlite_conn = sync_conn.connection.driver_connection
+                        assert sqlite_conn is not None
                         try:
-                            await begin_immediate(
-                                sync_conn.connection.driver_connection, max(0.0, deadline - time.monotonic())
-                            )
+                            await begin_immediate(sqlite_conn, max(0.0, deadline - time.monotonic()))
                         except sqlite3.OperationalError as exc:
                             if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY:
                                 raise
@@ -185,8 +185,6 @@ class MetadataStore:
                             raise busy(self.busy_timeout) from exc
                         self._blocked_since = None
                         # The transaction is open; tell SQLAlchemy, whose own BEGIN is skipped.
-                        sqlite_conn = sync_conn.connection.driver_connection
-                        assert sqlite_conn is not None
                         changes = sqlite_conn.total_changes
                         trans = sync_conn.execution_options(tamstore_begun=True).begin()
                         try:

@@ -3,9 +3,8 @@
 A segment is more than its row: the Objects it uses count one more reference (``object_refs``,
 which decides when bytes may be deleted), the Flow's span, counters and ``segments_updated``
 move, its coverage blocks change (zoomed-out timelines), and its pages token changes (kept
-segment pages). ``add_segments`` and
-``remove_segments`` are the only ways the operations add or remove segments, so no caller can
-forget one of these.
+segment pages). ``add_segments`` and ``remove_segments`` are the only ways the operations add or
+remove segments, so no caller can forget one of these.
 """
 
 from __future__ import annotations
