@@ -4,19 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import context
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import json_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 from tamstore.domain.flows import FORMATS
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import analytics
 
-router = APIRouter(tags=["analytics (tamstore extension)"])
+router = api_router(tags=["analytics (tamstore extension)"])
 PREFIX = "/x-tamstore/analytics"
 
 

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import base_url, context
 from tamstore.api.params import Query
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 from tamstore.ops import deletion
 
-router = APIRouter(tags=["flow-delete-requests"])
+router = api_router(tags=["flow-delete-requests"])
 
 
 def deletion_response(request: Request, pending: dict[str, Any] | None) -> Response:

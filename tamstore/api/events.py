@@ -18,7 +18,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -26,6 +25,7 @@ from starlette.types import Receive, Scope, Send
 from tamstore.api.connections import STREAM_SCOPE_KEY
 from tamstore.api.deps import context
 from tamstore.api.params import Query
+from tamstore.api.routing import api_router
 from tamstore.delivery import event_body, event_facts
 from tamstore.domain.access import READ, Access
 from tamstore.domain.errors import BadRequest, NotFound, TamsError, Unavailable, error_body
@@ -34,7 +34,7 @@ from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.streaming import EventHub
 
-router = APIRouter(tags=["events"], include_in_schema=False)
+router = api_router(tags=["events"], include_in_schema=False)
 
 REPLAY_BATCH = 500
 WRITE_TIMEOUT = 30.0  # seconds one write to a client may take before the connection is dropped

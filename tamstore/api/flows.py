@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -12,12 +11,12 @@ from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import add_get, get
+from tamstore.api.routing import add_get, api_router, get
 from tamstore.domain.flows import FLOW_STATUSES, FORMATS
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import deletion, flows
 
-router = APIRouter(tags=["flows"])
+router = api_router(tags=["flows"])
 
 
 @get(router, "/flows", summary="List Flows")

@@ -7,17 +7,17 @@ URL), never by API credentials.
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 
 from tamstore.api.deps import context
 from tamstore.api.responses import empty
+from tamstore.api.routing import api_router
 from tamstore.domain.errors import Forbidden, NotFound
 from tamstore.ops.objects import record_size
 from tamstore.store.media.filesystem import MEDIA_PREFIX, FilesystemMediaStore, decode_id
 
-router = APIRouter(include_in_schema=False)
+router = api_router(include_in_schema=False)
 
 
 class MediaFileResponse(FileResponse):

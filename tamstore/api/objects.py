@@ -6,7 +6,6 @@ Object ids may contain ``/`` (sent as ``%2F``), so one catch-all route reads the
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,11 +13,11 @@ from tamstore.api.deps import base_url, context, read_json
 from tamstore.api.errors import error_response
 from tamstore.api.params import Query, raw_path_tail
 from tamstore.api.responses import empty, page_response
-from tamstore.api.routing import add_get
+from tamstore.api.routing import add_get, api_router
 from tamstore.domain.errors import BadRequest, NotFound
 from tamstore.ops import objects
 
-router = APIRouter(tags=["objects"])
+router = api_router(tags=["objects"])
 
 
 def _target(request: Request) -> tuple[str, bool]:

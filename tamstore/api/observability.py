@@ -17,7 +17,6 @@ import time
 from typing import IO, Any
 
 import orjson
-from fastapi import APIRouter
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -25,7 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tamstore.api.deps import context
 from tamstore.api.responses import json_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 
 __all__ = ["Metrics", "RequestLogMiddleware", "configure_logging", "router"]
 
@@ -260,7 +259,7 @@ def configure_logging(fmt: str, level: str = "INFO") -> None:
     request_log.configure(sys.stderr.buffer if log.isEnabledFor(logging.INFO) else None, json=fmt == "json")
 
 
-router = APIRouter(tags=["operations"])
+router = api_router(tags=["operations"])
 
 
 @get(router, "/healthz", summary="Liveness: the process answers")

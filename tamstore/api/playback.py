@@ -14,17 +14,17 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from fractions import Fraction
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response, StreamingResponse
 
 from tamstore.api.deps import base_url, context
 from tamstore.api.params import Query, path_id
+from tamstore.api.routing import api_router
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.timerange import InvalidTimeRange, parse_timestamp
 from tamstore.ops import frames, playback
 
-router = APIRouter(tags=["playback"], include_in_schema=False)
+router = api_router(tags=["playback"], include_in_schema=False)
 
 HLS_TYPE = "application/vnd.apple.mpegurl"
 DASH_TYPE = "application/dash+xml"

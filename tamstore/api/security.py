@@ -10,13 +10,13 @@ import base64
 from urllib.parse import parse_qs
 
 import orjson
-from fastapi import APIRouter
 from starlette.datastructures import Headers, QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tamstore.api.responses import error_reply
+from tamstore.api.routing import api_router
 from tamstore.auth import ADMIN, ALL_SCOPES, AuthConfig, AuthError, TooManyFailures, scopes_for
 from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests
 from tamstore.ops import access
@@ -72,7 +72,7 @@ class AuthMiddleware:
             access.CURRENT.reset(entered)
 
 
-router = APIRouter(tags=["authentication"])
+router = api_router(tags=["authentication"])
 
 
 @router.get(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -10,11 +9,11 @@ from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import base_url, context, principal, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops import deletion, segments, storage
 
-router = APIRouter(tags=["segments"])
+router = api_router(tags=["segments"])
 
 
 @get(router, "/flows/{flow_id}/segments", summary="List segments")

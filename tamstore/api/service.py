@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 from tamstore.domain.flows import FORMATS
 from tamstore.ops import service
 
-router = APIRouter(tags=["service"])
+router = api_router(tags=["service"])
 
 
 @get(router, "/", summary="List the API's root resources")

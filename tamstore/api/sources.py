@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import context, principal, read_json
 from tamstore.api.params import Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import add_get, get
+from tamstore.api.routing import add_get, api_router, get
 from tamstore.domain.flows import FORMATS
 from tamstore.domain.queries import SourceQuery
 from tamstore.ops import sources
 
-router = APIRouter(tags=["sources"])
+router = api_router(tags=["sources"])
 
 
 @get(router, "/sources", summary="List Sources")

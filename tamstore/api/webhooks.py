@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import caller, context, read_json
 from tamstore.api.params import Query, path_id
 from tamstore.api.responses import empty, json_response, page_response
-from tamstore.api.routing import get
+from tamstore.api.routing import api_router, get
 from tamstore.ops import webhooks
 
-router = APIRouter(tags=["webhooks"])
+router = api_router(tags=["webhooks"])
 
 
 @get(router, "/service/webhooks", summary="List webhooks")
