@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable
 from typing import Any
 
 from tamstore import spec
@@ -14,7 +14,6 @@ from tamstore.domain.tags import TagFilter, tags_match
 from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.ops.storage import usable_backend
-from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.sql import Tx
 
 __all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
@@ -22,66 +21,50 @@ __all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_i
 
 class UrlRenderer:
     """``get_urls`` for any number of Objects under one filter. Which backends the filter keeps,
-    and the fixed fields of their URLs, are worked out once per response, not once per URL."""
+    the fixed fields of their URLs and their signers are worked out once per response, not
+    once per URL."""
 
     def __init__(self, ctx: Context, filt: UrlFilter, base_url: str) -> None:
         self.filt = filt
-        self.base_url = base_url
-        self.backends: dict[str, tuple[MediaStore, dict[str, Any]]] = {}
+        # storage id: (its signer, the fields every URL from it carries besides the URL)
+        self.signers: dict[str, tuple[Callable[[str], str], dict[str, Any]]] = {}
         self.uncontrolled = False
         if filt.nothing:
             return
-        for storage_id, backend in ctx.backends.items():
-            info = backend.info
-            if not (filt.wants_label(info.label) and filt.wants_storage(info.id)):
-                continue
-            if not tags_match(info.tags, filt.backend_tags, filt.backend_tags_exist):
-                continue
-            fixed: dict[str, Any] = {"label": info.label}
-            if filt.verbose:
-                fixed.update(info.to_json())
-                del fixed["id"], fixed["default_storage"]
-                fixed["storage_id"] = info.id
-                fixed["controlled"] = True
-            self.backends[storage_id] = (backend, fixed)
+        if filt.presigned is not False:  # every controlled URL is presigned
+            for storage_id, backend in ctx.backends.items():
+                info = backend.info
+                if not (filt.wants_label(info.label) and filt.wants_storage(info.id)):
+                    continue
+                if not tags_match(info.tags, filt.backend_tags, filt.backend_tags_exist):
+                    continue
+                fixed: dict[str, Any] = {"presigned": True, "label": info.label}
+                if filt.verbose:
+                    fixed.update(info.to_json())
+                    del fixed["id"], fixed["default_storage"]
+                    fixed["storage_id"] = info.id
+                    fixed["controlled"] = True
+                self.signers[storage_id] = (backend.get_url_signer(base_url), fixed)
         # An uncontrolled URL is on no backend, so it fails any positive backend match.
         self.uncontrolled = not (
             filt.accept_storage_ids or filt.backend_tags or any(filt.backend_tags_exist.values())
         ) and filt.wants_presigned(False)
 
     def render(self, object_id: str, instances: list[Any]) -> list[dict[str, Any]]:
-        """One Object's URLs (see :meth:`render_all`)."""
-        return self.render_all([(object_id, instances)])[0]
-
-    def render_all(self, objects: Sequence[tuple[str, list[Any]]]) -> list[list[dict[str, Any]]]:
-        """Each Object's URLs from its current instances, in their order, filtered *before* any
-        URL is signed. Each backend signs all of its URLs in one call (a page's worth at once)."""
-        out: list[list[dict[str, Any]]] = []
-        filt = self.filt
-        signed = filt.presigned is not False  # every controlled URL is presigned
-        wanted: dict[str, list[tuple[list[dict[str, Any]], int, str]]] = {}  # storage id: (list, index, id)
-        for object_id, instances in objects:
-            urls: list[dict[str, Any]] = []
-            for inst in instances:
-                if inst.controlled:
-                    if signed and inst.storage_id in self.backends:
-                        wanted.setdefault(inst.storage_id, []).append((urls, len(urls), object_id))
-                        urls.append(_PENDING)
-                elif self.uncontrolled and filt.wants_label(inst.label):
-                    url = {"url": inst.url, "presigned": False, "label": inst.label}
-                    if filt.verbose:
-                        url["controlled"] = False
-                    urls.append(url)
-            out.append(urls)
-        for storage_id, places in wanted.items():
-            backend, fixed = self.backends[storage_id]
-            signed_urls = backend.get_urls([object_id for _, _, object_id in places], self.base_url)
-            for (urls, i, _), signed_url in zip(places, signed_urls, strict=True):
-                urls[i] = {"url": signed_url, "presigned": True, **fixed}
-        return out
-
-
-_PENDING: dict[str, Any] = {}  # a URL's place, until its backend has signed it
+        """The Object's URLs from its current instances, in their order, filtered *before* any
+        URL is signed."""
+        urls: list[dict[str, Any]] = []
+        for inst in instances:
+            if inst.controlled:
+                signer = self.signers.get(inst.storage_id)
+                if signer is not None:
+                    urls.append({"url": signer[0](object_id), **signer[1]})
+            elif self.uncontrolled and self.filt.wants_label(inst.label):
+                url = {"url": inst.url, "presigned": False, "label": inst.label}
+                if self.filt.verbose:
+                    url["controlled"] = False
+                urls.append(url)
+        return urls
 
 
 def render_get_urls(

@@ -95,10 +95,11 @@ def segment_docs(
     event). This is the hot loop of a segment page: plain attribute reads, no per-URL set-up."""
     with_object_timerange = query.include_object_timerange
     no_instances: list[Any] = []
+    render = UrlRenderer(ctx, query.urls, base_url).render
     out = []
-    wanted: list[tuple[str, list[Any]]] = []  # each segment's Object, then its init Object if any
     for r in rows:
-        seg: dict[str, Any] = {"object_id": r.object_id, "timerange": r.timerange}
+        object_id = r.object_id
+        seg: dict[str, Any] = {"object_id": object_id, "timerange": r.timerange}
         if r.ts_offset:
             seg["ts_offset"] = format_timestamp(r.ts_offset)
         if r.last_duration is not None:
@@ -113,18 +114,11 @@ def segment_docs(
             seg["object_timerange"] = r.object_timerange or (
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
-        seg["get_urls"] = None  # filled below, all URLs signed at once
-        wanted.append((r.object_id, instances.get(r.object_id, no_instances)))
-        init = init_of.get(r.object_id)
+        seg["get_urls"] = render(object_id, instances.get(object_id, no_instances))
+        init = init_of.get(object_id)
         if init:
-            seg["init_object"] = {"object_id": init}
-            wanted.append((init, instances.get(init, no_instances)))
+            seg["init_object"] = {"object_id": init, "get_urls": render(init, instances.get(init, no_instances))}
         out.append(seg)
-    urls = iter(UrlRenderer(ctx, query.urls, base_url).render_all(wanted))
-    for seg in out:
-        seg["get_urls"] = next(urls)
-        if "init_object" in seg:
-            seg["init_object"]["get_urls"] = next(urls)
     return out
 
 

@@ -21,12 +21,12 @@ class Signer:
 
 def test_a_url_is_signed_once_per_window(clock: Clock) -> None:
     window, sign = GetUrlWindow(lifetime=900), Signer()
-    first = window.urls(["a"], sign)[0]
+    first = window.signer(sign)("a")
     clock.now += 59.5
-    assert window.urls(["a"], sign)[0] == first
+    assert window.signer(sign)("a") == first
     assert len(sign.calls) == 1
     clock.now += 0.5  # the next window
-    assert window.urls(["a"], sign)[0] != first
+    assert window.signer(sign)("a") != first
     assert len(sign.calls) == 2
 
 
@@ -34,7 +34,7 @@ def test_a_url_is_signed_once_per_window(clock: Clock) -> None:
 def test_urls_outlive_the_lifetime_whenever_handed_out(clock: Clock, offset: float) -> None:
     window, sign = GetUrlWindow(lifetime=900), Signer()
     clock.now += offset
-    window.urls(["a"], sign)[0]
+    window.signer(sign)("a")
     [(start, expires, _)] = sign.calls
     assert 900 <= expires - clock.now <= 960
     assert start <= clock.now < start + 60
@@ -42,17 +42,30 @@ def test_urls_outlive_the_lifetime_whenever_handed_out(clock: Clock, offset: flo
 
 def test_a_full_window_starts_over(clock: Clock) -> None:
     window, sign = GetUrlWindow(lifetime=900, max_urls=3), Signer()
+    url = window.signer(sign)
     for key in "abc":
-        window.urls([key], sign)
-    window.urls(["a"], sign)[0]  # the fourth would exceed the bound: everything is made afresh
-    assert [k for _, _, k in sign.calls] == ["a", "b", "c", "a"]
+        url(key)
+    url("d")  # a fourth would pass the bound: everything is forgotten first
+    url("a")
+    assert [k for _, _, k in sign.calls] == ["a", "b", "c", "d", "a"]
+    window.signer(sign)("d")  # kept since the start-over
+    assert len(sign.calls) == 5
 
 
-def test_a_page_of_urls_comes_back_in_order_and_signs_only_what_is_new(clock: Clock) -> None:
-    window, sign = GetUrlWindow(lifetime=900, max_urls=5), Signer()
+def test_scopes_are_kept_apart_and_count_towards_one_bound(clock: Clock) -> None:
+    window, sign = GetUrlWindow(lifetime=900, max_urls=4), Signer()
     at = f"@{int(clock.now)}-{int(clock.now) + 960}"
-    assert window.urls(["b", "a"], sign) == ["b" + at, "a" + at]
-    assert window.urls(["a", "c", "b"], sign) == ["a" + at, "c" + at, "b" + at]
-    assert [k for _, _, k in sign.calls] == ["b", "a", "c"]
-    window.urls(["a", "d", "e"], sign)  # six might be kept, past the bound: the page afresh
-    assert [k for _, _, k in sign.calls] == ["b", "a", "c", "a", "d", "e"]
+    assert window.signer(sign, "host-1")("a") == "a" + at
+    assert window.signer(sign, "host-2")("a") == "a" + at
+    assert len(sign.calls) == 2  # one URL per scope
+    assert window.signer(sign, "host-1")("a") == "a" + at
+    assert len(sign.calls) == 2
+    for n in range(1000):  # scopes that never sign keep nothing
+        window.signer(sign, f"empty-{n}")
+    many = window.signer(sign, "host-3")
+    for key in "bcd":
+        many(key)
+    assert len(sign.calls) == 5  # the fifth URL started over: host-1's is gone
+    window.signer(sign, "host-1")("a")
+    assert len(sign.calls) == 6
+    assert len(window._urls) <= 2

@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -87,25 +87,41 @@ class GetUrlWindow:
         self.seconds = seconds
         self.max_urls = max_urls
         self._start = -1  # the current window: [start, start + seconds)
-        self._urls: dict[Hashable, str] = {}
+        self._urls: dict[Hashable, dict[str, str]] = {}  # scope: Object id: URL
+        self._made = 0  # URLs kept, in all scopes
 
-    def urls(self, keys: Sequence[Hashable], sign: Callable[[int, int, Any], str]) -> list[str]:
-        """The current window's URL for each key, made by ``sign(start, expires, key)`` the first
-        time it is asked for (``start``: the window's start, ``expires``: when its URLs stop
-        working, both Unix seconds). A page's URLs are asked for together: the window is looked
-        up once for all of them. The URLs are forgotten when the window moves on, or when
-        ``max_urls`` would be exceeded: memory stays bounded."""
+    def signer(self, sign: Callable[[int, int, str], str], scope: Hashable = None) -> Callable[[str], str]:
+        """A function from an Object id to the current window's URL for it in ``scope`` (what
+        else the URL depends on: the base URL a client named), made by ``sign(start, expires,
+        object_id)`` the first time it is asked for (``start``: the window's start,
+        ``expires``: when its URLs stop working, both Unix seconds).
+
+        One signer serves one response: the window is looked up once for all of its URLs, and
+        each URL after that is one dictionary lookup. The URLs are forgotten when the window
+        moves on, or when ``max_urls`` are kept: memory stays bounded, whatever the scopes."""
         start = url_window(self.seconds)
-        if start != self._start or len(self._urls) + len(keys) > self.max_urls:
-            self._start, self._urls = start, {}
-        kept, expires = self._urls, start + self.seconds + self.lifetime
-        out = []
-        for key in keys:
-            url = kept.get(key)
-            if url is None:
-                url = kept[key] = sign(start, expires, key)
-            out.append(url)
-        return out
+        if start != self._start:
+            self._start = start
+            self._start_over()
+        kept = self._urls.get(scope, {})
+        expires = start + self.seconds + self.lifetime
+
+        def url(object_id: str) -> str:
+            found = kept.get(object_id)
+            if found is None:
+                if self._made >= self.max_urls:
+                    self._start_over()
+                found = kept[object_id] = sign(start, expires, object_id)
+                self._urls[scope] = kept  # a scope is kept once it has a URL
+                self._made += 1
+            return found
+
+        return url
+
+    def _start_over(self) -> None:
+        for kept in self._urls.values():
+            kept.clear()  # (a signer still in use keeps its dictionary, now empty)
+        self._urls, self._made = {}, 0
 
 
 class MediaStore(Protocol):
@@ -114,9 +130,10 @@ class MediaStore(Protocol):
     def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
         """A URL a client can PUT the Object's bytes to, valid at least the presigned timeout."""
 
-    def get_urls(self, object_ids: Sequence[str], base_url: str) -> list[str]:
-        """A presigned URL to GET each Object's bytes, in order (a page's Objects at once: the
-        per-call work is paid once a page). Every backend here offers that one kind of URL."""
+    def get_url_signer(self, base_url: str) -> Callable[[str], str]:
+        """A function giving an Object's presigned GET URL, for one response (its set-up is
+        paid once a page, not once a URL: ``GetUrlWindow.signer``). Every backend here offers
+        that one kind of URL."""
 
     async def delete(self, object_ids: list[str]) -> None:
         """Delete stored bytes; objects that were never uploaded are not an error."""

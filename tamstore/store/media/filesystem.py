@@ -24,7 +24,7 @@ import secrets
 import shutil
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,12 +110,12 @@ class FilesystemMediaStore:
     def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
         return SignedUrl(self._signed("PUT", object_id, base_url, int(time.time()) + self.url_timeout), True)
 
-    def get_urls(self, object_ids: Sequence[str], base_url: str) -> list[str]:
-        def sign(_start: int, expires: int, key: tuple[str, str]) -> str:
-            return self._signed("GET", key[0], base_url, expires)
+    def get_url_signer(self, base_url: str) -> Callable[[str], str]:
+        def sign(_start: int, expires: int, object_id: str) -> str:
+            return self._signed("GET", object_id, base_url, expires)
 
-        # Kept by (id, base URL): each Host a client names gets URLs that point back at it.
-        return self._get_window.urls([(object_id, base_url) for object_id in object_ids], sign)
+        # Kept per base URL: each Host a client names gets URLs that point back at it.
+        return self._get_window.signer(sign, base_url)
 
     async def write(
         self,

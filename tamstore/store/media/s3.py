@@ -10,7 +10,7 @@ rewrites, and every key can be turned back into its id (for ``tamstore admin cle
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +92,8 @@ class S3MediaStore:
     def put_url(self, object_id: str, content_type: str | None, base_url: str) -> SignedUrl:
         return SignedUrl(self.presigner.presign("PUT", self.key(object_id), self.url_timeout), True)
 
-    def get_urls(self, object_ids: Sequence[str], base_url: str) -> list[str]:
-        return self._get_window.urls(object_ids, self._presigned_get)
+    def get_url_signer(self, base_url: str) -> Callable[[str], str]:
+        return self._get_window.signer(self._presigned_get)
 
     def _presigned_get(self, start: int, expires: int, object_id: str) -> str:
         """Signed as at the window's start, valid until the window's URLs expire."""
