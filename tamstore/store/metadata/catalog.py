@@ -42,13 +42,6 @@ def span_overlaps(lo: int | None, hi: int | None) -> Any:
     return and_(*clauses)
 
 
-_COLLECTORS = (
-    select(t.flow_collections.c.member_id, t.flow_collections.c.collector_id)
-    .where(t.flow_collections.c.member_id.in_(bindparam("ids", expanding=True)))
-    .order_by(t.flow_collections.c.collector_id)
-)
-
-
 def _source_collections_statement() -> Any:
     """Built once (two aliases of ``flows`` cost more to build than the query costs to run):
     the collector and member Sources of the Flow collections touching any of ``:ids``."""
@@ -236,9 +229,12 @@ class CatalogQueries(Queries):
         out: dict[str, list[str]] = {fid: [] for fid in flow_ids}
         if not flow_ids:
             return out
-        for r in await self._all(_COLLECTORS, {"ids": flow_ids}):
-            if r.collector_id not in out[r.member_id]:
-                out[r.member_id].append(r.collector_id)
+        # On the driver: a page of 100 Flows made SQLAlchemy render 100 binds every time.
+        for member_id, collector_id in await self._rows_for_ids(
+            "SELECT member_id, collector_id FROM flow_collections", "member_id", flow_ids, " ORDER BY collector_id"
+        ):
+            if collector_id not in out[member_id]:
+                out[member_id].append(collector_id)
         return out
 
     async def list_flows(
