@@ -4,6 +4,7 @@ HEAD answered with GET's status and headers and no body, and the paging headers 
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import orjson
 from starlette.requests import Request
@@ -13,7 +14,7 @@ from starlette.types import Scope, Send
 from tamstore.domain.errors import TamsError, error_body
 from tamstore.domain.paging import Page
 
-__all__ = ["empty", "error_reply", "json_response", "page_response"]
+__all__ = ["empty", "error_reply", "json_response", "next_page_url", "page_response"]
 
 JSON = "application/json"
 
@@ -50,11 +51,19 @@ def page_response(
     cursor = page.next_cursor
     if cursor is not None:
         headers["X-Paging-NextKey"] = cursor
-        next_url = request.url.remove_query_params("page").include_query_params(page=cursor)
-        headers["Link"] = f'<{next_url}>; rel="next"'
+        headers["Link"] = f'<{next_page_url(request, cursor)}>; rel="next"'
     if extra_headers:
         headers.update(extra_headers)
     return json_response(request, page.items if body is None else body, headers=headers)
+
+
+def next_page_url(request: Request, cursor: str) -> str:
+    """The request's own URL with ``page`` set to ``cursor``, its other parameters kept in their
+    order (what Starlette's ``remove_query_params`` then ``include_query_params`` give, in one
+    parse and one encoding instead of two each: a listing with a next page pays it every time)."""
+    pairs = [pair for pair in parse_qsl(request.url.query, keep_blank_values=True) if pair[0] != "page"]
+    pairs.append(("page", cursor))
+    return str(request.url.replace(query=urlencode(pairs)))
 
 
 async def error_reply(
