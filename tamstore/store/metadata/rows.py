@@ -272,10 +272,13 @@ def row_as(kind: type[R], row: Sequence[Any] | None) -> R | None:
     table's, such as paging keys) as ``kind``; None stays None."""
     if row is None:
         return None
-    return kind._make(tuple(row)[: len(kind._fields)])  # type: ignore[attr-defined, no-any-return]
+    return tuple.__new__(kind, row[: len(kind._fields)])  # type: ignore[attr-defined]
 
 
 def rows_as(kind: type[R], rows: Sequence[Sequence[Any]]) -> list[R]:
+    """Each row as ``kind``, made with ``tuple.__new__`` from a slice of the row (a listing page
+    makes a hundred: the named tuple's own ``_make`` is a Python function, and copying the row
+    whole before slicing it doubled the copying)."""
     n = len(kind._fields)  # type: ignore[attr-defined]
-    make = kind._make  # type: ignore[attr-defined]
-    return [make(tuple(r)[:n]) for r in rows]
+    make = tuple.__new__
+    return [make(kind, r[:n]) for r in rows]
