@@ -69,3 +69,14 @@ def test_scopes_are_kept_apart_and_count_towards_one_bound(clock: Clock) -> None
     window.signer(sign, "host-1")("a")
     assert len(sign.calls) == 6
     assert len(window._urls) <= 2
+
+
+def test_a_signer_that_outlives_its_window_keeps_nothing_in_the_next(clock: Clock) -> None:
+    window, sign = GetUrlWindow(lifetime=900), Signer()
+    old = window.signer(sign)
+    clock.now += 60
+    window.signer(sign)  # the next window: everything is forgotten
+    old("a")  # signed for the old window, in which its response began, and not kept
+    window.signer(sign)("a")  # a later response gets a URL of its own window
+    first = sign.calls[0][0]
+    assert [start for start, _, _ in sign.calls] == [first, first + 60]

@@ -109,11 +109,13 @@ class GetUrlWindow:
         def url(object_id: str) -> str:
             found = kept.get(object_id)
             if found is None:
-                if self._made >= self.max_urls:
-                    self._start_over()
-                found = kept[object_id] = sign(start, expires, object_id)
-                self._urls[scope] = kept  # a scope is kept once it has a URL
-                self._made += 1
+                found = sign(start, expires, object_id)
+                if self._start == start:  # (a signer that outlives its window keeps nothing)
+                    if self._made >= self.max_urls:
+                        self._start_over()
+                    kept[object_id] = found
+                    self._urls[scope] = kept  # a scope is kept once it has a URL
+                    self._made += 1
             return found
 
         return url
