@@ -302,6 +302,35 @@ async def test_flow_collections_and_collected_by(client: httpx.AsyncClient, sche
     assert "collected_by" not in (await client.get(f"/flows/{video['id']}")).json()
 
 
+async def test_a_listing_names_each_flows_collectors_across_id_lists(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page's collections are read in IN lists of IN_CHUNK ids (here 2, so a page of five
+    Flows takes three): every listed Flow names its collectors as its own document does."""
+    import tamstore.store.metadata.base as base
+
+    monkeypatch.setattr(base, "IN_CHUNK", 2)
+    monkeypatch.setattr(base, "IN_CHUNK_POSTGRESQL", 2)
+    members = [await put_flow(client) for _ in range(3)]
+    collectors = sorted(new_id() for _ in range(2))
+    for n, collector_id in enumerate(collectors):
+        body = {
+            "id": collector_id,
+            "source_id": new_id(),
+            "format": "urn:x-nmos:format:multi",
+            "container": "video/mp2t",
+            "flow_collection": [{"id": m["id"], "role": f"r{k}"} for k, m in enumerate(members[n:])],
+        }
+        assert (await client.put(f"/flows/{collector_id}", json=body)).status_code == 201
+    listed = {f["id"]: f for f in (await client.get("/flows?limit=10")).json()}
+    assert len(listed) == 5
+    assert listed[members[0]["id"]]["collected_by"] == collectors[:1]
+    assert listed[members[1]["id"]]["collected_by"] == collectors
+    assert listed[members[2]["id"]]["collected_by"] == collectors
+    for flow_id, doc in listed.items():
+        assert doc == (await client.get(f"/flows/{flow_id}")).json()
+
+
 async def test_profiles_on_flows(client: httpx.AsyncClient, schemas: SpecSchemas) -> None:
     pid = new_id()
     profile = {
