@@ -437,6 +437,22 @@ async def test_a_page_read_twice_gives_the_same_urls_with_the_promised_lifetime(
     assert (await client.get(url)).json()[0]["get_urls"][0]["url"] != urls[0]
 
 
+async def test_each_host_gets_urls_that_point_back_at_it_and_are_kept_apart(client: httpx.AsyncClient) -> None:
+    """The embedded store's URLs name the host the client asked; the URLs kept for one host
+    are never handed to another (the window keeps them per base URL)."""
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], [0, 1])
+    url = f"/flows/{flow['id']}/segments"
+    if not (await client.get(url)).json()[0]["get_urls"][0]["url"].startswith(str(client.base_url)):
+        pytest.skip("S3 URLs name the bucket, not the host asked")
+    for _ in range(2):  # the second round is answered from the kept URLs
+        for host in ("one.example", "two.example:8443"):
+            page = (await client.get(url, headers={"host": host})).json()
+            urls = [u["url"] for s in page for u in s["get_urls"]]
+            assert len(urls) == 2
+            assert all(u.startswith(f"http://{host}/") for u in urls), (host, urls)
+
+
 @pytest.mark.parametrize("object_id", ["../../etc/passwd", "a/../../b", "%2F..%2F..", "/abs", "..", "."])
 async def test_object_ids_cannot_escape_the_media_root(client: httpx.AsyncClient, object_id: str) -> None:
     flow = await put_flow(client)
