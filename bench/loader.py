@@ -72,6 +72,26 @@ def _flow_rows(flow_id: str, source_id: str, n: int, doc: dict[str, Any]) -> tup
     return source, flow
 
 
+_OBJECT_COLUMNS = [
+    "id",
+    "allocated_for_flow",
+    "storage_id",
+    "content_type",
+    "allocated_at",
+    "registered",
+    "is_init",
+    "first_referenced_by_flow",
+    "timerange",
+    "sole_instance",
+]
+
+
+def _object_columns(existing: set[str]) -> list[str]:
+    """The object columns the loader fills, of those the schema has: the bench also runs
+    against older commits, from before ``sole_instance``."""
+    return [c for c in _OBJECT_COLUMNS if c in existing]
+
+
 def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...]], ...]]:
     """Rows for segments, objects, instances and refs, in batches (in time order)."""
     now = time.time_ns() // 1000
@@ -92,6 +112,7 @@ def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...
                     False,
                     flow_id,
                     f"[{i}:0_{i + 1}:0)",
+                    True,  # sole_instance: its one instance, below (as allocation marks it)
                 )
             )
             insts.append((oid, STORAGE_ID["id"], True))
@@ -111,6 +132,7 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA foreign_keys=OFF")
     conn.execute("BEGIN")
+    object_columns = _object_columns({r[1] for r in conn.execute("PRAGMA table_info(objects)")})
     for flow_id, n, extra in flows:
         source_id = str(uuid.uuid4())
         doc = flow_doc(flow_id, source_id, **extra)
@@ -128,9 +150,8 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
                 segs,
             )
             conn.executemany(
-                "INSERT INTO objects (id, allocated_for_flow, storage_id, content_type, allocated_at, registered,"
-                " is_init, first_referenced_by_flow, timerange) VALUES (?,?,?,?,?,?,?,?,?)",
-                objs,
+                f"INSERT INTO objects ({', '.join(object_columns)}) VALUES ({', '.join('?' * len(object_columns))})",
+                [o[: len(object_columns)] for o in objs],
             )
             conn.executemany("INSERT INTO object_instances (object_id, storage_id, controlled) VALUES (?,?,?)", insts)
             conn.executemany("INSERT INTO object_refs (object_id, flow_id, segments) VALUES (?,?,?)", refs)
@@ -154,6 +175,8 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
 
     conn = await asyncpg.connect(url)
     try:
+        columns = await conn.fetch("SELECT column_name FROM information_schema.columns WHERE table_name = 'objects'")
+        object_columns = _object_columns({r[0] for r in columns})
         for flow_id, n, extra in flows:
             source_id = str(uuid.uuid4())
             doc = flow_doc(flow_id, source_id, **extra)
@@ -173,19 +196,7 @@ async def load_postgres(url: str, flows: list[tuple[str, int, dict[str, Any]]]) 
                 )
             for segs, objs, insts, refs in _segment_batches(flow_id, n):
                 await conn.copy_records_to_table(
-                    "objects",
-                    records=objs,
-                    columns=[
-                        "id",
-                        "allocated_for_flow",
-                        "storage_id",
-                        "content_type",
-                        "allocated_at",
-                        "registered",
-                        "is_init",
-                        "first_referenced_by_flow",
-                        "timerange",
-                    ],
+                    "objects", records=[o[: len(object_columns)] for o in objs], columns=object_columns
                 )
                 await conn.copy_records_to_table(
                     "segments",

@@ -73,6 +73,7 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
                     "storage_id": backend.info.id,
                     "content_type": content_type,
                     "allocated_at": now,
+                    "sole_instance": True,  # its one instance, below
                 }
                 for oid in object_ids
             ],

@@ -155,3 +155,48 @@ async def test_coverage_blocks_are_filled_from_the_segments_stored_before_the_up
     finally:
         await store.close()
     assert blocks == {tuple(b) for b in block_sums(spans)}
+
+
+async def test_objects_stored_before_the_upgrade_say_whether_their_one_instance_is_controlled(
+    settings: Settings,
+) -> None:
+    """0009 marks ``sole_instance`` only where an Object's one instance is the controlled one on
+    its own backend: not with a second instance, nor an uncontrolled one, nor one elsewhere."""
+    from sqlalchemy import text
+
+    settings.data_dir.mkdir(parents=True)
+    store = open_metadata_store(settings.sqlalchemy_url())
+    instances = {
+        "sole": [("b", True)],
+        "two": [("b", True), (None, False)],
+        "uncontrolled": [(None, False)],
+        "elsewhere": [("c", True)],
+        "none": [],
+    }
+    try:
+        await upgrade(store.engine, "0008")
+        async with store.engine.begin() as conn:
+            for oid, insts in instances.items():
+                await conn.execute(
+                    text("INSERT INTO objects (id, storage_id, allocated_at) VALUES (:id, 'b', 1)"), {"id": oid}
+                )
+                for n, (storage_id, controlled) in enumerate(insts):
+                    await conn.execute(
+                        text(
+                            "INSERT INTO object_instances (object_id, storage_id, url, label, controlled)"
+                            " VALUES (:o, :s, :u, :l, :c)"
+                        ),
+                        {
+                            "o": oid,
+                            "s": storage_id,
+                            "u": None if controlled else "https://x",
+                            "l": str(n),
+                            "c": controlled,
+                        },
+                    )
+        await upgrade(store.engine)
+        async with store.engine.connect() as conn:
+            marked = {r[0] for r in await conn.execute(text("SELECT id FROM objects WHERE sole_instance"))}
+    finally:
+        await store.close()
+    assert marked == {"sole"}

@@ -277,21 +277,24 @@ class Queries:
     async def pages_token(self, flow_id: str) -> int | None:
         """The Flow's pages token (None: no such Flow). It changes in every transaction that
         changes what a segment page of the Flow shows: ``TimelineWrites`` renews it with the
-        Flow's counters whenever segments come or go, ``_renew_pages_of_objects`` when an
+        Flow's counters whenever segments come or go, ``_instances_changed`` when an
         Object's instances change."""
         rows = await self._driver_rows(PAGES_TOKEN, (flow_id,))
         return rows[0][0] if rows else None
 
-    async def _renew_pages_of_objects(self, object_ids: Iterable[str]) -> None:
-        """Called by every write of Object instances: the pages of every Flow whose segments use
-        one of the Objects, directly or as their init Object (object_refs counts both), show
-        its URLs."""
-        renew = [(new_pages_token(), o) for o in set(object_ids)]
-        if renew:
-            await self._executemany(
-                "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
-                renew,
-            )
+    async def _instances_changed(self, object_ids: Iterable[str]) -> None:
+        """Called by every write of an existing Object's instances. The Object no longer says
+        it has one instance (``objects.sole_instance``), so pages read its instances; and the
+        pages of every Flow whose segments use it, directly or as their init Object
+        (object_refs counts both), are renewed: they show its URLs."""
+        ids = [(o,) for o in set(object_ids)]
+        if not ids:
+            return
+        await self._executemany("UPDATE objects SET sole_instance = false WHERE id = ? AND sole_instance", ids)
+        await self._executemany(
+            "UPDATE flows SET pages_token = ? WHERE id IN (SELECT flow_id FROM object_refs WHERE object_id = ?)",
+            [(new_pages_token(), o) for (o,) in ids],
+        )
 
     def _add_on_conflict(self, table: Any, keys: list[str], counters: list[str]) -> Any:
         """INSERT ... ON CONFLICT (keys) DO UPDATE adding the new row's counters to the old."""

@@ -63,7 +63,7 @@ class ObjectQueries(Queries):
             # A segment's get_urls may add instances to an Object other Flows already use; an
             # Object inserted just now is in no Flow's pages yet.
             new = {r["id"] for r in rows}
-            await self._renew_pages_of_objects(i["object_id"] for i in instances if i["object_id"] not in new)
+            await self._instances_changed(i["object_id"] for i in instances if i["object_id"] not in new)
 
     async def set_object_size(self, object_id: str, size: int) -> ObjectRow | None:
         """Record the Object's byte size; once it is registered, the size counts in its
@@ -116,7 +116,7 @@ class ObjectQueries(Queries):
     async def insert_instance(self, row: dict[str, Any]) -> None:
         """Add an instance; a controlled one of a registered Object counts in that backend's usage."""
         await self.conn.execute(insert(t.object_instances).values(**row))
-        await self._renew_pages_of_objects([row["object_id"]])
+        await self._instances_changed([row["object_id"]])
         if row.get("controlled") and row.get("storage_id"):
             obj = await self.get_object(row["object_id"])
             if obj is not None and obj.registered:
@@ -130,7 +130,7 @@ class ObjectQueries(Queries):
         )
         if deleted is None:
             return
-        await self._renew_pages_of_objects([deleted.object_id])
+        await self._instances_changed([deleted.object_id])
         if deleted.controlled and deleted.storage_id:
             obj = await self.get_object(deleted.object_id)
             if obj is not None and obj.registered:

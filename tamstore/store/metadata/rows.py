@@ -103,6 +103,7 @@ class ObjectRow(NamedTuple):
     key_frame_count: int | None
     init_object_id: str | None
     size: int | None
+    sole_instance: bool
 
 
 class InstanceRow(NamedTuple):

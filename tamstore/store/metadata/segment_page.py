@@ -7,9 +7,13 @@ as plain named tuples. ``tests/store/test_segment_page.py`` checks it returns ex
 same query built with SQLAlchemy from the store's own ``segment_range_clause`` returns.
 
 The query: one page of a Flow's segments overlapping ``[lo, hi)`` in time order (keyset on
-``ts_start``), each with its Object's init Object id, then each segment's Object instances joined
-on. The lower bound is the start of the first segment ending after ``lo``: segments never
-overlap, so the scan starts there and never from the start of the Flow.
+``ts_start``), each with its Object's init Object id, backend and whether that backend's
+controlled instance is the Object's only one (``objects.sole_instance``). Nearly every Object is
+in that state, and its URLs are made from its backend alone; the instances of the others are
+read by the caller in a second statement. Joining every segment to its instances cost a third
+of the statement (docs/performance.md). The lower bound is the start of the first segment
+ending after ``lo``: segments never overlap, so the scan starts there and never from the start
+of the Flow.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-__all__ = ["SegmentRow", "Shape", "sql_for"]
+__all__ = ["SOLE_INSTANCE", "STORAGE_ID", "SegmentRow", "Shape", "sql_for"]
 
 
 class SegmentRow(NamedTuple):
@@ -35,6 +39,9 @@ class SegmentRow(NamedTuple):
 
 
 SEGMENT_COLUMNS = len(SegmentRow._fields)
+# After a row's segment columns: its Object's backend, and whether the controlled instance there
+# is the Object's only one.
+STORAGE_ID, SOLE_INSTANCE = SEGMENT_COLUMNS, SEGMENT_COLUMNS + 1
 
 
 class Shape(NamedTuple):
@@ -48,17 +55,13 @@ class Shape(NamedTuple):
 
 
 _TEMPLATE = """\
-WITH page AS (
-  SELECT s.ts_start, s.ts_end, s.timerange, s.object_id, s.ts_offset, s.last_duration,
-         s.object_timerange, s.key_frame_count, s.sample_offset, s.sample_count, o.init_object_id
-  FROM segments s JOIN objects o ON o.id = s.object_id
-  WHERE s.flow_id = :flow_id{conditions}
-  ORDER BY s.ts_start {direction}
-  LIMIT :limit
-)
-SELECT page.*, i.storage_id, i.url, i.label, i.controlled
-FROM page LEFT JOIN object_instances i ON i.object_id = page.object_id
-ORDER BY page.ts_start {direction}, i.id"""
+SELECT s.ts_start, s.ts_end, s.timerange, s.object_id, s.ts_offset, s.last_duration,
+       s.object_timerange, s.key_frame_count, s.sample_offset, s.sample_count, o.init_object_id,
+       o.storage_id, o.sole_instance
+FROM segments s JOIN objects o ON o.id = s.object_id
+WHERE s.flow_id = :flow_id{conditions}
+ORDER BY s.ts_start {direction}
+LIMIT :limit"""
 
 
 @functools.cache
@@ -68,13 +71,13 @@ def sql_for(shape: Shape) -> str:
     conditions = ""
     if shape.lo:
         conditions += (
-            "\n    AND s.ts_start >= (SELECT ts_start FROM segments"
+            "\n  AND s.ts_start >= (SELECT ts_start FROM segments"
             " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1)"
         )
     if shape.hi:
-        conditions += "\n    AND s.ts_start < :hi"
+        conditions += "\n  AND s.ts_start < :hi"
     if shape.object_id:
-        conditions += "\n    AND s.object_id = :object_id"
+        conditions += "\n  AND s.object_id = :object_id"
     if shape.after:
-        conditions += "\n    AND s.ts_start " + ("< :after" if shape.reverse else "> :after")
+        conditions += "\n  AND s.ts_start " + ("< :after" if shape.reverse else "> :after")
     return _TEMPLATE.format(conditions=conditions, direction="DESC" if shape.reverse else "ASC")

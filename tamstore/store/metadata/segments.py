@@ -19,9 +19,8 @@ from sqlalchemy.exc import IntegrityError
 from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
-from tamstore.store.metadata.base import Queries
-from tamstore.store.metadata.objects import Instance
-from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SegmentRow, Shape, sql_for
+from tamstore.store.metadata.objects import Instance, ObjectQueries
+from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE, STORAGE_ID, SegmentRow, Shape, sql_for
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
 _OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
@@ -48,8 +47,8 @@ def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
     return and_(*clauses)
 
 
-class SegmentQueries(Queries):
-    """A Flow's segments."""
+class SegmentQueries(ObjectQueries):
+    """A Flow's segments (and, for their pages, their Objects' instances)."""
 
     # -- segments -----------------------------------------------------------------------------
 
@@ -63,7 +62,8 @@ class SegmentQueries(Queries):
         object_id: str | None,
     ) -> Page[Any]:
         """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id;
-        ``extra["instances"]`` maps each Object to its instances (in id order). One statement."""
+        ``extra["instances"]`` maps each Object to its instances (in id order). One statement,
+        and a second for the instances of Objects that have more than their controlled one."""
         shape = Shape(lo is not None, hi is not None, object_id is not None, page.after is not None, page.reverse)
         params: dict[str, Any] = {"flow_id": flow_id, "limit": page.limit + 1}
         if lo is not None:
@@ -74,26 +74,30 @@ class SegmentQueries(Queries):
             params["object_id"] = object_id
         if page.after is not None:
             params["after"] = page.after[0]
-        rows: list[SegmentRow] = []
-        instances: dict[str, list[Instance]] = {}
-        # One row per (segment, instance): a segment's rows are adjacent. Tuples are made with
-        # tuple.__new__, not the named tuples' own constructors (Python functions): a third of
-        # the time spent on a page's rows went to those calls.
+        # Tuples are made with tuple.__new__, not the named tuples' own constructors (Python
+        # functions): a third of the time spent on a page's rows went to those calls.
         make = tuple.__new__
-        last_start = None
-        filling: list[Instance] | None = None  # the instances of an Object not seen before
-        for r in await self._segment_page_rows(shape, params):
-            if r[0] != last_start:
-                last_start = r[0]
-                rows.append(make(SegmentRow, r[:SEGMENT_COLUMNS]))
-                object_id = r[_OBJECT_ID]
-                filling = None if object_id in instances else instances.setdefault(object_id, [])
-            if filling is not None and r[-1] is not None:
-                filling.append(make(Instance, (r[-4], r[-3], r[-2], bool(r[-1]))))
-        next_key = None
-        if len(rows) > page.limit:
-            rows = rows[: page.limit]
-            next_key = (rows[-1].ts_start,)
+        raw = await self._segment_page_rows(shape, params)
+        if len(raw) > page.limit:
+            raw = raw[: page.limit]
+            next_key: tuple[Any, ...] | None = (raw[-1][0],)
+        else:
+            next_key = None
+        rows = [make(SegmentRow, r[:SEGMENT_COLUMNS]) for r in raw]
+        instances: dict[str, Sequence[Any]] = {}
+        sole: dict[str, tuple[Instance]] = {}  # storage id: the one instance there (shared)
+        others: list[str] = []
+        for r in raw:
+            if r[SOLE_INSTANCE]:
+                storage_id = r[STORAGE_ID]
+                one = sole.get(storage_id)
+                if one is None:
+                    one = sole[storage_id] = (make(Instance, (storage_id, None, None, True)),)
+                instances[r[_OBJECT_ID]] = one
+            else:
+                others.append(r[_OBJECT_ID])
+        if others:
+            instances.update(await self.instances(others))
         return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
 
     async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:

@@ -163,6 +163,11 @@ objects = Table(
     Column("key_frame_count", Integer),
     Column("init_object_id", String),
     Column("size", BigInteger),  # bytes, when known (uploads through tamstore)
+    # True when the Object's one instance is the controlled one on ``storage_id``, as an Object
+    # allocated by tamstore starts out: a page of segments then makes its URLs without reading
+    # object_instances (a third of the page's statement). False says nothing: look there. Every
+    # write of an Object's instances sets it false (``Queries._instances_changed``).
+    Column("sole_instance", Boolean, nullable=False, server_default="0"),
     Index("ix_objects_init", "init_object_id"),
 )
 # Allocations not (yet) used by a segment, oldest first, for their collection. Partial: an Object

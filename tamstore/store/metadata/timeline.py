@@ -19,7 +19,6 @@ from tamstore.store.metadata.base import new_pages_token
 from tamstore.store.metadata.catalog import CatalogQueries
 from tamstore.store.metadata.coverage import CoverageQueries
 from tamstore.store.metadata.deletion import DeletionQueries
-from tamstore.store.metadata.objects import ObjectQueries
 from tamstore.store.metadata.rows import FlowRow
 from tamstore.store.metadata.segments import SegmentQueries
 
@@ -41,7 +40,7 @@ class SegmentSpan(Protocol):
     def size(self) -> int | None: ...
 
 
-class TimelineWrites(CatalogQueries, ObjectQueries, SegmentQueries, DeletionQueries, CoverageQueries):
+class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQueries):
     """Adding and removing segments together with their references, span and counters."""
 
     async def add_segments(
