@@ -7,6 +7,7 @@ recorded while no webhook is listening (one cheap query per transaction).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -89,15 +90,25 @@ async def flow_deleted(tx: Tx, flow_id: str, source_id: str) -> None:
         await _record(tx, await _flow_facts(tx, "flows/deleted", flow_id, source_id), {"flow_id": flow_id})
 
 
-async def segments_added(tx: Tx, flow: FlowRow, segments: list[dict[str, Any]], init_of: dict[str, str | None]) -> None:
+async def segments_added(
+    tx: Tx,
+    flow: FlowRow,
+    segments: list[dict[str, Any]],
+    init_of: dict[str, str | None],
+    known: Mapping[str, Sequence[Any]] | None = None,
+) -> None:
     """The segments as stored, with their Objects' instances as they are now; each webhook gets
     the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered.
     ``flow`` is the Flow's row as this transaction read it; ``init_of`` maps each segment's
-    Object to its init Object (the caller has just written it)."""
+    Object to its init Object (the caller has just written it); ``known``, the instances of
+    Objects the caller knows in this transaction (the others are read here)."""
     if await _listening(tx):
         facts = await _row_facts(tx, "flows/segments_added", flow)
         init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
-        instances = await tx.instances([*init_of, *(i for i in init_of.values() if i)])
+        known = known or {}
+        wanted = {*init_of, *(i for i in init_of.values() if i)}
+        instances = {oid: known[oid] for oid in wanted if oid in known}
+        instances.update(await tx.instances(wanted - instances.keys()))
         recorded = {
             oid: [
                 {"storage_id": i.storage_id, "url": i.url, "label": i.label, "controlled": bool(i.controlled)}

@@ -228,6 +228,38 @@ async def test_segment_urls_are_filtered_per_webhook(hooked: httpx.AsyncClient, 
     assert by_path["/verbose"]["object_timerange"] == "[5:0_6:0)"
 
 
+async def test_segment_urls_in_an_event_are_the_objects_own(hooked: httpx.AsyncClient, receiver: Receiver) -> None:
+    """The event's instances come from the Object rows the batch read when an Object's one
+    instance is its controlled one, and from object_instances otherwise: either way each
+    segment's URLs are those of its Object's own document."""
+    flow = await put_flow(hooked)
+    fid = flow["id"]
+    [reused] = await add_segments(hooked, fid, [0])
+    r = await hooked.post(f"/objects/{reused}/instances", json={"url": "https://cdn/r", "label": "cdn"})
+    assert r.status_code == 201, r.text
+    await register(hooked, receiver.url + "/v", events=["flows/segments_added"], verbose_storage=True)
+    untouched, given_urls = (o["object_id"] for o in await allocate(hooked, fid, 2))
+    body = [
+        {"object_id": untouched, "timerange": "[1:0_2:0)"},
+        {"object_id": given_urls, "timerange": "[2:0_3:0)", "get_urls": [{"url": "https://cdn/g", "label": "cdn"}]},
+        {"object_id": reused, "timerange": "[3:0_4:0)", "ts_offset": "3:0"},
+    ]
+    r = await hooked.post(f"/flows/{fid}/segments", json=body)
+    assert r.status_code == 201, r.text
+    [event] = await receiver.arrived(1, "flows/segments_added")
+    segments = event["event"]["segments"]
+    assert [s["object_id"] for s in segments] == [untouched, given_urls, reused]
+    for seg in segments:
+        own = (await hooked.get(f"/objects/{seg['object_id']}", params={"verbose_storage": "true"})).json()
+        assert _hostless(seg["get_urls"]) == _hostless(own["get_urls"]), seg["object_id"]
+    assert [len(s["get_urls"]) for s in segments] == [1, 2, 2]
+
+
+def _hostless(urls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """URLs without the host they name (the webhook's base URL is not the test client's)."""
+    return [{**u, "url": u["url"].split("/", 3)[-1]} for u in urls]
+
+
 async def test_retries_keep_order_then_error_then_resume(hooked: httpx.AsyncClient, receiver: Receiver) -> None:
     hook = await register(hooked, receiver.url + "/r", events=["flows/updated"])
     flow = await put_flow(hooked)

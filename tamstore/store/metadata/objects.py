@@ -33,6 +33,14 @@ class Instance(NamedTuple):
     controlled: bool
 
 
+def sole_instances(row: ObjectRow) -> tuple[Instance] | None:
+    """An Object's instances from its row, when the row says its one instance is the
+    controlled one on its backend (``objects.sole_instance``); None: they must be read."""
+    if row.sole_instance and row.storage_id is not None:
+        return (Instance(row.storage_id, None, None, True),)
+    return None
+
+
 _OBJECT_SELECT = ", ".join(ObjectRow._fields)
 
 # Usage counters are spread over shards, so that concurrent writers seldom update one row.
