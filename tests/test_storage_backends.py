@@ -112,6 +112,7 @@ async def test_two_backends_side_by_side(two_backends: Settings, schemas: SpecSc
 
         report = await check(client.app.state.ctx)  # type: ignore[attr-defined]
         assert report.counter_drift == []  # copies and removals kept each backend's count
+        assert report.instance_drift == []  # and no Object copied or removed says it has one instance
         assert (
             await client.post(f"/objects/{cold}/instances", json={"url": "https://cdn/x", "label": "archive"})
         ).status_code == 400

@@ -18,6 +18,7 @@ from tamstore.store.media.s3 import S3MediaStore
 __all__ = ["Report", "check", "stats"]
 
 BATCH = 1000
+DRIFT_LIMIT = 1000  # Objects named per kind of drift: enough to act on, never the whole table
 
 
 @dataclass
@@ -25,15 +26,17 @@ class Report:
     missing_media: list[str] = field(default_factory=list)
     orphaned_media: list[str] = field(default_factory=list)
     counter_drift: list[str] = field(default_factory=list)
+    instance_drift: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return not (self.missing_media or self.orphaned_media or self.counter_drift)
+        return not (self.missing_media or self.orphaned_media or self.counter_drift or self.instance_drift)
 
     def lines(self) -> list[str]:
         out = [f"missing media: Object {oid}" for oid in self.missing_media]
         out += [f"orphaned media: {name}" for name in self.orphaned_media]
         out += [f"counter drift: {what}" for what in self.counter_drift]
+        out += [f"instance drift: {what}" for what in self.instance_drift]
         return out
 
 
@@ -43,6 +46,11 @@ async def check(ctx: Context) -> Report:
     found = await find_orphans(ctx)
     report.orphaned_media = [i.name for i in found.orphaned_bytes] + [i.name for i in found.orphaned_keys]
     await _counters(ctx, report)
+    async with ctx.store.read() as tx:
+        wrong = await tx.falsely_sole(DRIFT_LIMIT)
+    report.instance_drift = [
+        f"Object {oid} is marked as having only its controlled instance, and has others" for oid in wrong
+    ]
     return report
 
 

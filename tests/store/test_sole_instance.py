@@ -62,3 +62,21 @@ async def test_a_page_shows_every_instance_after_each_kind_of_instance_write(cli
         instances = (await conn.execute(select(i.c.object_id, i.c.storage_id, i.c.controlled))).all()
     assert {oid for oid, sole in flags.items() if sole} == {untouched}
     assert [(r.storage_id, bool(r.controlled)) for r in instances if r.object_id == untouched] == [(storage_id, True)]
+
+
+async def test_admin_check_reports_an_object_marked_sole_that_has_other_instances(client: httpx.AsyncClient) -> None:
+    from sqlalchemy import update
+
+    from tamstore.ops import check
+
+    ctx = client._transport.app.state.ctx  # type: ignore[attr-defined]
+    flow = await put_flow(client)
+    sole, two = await add_segments(client, flow["id"], [0, 1])
+    r = await client.post(f"/objects/{two}/instances", json={"url": "https://cdn/2", "label": "cdn"})
+    assert r.status_code == 201, r.text
+    assert (await check.check(ctx)).instance_drift == []
+    async with ctx.store.write() as tx:
+        await tx.conn.execute(update(t.objects).where(t.objects.c.id == two).values(sole_instance=True))
+    report = await check.check(ctx)
+    assert report.instance_drift == [f"Object {two} is marked as having only its controlled instance, and has others"]
+    assert not report.ok

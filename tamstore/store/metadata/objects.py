@@ -264,6 +264,20 @@ class ObjectQueries(Queries):
         await self._count_usage(usage)
         return holders
 
+    async def falsely_sole(self, limit: int) -> list[str]:
+        """Objects marked ``sole_instance`` whose instances are not just their controlled one
+        (``tamstore admin check``: a whole-table read, for operators). Pages would leave their
+        other instances out."""
+        rows = await self._driver_rows(
+            "SELECT o.id FROM objects o WHERE o.sole_instance AND NOT ("
+            " (SELECT count(*) FROM object_instances i WHERE i.object_id = o.id) = 1"
+            " AND EXISTS (SELECT 1 FROM object_instances i WHERE i.object_id = o.id"
+            " AND i.controlled AND i.storage_id = o.storage_id))"
+            " ORDER BY o.id LIMIT ?",
+            (limit,),
+        )
+        return [r[0] for r in rows]
+
     async def init_objects_of(self, object_ids: Iterable[str]) -> set[str]:
         """The init Objects these Objects name (an init Object is used through each of them)."""
         ids = list(set(object_ids))
