@@ -33,11 +33,17 @@ class Instance(NamedTuple):
     controlled: bool
 
 
+def only_controlled(storage_id: str) -> tuple[Instance]:
+    """The instances of an Object whose one instance is the controlled one on ``storage_id``
+    (as ``objects.sole_instance`` says), as reading them would give them."""
+    return (Instance(storage_id, None, None, True),)
+
+
 def sole_instances(row: ObjectRow) -> tuple[Instance] | None:
     """An Object's instances from its row, when the row says its one instance is the
-    controlled one on its backend (``objects.sole_instance``); None: they must be read."""
+    controlled one on its backend; None: they must be read."""
     if row.sole_instance and row.storage_id is not None:
-        return (Instance(row.storage_id, None, None, True),)
+        return only_controlled(row.storage_id)
     return None
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.exc import IntegrityError
 from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
-from tamstore.store.metadata.objects import Instance, ObjectQueries
+from tamstore.store.metadata.objects import Instance, ObjectQueries, only_controlled
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE, STORAGE_ID, SegmentRow, Shape, sql_for
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
@@ -92,7 +92,7 @@ class SegmentQueries(ObjectQueries):
                 storage_id = r[STORAGE_ID]
                 one = sole.get(storage_id)
                 if one is None:
-                    one = sole[storage_id] = (make(Instance, (storage_id, None, None, True)),)
+                    one = sole[storage_id] = only_controlled(storage_id)
                 instances[r[_OBJECT_ID]] = one
             else:
                 others.append(r[_OBJECT_ID])
