@@ -18,7 +18,7 @@ from tamstore.store.media.s3 import S3MediaStore
 __all__ = ["Report", "check", "stats"]
 
 BATCH = 1000
-DRIFT_LIMIT = 1000  # Objects named per kind of drift: enough to act on, never the whole table
+DRIFT_LIMIT = 1000  # Objects named as instance drift at most: enough to act on, never the whole table
 
 
 @dataclass
