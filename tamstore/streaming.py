@@ -8,12 +8,12 @@ there is something new:
 - from its own commits, at once (a callback of the metadata store; its webhook worker also
   waits on them);
 - from other processes on PostgreSQL by ``LISTEN``: each transaction that records or numbers
-  events sends ``NOTIFY`` as it commits;
+  events, or asks for a deletion, sends ``NOTIFY`` as it commits;
 - from other processes on SQLite by ``PRAGMA data_version``, which changes when another
   connection commits, read every ``SQLITE_POLL`` seconds (a counter read, no query);
 - and, whatever happens to those, by looking again every ``FALLBACK_POLL`` seconds.
 
-A commit elsewhere wakes this process's webhook worker. While the process has stream clients,
+A commit elsewhere wakes this process's webhook worker and its deleter. While the process has stream clients,
 the hub also reads the new events (numbering any that are not yet) and hands them to each
 client's buffer. A buffer is bounded in bytes: a client that reads too slowly overflows it and is
 cut off (``Subscriber.overflowed``), never allowed to grow memory. With no clients, the hub
@@ -126,8 +126,10 @@ class EventHub:
             self.wake.set()
 
     def _committed_elsewhere(self) -> None:
-        """Another process (or connection) committed: webhooks may be due, clients served."""
+        """Another process (or connection) committed: webhooks may be due, a deletion asked
+        for, clients served."""
         self.ctx.wake_webhooks.set()
+        self.ctx.wake_deleter.set()
         self.wake.set()
 
     async def _run(self) -> None:

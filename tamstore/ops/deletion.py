@@ -289,6 +289,9 @@ async def delete_segments_ending_by(
 async def run_next_delete_request(ctx: Context, owner: str) -> bool:
     """Claim one pending request and carry it out. False when there was nothing to do."""
     lease = ctx.settings.worker_lease * 1_000_000
+    async with ctx.store.read() as tx:  # woken by every commit elsewhere: no write lock for nothing
+        if not await tx.delete_work_due(now_us()):
+            return False
     async with ctx.store.write() as tx:
         await tx.purge_expired_delete_requests(now_us())
         req = await tx.claim_delete_request(owner, now_us(), now_us() + lease)

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     delete,
+    exists,
     func,
     insert,
     or_,
@@ -19,6 +20,7 @@ from tamstore.domain.access import EVERYTHING, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
+from tamstore.store.metadata.events import EVENTS_CHANNEL
 from tamstore.store.metadata.rows import BatchRow, DeletedFlowRow, DeletedSegmentRow, DeleteRequestRow, row_as, rows_as
 
 
@@ -29,6 +31,8 @@ class DeletionQueries(Queries):
 
     async def insert_delete_request(self, row: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.flow_delete_requests).values(**row))
+        if self.conn.dialect.name == "postgresql":  # wakes the workers of other processes at commit
+            await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
 
     async def get_delete_request(self, request_id: str, now: int) -> DeleteRequestRow | None:
         r = t.flow_delete_requests
@@ -89,6 +93,17 @@ class DeletionQueries(Queries):
             .values(status="started", lease_owner=owner, lease_until=lease_until, updated=now)
         )
         return row_as(DeleteRequestRow, await self._one(select(r).where(r.c.id == row.id)))
+
+    async def delete_work_due(self, now: int) -> bool:
+        """Whether a request may be claimed, or a finished one has expired: what a worker woken
+        by any commit elsewhere reads before it takes the write lock (two index probes)."""
+        r = t.flow_delete_requests
+        claimable = select(r.c.id).where(
+            r.c.status.in_(("created", "started")), or_(r.c.lease_until.is_(None), r.c.lease_until < now)
+        )
+        expired = select(r.c.id).where(r.c.expiry_key > 0, r.c.expiry_key <= now)
+        row = await self._one(select(exists(claimable.limit(1)) | exists(expired.limit(1))))
+        return bool(row[0])
 
     async def count_pending_deletions(self) -> int:
         r = t.flow_delete_requests
