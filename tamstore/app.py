@@ -107,10 +107,13 @@ def app_from_environment() -> FastAPI:
     settings = dataclasses.replace(Settings.from_json(os.environ[PROCESS_SETTINGS_ENV]), migrate=False)
     configure_logging(settings.log_format)
     configure(settings)
-    return create_app(settings)
+    return create_app(settings, upkeep=not settings.worker_process)  # (serve started the worker process)
 
 
-def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
+def create_app(settings: Settings | None = None, *, workers: bool = True, upkeep: bool = True) -> FastAPI:
+    """The app. ``workers``: run background work for it (with ``settings.workers``);
+    ``upkeep``: all of it, not only webhook delivery (``tamstore serve`` runs upkeep in a
+    worker process instead: ``tamstore.worker_process``)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
@@ -125,7 +128,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True) -> Fas
         gc.freeze()
         hub = app.state.hub = EventHub(ctx)
         await hub.start()
-        background = Workers(ctx) if workers and settings.workers else None
+        background = Workers(ctx, upkeep=upkeep) if workers and settings.workers else None
         if background is not None:
             background.start()
         try:

@@ -167,9 +167,7 @@ def serve(**values: Any) -> None:
     _check_exposure(settings)
     _check_data_dir(settings.data_dir)
     _check_port(settings.host, settings.port)
-    import uvicorn
-
-    from tamstore.app import PROCESS_SETTINGS_ENV, create_app, load_auth
+    from tamstore.app import load_auth
 
     try:
         load_auth(settings)
@@ -194,12 +192,35 @@ def serve(**values: Any) -> None:
         "http": GuardedHttpProtocol,
         "timeout_keep_alive": settings.keep_alive_timeout,
     }
+    upkeep = None
+    if settings.workers and settings.worker_process:
+        # Upkeep (deletions, retention, GC, checkpoints) in a process of its own, started once
+        # the database is migrated; the server processes keep only webhook delivery.
+        from tamstore.worker_process import WorkerProcess
+
+        if settings.migrate:
+            _upgrade(settings)
+        upkeep = WorkerProcess(settings)
+        upkeep.start()
+    try:
+        _run_servers(settings, server, upkeep_elsewhere=upkeep is not None)
+    finally:
+        if upkeep is not None:
+            upkeep.stop()
+
+
+def _run_servers(settings: Settings, server: dict[str, Any], *, upkeep_elsewhere: bool) -> None:
+    import uvicorn
+
+    from tamstore.app import PROCESS_SETTINGS_ENV, create_app
+
     if settings.processes == 1:
-        uvicorn.run(create_app(settings), **server)
+        uvicorn.run(create_app(settings, upkeep=not upkeep_elsewhere), **server)
         return
     # Several processes on one port: migrate once here, before they start, and hand them the
     # settings; each runs the app (and its background workers, which share work by leases).
-    if settings.migrate:
+    # (Each leaves upkeep to the worker process when the settings ask for one.)
+    if settings.migrate and not upkeep_elsewhere:  # (else migrated already)
         _upgrade(settings)
     os.environ[PROCESS_SETTINGS_ENV] = settings.to_json()
     click.echo(f"{settings.processes} server processes")

@@ -86,7 +86,14 @@ class Settings:
     )
     workers: bool = field(
         default=True,
-        metadata={"help": "Run the background workers (deletion, GC, webhooks) in this process."},
+        metadata={"help": "Run the background workers (deletion, retention, GC, webhooks) for this server."},
+    )
+    worker_process: bool = field(
+        default=True,
+        metadata={
+            "help": "serve: run deletions, retention, GC and checkpoints in a worker process of their own, "
+            "so they never hold up requests (off: in the server process)."
+        },
     )
     worker_lease: int = field(
         default=30, metadata={"help": "Seconds a worker holds a job before another may take it over."}

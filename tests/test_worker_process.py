@@ -1,0 +1,126 @@
+"""``tamstore serve``'s worker process: upkeep (deletions, retention, GC, checkpoints) beside the
+server, started, replaced and stopped with it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from bench import loader
+from tests.live import LiveServer
+
+DELETE_IN_BACKGROUND = {"TAMSTORE_INLINE_DELETE_LIMIT": "10"}
+
+
+def _worker_processes(server_pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(server_pid)], capture_output=True, text=True).stdout
+    pids = []
+    for pid in out.split():
+        try:
+            if b"tamstore.worker_process" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                pids.append(int(pid))
+        except FileNotFoundError:
+            pass
+    return pids
+
+
+def _wait_for(what: Callable[[], Any], timeout: float = 30) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := what()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return found
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _one_worker(server: LiveServer) -> int:
+    assert server.proc is not None
+    [pid] = _wait_for(lambda: _worker_processes(server.proc.pid))  # type: ignore[union-attr]
+    return int(pid)
+
+
+def _delete_in_background(server: LiveServer, segments: int = 50) -> dict[str, Any]:
+    """A Flow of ``segments`` deleted by a flow-delete-request: its document once asked for."""
+    flow_id = str(uuid.uuid4())
+    loader.load_sqlite(server.data_dir / "tamstore.db", [(flow_id, segments, {})])
+    r = httpx.delete(f"{server.url}/flows/{flow_id}", timeout=10)
+    assert r.status_code == 202, r.text
+    return dict(r.json())
+
+
+def _status(server: LiveServer, request: dict[str, Any]) -> str:
+    return str(httpx.get(f"{server.url}/flow-delete-requests/{request['id']}", timeout=10).json()["status"])
+
+
+@pytest.mark.slow
+def test_deletions_run_in_the_worker_process_and_stop_with_the_server(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", **DELETE_IN_BACKGROUND).start()
+    try:
+        worker = _one_worker(server)
+        first = _delete_in_background(server)
+        _wait_for(lambda: _status(server, first) == "done")
+        # Held still, the worker process carries out nothing; the server does not stand in.
+        os.kill(worker, signal.SIGSTOP)
+        try:
+            request = _delete_in_background(server)
+            time.sleep(1.5)
+            assert _status(server, request) in ("created", "started")
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        _wait_for(lambda: _status(server, request) == "done")
+    finally:
+        server.stop()
+    _wait_for(lambda: not _running(worker), timeout=20)
+    assert "Traceback" not in server.stderr_text
+
+
+@pytest.mark.slow
+def test_a_worker_process_that_dies_is_replaced(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", **DELETE_IN_BACKGROUND).start()
+    try:
+        first = _one_worker(server)
+        os.kill(first, signal.SIGKILL)
+        second = _wait_for(lambda: [p for p in _worker_processes(server.proc.pid) if p != first])[0]  # type: ignore[union-attr]
+        assert _running(second)
+        request = _delete_in_background(server)
+        _wait_for(lambda: _status(server, request) == "done")
+    finally:
+        server.stop()
+    assert "starting another" in server.stderr_text
+
+
+@pytest.mark.slow
+def test_a_worker_process_stops_when_its_server_is_killed_outright(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data").start()
+    worker = _one_worker(server)
+    server.kill(signal.SIGKILL)
+    _wait_for(lambda: not _running(worker), timeout=20)
+    assert "is gone; stopping" in server.log_path.read_text(errors="replace")
+
+
+@pytest.mark.slow
+def test_without_a_worker_process_the_server_carries_out_deletions(tmp_path: Path) -> None:
+    server = LiveServer(tmp_path / "data", TAMSTORE_WORKER_PROCESS="false", **DELETE_IN_BACKGROUND).start()
+    try:
+        assert server.proc is not None
+        request = _delete_in_background(server)
+        _wait_for(lambda: _status(server, request) == "done")
+        assert _worker_processes(server.proc.pid) == []
+    finally:
+        server.stop()
