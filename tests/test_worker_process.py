@@ -3,6 +3,8 @@ server, started, replaced and stopped with it."""
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
 import signal
 import subprocess
@@ -16,6 +18,12 @@ import httpx
 import pytest
 
 from bench import loader
+from tamstore.app import open_context
+from tamstore.config import Settings
+from tamstore.streaming import EventHub
+from tamstore.testing import app_client
+from tamstore.workers import Workers
+from tests.conftest import add_segments, put_flow
 from tests.live import LiveServer
 
 DELETE_IN_BACKGROUND = {"TAMSTORE_INLINE_DELETE_LIMIT": "10"}
@@ -124,3 +132,36 @@ def test_without_a_worker_process_the_server_carries_out_deletions(tmp_path: Pat
         assert _worker_processes(server.proc.pid) == []
     finally:
         server.stop()
+
+
+async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_once(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker process's side in process: its own store, event hub and upkeep, with a poll
+    too slow to find the request; only the hub hearing the server's commit (PRAGMA data_version
+    on SQLite, NOTIFY on PostgreSQL) wakes it in time."""
+    from tamstore import workers as workers_module
+
+    monkeypatch.setattr(workers_module, "POLL_SECONDS", 600.0)
+    settings = dataclasses.replace(settings, inline_delete_limit=1)
+    async with app_client(settings) as client:  # the server (workers off): migrates the store
+        flow = await put_flow(client)
+        await add_segments(client, flow["id"], [0, 1, 2])
+        ctx = await open_context(dataclasses.replace(settings, migrate=False))
+        hub = EventHub(ctx)
+        await hub.start()
+        upkeep = Workers(ctx, webhooks=False)
+        upkeep.start()
+        try:
+            await asyncio.sleep(0.2)  # the deleter has looked once, found nothing, and waits
+            r = await client.delete(f"/flows/{flow['id']}")
+            assert r.status_code == 202, r.text
+            path = f"/flow-delete-requests/{r.json()['id']}"
+            deadline = time.monotonic() + 10
+            while (await client.get(path)).json()["status"] != "done":
+                assert time.monotonic() < deadline, "the worker process's deleter was not woken"
+                await asyncio.sleep(0.05)
+        finally:
+            await upkeep.stop()
+            await hub.stop()
+            await ctx.store.close()
