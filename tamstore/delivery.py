@@ -154,8 +154,23 @@ def event_body(ctx: Context, event: Any, filt: WebhookFilter) -> bytes:
     if event.event_type == "flows/segments_added":
         init_of = payload.pop("_init_of")
         instances = payload.pop("_instances")
+        for storage_id, ids in payload.pop("_sole", {}).items():  # (events recorded before it: none)
+            for oid in ids:
+                instances[oid] = [{"storage_id": storage_id, "url": None, "label": None, "controlled": True}]
         payload["segments"] = _render(ctx, payload["segments"], init_of, instances, filt.transforms)
     return orjson.dumps({"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload})
+
+
+# What an event leaves out of a segment it records (``events.recorded_segment``); events
+# recorded before that have every column.
+_SEGMENT_DEFAULTS: dict[str, Any] = {
+    "ts_offset": 0,
+    "last_duration": None,
+    "object_timerange": None,
+    "key_frame_count": None,
+    "sample_offset": None,
+    "sample_count": None,
+}
 
 
 def _render(
@@ -172,7 +187,7 @@ def _render(
         verbose=bool(t.get("verbose_storage")),
     )
     query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
-    rows = [SimpleNamespace(**seg) for seg in segments]
+    rows = [SimpleNamespace(**{**_SEGMENT_DEFAULTS, **seg}) for seg in segments]
     insts = {oid: [SimpleNamespace(**i) for i in items] for oid, items in instances.items()}
     return segment_docs(ctx, rows, init_of, insts, query, ctx.settings.base_url())
 

@@ -107,8 +107,16 @@ async def segments_added(
         init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
         known = known or {}
         wanted = {*init_of, *(i for i in init_of.values() if i)}
-        instances = {oid: known[oid] for oid in wanted if oid in known}
-        instances.update(await tx.instances(wanted - instances.keys()))
+        # Objects with only their controlled instance go by backend, as ids (``_sole``): that is
+        # nearly every Object, and writing each one's instance out tripled the event's size.
+        sole: dict[str, list[str]] = {}
+        for oid in wanted:
+            insts = known.get(oid)
+            if insts is not None and len(insts) == 1 and insts[0].controlled and insts[0].url is None:
+                sole.setdefault(insts[0].storage_id, []).append(oid)
+        listed = wanted - {oid for ids in sole.values() for oid in ids}
+        instances = {oid: known[oid] for oid in listed if oid in known}
+        instances.update(await tx.instances(listed - instances.keys()))
         recorded = {
             oid: [
                 {"storage_id": i.storage_id, "url": i.url, "label": i.label, "controlled": bool(i.controlled)}
@@ -116,8 +124,31 @@ async def segments_added(
             ]
             for oid, insts in instances.items()
         }
-        event = {"flow_id": flow.id, "segments": segments, "_init_of": init_of, "_instances": recorded}
+        event = {
+            "flow_id": flow.id,
+            "segments": [recorded_segment(s) for s in segments],
+            "_init_of": {oid: init for oid, init in init_of.items() if init},
+            "_instances": recorded,
+            "_sole": sole,
+        }
         await _record(tx, facts, event)
+
+
+# A segment row's columns an event records only when set (the Flow's id is the event's own).
+_RECORDED_WHEN_SET = ("last_duration", "object_timerange", "key_frame_count", "sample_offset", "sample_count")
+
+
+def recorded_segment(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A segment row as a ``flows/segments_added`` event records it: what rendering it needs
+    (``delivery.event_body`` gives the rest their defaults), nothing that is unset."""
+    out = {"object_id": row["object_id"], "timerange": row["timerange"]}
+    if row.get("ts_offset"):
+        out["ts_offset"] = row["ts_offset"]
+    for name in _RECORDED_WHEN_SET:
+        value = row.get(name)
+        if value is not None:
+            out[name] = value
+    return out
 
 
 async def segments_deleted(tx: Tx, flow: FlowRow, timerange: str) -> None:

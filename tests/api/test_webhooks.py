@@ -255,6 +255,78 @@ async def test_segment_urls_in_an_event_are_the_objects_own(hooked: httpx.AsyncC
     assert [len(s["get_urls"]) for s in segments] == [1, 2, 2]
 
 
+async def test_events_recorded_whole_before_the_compact_form_render_the_same(settings: Settings) -> None:
+    """An event records each segment without its unset columns, and the Objects that have only
+    their controlled instance by backend (``_sole``). Events recorded before that, with every
+    column and every instance written out, still render exactly as the compact form does."""
+    import orjson
+
+    from tamstore.delivery import event_body
+    from tamstore.domain.events import WebhookFilter
+
+    async with app_client(settings) as client:  # the event stream records every event
+        flow = await put_flow(client)
+        fid = flow["id"]
+        [reused] = await add_segments(client, fid, [0])
+        r = await client.post(f"/objects/{reused}/instances", json={"url": "https://cdn/r", "label": "cdn"})
+        assert r.status_code == 201, r.text
+        plain, counted = (o["object_id"] for o in await allocate(client, fid, 2))
+        body = [
+            {"object_id": plain, "timerange": "[1:0_2:0)"},
+            {"object_id": counted, "timerange": "[2:0_3:0)", "key_frame_count": 0, "sample_count": 25},
+            {"object_id": reused, "timerange": "[3:0_4:0)", "ts_offset": "3:0", "last_duration": "0:40000000"},
+        ]
+        assert (await client.post(f"/flows/{fid}/segments", json=body)).status_code == 201
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        async with ctx.store.write() as tx:
+            await tx.sequence_events()  # (PostgreSQL numbers events after they commit)
+            [event] = [e for e in await tx.events_after(0, 100) if e.event_type == "flows/segments_added"][-1:]
+        compact = orjson.loads(event.payload)
+        assert [sorted(ids) for ids in compact["_sole"].values()] == [sorted([plain, counted])]
+        assert set(compact["_instances"]) == {reused}
+        assert compact["segments"][0] == {"object_id": plain, "timerange": "[1:0_2:0)"}
+        # The same event as it was recorded before: every column, every instance written out.
+        whole = {
+            "flow_id": fid,
+            "segments": [
+                {
+                    "flow_id": fid,
+                    "ts_start": None,
+                    "ts_end": None,
+                    "ts_offset": 0,
+                    "last_duration": None,
+                    "object_timerange": None,
+                    "key_frame_count": None,
+                    "sample_offset": None,
+                    "sample_count": None,
+                    **seg,
+                }
+                for seg in compact["segments"]
+            ],
+            "_init_of": {seg["object_id"]: None for seg in compact["segments"]},
+            "_instances": {
+                **compact["_instances"],
+                **{
+                    oid: [{"storage_id": sid, "url": None, "label": None, "controlled": True}]
+                    for sid, ids in compact["_sole"].items()
+                    for oid in ids
+                },
+            },
+        }
+        older = event._replace(payload=orjson.dumps(whole).decode())
+        for doc, urls in (
+            ({"verbose_storage": True, "include_object_timerange": True}, [1, 1, 2]),
+            ({"presigned": True}, [1, 1, 1]),
+        ):
+            filt = WebhookFilter.from_doc({"events": ["flows/segments_added"], **doc})
+            rendered = orjson.loads(event_body(ctx, event, filt))
+            assert orjson.loads(event_body(ctx, older, filt)) == rendered
+            segments = rendered["event"]["segments"]
+            assert [len(s["get_urls"]) for s in segments] == urls
+            assert (segments[1]["key_frame_count"], segments[1]["sample_count"]) == (0, 25)
+            assert (segments[2]["ts_offset"], segments[2]["last_duration"]) == ("3:0", "0:40000000")
+
+
 def _hostless(urls: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """URLs without the host they name (the webhook's base URL is not the test client's)."""
     return [{**u, "url": u["url"].split("/", 3)[-1]} for u in urls]
