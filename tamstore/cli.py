@@ -10,7 +10,7 @@ import json
 import os
 import socket
 import sys
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +215,8 @@ def _run_servers(settings: Settings, server: dict[str, Any], *, upkeep_elsewhere
     from tamstore.app import PROCESS_SETTINGS_ENV, create_app
 
     if settings.processes == 1:
-        uvicorn.run(create_app(settings, upkeep=not upkeep_elsewhere), **server)
+        app_settings = replace(settings, migrate=False) if upkeep_elsewhere else settings  # (migrated)
+        uvicorn.run(create_app(app_settings, upkeep=not upkeep_elsewhere), **server)
         return
     # Several processes on one port: migrate once here, before they start, and hand them the
     # settings; each runs the app (and its background workers, which share work by leases).

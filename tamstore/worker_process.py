@@ -72,9 +72,12 @@ class WorkerProcess:
             if self._stopping.is_set():
                 return
             log.warning("worker process %d exited with status %s; starting another", proc.pid, code)
-            if self._stopping.wait(RESTART_SECONDS):
-                return
-            self._spawn()
+            while not self._stopping.wait(RESTART_SECONDS):
+                try:
+                    self._spawn()
+                    break
+                except OSError as exc:  # out of processes or memory, for a moment: try again
+                    log.warning("cannot start a worker process (%s); trying again", exc)
 
     def stop(self) -> None:
         with self._lock:
