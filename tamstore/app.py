@@ -38,61 +38,14 @@ from tamstore.api.observability import Metrics, RequestLogMiddleware
 from tamstore.api.page_cache import PageCache, PageCacheMiddleware
 from tamstore.api.security import AuthMiddleware
 from tamstore.api.ui import BrowserRedirectMiddleware, ui_files
-from tamstore.auth import AuthConfig, FailureLimiter
 from tamstore.config import Settings
-from tamstore.keys import load_or_create_key
-from tamstore.ops.context import Context
-from tamstore.store.media.backends import open_backends
-from tamstore.store.media.filesystem import FilesystemMediaStore
-from tamstore.store.media.s3 import S3MediaStore
-from tamstore.store.metadata.sql import open_metadata_store
-from tamstore.store.migrate import upgrade
+from tamstore.startup import load_auth, open_context
 from tamstore.streaming import EventHub
 from tamstore.workers import Workers
 
-__all__ = ["app_from_environment", "create_app", "open_context"]
+__all__ = ["app_from_environment", "create_app", "load_auth", "open_context"]
 
 log = logging.getLogger("tamstore")
-
-
-async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
-    """Open every store the settings name (checking each S3 bucket). The caller closes
-    ``ctx.store``."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    backends = open_backends(settings)
-    for backend in backends.values():
-        if isinstance(backend, S3MediaStore):
-            await backend.check()
-    store = open_metadata_store(
-        settings.sqlalchemy_url(), pool_size=settings.db_pool_size, busy_timeout=settings.db_busy_timeout
-    )
-    if migrate and settings.migrate:
-        await upgrade(store.engine)
-    store.record_all_events = settings.event_stream
-    filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)
-    ctx = Context(settings=settings, store=store, backends=backends, filesystem=filesystem)
-    if settings.auth.strip() not in ("", "none"):  # workers too decide what webhook owners may hear
-        auth = load_auth(settings)
-        ctx.policy, ctx.principal_groups = auth.policy, auth.groups
-    return ctx
-
-
-def load_auth(settings: Settings) -> AuthConfig:
-    """The auth configuration; the token signing key lives in the data dir (made once, 0600)."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    key = load_or_create_key(settings.data_dir, "token-signing.key")
-    public_key = settings.jwt_public_key_file.read_text() if settings.jwt_public_key_file else None
-    return AuthConfig.load(
-        settings.auth,
-        settings.auth_file,
-        key,
-        token_lifetime=settings.token_lifetime,
-        failures=FailureLimiter(settings.auth_failures_per_minute, 60.0),
-        jwks_url=settings.jwt_jwks_url,
-        public_key=public_key,
-        issuer=settings.jwt_issuer,
-        audience=settings.jwt_audience,
-    )
 
 
 PROCESS_SETTINGS_ENV = "TAMSTORE_PROCESS_SETTINGS"

@@ -272,7 +272,7 @@ def _upgrade(settings: Settings) -> None:
 
 def _with_context(settings: Settings, job: Any) -> Any:
     """Run ``job(ctx)`` against the stores the settings name (migrating them first)."""
-    from tamstore.app import open_context
+    from tamstore.startup import open_context
 
     async def run() -> Any:
         ctx = await open_context(settings)

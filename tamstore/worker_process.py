@@ -108,7 +108,7 @@ async def _until_stopped(parent: int) -> None:
 
 
 async def _run(settings: Settings, parent: int) -> None:
-    from tamstore.app import open_context
+    from tamstore.startup import open_context
     from tamstore.streaming import EventHub
     from tamstore.workers import Workers
 
