@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 from tamstore.config import Settings
 
@@ -33,7 +34,8 @@ log = logging.getLogger("tamstore.workers")
 
 SETTINGS_ENV = "TAMSTORE_WORKER_PROCESS_SETTINGS"  # the server's settings, as JSON
 PARENT_ENV = "TAMSTORE_WORKER_PROCESS_PARENT"  # the server's pid: gone, the worker stops
-RESTART_SECONDS = 1.0  # between a worker's death and its replacement
+RESTART_SECONDS = 1.0  # between a worker's death and its replacement; doubled for each one in a
+MAX_RESTART_SECONDS = 30.0  # row that lived less than this, up to this
 STOP_SECONDS = 15.0  # a stop waits this long before it kills
 PARENT_CHECK_SECONDS = 1.0
 
@@ -48,10 +50,6 @@ class WorkerProcess:
         self._lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
 
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
     def start(self) -> None:
         self._spawn()
         self._supervisor = threading.Thread(target=self._supervise, name="tamstore-worker-process", daemon=True)
@@ -64,15 +62,19 @@ class WorkerProcess:
                 self._proc = subprocess.Popen([sys.executable, "-m", "tamstore.worker_process"], env=env)
 
     def _supervise(self) -> None:
+        quick = 0  # deaths in a row, each soon after its start (a database it cannot open...)
         while not self._stopping.is_set():
             proc = self._proc
             if proc is None:
                 return
+            started = time.monotonic()
             code = proc.wait()
             if self._stopping.is_set():
                 return
-            log.warning("worker process %d exited with status %s; starting another", proc.pid, code)
-            while not self._stopping.wait(RESTART_SECONDS):
+            quick = quick + 1 if time.monotonic() - started < MAX_RESTART_SECONDS else 0
+            delay = min(RESTART_SECONDS * 2 ** max(quick - 1, 0), MAX_RESTART_SECONDS)
+            log.warning("worker process %d exited with status %s; starting another in %g s", proc.pid, code, delay)
+            while not self._stopping.wait(delay):
                 try:
                     self._spawn()
                     break
