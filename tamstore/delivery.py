@@ -46,6 +46,14 @@ class Deliverer:
         self.client = OutboundClient(ctx.target_policy, s.webhook_timeout)
         self.concurrency = asyncio.Semaphore(s.webhook_concurrency)
         self.next_purge = 0.0  # monotonic time of the next purge of old events
+        # Deliveries not yet added to the store's counters (``/metrics`` reads those, in any
+        # process): added by the next write of a delivery pass.
+        self.counted = {"ok": 0, "failed": 0}
+
+    def _take_counts(self) -> dict[str, int]:
+        counts = {f"webhook_deliveries_{outcome}": n for outcome, n in self.counted.items()}
+        self.counted = {"ok": 0, "failed": 0}
+        return counts
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -80,6 +88,7 @@ class Deliverer:
             delivered = await self._deliver_pending(hook)
             async with self.ctx.store.write() as tx:
                 await tx.update_webhook(hook.id, {"lease_until": None}, owner=self.owner)
+                await tx.add_to_counters(self._take_counts())
             return delivered
 
     async def _deliver_pending(self, hook: Any) -> int:
@@ -102,6 +111,7 @@ class Deliverer:
             if status == "created":
                 values["status"] = status = "started"
             async with self.ctx.store.write() as tx:
+                await tx.add_to_counters(self._take_counts())
                 return await tx.update_webhook(hook.id, values, owner=self.owner)
 
         while True:
@@ -116,7 +126,7 @@ class Deliverer:
                     body = event_body(self.ctx, event, filt)
                     ok, problem = await self.client.post(hook.url, body, headers)
                     delivered += 1
-                    self.ctx.count_delivery(ok)
+                    self.counted["ok" if ok else "failed"] += 1
                     if not ok:
                         if cursor != saved and not await save(cursor):
                             return delivered

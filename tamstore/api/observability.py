@@ -14,10 +14,12 @@ import logging
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from typing import IO, Any
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -47,7 +49,8 @@ class Metrics:
             "tamstore_page_cache_lookups", "Segment pages looked for in the page cache", ["outcome"], registry=r
         )
         self.page_cache_hits, self.page_cache_misses = pages.labels("hit"), pages.labels("miss")
-        self.deliveries = Counter("tamstore_webhook_deliveries", "Webhook deliveries", ["outcome"], registry=r)
+        self.deliveries = StoreCounters()  # counted where they are made, in any process
+        r.register(self.deliveries)
         self.stored_bytes = Gauge("tamstore_stored_bytes", "Bytes stored", ["storage_id", "label"], registry=r)
         self.stored_objects = Gauge("tamstore_stored_objects", "Objects stored", ["storage_id", "label"], registry=r)
         self.deletion_backlog = Gauge("tamstore_deletion_backlog", "Flow delete requests not yet done", registry=r)
@@ -61,6 +64,21 @@ class Metrics:
         self.event_stream_clients = Gauge(
             "tamstore_event_stream_clients", "Event stream (/x-tamstore/events) connections open", registry=r
         )
+
+
+class StoreCounters:
+    """``tamstore_webhook_deliveries_total{outcome}``: totals the database keeps, for the work of
+    every process (the worker process delivers webhooks, not the server answering /metrics),
+    set from the database at each scrape."""
+
+    def __init__(self) -> None:
+        self.values = {"ok": 0, "failed": 0}
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily("tamstore_webhook_deliveries", "Webhook deliveries", labels=["outcome"])
+        for outcome, count in self.values.items():
+            family.add_metric([outcome], count)
+        yield family
 
 
 class RequestLogMiddleware:
@@ -301,6 +319,7 @@ async def metrics(request: Request) -> Response:
     m.retained_flows.set(retained)
     m.retention_deleted.labels("segments").set(counters.get("retention_segments_deleted", 0))
     m.retention_deleted.labels("flows").set(counters.get("retention_flows_deleted", 0))
+    m.deliveries.values = {outcome: counters.get(f"webhook_deliveries_{outcome}", 0) for outcome in ("ok", "failed")}
     for sid, backend in ctx.backends.items():
         objects, size = usage.get(sid, (0, 0))
         m.stored_bytes.labels(sid, backend.info.label).set(size)

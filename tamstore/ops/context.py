@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,13 +54,9 @@ class Caller:
         return self.name is None or self.admin or (owner is not None and owner == self.name)
 
 
-def _not_counted(ok: bool) -> None:
-    pass
-
-
 @dataclass
 class Context:
-    """The composition of stores one running tamstore uses (built by ``app.open_context``)."""
+    """The composition of stores one running tamstore uses (built by ``startup.open_context``)."""
 
     settings: Settings
     store: MetadataStore
@@ -72,7 +67,6 @@ class Context:
     wake_deleter: asyncio.Event = field(default_factory=asyncio.Event)
     wake_webhooks: asyncio.Event = field(default_factory=asyncio.Event)
     # Called with each webhook delivery's outcome (the app counts them in its metrics).
-    count_delivery: Callable[[bool], None] = _not_counted
     # The auth_classes policy and the auth file's groups of its principals, for deciding what
     # a webhook's owner may hear about (the request-time Access is in ops/access.py).
     policy: Policy = field(default_factory=Policy.none)

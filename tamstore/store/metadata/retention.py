@@ -43,10 +43,10 @@ class RetentionQueries(Queries):
         return bool((await self.conn.execute(stmt)).rowcount)
 
     async def add_to_counters(self, amounts: dict[str, int]) -> None:
-        c = t.counters
-        for name, amount in amounts.items():
-            if amount:
-                await self.conn.execute(update(c).where(c.c.name == name).values(value=c.c.value + amount))
+        """Add to store-wide totals (whichever process counts), a counter made at its first use."""
+        rows = [{"name": name, "value": amount} for name, amount in amounts.items() if amount]
+        if rows:
+            await self.conn.execute(self._add_on_conflict(t.counters, ["name"], ["value"]), rows)
 
     async def counter_values(self) -> dict[str, Any]:
         return {r.name: int(r.value) for r in await self._all(select(t.counters))}
