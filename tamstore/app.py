@@ -60,20 +60,18 @@ def app_from_environment() -> FastAPI:
     settings = dataclasses.replace(Settings.from_json(os.environ[PROCESS_SETTINGS_ENV]), migrate=False)
     configure_logging(settings.log_format)
     configure(settings)
-    return create_app(settings, upkeep=not settings.worker_process)  # (serve started the worker process)
+    return create_app(settings, workers=not settings.worker_process)  # (serve started the worker process)
 
 
-def create_app(settings: Settings | None = None, *, workers: bool = True, upkeep: bool = True) -> FastAPI:
-    """The app. ``workers``: run background work for it (with ``settings.workers``);
-    ``upkeep``: all of it, not only webhook delivery (``tamstore serve`` runs upkeep in a
-    worker process instead: ``tamstore.worker_process``)."""
+def create_app(settings: Settings | None = None, *, workers: bool = True) -> FastAPI:
+    """The app. ``workers``: run the background work in this process too (with
+    ``settings.workers``); ``tamstore serve`` runs it in a worker process instead
+    (``tamstore.worker_process``)."""
     settings = settings or Settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await open_context(settings)
-        deliveries = app.state.metrics.deliveries
-        ctx.count_delivery = lambda ok: deliveries.labels("ok" if ok else "failed").inc()
         app.state.ctx = ctx
         # What start-up built (modules, the app, the stores) lives as long as the process: keep
         # it out of the garbage collector's sight, so that collecting the many short-lived
@@ -81,7 +79,7 @@ def create_app(settings: Settings | None = None, *, workers: bool = True, upkeep
         gc.freeze()
         hub = app.state.hub = EventHub(ctx)
         await hub.start()
-        background = Workers(ctx, upkeep=upkeep) if workers and settings.workers else None
+        background = Workers(ctx) if workers and settings.workers else None
         if background is not None:
             background.start()
         try:

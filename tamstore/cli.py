@@ -192,36 +192,36 @@ def serve(**values: Any) -> None:
         "http": GuardedHttpProtocol,
         "timeout_keep_alive": settings.keep_alive_timeout,
     }
-    upkeep = None
+    background = None
     if settings.workers and settings.worker_process:
-        # Upkeep (deletions, retention, GC, checkpoints) in a process of its own, started once
-        # the database is migrated; the server processes keep only webhook delivery.
+        # The background work (deletions, retention, GC, checkpoints, webhook delivery) in a
+        # process of its own, started once the database is migrated.
         from tamstore.worker_process import WorkerProcess
 
         if settings.migrate:
             _upgrade(settings)
-        upkeep = WorkerProcess(settings)
-        upkeep.start()
+        background = WorkerProcess(settings)
+        background.start()
     try:
-        _run_servers(settings, server, upkeep_elsewhere=upkeep is not None)
+        _run_servers(settings, server, work_elsewhere=background is not None)
     finally:
-        if upkeep is not None:
-            upkeep.stop()
+        if background is not None:
+            background.stop()
 
 
-def _run_servers(settings: Settings, server: dict[str, Any], *, upkeep_elsewhere: bool) -> None:
+def _run_servers(settings: Settings, server: dict[str, Any], *, work_elsewhere: bool) -> None:
     import uvicorn
 
     from tamstore.app import PROCESS_SETTINGS_ENV, create_app
 
     if settings.processes == 1:
-        app_settings = replace(settings, migrate=False) if upkeep_elsewhere else settings  # (migrated)
-        uvicorn.run(create_app(app_settings, upkeep=not upkeep_elsewhere), **server)
+        app_settings = replace(settings, migrate=False) if work_elsewhere else settings  # (migrated)
+        uvicorn.run(create_app(app_settings, workers=not work_elsewhere), **server)
         return
     # Several processes on one port: migrate once here, before they start, and hand them the
-    # settings; each runs the app (and its background workers, which share work by leases).
-    # (Each leaves upkeep to the worker process when the settings ask for one.)
-    if settings.migrate and not upkeep_elsewhere:  # (else migrated already)
+    # settings; each runs the app (and, without a worker process, the background workers,
+    # which share their work by leases).
+    if settings.migrate and not work_elsewhere:  # (else migrated already)
         _upgrade(settings)
     os.environ[PROCESS_SETTINGS_ENV] = settings.to_json()
     click.echo(f"{settings.processes} server processes")

@@ -1,8 +1,8 @@
 """Background work: flow-delete-requests, collection of unused allocations, the recovery-window
 purge, webhook delivery, retention (AppNote 0019), and (SQLite) checkpoints of the write-ahead log.
-Runs for ``tamstore serve`` by default (upkeep in a worker process beside it, delivery in the
-server), or alone as ``tamstore worker`` beside stateless API replicas; several workers share a
-store safely, by leases."""
+Runs in a worker process beside ``tamstore serve`` by default (``tamstore.worker_process``), in
+the server process with ``--no-worker-process``, or alone as ``tamstore worker`` beside stateless
+API replicas; several workers share a store safely, by leases."""
 
 from __future__ import annotations
 
@@ -30,36 +30,18 @@ CHECKPOINT_SECONDS = 1.0
 
 
 class Workers:
-    """The background jobs. ``upkeep``: deletions, retention, garbage collection and checkpoints,
-    the work that holds the database, and the event loop it runs on, for long stretches;
-    ``webhooks``: delivery. ``tamstore serve`` runs the two apart: upkeep in a worker process of
-    its own (``tamstore.worker_process``), so that it never holds up requests, and delivery in
-    the server, whose commits wake it at once and whose metrics count it."""
-
-    def __init__(
-        self,
-        ctx: Context,
-        *,
-        housekeeping_seconds: float = HOUSEKEEPING_SECONDS,
-        upkeep: bool = True,
-        webhooks: bool = True,
-    ) -> None:
+    def __init__(self, ctx: Context, *, housekeeping_seconds: float = HOUSEKEEPING_SECONDS) -> None:
         self.ctx = ctx
         self.owner = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.wake = ctx.wake_deleter
         self.housekeeping_seconds = housekeeping_seconds
-        self.upkeep = upkeep
-        self.webhooks = webhooks
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self.deliverer = Deliverer(self.ctx, self.owner)
-        if self.webhooks:
-            self._tasks.append(asyncio.create_task(self._webhooks(), name="tamstore-webhooks"))
-        if not self.upkeep:
-            return
-        self._tasks += [
+        self._tasks = [
             asyncio.create_task(self._deletions(), name="tamstore-deletions"),
+            asyncio.create_task(self._webhooks(), name="tamstore-webhooks"),
             asyncio.create_task(
                 self._every(self.housekeeping_seconds, self.housekeeping), name="tamstore-housekeeping"
             ),

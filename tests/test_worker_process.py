@@ -1,5 +1,5 @@
-"""``tamstore serve``'s worker process: upkeep (deletions, retention, GC, checkpoints) beside the
-server, started, replaced and stopped with it."""
+"""``tamstore serve``'s worker process: the background work (deletions, retention, GC,
+checkpoints, webhook delivery) beside the server, started, replaced and stopped with it."""
 
 from __future__ import annotations
 
@@ -23,8 +23,9 @@ from tamstore.config import Settings
 from tamstore.streaming import EventHub
 from tamstore.testing import app_client
 from tamstore.workers import Workers
-from tests.conftest import add_segments, put_flow
+from tests.conftest import add_segments, put_flow, video_flow
 from tests.live import LiveServer
+from tests.receiver import Receiver
 
 DELETE_IN_BACKGROUND = {"TAMSTORE_INLINE_DELETE_LIMIT": "10"}
 
@@ -99,6 +100,23 @@ def test_deletions_run_in_the_worker_process_and_stop_with_the_server(tmp_path: 
 
 
 @pytest.mark.slow
+def test_the_worker_process_delivers_webhooks_and_the_server_counts_them(tmp_path: Path, receiver: Receiver) -> None:
+    server = LiveServer(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=10) as c:
+            hook = {"url": receiver.url + "/hook", "events": ["flows/created"]}
+            assert c.post("/service/webhooks", json=hook).status_code == 201
+            flow = video_flow()
+            assert c.put(f"/flows/{flow['id']}", json=flow).status_code == 201
+            [body] = receiver.wait_for(1, "flows/created")
+            assert body["event"]["flow"]["id"] == flow["id"]
+            # Counted in the database with the delivery pass's last write, whichever process made it.
+            _wait_for(lambda: 'tamstore_webhook_deliveries_total{outcome="ok"} 1.0' in c.get("/metrics").text)
+    finally:
+        server.stop()
+
+
+@pytest.mark.slow
 def test_a_worker_process_that_dies_is_replaced(tmp_path: Path) -> None:
     server = LiveServer(tmp_path / "data", **DELETE_IN_BACKGROUND).start()
     try:
@@ -137,7 +155,7 @@ def test_without_a_worker_process_the_server_carries_out_deletions(tmp_path: Pat
 async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker process's side in process: its own store, event hub and upkeep, with a poll
+    """The worker process's side in process: its own store, event hub and workers, with a poll
     too slow to find the request; only the hub hearing the server's commit (PRAGMA data_version
     on SQLite, NOTIFY on PostgreSQL) wakes it in time."""
     from tamstore import workers as workers_module
@@ -150,8 +168,8 @@ async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_on
         ctx = await open_context(dataclasses.replace(settings, migrate=False))
         hub = EventHub(ctx)
         await hub.start()
-        upkeep = Workers(ctx, webhooks=False)
-        upkeep.start()
+        background = Workers(ctx)
+        background.start()
         try:
             await asyncio.sleep(0.2)  # the deleter has looked once, found nothing, and waits
             r = await client.delete(f"/flows/{flow['id']}")
@@ -162,6 +180,6 @@ async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_on
                 assert time.monotonic() < deadline, "the worker process's deleter was not woken"
                 await asyncio.sleep(0.05)
         finally:
-            await upkeep.stop()
+            await background.stop()
             await hub.stop()
             await ctx.store.close()
