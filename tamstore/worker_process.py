@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import logging
 import os
 import signal
@@ -117,6 +118,10 @@ async def _run(settings: Settings, parent: int) -> None:
     from tamstore.workers import Workers
 
     ctx = await open_context(settings)
+    # What start-up built lives as long as the process: out of the garbage collector's sight,
+    # as in the server (``app.create_app``), so that collections amid a deletion's many
+    # short-lived objects do not walk it all again.
+    gc.freeze()
     hub = EventHub(ctx)  # other processes' commits wake the deleter and the deliverer at once
     await hub.start()
     workers = Workers(ctx)
