@@ -24,8 +24,10 @@ from tamstore.domain.events import EventFacts, WebhookFilter
 from tamstore.domain.objects import UrlFilter
 from tamstore.domain.timerange import TimeRange
 from tamstore.ops.context import Context, now_us, rfc3339
+from tamstore.ops.events import SEGMENT_DEFAULTS
 from tamstore.ops.segments import SegmentQuery, segment_docs
 from tamstore.outbound import OutboundClient
+from tamstore.store.metadata.objects import only_controlled
 
 __all__ = ["Deliverer", "event_body", "event_facts"]
 
@@ -163,31 +165,18 @@ def event_body(ctx: Context, event: Any, filt: WebhookFilter) -> bytes:
     payload = orjson.loads(event.payload)
     if event.event_type == "flows/segments_added":
         init_of = payload.pop("_init_of")
-        instances = payload.pop("_instances")
+        instances = {oid: [SimpleNamespace(**i) for i in items] for oid, items in payload.pop("_instances").items()}
         for storage_id, ids in payload.pop("_sole", {}).items():  # (events recorded before it: none)
-            for oid in ids:
-                instances[oid] = [{"storage_id": storage_id, "url": None, "label": None, "controlled": True}]
+            instances.update(dict.fromkeys(ids, only_controlled(storage_id)))
         payload["segments"] = _render(ctx, payload["segments"], init_of, instances, filt.transforms)
     return orjson.dumps({"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload})
-
-
-# What an event leaves out of a segment it records (``events.recorded_segment``); events
-# recorded before that have every column.
-_SEGMENT_DEFAULTS: dict[str, Any] = {
-    "ts_offset": 0,
-    "last_duration": None,
-    "object_timerange": None,
-    "key_frame_count": None,
-    "sample_offset": None,
-    "sample_count": None,
-}
 
 
 def _render(
     ctx: Context,
     segments: list[dict[str, Any]],
     init_of: dict[str, str | None],
-    instances: dict[str, list[dict[str, Any]]],
+    instances: dict[str, Any],
     t: dict[str, Any],
 ) -> list[dict[str, Any]]:
     urls = UrlFilter(
@@ -197,9 +186,8 @@ def _render(
         verbose=bool(t.get("verbose_storage")),
     )
     query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
-    rows = [SimpleNamespace(**{**_SEGMENT_DEFAULTS, **seg}) for seg in segments]
-    insts = {oid: [SimpleNamespace(**i) for i in items] for oid, items in instances.items()}
-    return segment_docs(ctx, rows, init_of, insts, query, ctx.settings.base_url())
+    rows = [SimpleNamespace(**{**SEGMENT_DEFAULTS, **seg}) for seg in segments]
+    return segment_docs(ctx, rows, init_of, instances, query, ctx.settings.base_url())
 
 
 def event_facts(event: Any) -> EventFacts:

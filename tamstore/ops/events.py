@@ -7,7 +7,7 @@ recorded while no webhook is listening (one cheap query per transaction).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import orjson
@@ -95,28 +95,24 @@ async def segments_added(
     flow: FlowRow,
     segments: list[dict[str, Any]],
     init_of: dict[str, str | None],
-    known: Mapping[str, Sequence[Any]] | None = None,
+    sole: Mapping[str, str] | None = None,
 ) -> None:
     """The segments as stored, with their Objects' instances as they are now; each webhook gets
     the segments rendered (``get_urls`` filtered its way, URLs signed) when they are delivered.
     ``flow`` is the Flow's row as this transaction read it; ``init_of`` maps each segment's
-    Object to its init Object (the caller has just written it); ``known``, the instances of
-    Objects the caller knows in this transaction (the others are read here)."""
+    Object to its init Object (the caller has just written it); ``sole``, the Objects the caller
+    knows to have only their controlled instance, with its backend (the others' are read here)."""
     if await _listening(tx):
         facts = await _row_facts(tx, "flows/segments_added", flow)
         init_of = {s["object_id"]: init_of[s["object_id"]] for s in segments}
-        known = known or {}
+        sole = sole or {}
         wanted = {*init_of, *(i for i in init_of.values() if i)}
         # Objects with only their controlled instance go by backend, as ids (``_sole``): that is
         # nearly every Object, and writing each one's instance out tripled the event's size.
-        sole: dict[str, list[str]] = {}
-        for oid in wanted:
-            insts = known.get(oid)
-            if insts is not None and len(insts) == 1 and insts[0].controlled and insts[0].url is None:
-                sole.setdefault(insts[0].storage_id, []).append(oid)
-        listed = wanted - {oid for ids in sole.values() for oid in ids}
-        instances = {oid: known[oid] for oid in listed if oid in known}
-        instances.update(await tx.instances(listed - instances.keys()))
+        by_backend: dict[str, list[str]] = {}
+        for oid in wanted & sole.keys():
+            by_backend.setdefault(sole[oid], []).append(oid)
+        instances = await tx.instances(wanted - sole.keys())
         recorded = {
             oid: [
                 {"storage_id": i.storage_id, "url": i.url, "label": i.label, "controlled": bool(i.controlled)}
@@ -129,24 +125,30 @@ async def segments_added(
             "segments": [recorded_segment(s) for s in segments],
             "_init_of": {oid: init for oid, init in init_of.items() if init},
             "_instances": recorded,
-            "_sole": sole,
+            "_sole": by_backend,
         }
         await _record(tx, facts, event)
 
 
-# A segment row's columns an event records only when set (the Flow's id is the event's own).
-_RECORDED_WHEN_SET = ("last_duration", "object_timerange", "key_frame_count", "sample_offset", "sample_count")
+# The columns of a segment an event records only when they differ from their default (events
+# recorded before that have every column); rendering one gives the others back their defaults.
+SEGMENT_DEFAULTS: dict[str, Any] = {
+    "ts_offset": 0,
+    "last_duration": None,
+    "object_timerange": None,
+    "key_frame_count": None,
+    "sample_offset": None,
+    "sample_count": None,
+}
 
 
 def recorded_segment(row: Mapping[str, Any]) -> dict[str, Any]:
-    """A segment row as a ``flows/segments_added`` event records it: what rendering it needs
-    (``delivery.event_body`` gives the rest their defaults), nothing that is unset."""
+    """A segment row as a ``flows/segments_added`` event records it: what rendering it needs,
+    nothing that is at its default (the Flow's id is the event's own)."""
     out = {"object_id": row["object_id"], "timerange": row["timerange"]}
-    if row.get("ts_offset"):
-        out["ts_offset"] = row["ts_offset"]
-    for name in _RECORDED_WHEN_SET:
-        value = row.get(name)
-        if value is not None:
+    for name, default in SEGMENT_DEFAULTS.items():
+        value = row.get(name, default)
+        if value != default:
             out[name] = value
     return out
 

@@ -22,7 +22,7 @@ from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 from tamstore.ops.objects import UrlRenderer
 from tamstore.ops.render import extent_timerange
-from tamstore.store.metadata.objects import sole_instances
+from tamstore.store.metadata.objects import sole_storage
 from tamstore.store.metadata.rows import ObjectRow
 from tamstore.store.metadata.sql import Tx
 
@@ -336,14 +336,13 @@ async def _commit_batch(tx: Tx, flow: Any, accepted: list[SegmentPost], states: 
     init_of = {oid: st.init_object_id for oid, st in states.items()}
     sizes = {oid: (st.row.size or 0) if st.row is not None else 0 for oid, st in states.items()}
     await tx.add_segments(flow, rows, init_of, sizes, now_us())
-    # Instances as this transaction read them, for the event: unless the batch added some.
-    known = {}
+    # The Objects whose rows, as this transaction read them, say where their one instance is
+    # (unless the batch gave them more): the event need not read their instances.
+    sole = {}
     for oid, st in states.items():
-        if st.row is not None and not st.new_instances:
-            one = sole_instances(st.row)
-            if one is not None:
-                known[oid] = one
-    await events.segments_added(tx, flow, rows, init_of, known)
+        if st.row is not None and not st.new_instances and (storage_id := sole_storage(st.row)):
+            sole[oid] = storage_id
+    await events.segments_added(tx, flow, rows, init_of, sole)
 
 
 def _failure(raw: Any, exc: BadRequest) -> dict[str, Any]:

@@ -39,12 +39,10 @@ def only_controlled(storage_id: str) -> tuple[Instance]:
     return (Instance(storage_id, None, None, True),)
 
 
-def sole_instances(row: ObjectRow) -> tuple[Instance] | None:
-    """An Object's instances from its row, when the row says its one instance is the
-    controlled one on its backend; None: they must be read."""
-    if row.sole_instance and row.storage_id is not None:
-        return only_controlled(row.storage_id)
-    return None
+def sole_storage(row: ObjectRow) -> str | None:
+    """The backend holding the Object's one instance, when its row says that controlled
+    instance is all it has (``only_controlled`` gives it); None: its instances must be read."""
+    return row.storage_id if row.sole_instance else None
 
 
 _OBJECT_SELECT = ", ".join(ObjectRow._fields)
