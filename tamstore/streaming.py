@@ -30,7 +30,7 @@ import sqlite3
 from typing import Any
 
 from tamstore.ops.context import Context
-from tamstore.store.metadata.events import EVENTS_CHANNEL
+from tamstore.store.metadata.base import EVENTS_CHANNEL
 
 __all__ = ["EventHub", "Subscriber"]
 

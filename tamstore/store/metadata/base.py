@@ -81,6 +81,10 @@ IN_CHUNK_POSTGRESQL = 10_000  # ids per array parameter (one round trip each)
 # "column is one of the ids in $1" on PostgreSQL, as a join with the list (see _rows_for_ids).
 PG_IN_IDS = "IN (SELECT unnest($1::varchar[]))"
 
+# PostgreSQL LISTEN/NOTIFY channel on which a transaction tells other processes, as it commits,
+# that there is work for them: events to deliver or stream, a deletion to carry out.
+EVENTS_CHANNEL = "tamstore_events"
+
 
 class Queries:
     """The connection of one transaction and the helpers every aggregate's queries use."""
@@ -89,6 +93,12 @@ class Queries:
         self.conn = conn
         self.wrote_events = False
         self.record_all_events = False  # set by the store: events recorded with no webhook listening
+
+    async def _notify(self) -> None:
+        """PostgreSQL: tell every process listening (``streaming.EventHub``) that there is new
+        work; the notification is sent when, and only if, this transaction commits."""
+        if self.conn.dialect.name == "postgresql":
+            await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
 
     async def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return (await self.conn.execute(stmt, params)).all()

@@ -20,7 +20,6 @@ from tamstore.domain.access import EVERYTHING, Access
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
-from tamstore.store.metadata.events import EVENTS_CHANNEL
 from tamstore.store.metadata.rows import BatchRow, DeletedFlowRow, DeletedSegmentRow, DeleteRequestRow, row_as, rows_as
 
 
@@ -31,8 +30,7 @@ class DeletionQueries(Queries):
 
     async def insert_delete_request(self, row: dict[str, Any]) -> None:
         await self.conn.execute(insert(t.flow_delete_requests).values(**row))
-        if self.conn.dialect.name == "postgresql":  # wakes the workers of other processes at commit
-            await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
+        await self._notify()  # a worker in another process starts on it at once
 
     async def get_delete_request(self, request_id: str, now: int) -> DeleteRequestRow | None:
         r = t.flow_delete_requests

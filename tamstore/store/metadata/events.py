@@ -22,9 +22,6 @@ from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 
-EVENTS_CHANNEL = "tamstore_events"  # PostgreSQL LISTEN/NOTIFY channel of committed events
-
-
 # Statements of the hot event paths, built once (building them cost more than running them).
 _EVENTS_TOP = select(func.coalesce(func.max(t.events.c.seq), 0))
 _CURSORS_TOP = select(func.coalesce(func.max(t.webhooks.c.cursor), 0))
@@ -91,12 +88,6 @@ class EventQueries(Queries):
             if not self.wrote_events:
                 await self._notify()
             self.wrote_events = True
-
-    async def _notify(self) -> None:
-        """PostgreSQL: tell every process listening (``streaming.EventHub``) that events are
-        coming; the notification is sent when, and only if, this transaction commits."""
-        if self.conn.dialect.name == "postgresql":
-            await self.conn.exec_driver_sql(f"NOTIFY {EVENTS_CHANNEL}")
 
     async def has_unsequenced_events(self) -> bool:
         if self.conn.dialect.name == "sqlite":
