@@ -468,3 +468,35 @@ async def test_a_chunk_that_fails_leaves_no_bytes_of_the_chunks_before_it(
         left = [s["object_id"] for s in (await client.get(f"/flows/{flow['id']}/segments")).json()]
         assert left == [objs[4]["object_id"]]
         assert [await stored_bytes(client, o["object_id"]) for o in objs] == [None] * 4 + [b"data"]
+
+
+async def test_a_finished_request_is_purged_by_the_workers_pass_once_it_expires(settings: Settings) -> None:
+    """A worker reads whether anything is due before it takes the write lock: a request to carry
+    out, or a finished one past ``delete_request_retention``, which that pass then purges."""
+    from tamstore.ops import deletion
+
+    settings = dataclasses.replace(settings, inline_delete_limit=1, delete_request_retention=1)
+    async with app_client(settings) as client:
+        ctx = client.app.state.ctx  # type: ignore[attr-defined]
+        flow = await put_flow(client)
+        await add_segments(client, flow["id"], [0, 1, 2])
+        r = await client.delete(f"/flows/{flow['id']}")
+        assert r.status_code == 202, r.text
+        path = f"/flow-delete-requests/{r.json()['id']}"
+        assert await deletion.run_next_delete_request(ctx, "me")  # carried out
+        assert not await deletion.run_next_delete_request(ctx, "me")  # nothing due
+        assert (await client.get(path)).json()["status"] == "done"
+        await asyncio.sleep(1.1)
+        assert (await client.get(path)).status_code == 404  # (no longer listed, still stored)
+        assert await _stored_requests(ctx) == 1
+        assert not await deletion.run_next_delete_request(ctx, "me")  # nothing to carry out, one to purge
+        assert await _stored_requests(ctx) == 0
+
+
+async def _stored_requests(ctx: Any) -> int:
+    from sqlalchemy import func, select
+
+    from tamstore.store.metadata import tables as t
+
+    async with ctx.store.read() as tx:
+        return int((await tx.conn.execute(select(func.count()).select_from(t.flow_delete_requests))).scalar_one())

@@ -23,6 +23,19 @@ from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import BatchRow, DeletedFlowRow, DeletedSegmentRow, DeleteRequestRow, row_as, rows_as
 
 
+def _claimable(now: int) -> tuple[ColumnElement[bool], ...]:
+    """A request not finished, on which nobody holds a live lease (ix_delete_requests_pending)."""
+    r = t.flow_delete_requests
+    return r.c.status.in_(("created", "started")), or_(r.c.lease_until.is_(None), r.c.lease_until < now)
+
+
+def _expired(now: int) -> tuple[ColumnElement[bool], ...]:
+    """A finished request past its listing (``expiry_key`` is its expiry, 0 while it has none;
+    ix_delete_requests_expiry)."""
+    r = t.flow_delete_requests
+    return r.c.expiry_key > 0, r.c.expiry_key <= now
+
+
 class DeletionQueries(Queries):
     """Delete requests and the recovery window."""
 
@@ -75,13 +88,7 @@ class DeletionQueries(Queries):
         """Take the oldest request nobody holds a live lease on. ``SKIP LOCKED`` lets several
         workers on PostgreSQL claim different requests at the same moment."""
         r = t.flow_delete_requests
-        stmt = (
-            select(r.c.id)
-            .where(r.c.status.in_(("created", "started")), or_(r.c.lease_until.is_(None), r.c.lease_until < now))
-            .order_by(r.c.created)
-            .limit(1)
-            .with_for_update(skip_locked=True)
-        )
+        stmt = select(r.c.id).where(*_claimable(now)).order_by(r.c.created).limit(1).with_for_update(skip_locked=True)
         row = await self._one(stmt)
         if row is None:
             return None
@@ -96,11 +103,9 @@ class DeletionQueries(Queries):
         """Whether a request may be claimed, or a finished one has expired: what a worker woken
         by any commit elsewhere reads before it takes the write lock (two index probes)."""
         r = t.flow_delete_requests
-        claimable = select(r.c.id).where(
-            r.c.status.in_(("created", "started")), or_(r.c.lease_until.is_(None), r.c.lease_until < now)
-        )
-        expired = select(r.c.id).where(r.c.expiry_key > 0, r.c.expiry_key <= now)
-        row = await self._one(select(exists(claimable.limit(1)) | exists(expired.limit(1))))
+        claimable = select(r.c.id).where(*_claimable(now)).limit(1)
+        expired = select(r.c.id).where(*_expired(now)).limit(1)
+        row = await self._one(select(exists(claimable) | exists(expired)))
         return bool(row[0])
 
     async def count_pending_deletions(self) -> int:
@@ -109,8 +114,7 @@ class DeletionQueries(Queries):
         return int(row[0])
 
     async def purge_expired_delete_requests(self, now: int) -> None:
-        r = t.flow_delete_requests
-        await self.conn.execute(delete(r).where(r.c.expiry.is_not(None), r.c.expiry <= now))
+        await self.conn.execute(delete(t.flow_delete_requests).where(*_expired(now)))
 
     # -- recovery window ------------------------------------------------------------------------
 
