@@ -167,7 +167,7 @@ def serve(**values: Any) -> None:
     _check_exposure(settings)
     _check_data_dir(settings.data_dir)
     _check_port(settings.host, settings.port)
-    from tamstore.app import load_auth
+    from tamstore.startup import load_auth
 
     try:
         load_auth(settings)
@@ -296,21 +296,12 @@ def worker(**values: Any) -> None:
     `tamstore worker` processes share the work through the database.
     """
     settings = _build_settings(values)
-    from tamstore.workers import Workers
-
-    async def job(ctx: Any) -> None:
-        from tamstore.streaming import EventHub
-
-        hub = EventHub(ctx)  # woken by commits in other processes: webhooks go out at once
-        await hub.start()
-        try:
-            await Workers(ctx).run_forever()
-        finally:
-            await hub.stop()
+    from tamstore.worker_process import until_stopped
+    from tamstore.workers import run_background
 
     click.echo(f"tamstore {__version__}: background worker started")
-    with contextlib.suppress(KeyboardInterrupt):
-        _with_context(settings, job)
+    with contextlib.suppress(KeyboardInterrupt):  # (before the signal handlers are in place)
+        _with_context(settings, lambda ctx: run_background(ctx, until_stopped()))
 
 
 @main.group("config")
@@ -331,7 +322,7 @@ def config_show(**values: Any) -> None:
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         click.echo(f"# {name} is {'set' if os.environ.get(name) else 'not set'}")
     if settings.auth_file is not None:
-        from tamstore.app import load_auth
+        from tamstore.startup import load_auth
 
         try:
             policy = load_auth(settings).policy.describe()

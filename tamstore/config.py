@@ -91,8 +91,8 @@ class Settings:
     worker_process: bool = field(
         default=True,
         metadata={
-            "help": "serve: run deletions, retention, GC and checkpoints in a worker process of their own, "
-            "so they never hold up requests (off: in the server process)."
+            "help": "serve: run the background workers (deletion, retention, GC, webhooks, checkpoints) in a "
+            "worker process of their own, so they never hold up requests (off: in the server process)."
         },
     )
     worker_lease: int = field(

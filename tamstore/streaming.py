@@ -13,11 +13,11 @@ there is something new:
   connection commits, read every ``SQLITE_POLL`` seconds (a counter read, no query);
 - and, whatever happens to those, by looking again every ``FALLBACK_POLL`` seconds.
 
-A commit elsewhere wakes this process's webhook worker and its deleter. While the process has stream clients,
-the hub also reads the new events (numbering any that are not yet) and hands them to each
-client's buffer. A buffer is bounded in bytes: a client that reads too slowly overflows it and is
-cut off (``Subscriber.overflowed``), never allowed to grow memory. With no clients, the hub
-reads nothing.
+A commit elsewhere wakes this process's webhook worker and its deleter. While the process has
+stream clients, the hub also reads the new events (numbering any that are not yet) and hands
+them to each client's buffer. A buffer is bounded in bytes: a client that reads too slowly
+overflows it and is cut off (``Subscriber.overflowed``), never allowed to grow memory. With no
+clients, the hub reads nothing.
 """
 
 from __future__ import annotations

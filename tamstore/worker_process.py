@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import gc
 import logging
 import os
 import signal
@@ -31,7 +30,7 @@ import time
 
 from tamstore.config import Settings
 
-__all__ = ["WorkerProcess", "SETTINGS_ENV", "PARENT_ENV"]
+__all__ = ["PARENT_ENV", "SETTINGS_ENV", "WorkerProcess", "until_stopped"]
 
 log = logging.getLogger("tamstore.workers")
 
@@ -98,14 +97,14 @@ class WorkerProcess:
             proc.wait()
 
 
-async def _until_stopped(parent: int) -> None:
-    """Return once told to stop (SIGTERM, SIGINT) or once the server that started this process
-    is gone (it is re-parented)."""
+async def until_stopped(parent: int | None = None) -> None:
+    """Return once told to stop (SIGTERM, SIGINT) or, given the pid of the server that started
+    this process, once that server is gone (this process is re-parented)."""
     stopped = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
-    while os.getppid() == parent:
+    while parent is None or os.getppid() == parent:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopped.wait(), PARENT_CHECK_SECONDS)
             return
@@ -114,23 +113,12 @@ async def _until_stopped(parent: int) -> None:
 
 async def _run(settings: Settings, parent: int) -> None:
     from tamstore.startup import open_context
-    from tamstore.streaming import EventHub
-    from tamstore.workers import Workers
+    from tamstore.workers import run_background
 
     ctx = await open_context(settings)
-    # What start-up built lives as long as the process: out of the garbage collector's sight,
-    # as in the server (``app.create_app``), so that collections amid a deletion's many
-    # short-lived objects do not walk it all again.
-    gc.freeze()
-    hub = EventHub(ctx)  # other processes' commits wake the deleter and the deliverer at once
-    await hub.start()
-    workers = Workers(ctx)
-    workers.start()
     try:
-        await _until_stopped(parent)
+        await run_background(ctx, until_stopped(parent))
     finally:
-        await workers.stop()
-        await hub.stop()
         await ctx.store.close()
 
 

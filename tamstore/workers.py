@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import socket
@@ -19,7 +20,7 @@ from tamstore.ops import analytics, deletion, retention
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
 
-__all__ = ["Workers"]
+__all__ = ["Workers", "run_background"]
 
 log = logging.getLogger("tamstore.workers")
 
@@ -59,13 +60,6 @@ class Workers:
         if self._tasks:  # bounded: a stuck task must not hold up shutdown
             await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
         await self.deliverer.close()
-
-    async def run_forever(self) -> None:
-        self.start()
-        try:
-            await asyncio.gather(*self._tasks)
-        finally:
-            await self.stop()
 
     async def housekeeping(self) -> None:
         removed = await collect_expired_allocations(self.ctx)
@@ -128,3 +122,24 @@ class Workers:
                 await job()
             except Exception:
                 log.exception("background job %s failed", job.__name__)
+
+
+async def run_background(ctx: Context, until: Awaitable[None]) -> None:
+    """The background work of a process that does nothing else (the worker process beside
+    ``serve``, ``tamstore worker``) until ``until`` completes. An event hub wakes it when
+    other processes commit: a new deletion or new events are taken up at once."""
+    from tamstore.streaming import EventHub
+
+    # What start-up built lives as long as the process: out of the garbage collector's sight,
+    # as in the server (``app.create_app``), so that collections amid a deletion's many
+    # short-lived objects do not walk it all again (5-10% of an 86,400-segment deletion).
+    gc.freeze()
+    hub = EventHub(ctx)
+    await hub.start()
+    workers = Workers(ctx)
+    workers.start()
+    try:
+        await until
+    finally:
+        await workers.stop()
+        await hub.stop()

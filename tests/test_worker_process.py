@@ -8,6 +8,7 @@ import dataclasses
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -18,11 +19,10 @@ import httpx
 import pytest
 
 from bench import loader
-from tamstore.app import open_context
 from tamstore.config import Settings
-from tamstore.streaming import EventHub
+from tamstore.startup import open_context
 from tamstore.testing import app_client
-from tamstore.workers import Workers
+from tamstore.workers import run_background
 from tests.conftest import add_segments, put_flow, video_flow
 from tests.live import LiveServer
 from tests.receiver import Receiver
@@ -155,9 +155,9 @@ def test_without_a_worker_process_the_server_carries_out_deletions(tmp_path: Pat
 async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_once(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The worker process's side in process: its own store, event hub and workers, with a poll
-    too slow to find the request; only the hub hearing the server's commit (PRAGMA data_version
-    on SQLite, NOTIFY on PostgreSQL) wakes it in time."""
+    """The worker process's side in process (its own store, and ``run_background`` as the worker
+    process runs it), with a poll too slow to find the request; only the hub hearing the
+    server's commit (PRAGMA data_version on SQLite, NOTIFY on PostgreSQL) wakes it in time."""
     from tamstore import workers as workers_module
 
     monkeypatch.setattr(workers_module, "POLL_SECONDS", 600.0)
@@ -166,10 +166,8 @@ async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_on
         flow = await put_flow(client)
         await add_segments(client, flow["id"], [0, 1, 2])
         ctx = await open_context(dataclasses.replace(settings, migrate=False))
-        hub = EventHub(ctx)
-        await hub.start()
-        background = Workers(ctx)
-        background.start()
+        stop = asyncio.Event()
+        background = asyncio.create_task(run_background(ctx, stop.wait()))
         try:
             await asyncio.sleep(0.2)  # the deleter has looked once, found nothing, and waits
             r = await client.delete(f"/flows/{flow['id']}")
@@ -180,6 +178,27 @@ async def test_a_deletion_asked_for_in_the_server_wakes_the_worker_process_at_on
                 assert time.monotonic() < deadline, "the worker process's deleter was not woken"
                 await asyncio.sleep(0.05)
         finally:
-            await background.stop()
-            await hub.stop()
+            stop.set()
+            await background
             await ctx.store.close()
+
+
+@pytest.mark.slow
+def test_tamstore_worker_beside_api_only_servers_does_the_same_work_and_stops_on_sigterm(tmp_path: Path) -> None:
+    """The scale-out arrangement on one machine: ``serve --no-workers`` and ``tamstore worker``
+    (``run_background`` too), which stops cleanly when told to."""
+    server = LiveServer(tmp_path / "data", TAMSTORE_WORKERS="false", **DELETE_IN_BACKGROUND).start()
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "tamstore", "worker"], env=server.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        assert server.proc is not None and _worker_processes(server.proc.pid) == []
+        request = _delete_in_background(server)
+        _wait_for(lambda: _status(server, request) == "done")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=20) == 0
+        assert b"Traceback" not in (worker.stderr.read() if worker.stderr else b"")
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+        server.stop()

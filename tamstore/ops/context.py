@@ -66,7 +66,6 @@ class Context:
     # Set to have this process's background workers look now rather than at their next poll.
     wake_deleter: asyncio.Event = field(default_factory=asyncio.Event)
     wake_webhooks: asyncio.Event = field(default_factory=asyncio.Event)
-    # Called with each webhook delivery's outcome (the app counts them in its metrics).
     # The auth_classes policy and the auth file's groups of its principals, for deciding what
     # a webhook's owner may hear about (the request-time Access is in ops/access.py).
     policy: Policy = field(default_factory=Policy.none)
