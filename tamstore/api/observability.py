@@ -49,7 +49,7 @@ class Metrics:
             "tamstore_page_cache_lookups", "Segment pages looked for in the page cache", ["outcome"], registry=r
         )
         self.page_cache_hits, self.page_cache_misses = pages.labels("hit"), pages.labels("miss")
-        self.deliveries = StoreCounters()  # counted where they are made, in any process
+        self.deliveries = StoredDeliveries()  # counted where they are made, in any process
         r.register(self.deliveries)
         self.stored_bytes = Gauge("tamstore_stored_bytes", "Bytes stored", ["storage_id", "label"], registry=r)
         self.stored_objects = Gauge("tamstore_stored_objects", "Objects stored", ["storage_id", "label"], registry=r)
@@ -66,7 +66,7 @@ class Metrics:
         )
 
 
-class StoreCounters:
+class StoredDeliveries:
     """``tamstore_webhook_deliveries_total{outcome}``: totals the database keeps, for the work of
     every process (the worker process delivers webhooks, not the server answering /metrics),
     set from the database at each scrape."""
@@ -319,7 +319,7 @@ async def metrics(request: Request) -> Response:
     m.retained_flows.set(retained)
     m.retention_deleted.labels("segments").set(counters.get("retention_segments_deleted", 0))
     m.retention_deleted.labels("flows").set(counters.get("retention_flows_deleted", 0))
-    m.deliveries.values = {outcome: counters.get(f"webhook_deliveries_{outcome}", 0) for outcome in ("ok", "failed")}
+    m.deliveries.values = {outcome: counters.get(f"webhook_deliveries_{outcome}", 0) for outcome in m.deliveries.values}
     for sid, backend in ctx.backends.items():
         objects, size = usage.get(sid, (0, 0))
         m.stored_bytes.labels(sid, backend.info.label).set(size)
