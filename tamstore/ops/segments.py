@@ -47,7 +47,7 @@ class _ObjectState:
     timerange: TimeRange | None
     init_object_id: str | None
     allocated_for: str | None
-    changes: dict[str, Any]
+    changes: dict[str, Any]  # the columns registering it fixes (``registered`` goes without saying)
     new_instances: list[dict[str, Any]]
 
 
@@ -273,7 +273,7 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
         obj.timerange = seg.object_timerange or seg.on_object_timeline()
         obj.init_object_id = seg.init_object_id
         changes = obj.changes
-        changes.update(registered=True, first_referenced_by_flow=flow.id, timerange=obj.timerange.to_str())
+        changes.update(first_referenced_by_flow=flow.id, timerange=obj.timerange.to_str())
         # Unset properties stay as allocated (NULL): not writing them spares their indexes.
         if seg.key_frame_count is not None:
             changes["key_frame_count"] = seg.key_frame_count
@@ -286,7 +286,7 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
         if not init.registered:
             init.registered = True
             init.is_init = True
-            init.changes.update(registered=True, is_init=True, first_referenced_by_flow=flow.id)
+            init.changes.update(is_init=True, first_referenced_by_flow=flow.id)
 
 
 _UNSET_PROPERTIES = {"key_frame_count": None, "init_object_id": None}
@@ -299,7 +299,7 @@ async def _save_objects(tx: Tx, states: dict[str, _ObjectState]) -> None:
     for oid, st in states.items():
         if st.row is None and st.registered:
             # (one insert for all: every row names the same columns)
-            new_rows.append({"id": oid, "allocated_at": now, **_UNSET_PROPERTIES, **st.changes})
+            new_rows.append({"id": oid, "allocated_at": now, "registered": True, **_UNSET_PROPERTIES, **st.changes})
         elif st.changes:
             updates.append((oid, st.changes))
         have = set()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -25,11 +26,21 @@ from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE,
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
 _OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
 
-_INSERT_SEGMENT = (
-    f"INSERT INTO segments ({', '.join(_SEGMENT_COLUMNS)}) VALUES ({', '.join('?' * len(_SEGMENT_COLUMNS))})"
-)
+# The columns a segment may leave unset. A batch's insert names only those that some row of it
+# sets: Python's sqlite3 binds a None by way of its adapter lookup (about 0.7 µs each), which for
+# the five unset columns of a plain 1,000-segment batch was 3.6 ms, a third of the insert.
+_UNSET_ALLOWED = frozenset(c.name for c in t.segments.c if c.nullable)
 
-_segment_values = operator.itemgetter(*_SEGMENT_COLUMNS)  # a segment row dict -> its values in column order
+
+@functools.lru_cache(maxsize=64)
+def _insert_of(columns: tuple[str, ...]) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
+    """The insert naming ``columns``, and what turns a segment row dict into its values."""
+    sql = f"INSERT INTO segments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+    return sql, operator.itemgetter(*columns)
+
+
+def _columns_set(rows: list[dict[str, Any]]) -> tuple[str, ...]:
+    return tuple(c for c in _SEGMENT_COLUMNS if c not in _UNSET_ALLOWED or any(r[c] is not None for r in rows))
 
 
 def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
@@ -121,7 +132,8 @@ class SegmentQueries(ObjectQueries):
         # nothing to keep. On PostgreSQL a savepoint and its release were four round trips of
         # every registration (their names change each time, so asyncpg prepares each anew).
         try:
-            await self._executemany(_INSERT_SEGMENT, list(map(_segment_values, rows)))
+            sql, values = _insert_of(_columns_set(rows))
+            await self._executemany(sql, list(map(values, rows)))
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
 
