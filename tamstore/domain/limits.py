@@ -82,6 +82,31 @@ def check_json(value: Any, limits: JsonLimits) -> Any:
 
 def _walk(value: Any, limits: JsonLimits, depth: int, where: str) -> Any:
     kind = type(value)
+    if kind is dict or kind is list:
+        if depth >= limits.max_depth:
+            raise TooLarge(f"the request body is nested more than {limits.max_depth} levels deep")
+        if len(value) > limits.max_items:
+            raise TooLarge(f"{where} has more than {limits.max_items} members")
+        # A short string member is cleared here, without a call or its path: a 1,000-segment
+        # batch has thousands of them (its check 1.2 -> 0.6 ms).
+        short = limits.max_string_bytes // 4
+        if kind is list:
+            for i, item in enumerate(value):
+                if type(item) is str and len(item) <= short:
+                    continue
+                checked = _walk(item, limits, depth + 1, where)
+                if checked is not item:
+                    value[i] = checked
+            return value
+        for key, item in value.items():
+            if len(key) > short:
+                check_text(key, limits.max_string_bytes, f"a member name in {where}")
+            if type(item) is str and len(item) <= short:
+                continue
+            checked = _walk(item, limits, depth + 1, f"{where}.{key[:64]}")
+            if checked is not item:
+                value[key] = checked
+        return value
     if kind is str:
         if len(value) * 4 > limits.max_string_bytes:
             check_text(value, limits.max_string_bytes, f"the string at {where}")
@@ -95,23 +120,5 @@ def _walk(value: Any, limits: JsonLimits, depth: int, where: str) -> Any:
             if not INT64_MIN <= value <= INT64_MAX:
                 raise BadRequest(f"the number at {where} does not fit a signed 64-bit integer")
             return int(value)
-        return value
-    if kind is dict or kind is list:
-        if depth >= limits.max_depth:
-            raise TooLarge(f"the request body is nested more than {limits.max_depth} levels deep")
-        if len(value) > limits.max_items:
-            raise TooLarge(f"{where} has more than {limits.max_items} members")
-        if kind is list:
-            for i, item in enumerate(value):
-                checked = _walk(item, limits, depth + 1, where)
-                if checked is not item:
-                    value[i] = checked
-            return value
-        for key, item in value.items():
-            if len(key) * 4 > limits.max_string_bytes:
-                check_text(key, limits.max_string_bytes, f"a member name in {where}")
-            checked = _walk(item, limits, depth + 1, f"{where}.{key[:64]}")
-            if checked is not item:
-                value[key] = checked
         return value
     return value  # None, True, False

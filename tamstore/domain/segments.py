@@ -17,7 +17,7 @@ from tamstore.domain.limits import (
     check_int,
     check_text,
 )
-from tamstore.domain.timerange import InvalidTimeRange, TimeRange, parse_timestamp
+from tamstore.domain.timerange import InvalidTimeRange, TimeRange, parse_timestamp, segment_timerange
 
 __all__ = ["SegmentPost", "overlaps_any", "parse_segment"]
 
@@ -79,6 +79,10 @@ def parse_segment(body: Any) -> SegmentPost:
     object_id = check_text(_str_field(body, "object_id", required=True), MAX_ID_BYTES, "object_id")  # type: ignore[arg-type]
     tr_text = _str_field(body, "timerange", required=True)
     optional = not _OPTIONAL.isdisjoint(body)
+    if not optional:
+        tr = segment_timerange(tr_text)  # type: ignore[arg-type]
+        if tr is not None:  # the usual form: bounded, not empty, inclusive start and in range
+            return SegmentPost(object_id, tr, tr.start, tr.end)  # type: ignore[arg-type]
     try:
         tr = TimeRange.from_str(tr_text)  # type: ignore[arg-type]
         ts_offset = last_duration = otr = None
