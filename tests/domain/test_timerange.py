@@ -10,7 +10,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tamstore.domain.timerange import InvalidTimeRange, TimeRange, format_timestamp, parse_timestamp
+from tamstore.domain.timerange import (
+    _TIMERANGE_RE,
+    InvalidTimeRange,
+    TimeRange,
+    _ns,
+    format_timestamp,
+    parse_timestamp,
+    segment_timerange,
+)
 
 SPEC_RE = re.compile(
     r"^(\[|\()?(-?(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8}))?(_(-?(0|[1-9][0-9]*):(0|[1-9][0-9]{0,8}))?)?(\]|\))?$"
@@ -169,6 +177,49 @@ def test_a_segment_range_keeps_its_text_and_others_are_rendered() -> None:
     assert TimeRange.from_str("[10:0_11:0)")._text == "[10:0_11:0)"  # kept, as written
     assert TimeRange.from_str("[-0:0_1:0)").to_str() == "[0:0_1:0)"
     assert TimeRange.from_str("[1:0_)").to_str() == "[1:0_"
+
+
+@given(
+    st.integers(0, 10**11),
+    st.integers(0, 999_999_999),
+    st.integers(0, 10**11),
+    st.integers(0, 999_999_999),
+)
+def test_the_segment_form_fast_path_agrees_with_the_grammar(a: int, an: int, b: int, bn: int) -> None:
+    """``segment_timerange`` (the ``[s:ns_s:ns)`` of nearly every segment) gives what the
+    general grammar gives, or None and leaves the text to it: empty, beyond 64-bit, 11 digits."""
+    text = f"[{a}:{an}_{b}:{bn})"
+    fast = segment_timerange(text)
+    general = _general(text)
+    if fast is None:
+        assert general is None or general.is_empty() or len(str(a)) > 10 or len(str(b)) > 10
+    else:
+        assert fast == general and fast.to_str() == general.to_str() == text
+        assert not fast.start_exclusive and not fast.end_inclusive
+
+
+def test_the_segment_form_fast_path_leaves_other_forms_alone() -> None:
+    for text in [
+        "[1:0_2:0]",
+        "(1:0_2:0)",
+        "[-1:0_2:0)",
+        "[01:0_2:0)",
+        "[2:0_1:0)",
+        "[9223372036:854775807_9223372037:0)",
+    ]:
+        assert segment_timerange(text) is None
+    assert segment_timerange("[9223372036:854775805_9223372036:854775806)").end == 2**63 - 2  # type: ignore[union-attr]
+
+
+def _general(text: str) -> TimeRange | None:
+    """The grammar's reading of ``text`` without the fast path (None: refused)."""
+    try:
+        m = _TIMERANGE_RE.match(text)
+        assert m is not None
+        _, s_sign, s_secs, s_nanos, _, e_sign, e_secs, e_nanos, _ = m.groups()
+        return TimeRange.from_bounds(_ns(s_sign, s_secs, s_nanos), _ns(e_sign, e_secs, e_nanos))
+    except InvalidTimeRange:
+        return None
 
 
 @given(timeranges(), timeranges())
