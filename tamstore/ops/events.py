@@ -16,7 +16,7 @@ from tamstore.domain.access import key_classes
 from tamstore.domain.events import EventFacts
 from tamstore.ops.context import now_us
 from tamstore.ops.render import flow_docs, source_docs
-from tamstore.store.metadata.rows import FlowRow
+from tamstore.store.metadata.rows import FlowRow, all_equal
 from tamstore.store.metadata.sql import Tx
 
 __all__ = [
@@ -122,7 +122,7 @@ async def segments_added(
         }
         event = {
             "flow_id": flow.id,
-            "segments": [recorded_segment(s) for s in segments],
+            "segments": recorded_segments(segments),
             "_init_of": {oid: init for oid, init in init_of.items() if init},
             "_instances": recorded,
             "_sole": by_backend,
@@ -140,6 +140,15 @@ SEGMENT_DEFAULTS: dict[str, Any] = {
     "sample_offset": None,
     "sample_count": None,
 }
+
+
+def recorded_segments(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``recorded_segment`` of each row (which has every column). A batch whose rows are all at
+    their defaults, nearly every one, is found so column by column, and written without the test
+    per column and row (0.9 -> 0.3 ms for 1,000)."""
+    if all(all_equal(rows, name, default) for name, default in SEGMENT_DEFAULTS.items()):
+        return [{"object_id": r["object_id"], "timerange": r["timerange"]} for r in rows]
+    return [recorded_segment(r) for r in rows]
 
 
 def recorded_segment(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import operator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,10 +149,10 @@ async def _post_batch(ctx: Context, flow_id: str, items: list[Any], single: bool
         if not flow.container:
             raise BadRequest(f"Flow {flow_id} has no container set, so it cannot hold segments")
         failures: list[dict[str, Any]] = []
-        parsed: list[tuple[int, SegmentPost]] = []
-        for i, raw in enumerate(items):
+        parsed: list[SegmentPost] = []
+        for raw in items:
             try:
-                parsed.append((i, parse_segment(raw)))
+                parsed.append(parse_segment(raw))
             except BadRequest as exc:
                 failures.append(_failure(raw, exc))
         accepted, states = await _check_batch(ctx, tx, flow, parsed, failures)
@@ -164,42 +165,31 @@ async def _post_batch(ctx: Context, flow_id: str, items: list[Any], single: bool
 
 
 async def _check_batch(
-    ctx: Context, tx: Tx, flow: Any, parsed: list[tuple[int, SegmentPost]], failures: list[dict[str, Any]]
+    ctx: Context, tx: Tx, flow: Any, parsed: list[SegmentPost], failures: list[dict[str, Any]]
 ) -> tuple[list[SegmentPost], dict[str, _ObjectState]]:
     """The segments of the batch that pass every rule, and what registering them makes of their
     Objects (recorded in the states; nothing is written here)."""
     if not parsed:
         return [], {}
-    lo = min(s.lo for _, s in parsed)
-    hi = max(s.hi for _, s in parsed)
+    parsed = sorted(parsed, key=_start)
+    lo = parsed[0].lo
+    hi = max(s.hi for s in parsed)
     taken = await tx.overlapping_segments(flow.id, lo, hi)
     starts = [a for a, _ in taken]
-    ids = {s.object_id for _, s in parsed} | {s.init_object_id for _, s in parsed if s.init_object_id}
+    ids = {s.object_id for s in parsed} | {s.init_object_id for s in parsed if s.init_object_id}
     rows = await tx.get_objects(ids)
-    states: dict[str, _ObjectState] = {}
-    for oid in ids:
-        row = rows.get(oid)
-        states[oid] = _ObjectState(
-            row=row,
-            registered=bool(row and row.registered),
-            is_init=bool(row and row.is_init),
-            timerange=TimeRange.from_str(row.timerange) if row and row.timerange else None,
-            init_object_id=row.init_object_id if row else None,
-            allocated_for=row.allocated_for_flow if row else None,
-            changes={},
-            new_instances=[],
-        )
+    states = {oid: _state_of(rows.get(oid)) for oid in ids}
     # AppNote 0016 step 6: reusing an Object needs read access to a Flow that already uses it;
     # one the caller may not see is as unknown to it as a missing one.
     used = {oid for oid, st in states.items() if st.registered}
     hidden = used - await tx.objects_visible(used, access.current())
     labels = ctx.backend_labels()
     accepted: list[SegmentPost] = []
-    for _, seg in sorted(parsed, key=lambda p: p[1].lo):
+    for seg in parsed:
         try:
-            for named in (seg.object_id, seg.init_object_id):
-                if named in hidden:
-                    raise BadRequest(f"Object {named!r} is unknown: allocate it with /storage or give get_urls")
+            if hidden and (seg.object_id in hidden or seg.init_object_id in hidden):
+                named = seg.object_id if seg.object_id in hidden else seg.init_object_id
+                raise BadRequest(f"Object {named!r} is unknown: allocate it with /storage or give get_urls")
             if overlaps_any(seg.lo, seg.hi, starts, taken):
                 raise BadRequest(f"segment {seg.timerange} overlaps an existing segment of the Flow")
             _check_objects(flow, seg, states, labels)
@@ -212,6 +202,19 @@ async def _check_batch(
         taken.insert(i, (seg.lo, seg.hi))
         accepted.append(seg)
     return accepted, states
+
+
+_start = operator.attrgetter("lo")
+
+
+def _state_of(row: ObjectRow | None) -> _ObjectState:
+    """An Object's state as the batch starts, from its row (None: no such Object yet)."""
+    if row is None:
+        return _ObjectState(None, False, False, None, None, None, {}, [])
+    timerange = TimeRange.from_str(row.timerange) if row.timerange else None
+    return _ObjectState(
+        row, bool(row.registered), bool(row.is_init), timerange, row.init_object_id, row.allocated_for_flow, {}, []
+    )
 
 
 def _check_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState], labels: set[str]) -> None:
@@ -236,7 +239,6 @@ def _check_media_object(flow: Any, seg: SegmentPost, obj: _ObjectState) -> None:
     yet used, and consistent with what its first use fixed."""
     if obj.is_init:
         raise BadRequest(f"Object {seg.object_id!r} is an init Object and cannot hold media")
-    used = seg.on_object_timeline()
     if obj.row is None and not obj.registered:
         if not seg.get_urls:
             raise BadRequest(f"Object {seg.object_id!r} is unknown: allocate it with /storage or give get_urls")
@@ -244,13 +246,14 @@ def _check_media_object(flow: Any, seg: SegmentPost, obj: _ObjectState) -> None:
         if obj.allocated_for != flow.id:
             raise BadRequest(f"Object {seg.object_id!r} was allocated for another Flow")
     else:
+        used = seg.on_object_timeline()
         if seg.object_timerange is not None and obj.timerange != seg.object_timerange:
             raise BadRequest(f"object_timerange conflicts with Object {seg.object_id!r}")
         if seg.init_object_id is not None and seg.init_object_id != obj.init_object_id:
             raise BadRequest(f"init_object_id conflicts with Object {seg.object_id!r}")
         if obj.timerange is not None and not obj.timerange.contains(used):
             raise BadRequest(f"segment uses {used} of Object {seg.object_id!r}, outside its timerange {obj.timerange}")
-    if seg.object_timerange is not None and not seg.object_timerange.contains(used):
+    if seg.object_timerange is not None and not seg.object_timerange.contains(used := seg.on_object_timeline()):
         raise BadRequest(f"object_timerange {seg.object_timerange} does not cover {used}")
 
 
@@ -273,14 +276,16 @@ def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState])
         obj.timerange = seg.object_timerange or seg.on_object_timeline()
         obj.init_object_id = seg.init_object_id
         changes = obj.changes
-        changes.update(first_referenced_by_flow=flow.id, timerange=obj.timerange.to_str())
+        changes["first_referenced_by_flow"] = flow.id
+        changes["timerange"] = obj.timerange.to_str()
         # Unset properties stay as allocated (NULL): not writing them spares their indexes.
         if seg.key_frame_count is not None:
             changes["key_frame_count"] = seg.key_frame_count
         if seg.init_object_id is not None:
             changes["init_object_id"] = seg.init_object_id
-    for u in seg.get_urls or []:
-        obj.new_instances.append({"url": u["url"], "label": u["label"], "controlled": False})
+    if seg.get_urls:
+        for u in seg.get_urls:
+            obj.new_instances.append({"url": u["url"], "label": u["label"], "controlled": False})
     if seg.init_object_id is not None:
         init = states[seg.init_object_id]
         if not init.registered:

@@ -306,11 +306,16 @@ class Queries:
             [(new_pages_token(), o) for (o,) in ids],
         )
 
-    def _add_on_conflict(self, table: Any, keys: list[str], counters: list[str]) -> Any:
-        """INSERT ... ON CONFLICT (keys) DO UPDATE adding the new row's counters to the old."""
-        dialect_insert = pg_insert if self.conn.dialect.name == "postgresql" else sqlite_insert
-        stmt = dialect_insert(table)
-        return stmt.on_conflict_do_update(
-            index_elements=[table.c[k] for k in keys],
-            set_={c: table.c[c] + stmt.excluded[c] for c in counters},
+    async def _add_on_conflict(
+        self, table: Any, keys: list[str], counters: list[str], rows: list[tuple[Any, ...]]
+    ) -> None:
+        """INSERT ... ON CONFLICT (keys) DO UPDATE adding each new row's counters to the old;
+        ``rows`` give the keys' then the counters' values. The same SQL on both databases, on the
+        driver: building SQLAlchemy's dialect construct took longer than the statement."""
+        columns = [*keys, *counters]
+        added = ", ".join(f"{c} = {table.name}.{c} + excluded.{c}" for c in counters)
+        await self._executemany(
+            f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
+            f" ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {added}",
+            rows,
         )

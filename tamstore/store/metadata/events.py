@@ -23,8 +23,11 @@ from tamstore.store.metadata.base import Queries
 from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 
 # Statements of the hot event paths, built once (building them cost more than running them).
-_EVENTS_TOP = select(func.coalesce(func.max(t.events.c.seq), 0))
-_CURSORS_TOP = select(func.coalesce(func.max(t.webhooks.c.cursor), 0))
+_TOP_SEQ = (
+    "SELECT {greatest}((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(cursor), 0) FROM webhooks))"
+)
+_EVENT_COLUMNS = ("seq", "event_type", "flow_id", "source_id", "meta", "payload", "created")
+_INSERT_EVENT = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
 _LOWEST_DUE_CURSOR = select(func.min(t.webhooks.c.cursor)).where(
     t.webhooks.c.status.in_(("created", "started")),
     t.webhooks.c.next_attempt <= bindparam("now"),
@@ -79,12 +82,14 @@ class EventQueries(Queries):
         return await self._page(stmt, keys, page, descending=False, row=WebhookRow)
 
     async def insert_events(self, rows: list[dict[str, Any]]) -> None:
+        """Record events (on the driver: nearly every write records one, and SQLAlchemy's insert
+        cost more than the database's work)."""
         if rows:
             if self.conn.dialect.name == "sqlite":
                 # One writer at a time: numbered here, in commit order, with no sequencer pass.
                 top = await self.max_event_seq()
                 rows = [{**row, "seq": top + i + 1} for i, row in enumerate(rows)]
-            await self.conn.execute(insert(t.events), rows)
+            await self._executemany(_INSERT_EVENT, [tuple(map(row.get, _EVENT_COLUMNS)) for row in rows])
             if not self.wrote_events:
                 await self._notify()
             self.wrote_events = True
@@ -119,9 +124,10 @@ class EventQueries(Queries):
     async def max_event_seq(self) -> int:
         """The last ``seq`` given out. Delivered events are purged, so the webhooks' cursors
         remember it too: numbering must never go back below a cursor."""
-        events_top = (await self._one(_EVENTS_TOP))[0]
-        cursor_top = (await self._one(_CURSORS_TOP))[0]
-        return int(max(events_top, cursor_top))
+        rows = await self._driver_rows(
+            _TOP_SEQ.format(greatest="max"), (), postgresql=(_TOP_SEQ.format(greatest="greatest"), ())
+        )
+        return int(rows[0][0])
 
     async def webhooks_due(self, now: int) -> bool:
         """Whether any webhook has events to deliver now that no worker holds (a read, so that

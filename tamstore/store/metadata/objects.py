@@ -301,16 +301,9 @@ class ObjectQueries(Queries):
 
     async def _count_usage(self, deltas: dict[str, tuple[int, int]]) -> None:
         """Add (objects, bytes) to each backend's counters, on a random shard."""
-        rows = [
-            {"storage_id": sid, "shard": random.randrange(USAGE_SHARDS), "objects": o, "bytes": b}
-            for sid, (o, b) in deltas.items()
-            if sid and (o or b)
-        ]
-        if not rows:
-            return
-        stmt = self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"])
-        for row in rows:
-            await self.conn.execute(stmt, [row])
+        rows = [(sid, random.randrange(USAGE_SHARDS), o, b) for sid, (o, b) in deltas.items() if sid and (o or b)]
+        if rows:
+            await self._add_on_conflict(t.usage_counters, ["storage_id", "shard"], ["objects", "bytes"], rows)
 
     async def _add_flow_bytes(self, object_id: str, size: int) -> None:
         """Count an Object's newly learnt size in every Flow that uses it (once per segment)."""

@@ -44,9 +44,9 @@ class RetentionQueries(Queries):
 
     async def add_to_counters(self, amounts: dict[str, int]) -> None:
         """Add to store-wide totals (whichever process counts), a counter made at its first use."""
-        rows = [{"name": name, "value": amount} for name, amount in amounts.items() if amount]
+        rows = [(name, amount) for name, amount in amounts.items() if amount]
         if rows:
-            await self.conn.execute(self._add_on_conflict(t.counters, ["name"], ["value"]), rows)
+            await self._add_on_conflict(t.counters, ["name"], ["value"], rows)
 
     async def counter_values(self) -> dict[str, Any]:
         return {r.name: int(r.value) for r in await self._all(select(t.counters))}

@@ -21,6 +21,7 @@ from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.objects import Instance, ObjectQueries, only_controlled
+from tamstore.store.metadata.rows import all_equal
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE, STORAGE_ID, SegmentRow, Shape, sql_for
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
@@ -40,7 +41,7 @@ def _insert_of(columns: tuple[str, ...]) -> tuple[str, Callable[[dict[str, Any]]
 
 
 def _columns_set(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    return tuple(c for c in _SEGMENT_COLUMNS if c not in _UNSET_ALLOWED or any(r[c] is not None for r in rows))
+    return tuple(c for c in _SEGMENT_COLUMNS if c not in _UNSET_ALLOWED or not all_equal(rows, c, None))
 
 
 def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
