@@ -72,17 +72,19 @@ _OPTIONAL = frozenset(
 
 def parse_segment(body: Any) -> SegmentPost:
     """Check one flow-segment-post.json body and turn it into domain values. (This runs for
-    every segment of a batch: the common body of just object_id and timerange takes the
-    shortest path.)"""
+    every segment of a batch: the common body of just object_id and timerange, the range in the
+    usual form, takes a path of its own that passes every check below by its shape.)"""
+    if type(body) is dict and len(body) == 2:  # only object_id and timerange, in the usual form
+        object_id, tr_text = body.get("object_id"), body.get("timerange")
+        if type(object_id) is str and type(tr_text) is str and len(object_id) * 4 <= MAX_ID_BYTES:
+            tr = segment_timerange(tr_text)
+            if tr is not None:  # bounded, not empty, inclusive start and in range
+                return SegmentPost(object_id, tr, tr.start, tr.end)  # type: ignore[arg-type]
     if not isinstance(body, dict):
         raise BadRequest("a segment must be a JSON object")
     object_id = check_text(_str_field(body, "object_id", required=True), MAX_ID_BYTES, "object_id")  # type: ignore[arg-type]
     tr_text = _str_field(body, "timerange", required=True)
     optional = not _OPTIONAL.isdisjoint(body)
-    if not optional:
-        tr = segment_timerange(tr_text)  # type: ignore[arg-type]
-        if tr is not None:  # the usual form: bounded, not empty, inclusive start and in range
-            return SegmentPost(object_id, tr, tr.start, tr.end)  # type: ignore[arg-type]
     try:
         tr = TimeRange.from_str(tr_text)  # type: ignore[arg-type]
         ts_offset = last_duration = otr = None

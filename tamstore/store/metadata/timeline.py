@@ -9,6 +9,8 @@ remove segments, so no caller can forget one of these.
 
 from __future__ import annotations
 
+import itertools
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -23,6 +25,8 @@ from tamstore.store.metadata.rows import FlowRow
 from tamstore.store.metadata.segments import SegmentQueries
 
 __all__ = ["SegmentSpan", "TimelineWrites"]
+
+_START, _END, _OBJECT = (operator.itemgetter(c) for c in ("ts_start", "ts_end", "object_id"))
 
 
 class SegmentSpan(Protocol):
@@ -56,20 +60,21 @@ class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQu
         byte size as they are once this transaction commits; ``now`` (µs) is ``segments_updated``."""
         if not rows:
             return
-        lo = min(r["ts_start"] for r in rows)
-        hi = max(r["ts_end"] for r in rows)
+        rows = sorted(rows, key=_START)  # (usually in order already: one pass)
+        starts, ends = list(map(_START, rows)), list(map(_END, rows))
+        object_ids = list(map(_OBJECT, rows))
+        lo, hi = starts[0], max(ends)
         breaks = 0
         if flow.seg_end is not None and lo >= flow.seg_end:  # appended at the end: count its breaks
             prev = await self.last_segment(flow.id)
-            for r in sorted(rows, key=lambda r: r["ts_start"]):
-                init = init_of.get(r["object_id"])
-                offset = r.get("ts_offset") or 0
-                if prev is not None and is_break(prev[0], prev[1], prev[2], r["ts_start"], offset, init):
-                    breaks += 1
-                prev = (r["ts_end"], offset, init)
+            offsets = [r.get("ts_offset") or 0 for r in rows]
+            inits = list(map(init_of.get, object_ids))
+            if prev is not None:
+                breaks += is_break(prev[0], prev[1], prev[2], lo, offsets[0], inits[0])
+            breaks += sum(map(is_break, ends, offsets, inits, starts[1:], offsets[1:], inits[1:]))
         await self.insert_segments(rows)
-        await self.add_refs(flow.id, reference_counts([r["object_id"] for r in rows], init_of))
-        await self.add_coverage(flow.id, [(r["ts_start"], r["ts_end"]) for r in rows])
+        await self.add_refs(flow.id, reference_counts(object_ids, init_of))
+        await self.add_coverage(flow.id, zip(starts, ends, strict=True))
         await self.update_flow(  # the pages token renewed with the counters: one statement
             flow.id,
             {
@@ -78,8 +83,8 @@ class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQu
                 "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
                 "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
                 "seg_count": flow.seg_count + len(rows),
-                "seg_duration": flow.seg_duration + sum(r["ts_end"] - r["ts_start"] for r in rows),
-                "seg_bytes": flow.seg_bytes + sum(sizes.get(r["object_id"], 0) for r in rows),
+                "seg_duration": flow.seg_duration + sum(ends) - sum(starts),
+                "seg_bytes": flow.seg_bytes + sum(map(sizes.get, object_ids, itertools.repeat(0))),
                 "seg_breaks": flow.seg_breaks + breaks,
             },
         )
