@@ -44,6 +44,20 @@ def _columns_set(rows: list[dict[str, Any]]) -> tuple[str, ...]:
     return tuple(c for c in _SEGMENT_COLUMNS if c not in _UNSET_ALLOWED or not all_equal(rows, c, None))
 
 
+# Statements of every registration, on the driver (SQLAlchemy took longer to build and run
+# each than the database took to answer): the stored segments a batch's span overlaps, found
+# as ``segment_range_clause`` finds them, and the Flow's last segment.
+_OVERLAPPING = (
+    "SELECT ts_start, ts_end FROM segments WHERE flow_id = :flow_id AND ts_start >= (SELECT ts_start FROM segments"
+    " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1) AND ts_start < :hi ORDER BY ts_start"
+)
+_LAST_SEGMENT = (
+    "SELECT segments.ts_end, segments.ts_offset, objects.init_object_id FROM segments"
+    " JOIN objects ON objects.id = segments.object_id WHERE segments.flow_id = ?"
+    " ORDER BY segments.ts_start DESC LIMIT 1"
+)
+
+
 def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
     """A Flow's segments overlapping ``[lo, hi)`` (None: unbounded), as an indexed range scan.
     Segments never overlap, so every one overlapping a range starting at ``lo`` starts at or after
@@ -118,11 +132,8 @@ class SegmentQueries(ObjectQueries):
 
     async def overlapping_segments(self, flow_id: str, lo: int, hi: int) -> list[tuple[int, int]]:
         """Bounds of existing segments overlapping ``[lo, hi)`` (for the no-overlap rule)."""
-        s = t.segments
-        rows = await self._all(
-            select(s.c.ts_start, s.c.ts_end).where(segment_range_clause(flow_id, lo, hi)).order_by(s.c.ts_start)
-        )
-        return [(r.ts_start, r.ts_end) for r in rows]
+        rows = await self._driver_rows(_OVERLAPPING, {"flow_id": flow_id, "lo": lo, "hi": hi})
+        return [(r[0], r[1]) for r in rows]
 
     async def insert_segments(self, rows: list[dict[str, Any]]) -> None:
         """Insert segment rows (Conflict when one overlaps). The caller renews the Flow's pages
@@ -153,15 +164,8 @@ class SegmentQueries(ObjectQueries):
 
     async def last_segment(self, flow_id: str) -> tuple[int, int, str | None] | None:
         """The end, ``ts_offset`` and init Object of the Flow's last segment: one indexed read."""
-        s, o = t.segments, t.objects
-        row = await self._one(
-            select(s.c.ts_end, s.c.ts_offset, o.c.init_object_id)
-            .select_from(s.join(o, o.c.id == s.c.object_id))
-            .where(s.c.flow_id == flow_id)
-            .order_by(s.c.ts_start.desc())
-            .limit(1)
-        )
-        return None if row is None else (int(row.ts_end), int(row.ts_offset or 0), row.init_object_id)
+        rows = await self._driver_rows(_LAST_SEGMENT, (flow_id,))
+        return None if not rows else (int(rows[0][0]), int(rows[0][1] or 0), rows[0][2])
 
     async def longest_segment(self, flow_id: str, lo: int | None, hi: int | None) -> int | None:
         """The longest duration among the segments overlapping ``[lo, hi)``: one pass over

@@ -26,6 +26,10 @@ from tamstore.store.metadata.segments import SegmentQueries
 
 __all__ = ["SegmentSpan", "TimelineWrites"]
 
+_UPDATE_COUNTERS = (
+    "UPDATE flows SET pages_token = ?, segments_updated = ?, seg_start = ?, seg_end = ?, seg_count = ?,"
+    " seg_duration = ?, seg_bytes = ?, seg_breaks = ? WHERE id = ?"
+)
 _START, _END, _OBJECT = (operator.itemgetter(c) for c in ("ts_start", "ts_end", "object_id"))
 
 
@@ -75,18 +79,21 @@ class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQu
         await self.insert_segments(rows)
         await self.add_refs(flow.id, reference_counts(object_ids, init_of))
         await self.add_coverage(flow.id, zip(starts, ends, strict=True))
-        await self.update_flow(  # the pages token renewed with the counters: one statement
-            flow.id,
-            {
-                "pages_token": new_pages_token(),
-                "segments_updated": now,
-                "seg_start": lo if flow.seg_start is None else min(lo, flow.seg_start),
-                "seg_end": hi if flow.seg_end is None else max(hi, flow.seg_end),
-                "seg_count": flow.seg_count + len(rows),
-                "seg_duration": flow.seg_duration + sum(ends) - sum(starts),
-                "seg_bytes": flow.seg_bytes + sum(map(sizes.get, object_ids, itertools.repeat(0))),
-                "seg_breaks": flow.seg_breaks + breaks,
-            },
+        await self._executemany(  # the pages token renewed with the counters: one statement
+            _UPDATE_COUNTERS,
+            [
+                (
+                    new_pages_token(),
+                    now,
+                    lo if flow.seg_start is None else min(lo, flow.seg_start),
+                    hi if flow.seg_end is None else max(hi, flow.seg_end),
+                    flow.seg_count + len(rows),
+                    flow.seg_duration + sum(ends) - sum(starts),
+                    flow.seg_bytes + sum(map(sizes.get, object_ids, itertools.repeat(0))),
+                    flow.seg_breaks + breaks,
+                    flow.id,
+                )
+            ],
         )
 
     async def remove_segments(
