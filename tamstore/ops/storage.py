@@ -7,7 +7,7 @@ from typing import Any
 from tamstore import spec
 from tamstore.domain.access import READ, WRITE, classes_of
 from tamstore.domain.errors import BadRequest, Forbidden
-from tamstore.domain.ids import time_ordered_uuid
+from tamstore.domain.ids import time_ordered_ids
 from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
@@ -54,7 +54,7 @@ async def allocate(ctx: Context, flow_id: str, body: Any, base_url: str) -> dict
         limit = body.get("limit", ctx.settings.default_page_limit)
         if limit < 1:
             raise BadRequest("limit must be at least 1")
-        object_ids = [str(time_ordered_uuid()) for _ in range(min(limit, ctx.settings.max_storage_limit))]
+        object_ids = time_ordered_ids(min(limit, ctx.settings.max_storage_limit))
     async with ctx.store.write() as tx:
         flow = await writable_flow(tx, flow_id)
         if not flow.container:

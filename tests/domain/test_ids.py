@@ -44,3 +44,16 @@ def test_a_used_up_millisecond_borrows_the_next(monkeypatch: pytest.MonkeyPatch)
     assert second.int > first.int
     assert second.int >> 80 == (first.int >> 80) + 1
     assert (second.version, second.variant) == (7, uuid.RFC_4122)
+
+
+def test_ids_made_together_are_those_made_one_by_one() -> None:
+    """A batch (as /storage allocates) is distinct, increasing, version 7 and in order with the
+    ids made before and after it; its strings are the UUIDs' own."""
+    before = ids.time_ordered_uuid()
+    batch = ids.time_ordered_ids(5_000)
+    after = ids.time_ordered_uuid()
+    parsed = [uuid.UUID(text) for text in batch]
+    assert [str(u) for u in parsed] == batch
+    assert all((u.version, u.variant) == (7, uuid.RFC_4122) for u in parsed)
+    values = [before.int, *(u.int for u in parsed), after.int]
+    assert values == sorted(set(values))

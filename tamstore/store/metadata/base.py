@@ -10,6 +10,7 @@ rows through SQLAlchemy cost more than the query (``_executemany`` for batch wri
 from __future__ import annotations
 
 import itertools
+import operator
 import re
 import secrets
 from collections.abc import Iterable, Sequence
@@ -42,7 +43,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.driver import InlineConnection, for_asyncpg, is_integrity_error
-from tamstore.store.metadata.rows import R, rows_as
+from tamstore.store.metadata.rows import R, all_equal, rows_as
 
 
 def json_text(value: Any) -> str:
@@ -81,6 +82,8 @@ IN_CHUNK_POSTGRESQL = 10_000  # ids per array parameter (one round trip each)
 # "column is one of the ids in $1" on PostgreSQL, as a join with the list (see _rows_for_ids).
 PG_IN_IDS = "IN (SELECT unnest($1::varchar[]))"
 
+_SQL_CONSTANT = {None: "NULL", True: "true", False: "false"}
+
 # PostgreSQL LISTEN/NOTIFY channel on which a transaction tells other processes, as it commits,
 # that there is work for them: events to deliver or stream, a deletion to carry out.
 EVENTS_CHANNEL = "tamstore_events"
@@ -102,6 +105,23 @@ class Queries:
 
     async def _all(self, stmt: Any, params: dict[str, Any] | None = None) -> Sequence[Any]:
         return (await self.conn.execute(stmt, params)).all()
+
+    async def _insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        """Insert ``rows`` (each naming the same columns) with one statement on the driver. A
+        column that is None, or the same bool, in every row is written as a constant: Python's
+        sqlite3 binds None and bools by way of its adapter lookup, about 0.7 µs each against 0.3
+        for an integer, and the five unset columns of a plain 1,000-segment batch took 3.6 ms of
+        its insert that way."""
+        if not rows:
+            return
+        first = rows[0]
+        constants = {c: v for c, v in first.items() if (v is None or type(v) is bool) and all_equal(rows, c, v)}
+        params = [c for c in first if c not in constants]
+        marks = [_SQL_CONSTANT[constants[c]] if c in constants else "?" for c in first]
+        values: Any = operator.itemgetter(*params) if len(params) > 1 else (lambda r: tuple(r[c] for c in params))
+        await self._executemany(
+            f"INSERT INTO {table.name} ({', '.join(first)}) VALUES ({', '.join(marks)})", list(map(values, rows))
+        )
 
     async def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         """One statement (``?`` placeholders) for many rows, on the driver's own executemany.

@@ -26,8 +26,6 @@ from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 _TOP_SEQ = (
     "SELECT {greatest}((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(cursor), 0) FROM webhooks))"
 )
-_EVENT_COLUMNS = ("seq", "event_type", "flow_id", "source_id", "meta", "payload", "created")
-_INSERT_EVENT = f"INSERT INTO events ({', '.join(_EVENT_COLUMNS)}) VALUES ({', '.join('?' * len(_EVENT_COLUMNS))})"
 _LOWEST_DUE_CURSOR = select(func.min(t.webhooks.c.cursor)).where(
     t.webhooks.c.status.in_(("created", "started")),
     t.webhooks.c.next_attempt <= bindparam("now"),
@@ -89,7 +87,7 @@ class EventQueries(Queries):
                 # One writer at a time: numbered here, in commit order, with no sequencer pass.
                 top = await self.max_event_seq()
                 rows = [{**row, "seq": top + i + 1} for i, row in enumerate(rows)]
-            await self._executemany(_INSERT_EVENT, [tuple(map(row.get, _EVENT_COLUMNS)) for row in rows])
+            await self._insert_many(t.events, rows)
             if not self.wrote_events:
                 await self._notify()
             self.wrote_events = True

@@ -68,10 +68,9 @@ class ObjectQueries(Queries):
         return {r[0]: make(ObjectRow, r) for r in rows}
 
     async def insert_objects(self, rows: list[dict[str, Any]], instances: list[dict[str, Any]]) -> None:
-        if rows:
-            await self.conn.execute(insert(t.objects), rows)
+        await self._insert_many(t.objects, rows)
         if instances:
-            await self.conn.execute(insert(t.object_instances), instances)
+            await self._insert_many(t.object_instances, instances)
             # A segment's get_urls may add instances to an Object other Flows already use; an
             # Object inserted just now is in no Flow's pages yet.
             new = {r["id"] for r in rows}

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
-import operator
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -21,28 +19,10 @@ from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.objects import Instance, ObjectQueries, only_controlled
-from tamstore.store.metadata.rows import all_equal
 from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE, STORAGE_ID, SegmentRow, Shape, sql_for
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
 _OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
-
-# The columns a segment may leave unset. A batch's insert names only those that some row of it
-# sets: Python's sqlite3 binds a None by way of its adapter lookup (about 0.7 µs each), which for
-# the five unset columns of a plain 1,000-segment batch was 3.6 ms, a third of the insert.
-_UNSET_ALLOWED = frozenset(c.name for c in t.segments.c if c.nullable)
-
-
-@functools.lru_cache(maxsize=64)
-def _insert_of(columns: tuple[str, ...]) -> tuple[str, Callable[[dict[str, Any]], tuple[Any, ...]]]:
-    """The insert naming ``columns``, and what turns a segment row dict into its values."""
-    sql = f"INSERT INTO segments ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
-    return sql, operator.itemgetter(*columns)
-
-
-def _columns_set(rows: list[dict[str, Any]]) -> tuple[str, ...]:
-    return tuple(c for c in _SEGMENT_COLUMNS if c not in _UNSET_ALLOWED or not all_equal(rows, c, None))
-
 
 # Statements of every registration, on the driver (SQLAlchemy took longer to build and run
 # each than the database took to answer): the stored segments a batch's span overlaps, found
@@ -144,8 +124,7 @@ class SegmentQueries(ObjectQueries):
         # nothing to keep. On PostgreSQL a savepoint and its release were four round trips of
         # every registration (their names change each time, so asyncpg prepares each anew).
         try:
-            sql, values = _insert_of(_columns_set(rows))
-            await self._executemany(sql, list(map(values, rows)))
+            await self._insert_many(t.segments, rows)
         except IntegrityError as exc:
             raise Conflict("segment overlaps an existing segment of the Flow") from exc
 
