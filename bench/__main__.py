@@ -248,8 +248,12 @@ def bench_registration(settings: Settings, requests: int, per_request: int) -> l
             # Bodies are encoded before the clock starts: the figure is the server's, not the
             # client's JSON encoder's.
             bodies = []
+            allocations = []
             for k in range(requests):
-                objs = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request}).json()["media_objects"]
+                t0 = time.perf_counter()
+                allocated = c.post(f"/flows/{flow_id}/storage", json={"limit": per_request})
+                allocations.append(time.perf_counter() - t0)
+                objs = allocated.json()["media_objects"]
                 segments = [
                     {
                         "object_id": o["object_id"],
@@ -263,6 +267,7 @@ def bench_registration(settings: Settings, requests: int, per_request: int) -> l
                 r = c.post(f"/flows/{flow_id}/segments", content=b, headers={"content-type": "application/json"})
                 assert r.status_code == 201, r.text[:300]
             took = time.perf_counter() - t0
+            rows.append(latency_row(f"allocate {per_request} Objects (POST /storage)", allocations))
     finally:
         server.stop()
     raw = floor.connect(settings)
