@@ -10,6 +10,7 @@ from typing import Any, NamedTuple, TypeVar
 
 __all__ = [
     "BatchRow",
+    "DeletableSegment",
     "DeleteRequestRow",
     "DeletedFlowRow",
     "DeletedSegmentRow",
@@ -240,6 +241,17 @@ class SegmentStats(NamedTuple):
     total: int
     shortest: int | None
     longest: int | None
+
+
+class DeletableSegment(NamedTuple):
+    """A segment about to be deleted, with what removing it needs of its Object (a join)."""
+
+    ts_start: int
+    ts_end: int
+    object_id: str
+    timerange: str
+    init_object_id: str | None
+    size: int | None
 
 
 class StoredObject(NamedTuple):
