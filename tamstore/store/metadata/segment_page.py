@@ -21,7 +21,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-__all__ = ["SOLE_INSTANCE", "STORAGE_ID", "SegmentRow", "Shape", "sql_for"]
+__all__ = ["SOLE_INSTANCE", "STORAGE_ID", "SegmentRow", "Shape", "range_conditions", "sql_for"]
 
 
 class SegmentRow(NamedTuple):
@@ -64,18 +64,27 @@ ORDER BY s.ts_start {direction}
 LIMIT :limit"""
 
 
+def range_conditions(alias: str, *, lo: bool, hi: bool) -> str:
+    """`` AND ...`` conditions on the segments ``alias`` for those overlapping ``[:lo, :hi)`` (of
+    ``:flow_id``), as ``segment_range_clause`` builds them: the scan starts at the start of the
+    first segment ending after ``:lo``. Every statement on the driver that reads a time range of a
+    Flow's segments takes its range from here."""
+    conditions = ""
+    if lo:
+        conditions += (
+            f"\n  AND {alias}.ts_start >= (SELECT ts_start FROM segments"
+            " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1)"
+        )
+    if hi:
+        conditions += f"\n  AND {alias}.ts_start < :hi"
+    return conditions
+
+
 @functools.cache
 def sql_for(shape: Shape) -> str:
     """The SQL text for a shape, with ``:name`` placeholders (driver.for_asyncpg numbers them
     for asyncpg)."""
-    conditions = ""
-    if shape.lo:
-        conditions += (
-            "\n  AND s.ts_start >= (SELECT ts_start FROM segments"
-            " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1)"
-        )
-    if shape.hi:
-        conditions += "\n  AND s.ts_start < :hi"
+    conditions = range_conditions("s", lo=shape.lo, hi=shape.hi)
     if shape.object_id:
         conditions += "\n  AND s.object_id = :object_id"
     if shape.after:

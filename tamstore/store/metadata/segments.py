@@ -20,17 +20,25 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.objects import Instance, ObjectQueries, only_controlled
 from tamstore.store.metadata.rows import DeletableSegment
-from tamstore.store.metadata.segment_page import SEGMENT_COLUMNS, SOLE_INSTANCE, STORAGE_ID, SegmentRow, Shape, sql_for
+from tamstore.store.metadata.segment_page import (
+    SEGMENT_COLUMNS,
+    SOLE_INSTANCE,
+    STORAGE_ID,
+    SegmentRow,
+    Shape,
+    range_conditions,
+    sql_for,
+)
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
 _OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
 
 # Statements of every registration, on the driver (SQLAlchemy took longer to build and run
-# each than the database took to answer): the stored segments a batch's span overlaps, found
-# as ``segment_range_clause`` finds them, and the Flow's last segment.
+# each than the database took to answer): the stored segments a batch's span overlaps, and the
+# Flow's last segment.
 _OVERLAPPING = (
-    "SELECT ts_start, ts_end FROM segments WHERE flow_id = :flow_id AND ts_start >= (SELECT ts_start FROM segments"
-    " WHERE flow_id = :flow_id AND ts_end > :lo ORDER BY ts_end LIMIT 1) AND ts_start < :hi ORDER BY ts_start"
+    "SELECT ts_start, ts_end FROM segments WHERE flow_id = :flow_id"
+    f"{range_conditions('segments', lo=True, hi=True)} ORDER BY ts_start"
 )
 _LAST_SEGMENT = (
     "SELECT segments.ts_end, segments.ts_offset, objects.init_object_id FROM segments"
@@ -170,24 +178,21 @@ class SegmentQueries(ObjectQueries):
         with its Object's init Object and size (what removing it needs; read in the same
         statement, not by a second one over the chunk's Object ids). On the driver: a deletion
         reads a thousand a chunk, and SQLAlchemy's rows cost more than the statement."""
-        conditions = ["segments.flow_id = :flow_id"]
+        conditions = range_conditions("segments", lo=lo is not None, hi=hi is not None)
         params: dict[str, Any] = {"flow_id": flow_id, "limit": limit}
-        if lo is not None:  # (the range scan starts where segment_range_clause starts it)
-            conditions.append(
-                "segments.ts_start >= (SELECT ts_start FROM segments WHERE flow_id = :flow_id AND ts_end > :lo"
-                " ORDER BY ts_end LIMIT 1) AND segments.ts_start >= :lo"
-            )
+        if lo is not None:  # wholly inside: starting at or after lo too
+            conditions += " AND segments.ts_start >= :lo"
             params["lo"] = lo
         if hi is not None:
-            conditions.append("segments.ts_start < :hi AND segments.ts_end <= :hi")
+            conditions += " AND segments.ts_end <= :hi"
             params["hi"] = hi
         if object_id is not None:
-            conditions.append("segments.object_id = :object_id")
+            conditions += " AND segments.object_id = :object_id"
             params["object_id"] = object_id
         rows = await self._driver_rows(
             "SELECT segments.ts_start, segments.ts_end, segments.object_id, segments.timerange,"
             " objects.init_object_id, objects.size FROM segments LEFT OUTER JOIN objects"
-            f" ON objects.id = segments.object_id WHERE {' AND '.join(conditions)}"
+            f" ON objects.id = segments.object_id WHERE segments.flow_id = :flow_id{conditions}"
             " ORDER BY segments.ts_start LIMIT :limit",
             params,
         )
