@@ -38,3 +38,22 @@ async def test_a_segment_the_database_refuses_is_a_conflict_and_nothing_is_writt
     await add_segments(client, flow["id"], [7])  # the failed transaction left no connection unusable
     page = (await client.get(f"/flows/{flow['id']}/segments")).json()
     assert [s["timerange"] for s in page] == ["[0:0_1:0)", "[1:0_2:0)", "[7:0_8:0)"]
+
+
+async def test_a_write_whose_first_statements_run_on_the_driver_is_still_one_transaction(
+    client: httpx.AsyncClient,
+) -> None:
+    """On PostgreSQL, SQLAlchemy's adapter begins a transaction only with its own first
+    statement: the store begins it first, so driver statements before any of SQLAlchemy's are
+    rolled back with the rest."""
+    flow = await put_flow(client)
+    await add_segments(client, flow["id"], [0, 1])
+    store = client._transport.app.state.ctx.store  # type: ignore[attr-defined]
+    with pytest.raises(RuntimeError):
+        async with store.write() as tx:
+            row = await tx.get_flow(flow["id"], lock=True)  # on the driver
+            await tx.remove_segments(flow["id"], await tx.segments_to_delete(flow["id"], None, None, None, 10), None, 1)
+            assert row is not None
+            raise RuntimeError("roll back")
+    page = (await client.get(f"/flows/{flow['id']}/segments")).json()
+    assert [s["timerange"] for s in page] == ["[0:0_1:0)", "[1:0_2:0)"]

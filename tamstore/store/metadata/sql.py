@@ -54,6 +54,7 @@ __all__ = ["Instance", "MetadataStore", "Tx", "open_metadata_store", "segment_ra
 
 
 IDLE_READERS = 8  # connections kept between reads (more are opened, and closed, as needed)
+_PG_BEGIN = "SELECT 1"  # a write transaction's first statement on PostgreSQL (see ``write``)
 
 
 class Tx(TimelineWrites, EventQueries, UsageQueries, RetentionQueries):
@@ -201,6 +202,10 @@ class MetadataStore:
                 else:
                     kept = _kept_pg(self.engine, self._idle_pg_writers, self._keep_writers)
                     async with kept as conn, conn.begin():
+                        # SQLAlchemy's asyncpg adapter sends BEGIN only with its own first
+                        # statement, and statements run on the driver underneath before it would
+                        # each commit on their own: begin for real before any of them.
+                        await conn.exec_driver_sql(_PG_BEGIN)
                         tx = Tx(conn)
                         tx.record_all_events = self.record_all_events
                         yield tx
