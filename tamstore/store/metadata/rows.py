@@ -28,6 +28,7 @@ __all__ = [
     "UsageDayRow",
     "WebhookRow",
     "all_equal",
+    "flow_row",
     "row_as",
     "rows_as",
 ]
@@ -288,6 +289,18 @@ def row_as(kind: type[R], row: Sequence[Any] | None) -> R | None:
     if row is None:
         return None
     return tuple.__new__(kind, row[: len(kind._fields)])  # type: ignore[attr-defined]
+
+
+_FLOW_BOOLS = (FlowRow._fields.index("init_segments"), FlowRow._fields.index("read_only"))
+
+
+def flow_row(row: Sequence[Any]) -> FlowRow:
+    """A ``flows`` row read on the driver as a FlowRow: its booleans made ``bool`` (SQLite gives
+    0 and 1, which a document would show as numbers)."""
+    values = list(row[: len(FlowRow._fields)])
+    for i in _FLOW_BOOLS:
+        values[i] = bool(values[i])
+    return tuple.__new__(FlowRow, values)
 
 
 def rows_as(kind: type[R], rows: Sequence[Sequence[Any]]) -> list[R]:
