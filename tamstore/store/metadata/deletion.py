@@ -76,13 +76,16 @@ class DeletionQueries(Queries):
         return await self._page(stmt, keys, page, descending=True, row=DeleteRequestRow)
 
     async def update_delete_request(self, request_id: str, values: dict[str, Any], owner: str | None = None) -> bool:
-        """Update a request; with ``owner``, only while that worker still holds its lease."""
-        r = t.flow_delete_requests
-        stmt = update(r).where(r.c.id == request_id)
+        """Update a request; with ``owner``, only while that worker still holds its lease. On the
+        driver: a flow-delete-request's worker updates it in every chunk's transaction."""
+        columns = t.flow_delete_requests.c
+        sets = ", ".join(f"{columns[name].name} = ?" for name in values)  # (a column's name, or KeyError)
+        sql = f"UPDATE flow_delete_requests SET {sets} WHERE id = ?"
+        params = [*values.values(), request_id]
         if owner is not None:
-            stmt = stmt.where(r.c.lease_owner == owner)
-        result = await self.conn.execute(stmt.values(**values))
-        return bool(result.rowcount)
+            sql += " AND lease_owner = ?"
+            params.append(owner)
+        return bool(await self._driver_rows(sql + " RETURNING id", params))
 
     async def claim_delete_request(self, owner: str, now: int, lease_until: int) -> DeleteRequestRow | None:
         """Take the oldest request nobody holds a live lease on. ``SKIP LOCKED`` lets several

@@ -11,7 +11,6 @@ from sqlalchemy import (
     delete,
     false,
     insert,
-    literal,
     select,
     update,
 )
@@ -221,7 +220,7 @@ class ObjectQueries(Queries):
         used = {row[0] for row in await self._rows_for_ids("SELECT object_id FROM object_refs", "object_id", ids)}
         # Segments in the recovery window keep their Objects, and those Objects' init Objects
         # (not asked when the window holds nothing, as it always does with the window off).
-        if await self._one(select(literal(1)).select_from(d).limit(1)) is None:
+        if not await self._driver_rows("SELECT 1 FROM deleted_segments LIMIT 1", ()):
             return [i for i in ids if i not in used]
         kept = select(d.c.object_id).where(d.c.object_id.in_(ids))
         kept_init = (

@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from tamstore.domain.playlists import is_break
 from tamstore.domain.segments import reference_counts
-from tamstore.store.metadata import tables as t
 from tamstore.store.metadata.base import new_pages_token
 from tamstore.store.metadata.catalog import CatalogQueries
 from tamstore.store.metadata.coverage import CoverageQueries
@@ -26,9 +25,16 @@ from tamstore.store.metadata.segments import SegmentQueries
 
 __all__ = ["SegmentSpan", "TimelineWrites"]
 
+# The Flow's counters, on the driver: written by every segment write (added segments' new
+# totals, computed from the row this transaction read) and every deletion chunk (removed
+# segments' increments, so the row need not be read again).
 _UPDATE_COUNTERS = (
     "UPDATE flows SET pages_token = ?, segments_updated = ?, seg_start = ?, seg_end = ?, seg_count = ?,"
     " seg_duration = ?, seg_bytes = ?, seg_breaks = ? WHERE id = ?"
+)
+_REMOVE_COUNTERS = (
+    "UPDATE flows SET pages_token = ?, segments_updated = ?, seg_start = ?, seg_end = ?, seg_count = seg_count - ?,"
+    " seg_duration = seg_duration - ?, seg_bytes = seg_bytes - ?, seg_removed = seg_removed + ? WHERE id = ?"
 )
 _START, _END, _OBJECT = (operator.itemgetter(c) for c in ("ts_start", "ts_end", "object_id"))
 
@@ -116,19 +122,20 @@ class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQu
         init_of = {r.object_id: r.init_object_id for r in rows}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
         start, end = await self.segment_span(flow_id)
-        size = sum(r.size or 0 for r in rows)
-        f = t.flows
-        await self.update_flow(  # counters as increments (the row need not be read again), the pages token renewed
-            flow_id,
-            {
-                "pages_token": new_pages_token(),
-                "segments_updated": now,
-                "seg_start": start,
-                "seg_end": end,
-                "seg_count": f.c.seg_count - len(rows),
-                "seg_duration": f.c.seg_duration - sum(r.ts_end - r.ts_start for r in rows),
-                "seg_bytes": f.c.seg_bytes - size,
-                "seg_removed": f.c.seg_removed + len(rows),
-            },
+        await self._executemany(  # counters as increments (the row need not be read again), the pages token renewed
+            _REMOVE_COUNTERS,
+            [
+                (
+                    new_pages_token(),
+                    now,
+                    start,
+                    end,
+                    len(rows),
+                    sum(r.ts_end for r in rows) - sum(starts),
+                    sum(r.size or 0 for r in rows),
+                    len(rows),
+                    flow_id,
+                )
+            ],
         )
         return set(init_of) | {i for i in init_of.values() if i}
