@@ -26,10 +26,11 @@ from tamstore.store.metadata.rows import EventRow, WebhookRow, row_as, rows_as
 _TOP_SEQ = (
     "SELECT {greatest}((SELECT coalesce(max(seq), 0) FROM events), (SELECT coalesce(max(cursor), 0) FROM webhooks))"
 )
-_LOWEST_DUE_CURSOR = select(func.min(t.webhooks.c.cursor)).where(
-    t.webhooks.c.status.in_(("created", "started")),
-    t.webhooks.c.next_attempt <= bindparam("now"),
-    or_(t.webhooks.c.lease_until.is_(None), t.webhooks.c.lease_until < bindparam("now")),
+# Asked by a worker at every wake-up (each commit that wrote an event: every segment write
+# and deletion chunk), so on the driver: SQLAlchemy took 1.7 ms to run it.
+_LOWEST_DUE_CURSOR = (
+    "SELECT min(cursor) FROM webhooks WHERE status IN ('created', 'started') AND next_attempt <= :now"
+    " AND (lease_until IS NULL OR lease_until < :now)"
 )
 
 
@@ -130,7 +131,7 @@ class EventQueries(Queries):
     async def webhooks_due(self, now: int) -> bool:
         """Whether any webhook has events to deliver now that no worker holds (a read, so that
         a worker woken for nothing writes nothing)."""
-        lowest = (await self._all(_LOWEST_DUE_CURSOR, {"now": now}))[0][0]
+        lowest = (await self._driver_rows(_LOWEST_DUE_CURSOR, {"now": now}))[0][0]
         return lowest is not None and lowest < await self.max_event_seq()
 
     async def claim_webhooks(self, owner: str, now: int, lease_until: int, limit: int) -> list[WebhookRow]:
