@@ -93,13 +93,21 @@ def _object_columns(existing: set[str]) -> list[str]:
     return _OBJECT_COLUMNS if "sole_instance" in existing else _OBJECT_COLUMNS[:-1]
 
 
+def object_id(flow_id: str, i: int) -> str:
+    """The id of the Object of a loaded Flow's ``i``-th segment: shaped like tamstore's own ids
+    and in the Flow's order, as its (time-ordered) allocations are. With "flow/1", "flow/10",
+    "flow/100"... a deletion chunk's Objects were scattered over ten times as many index pages
+    as a real store's."""
+    return f"{flow_id[:8]}-0000-7000-8000-{i:012d}"
+
+
 def _segment_batches(flow_id: str, n: int) -> Iterator[tuple[list[tuple[Any, ...]], ...]]:
     """Rows for segments, objects, instances and refs, in batches (in time order)."""
     now = time.time_ns() // 1000
     for start in range(0, n, BATCH):
         segs, objs, insts, refs = [], [], [], []
         for i in range(start, min(n, start + BATCH)):
-            oid = f"{flow_id[:8]}/{i}"
+            oid = object_id(flow_id, i)
             tr = f"[{i}:0_{i + 1}:0)"
             segs.append((flow_id, i * NS, (i + 1) * NS, tr, oid, 0))
             objs.append(
