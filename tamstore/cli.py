@@ -8,6 +8,7 @@ import errno
 import ipaddress
 import json
 import os
+import signal
 import socket
 import sys
 from dataclasses import fields, replace
@@ -202,11 +203,31 @@ def serve(**values: Any) -> None:
             _upgrade(settings)
         background = WorkerProcess(settings)
         background.start()
+    if background is None:
+        _run_servers(settings, server, work_elsewhere=False)
+        return
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
+    # found: the default one would end this process there, before the worker process is told to
+    # stop (it would find its server gone a second later, in the middle of its work).
+    signal.signal(signal.SIGTERM, _terminated)
     try:
-        _run_servers(settings, server, work_elsewhere=background is not None)
+        _run_servers(settings, server, work_elsewhere=True)
+    except _Terminated:
+        pass
+    else:
+        return
     finally:
-        if background is not None:
-            background.stop()
+        background.stop()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and end as a SIGTERM ends a process
+    signal.raise_signal(signal.SIGTERM)
+
+
+class _Terminated(Exception):
+    """SIGTERM, raised where the process was (see ``serve``)."""
+
+
+def _terminated(signum: int, frame: Any) -> None:
+    raise _Terminated
 
 
 def _run_servers(settings: Settings, server: dict[str, Any], *, work_elsewhere: bool) -> None:

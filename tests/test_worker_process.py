@@ -97,6 +97,10 @@ def test_deletions_run_in_the_worker_process_and_stop_with_the_server(tmp_path: 
         server.stop()
     _wait_for(lambda: not _running(worker), timeout=20)
     assert "Traceback" not in server.stderr_text
+    # Stopped by its server on the way out, not left to find it gone (uvicorn ends a process it
+    # shut down on SIGTERM by raising the signal again).
+    assert "is gone" not in server.log_path.read_text(errors="replace")  # (the worker's log too)
+    assert server.proc is not None and server.proc.returncode == -signal.SIGTERM
 
 
 @pytest.mark.slow
