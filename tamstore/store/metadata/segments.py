@@ -45,10 +45,6 @@ _LAST_SEGMENT = (
     " JOIN objects ON objects.id = segments.object_id WHERE segments.flow_id = ?"
     " ORDER BY segments.ts_start DESC LIMIT 1"
 )
-_SPAN = (
-    "SELECT (SELECT ts_start FROM segments WHERE flow_id = ? ORDER BY ts_start LIMIT 1),"
-    " (SELECT ts_end FROM segments WHERE flow_id = ? ORDER BY ts_end DESC LIMIT 1)"
-)
 
 
 def segment_range_clause(flow_id: Any, lo: Any, hi: Any) -> Any:
@@ -167,12 +163,6 @@ class SegmentQueries(ObjectQueries):
             select(func.max(s.c.ts_end - s.c.ts_start).label("longest")).where(segment_range_clause(flow_id, lo, hi))
         )
         return None if row is None or row.longest is None else int(row.longest)
-
-    async def segment_span(self, flow_id: str) -> tuple[int | None, int | None]:
-        """Where the Flow's segments start and end (None, None: it has none): two indexed reads
-        in one statement, on the driver (every deletion chunk asks)."""
-        rows = await self._driver_rows(_SPAN, (flow_id, flow_id))
-        return rows[0][0], rows[0][1]
 
     async def segments_to_delete(
         self, flow_id: str, lo: int | None, hi: int | None, object_id: str | None, limit: int

@@ -27,14 +27,18 @@ __all__ = ["SegmentSpan", "TimelineWrites"]
 
 # The Flow's counters, on the driver: written by every segment write (added segments' new
 # totals, computed from the row this transaction read) and every deletion chunk (removed
-# segments' increments, so the row need not be read again).
+# segments' increments, so the row need not be read again, and the span the Flow's remaining
+# segments have, read in the same statement).
 _UPDATE_COUNTERS = (
     "UPDATE flows SET pages_token = ?, segments_updated = ?, seg_start = ?, seg_end = ?, seg_count = ?,"
     " seg_duration = ?, seg_bytes = ?, seg_breaks = ? WHERE id = ?"
 )
 _REMOVE_COUNTERS = (
-    "UPDATE flows SET pages_token = ?, segments_updated = ?, seg_start = ?, seg_end = ?, seg_count = seg_count - ?,"
-    " seg_duration = seg_duration - ?, seg_bytes = seg_bytes - ?, seg_removed = seg_removed + ? WHERE id = ?"
+    "UPDATE flows SET pages_token = ?, segments_updated = ?,"
+    " seg_start = (SELECT ts_start FROM segments WHERE flow_id = flows.id ORDER BY ts_start LIMIT 1),"
+    " seg_end = (SELECT ts_end FROM segments WHERE flow_id = flows.id ORDER BY ts_end DESC LIMIT 1),"
+    " seg_count = seg_count - ?, seg_duration = seg_duration - ?, seg_bytes = seg_bytes - ?,"
+    " seg_removed = seg_removed + ? WHERE id = ?"
 )
 _START, _END, _OBJECT = (operator.itemgetter(c) for c in ("ts_start", "ts_end", "object_id"))
 
@@ -121,15 +125,12 @@ class TimelineWrites(CatalogQueries, SegmentQueries, DeletionQueries, CoverageQu
         await self.remove_coverage(flow_id, starts, contiguous)
         init_of = {r.object_id: r.init_object_id for r in rows}
         await self.remove_refs(flow_id, reference_counts([r.object_id for r in rows], init_of))
-        start, end = await self.segment_span(flow_id)
-        await self._executemany(  # counters as increments (the row need not be read again), the pages token renewed
+        await self._executemany(  # counters as increments, the span read again, the pages token renewed
             _REMOVE_COUNTERS,
             [
                 (
                     new_pages_token(),
                     now,
-                    start,
-                    end,
                     len(rows),
                     sum(r.ts_end for r in rows) - sum(starts),
                     sum(r.size or 0 for r in rows),
