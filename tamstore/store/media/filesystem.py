@@ -155,14 +155,11 @@ class FilesystemMediaStore:
             root, unlink = f"{self.root}/", os.unlink
             for oid in object_ids:
                 path = root + _relative_path(oid)
-                try:  # noqa: SIM105
-                    unlink(path)
-                except FileNotFoundError:
-                    pass
-                try:  # noqa: SIM105
-                    unlink(path + ".id")
-                except FileNotFoundError:
-                    pass
+                for name in (path, path + ".id"):
+                    try:  # noqa: SIM105
+                        unlink(name)
+                    except FileNotFoundError:
+                        pass
 
         await asyncio.to_thread(_rm)
 
