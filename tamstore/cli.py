@@ -203,23 +203,21 @@ def serve(**values: Any) -> None:
             _upgrade(settings)
         background = WorkerProcess(settings)
         background.start()
-    if background is None:
-        _run_servers(settings, server, work_elsewhere=False)
-        return
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again with the handler it
     # found: the default one would end this process there, before the worker process is told to
     # stop (it would find its server gone a second later, in the middle of its work).
     signal.signal(signal.SIGTERM, _terminated)
+    terminated = False
     try:
-        _run_servers(settings, server, work_elsewhere=True)
+        _run_servers(settings, server, work_elsewhere=background is not None)
     except _Terminated:
-        pass
-    else:
-        return
+        terminated = True
     finally:
-        background.stop()
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # and end as a SIGTERM ends a process
-    signal.raise_signal(signal.SIGTERM)
+        if background is not None:
+            background.stop()
+    if terminated:  # end as a SIGTERM ends a process
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
 
 
 class _Terminated(Exception):
