@@ -186,8 +186,17 @@ def _render(
         verbose=bool(t.get("verbose_storage")),
     )
     query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
-    rows = [SimpleNamespace(**{**SEGMENT_DEFAULTS, **seg}) for seg in segments]
-    return segment_docs(ctx, rows, init_of, instances, query, ctx.settings.base_url())
+    # Every Object's instances are in ``instances`` (``_sole`` included): no row goes by its own.
+    rows = [
+        SimpleNamespace(
+            **{**SEGMENT_DEFAULTS, **seg},
+            init_object_id=init_of.get(seg["object_id"]),
+            storage_id=None,
+            sole_instance=False,
+        )
+        for seg in segments
+    ]
+    return segment_docs(ctx, rows, instances, query, ctx.settings.base_url())
 
 
 def event_facts(event: Any) -> EventFacts:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -103,7 +104,7 @@ class Context:
         except KeyError:
             raise BadRequest(f"unknown storage_id {storage_id!r}") from None
 
-    def holding(self, instances: list[Any]) -> list[MediaStore]:
+    def holding(self, instances: Sequence[Any]) -> list[MediaStore]:
         """This service's backends that hold an Object, from its instances (uncontrolled ones
         are on no backend)."""
         return [self.backends[i.storage_id] for i in instances if i.storage_id in self.backends]

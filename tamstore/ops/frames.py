@@ -27,6 +27,7 @@ from tamstore.domain.paging import PageRequest
 from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.ops.flows import require_flow
+from tamstore.store.metadata.objects import instances_of
 
 __all__ = ["MAX_WIDTH", "frame_jpeg"]
 
@@ -90,9 +91,12 @@ async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
         instances = page.extra["instances"]
         if row.init_object_id and row.init_object_id not in instances:
             instances.update(await tx.instances([row.init_object_id]))
+    instances_by_object = {row.object_id: instances_of(row, instances)}
+    if row.init_object_id:
+        instances_by_object[row.init_object_id] = instances.get(row.init_object_id, ())
     backends: dict[str, Any] = {}
-    for object_id in filter(None, (row.object_id, row.init_object_id)):
-        held = ctx.holding(instances.get(object_id, []))
+    for object_id, its_instances in instances_by_object.items():
+        held = ctx.holding(its_instances)
         if not held:
             raise NotFound(f"Object {object_id} is on no storage backend of this service")
         backends[object_id] = held[0]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from tamstore import spec
@@ -50,7 +50,13 @@ class UrlRenderer:
             filt.accept_storage_ids or filt.backend_tags or any(filt.backend_tags_exist.values())
         ) and filt.wants_presigned(False)
 
-    def render(self, object_id: str, instances: list[Any]) -> list[dict[str, Any]]:
+    def controlled_only(self, storage_id: str, object_id: str) -> list[dict[str, Any]]:
+        """``render`` of an Object whose one instance is the controlled one on ``storage_id``,
+        without that instance: nearly every Object of a segment page."""
+        signer = self.signers.get(storage_id)
+        return [{"url": signer[0](object_id), **signer[1]}] if signer is not None else []
+
+    def render(self, object_id: str, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """The Object's URLs from its current instances, in their order, filtered *before* any
         URL is signed."""
         urls: list[dict[str, Any]] = []

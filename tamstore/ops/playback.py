@@ -16,7 +16,7 @@ which redirects to it.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
@@ -49,6 +49,7 @@ from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import require_flow
 from tamstore.ops.objects import UrlRenderer
 from tamstore.store.media.filesystem import MEDIA_PREFIX
+from tamstore.store.metadata.objects import instances_of
 from tamstore.store.metadata.rows import FlowRow
 from tamstore.store.metadata.sql import Tx
 
@@ -112,7 +113,7 @@ class _Uris:
         self.req = req
         self.own_media = req.base_url + MEDIA_PREFIX + "/"
 
-    def uri(self, object_id: str, instances: list[Any], ext: str) -> str | None:
+    def uri(self, object_id: str, instances: Sequence[Any], ext: str) -> str | None:
         urls = self.renderer.render(object_id, instances)
         if not urls:
             return None
@@ -158,7 +159,7 @@ async def _page_items(
         instances.update(await tx.instances(inits))
     out: list[tuple[Any, PlayItem | None]] = []
     for r in rows:
-        uri = uris.uri(r.object_id, instances.get(r.object_id, []), ext)
+        uri = uris.uri(r.object_id, instances_of(r, instances), ext)
         item = None
         if uri is not None:
             init_uri = None

@@ -10,6 +10,7 @@ import asyncio
 import bisect
 import contextlib
 import operator
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,12 +64,11 @@ async def list_segments(
             return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
         result = await tx.list_segments(flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id)
         instances = result.extra.pop("instances")
-        init_of = {r.object_id: r.init_object_id for r in result.items}
-        init_ids = {i for i in init_of.values() if i} - instances.keys()
+        init_ids = {r.init_object_id for r in result.items if r.init_object_id} - instances.keys()
         if init_ids and not query.urls.nothing:
             instances.update(await tx.instances(init_ids))
     rows = result.items
-    result.items = segment_docs(ctx, rows, init_of, instances, query, base_url)
+    result.items = segment_docs(ctx, rows, instances, query, base_url)
     span = TimeRange.never()
     if rows:
         first, last = (rows[0], rows[-1]) if not page.reverse else (rows[-1], rows[0])
@@ -87,17 +87,20 @@ async def _readable(tx: Tx, flow_id: str) -> bool:
 def segment_docs(
     ctx: Context,
     rows: list[Any],
-    init_of: dict[str, str | None],
-    instances: dict[str, list[Any]],
+    instances: Mapping[str, Sequence[Any]],
     query: SegmentQuery,
     base_url: str,
 ) -> list[dict[str, Any]]:
-    """flow-segment.json documents for segment rows, given each Object's init Object and
-    instances (looked up by the caller: from the database now, or as recorded in a webhook
-    event). This is the hot loop of a segment page: plain attribute reads, no per-URL set-up."""
+    """flow-segment.json documents for segment rows (``SegmentRow``'s fields: each names its
+    Object's init Object and says whether the Object has only its controlled instance, and on
+    which backend), given the instances of the other Objects and of the init Objects (looked up
+    by the caller: from the database now, or as recorded in a webhook event). This is the hot
+    loop of a segment page: plain attribute reads, no per-URL set-up, and an Object with only
+    its controlled instance (nearly every one) rendered from its backend without one."""
     with_object_timerange = query.include_object_timerange
-    no_instances: list[Any] = []
-    render = UrlRenderer(ctx, query.urls, base_url).render
+    no_instances: tuple[Any, ...] = ()
+    renderer = UrlRenderer(ctx, query.urls, base_url)
+    render, controlled_only = renderer.render, renderer.controlled_only
     out = []
     for r in rows:
         object_id = r.object_id
@@ -116,8 +119,11 @@ def segment_docs(
             seg["object_timerange"] = r.object_timerange or (
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
-        seg["get_urls"] = render(object_id, instances.get(object_id, no_instances))
-        init = init_of.get(object_id)
+        if r.sole_instance:
+            seg["get_urls"] = controlled_only(r.storage_id, object_id)
+        else:
+            seg["get_urls"] = render(object_id, instances.get(object_id, no_instances))
+        init = r.init_object_id
         if init:
             seg["init_object"] = {"object_id": init, "get_urls": render(init, instances.get(init, no_instances))}
         out.append(seg)

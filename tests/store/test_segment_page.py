@@ -24,7 +24,7 @@ def reference_statement(shape: Shape) -> Any:
         bindparam("flow_id"), bindparam("lo") if shape.lo else None, bindparam("hi") if shape.hi else None
     )
     query = (
-        select(*[s.c[name] for name in SegmentRow._fields[:-1]], o.c.init_object_id, o.c.storage_id, o.c.sole_instance)
+        select(*[s.c[name] for name in SegmentRow._fields[:-3]], o.c.init_object_id, o.c.storage_id, o.c.sole_instance)
         .select_from(s.join(o, o.c.id == s.c.object_id))
         .where(where)
     )

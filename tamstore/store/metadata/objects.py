@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import random
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from sqlalchemy import (
@@ -32,10 +33,20 @@ class Instance(NamedTuple):
     controlled: bool
 
 
+@functools.cache
 def only_controlled(storage_id: str) -> tuple[Instance]:
     """The instances of an Object whose one instance is the controlled one on ``storage_id``
-    (as ``objects.sole_instance`` says), as reading them would give them."""
+    (as ``objects.sole_instance`` says), as reading them would give them (one tuple per
+    backend, shared)."""
     return (Instance(storage_id, None, None, True),)
+
+
+def instances_of(row: Any, instances: Mapping[str, Sequence[Instance]]) -> Sequence[Instance]:
+    """The instances of a segment page row's Object (``SegmentQueries.list_segments``): its
+    controlled one when its row says that is all it has, else those the page read for it."""
+    if row.sole_instance:
+        return only_controlled(row.storage_id)
+    return instances.get(row.object_id, ())
 
 
 def sole_storage(row: ObjectRow) -> str | None:

@@ -3,8 +3,9 @@
 A 100-segment page through SQLAlchemy Core spent more time building Row objects and reading
 their attributes than SQLite spent answering (see docs/performance.md). Here the same query is
 written once as SQL, run on the sqlite3 or asyncpg connection underneath, and its rows come back
-as plain named tuples. ``tests/store/test_segment_page.py`` checks it returns exactly what the
-same query built with SQLAlchemy from the store's own ``segment_range_clause`` returns.
+as plain named tuples, each made from the driver's own tuple with no copy.
+``tests/store/test_segment_page.py`` checks it returns exactly what the same query built with
+SQLAlchemy from the store's own ``segment_range_clause`` returns.
 
 The query: one page of a Flow's segments overlapping ``[lo, hi)`` in time order (keyset on
 ``ts_start``), each with its Object's init Object id, backend and whether that backend's
@@ -21,7 +22,7 @@ from __future__ import annotations
 import functools
 from typing import NamedTuple
 
-__all__ = ["SOLE_INSTANCE", "STORAGE_ID", "SegmentRow", "Shape", "range_conditions", "sql_for"]
+__all__ = ["SegmentRow", "Shape", "range_conditions", "sql_for"]
 
 
 class SegmentRow(NamedTuple):
@@ -36,12 +37,10 @@ class SegmentRow(NamedTuple):
     sample_offset: int | None
     sample_count: int | None
     init_object_id: str | None
-
-
-SEGMENT_COLUMNS = len(SegmentRow._fields)
-# After a row's segment columns: its Object's backend, and whether the controlled instance there
-# is the Object's only one.
-STORAGE_ID, SOLE_INSTANCE = SEGMENT_COLUMNS, SEGMENT_COLUMNS + 1
+    # The Object's backend, and whether the controlled instance there is the Object's only one
+    # (truthy: its URLs come from that backend alone; SQLite gives 0 or 1).
+    storage_id: str | None
+    sole_instance: bool | int
 
 
 class Shape(NamedTuple):

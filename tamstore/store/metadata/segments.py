@@ -18,12 +18,9 @@ from sqlalchemy.exc import IntegrityError
 from tamstore.domain.errors import Conflict
 from tamstore.domain.paging import Page, PageRequest
 from tamstore.store.metadata import tables as t
-from tamstore.store.metadata.objects import Instance, ObjectQueries, only_controlled
+from tamstore.store.metadata.objects import ObjectQueries
 from tamstore.store.metadata.rows import DeletableSegment
 from tamstore.store.metadata.segment_page import (
-    SEGMENT_COLUMNS,
-    SOLE_INSTANCE,
-    STORAGE_ID,
     SegmentRow,
     Shape,
     range_conditions,
@@ -31,7 +28,6 @@ from tamstore.store.metadata.segment_page import (
 )
 
 _SEGMENT_COLUMNS = [c.name for c in t.segments.c]
-_OBJECT_ID = SegmentRow._fields.index("object_id")  # a page row's Object id, read before the row is made
 
 # Statements of every registration, on the driver (SQLAlchemy took longer to build and run
 # each than the database took to answer): the stored segments a batch's span overlaps, and the
@@ -76,9 +72,11 @@ class SegmentQueries(ObjectQueries):
         hi: int | None,
         object_id: str | None,
     ) -> Page[Any]:
-        """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id;
-        ``extra["instances"]`` maps each Object to its instances (in id order). One statement,
-        and a second for the instances of Objects that have more than their controlled one."""
+        """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id
+        and, when the Object has only its controlled instance, that instance's backend
+        (``SegmentRow.sole_instance``, ``storage_id``: nearly every Object). ``extra["instances"]``
+        maps each of the other Objects to its instances (in id order), read with a second
+        statement only when the page has any; ``instances_of`` gives any row's."""
         shape = Shape(lo is not None, hi is not None, object_id is not None, page.after is not None, page.reverse)
         params: dict[str, Any] = {"flow_id": flow_id, "limit": page.limit + 1}
         if lo is not None:
@@ -89,30 +87,18 @@ class SegmentQueries(ObjectQueries):
             params["object_id"] = object_id
         if page.after is not None:
             params["after"] = page.after[0]
-        # Tuples are made with tuple.__new__, not the named tuples' own constructors (Python
-        # functions): a third of the time spent on a page's rows went to those calls.
-        make = tuple.__new__
         raw = await self._segment_page_rows(shape, params)
         if len(raw) > page.limit:
             raw = raw[: page.limit]
             next_key: tuple[Any, ...] | None = (raw[-1][0],)
         else:
             next_key = None
-        rows = [make(SegmentRow, r[:SEGMENT_COLUMNS]) for r in raw]
-        instances: dict[str, Sequence[Any]] = {}
-        sole: dict[str, tuple[Instance]] = {}  # storage id: the one instance there (shared)
-        others: list[str] = []
-        for r in raw:
-            if r[SOLE_INSTANCE]:
-                storage_id = r[STORAGE_ID]
-                one = sole.get(storage_id)
-                if one is None:
-                    one = sole[storage_id] = only_controlled(storage_id)
-                instances[r[_OBJECT_ID]] = one
-            else:
-                others.append(r[_OBJECT_ID])
-        if others:
-            instances.update(await self.instances(others))
+        # Tuples are made with tuple.__new__, not the named tuples' own constructors (Python
+        # functions): a third of the time spent on a page's rows went to those calls.
+        make = tuple.__new__
+        rows = [make(SegmentRow, r) for r in raw]
+        others = [r.object_id for r in rows if not r.sole_instance]
+        instances = await self.instances(others) if others else {}
         return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
 
     async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
