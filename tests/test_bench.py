@@ -35,6 +35,7 @@ def test_bench_quick_runs_every_scenario(tmp_path: Path) -> None:
         "delete a flow",
         "presigned S3 URLs",
         "presigned=true",
+        "each URL signed anew",
         "webhook deliveries",
         "analytics",
         "ingest",
