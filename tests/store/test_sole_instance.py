@@ -80,3 +80,37 @@ async def test_admin_check_reports_an_object_marked_sole_that_has_other_instance
     report = await check.check(ctx)
     assert report.instance_drift == [f"Object {two} is marked as having only its controlled instance, and has others"]
     assert not report.ok
+
+
+async def test_every_url_filter_renders_an_only_controlled_instance_as_the_object_document_does(
+    client: httpx.AsyncClient,
+) -> None:
+    """A page renders an Object with only its controlled instance from its backend alone
+    (``UrlRenderer.controlled_only``), the others from their instances: under every get_urls
+    filter, each segment's URLs are still the Object's own document's."""
+    flow = await put_flow(client)
+    sole, two = await add_segments(client, flow["id"], [0, 1])
+    r = await client.post(f"/objects/{two}/instances", json={"url": "https://cdn/two", "label": "cdn"})
+    assert r.status_code == 201, r.text
+    backend = (await client.get("/service/storage-backends")).json()[0]
+    queries = [
+        "",
+        "accept_get_urls=",
+        f"accept_get_urls={backend['label']}",
+        "accept_get_urls=cdn",
+        f"accept_storage_ids={backend['id']}",
+        f"accept_storage_ids={new_id()}",
+        "presigned=true",
+        "presigned=false",
+        "verbose_storage=true",
+        "storage_backend_tag.x=1",
+    ]
+    seen = set()
+    for query in queries:
+        page = (await client.get(f"/flows/{flow['id']}/segments?{query}")).json()
+        assert [s["object_id"] for s in page] == [sole, two]
+        for seg in page:
+            own = (await client.get(f"/objects/{seg['object_id']}?{query}")).json()
+            assert seg["get_urls"] == own["get_urls"], (query, seg["object_id"])
+        seen.add(len(page[0]["get_urls"]))
+    assert seen == {0, 1}  # the filters both kept and dropped the controlled URL
