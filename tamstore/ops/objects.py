@@ -52,7 +52,8 @@ class UrlRenderer:
 
     def controlled_only(self, storage_id: str, object_id: str) -> list[dict[str, Any]]:
         """``render`` of an Object whose one instance is the controlled one on ``storage_id``,
-        without that instance: nearly every Object of a segment page."""
+        without that instance (nearly every Object of a segment page); ``render`` makes each
+        controlled instance's URL with it."""
         signer = self.signers.get(storage_id)
         return [{"url": signer[0](object_id), **signer[1]}] if signer is not None else []
 
@@ -62,9 +63,7 @@ class UrlRenderer:
         urls: list[dict[str, Any]] = []
         for inst in instances:
             if inst.controlled:
-                signer = self.signers.get(inst.storage_id)
-                if signer is not None:
-                    urls.append({"url": signer[0](object_id), **signer[1]})
+                urls += self.controlled_only(inst.storage_id, object_id)
             elif self.uncontrolled and self.filt.wants_label(inst.label):
                 url = {"url": inst.url, "presigned": False, "label": inst.label}
                 if self.filt.verbose:
