@@ -89,8 +89,6 @@ async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
             raise NotFound(f"Flow {flow.id} has no segment at {at // NS}:{at % NS}")
         row = page.items[0]
         instances = page.extra["instances"]
-        if row.init_object_id and row.init_object_id not in instances:
-            instances.update(await tx.instances([row.init_object_id]))
     instances_by_object = {row.object_id: instances_of(row, instances)}
     if row.init_object_id:
         instances_by_object[row.init_object_id] = instances.get(row.init_object_id, ())

@@ -143,20 +143,18 @@ async def _items(
     while True:
         async with ctx.store.read() as tx:
             page = await tx.list_segments(flow_id, PageRequest(PAGE, after), lo=lo, hi=hi, object_id=None)
-            items = await _page_items(tx, page.items, page.extra["instances"], uris, ext)
+            items = _page_items(page.items, page.extra["instances"], uris, ext)
         yield [item for _, item in items if item is not None]
         if page.next_key is None:
             return
         after = page.next_key
 
 
-async def _page_items(
-    tx: Tx, rows: list[Any], instances: dict[str, list[Any]], uris: _Uris, ext: str
+def _page_items(
+    rows: list[Any], instances: dict[str, list[Any]], uris: _Uris, ext: str
 ) -> list[tuple[Any, PlayItem | None]]:
-    """Each segment row with its playlist item (None: no URL under the filters)."""
-    inits = {r.init_object_id for r in rows if r.init_object_id} - instances.keys()
-    if inits:
-        instances.update(await tx.instances(inits))
+    """Each segment row with its playlist item (None: no URL under the filters), given the
+    page's ``extra["instances"]``."""
     out: list[tuple[Any, PlayItem | None]] = []
     for r in rows:
         uri = uris.uri(r.object_id, instances_of(r, instances), ext)
@@ -225,7 +223,7 @@ async def _window(tx: Tx, flow: FlowRow, req: PlayRequest, uris: _Uris, ext: str
     after: tuple[Any, ...] | None = None
     while True:
         page = await tx.list_segments(flow.id, PageRequest(PAGE, after), lo=start, hi=hi, object_id=None)
-        for r, item in await _page_items(tx, page.items, page.extra["instances"], uris, ext):
+        for r, item in _page_items(page.items, page.extra["instances"], uris, ext):
             stored += 1
             offset = r.ts_offset or 0
             if previous is not None and is_break(*previous, r.ts_start, offset, r.init_object_id):
@@ -369,7 +367,7 @@ async def _dash_plan(
         head = await tx.list_segments(member.id, PageRequest(1), lo=lo, hi=hi, object_id=None)
         last = await tx.list_segments(member.id, PageRequest(1, None, True), lo=lo, hi=hi, object_id=None)
         if head.items and last.items:
-            _, first = (await _page_items(tx, head.items, head.extra["instances"], uris, ext))[0]
+            _, first = _page_items(head.items, head.extra["instances"], uris, ext)[0]
             if first is not None and first.init_uri is not None:
                 firsts[member.id] = first
                 ends.append(last.items[0].ts_end)

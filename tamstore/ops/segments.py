@@ -64,9 +64,6 @@ async def list_segments(
             return Page([], page.limit, None, page.reverse, {"timerange": TimeRange.never()})
         result = await tx.list_segments(flow_id, page, lo=tr.start, hi=tr.end, object_id=query.object_id)
         instances = result.extra.pop("instances")
-        init_ids = {r.init_object_id for r in result.items if r.init_object_id} - instances.keys()
-        if init_ids and not query.urls.nothing:
-            instances.update(await tx.instances(init_ids))
     rows = result.items
     result.items = segment_docs(ctx, rows, instances, query, base_url)
     span = TimeRange.never()

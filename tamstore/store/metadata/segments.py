@@ -75,8 +75,9 @@ class SegmentQueries(ObjectQueries):
         """One page of segments overlapping ``[lo, hi)``, each with its Object's init Object id
         and, when the Object has only its controlled instance, that instance's backend
         (``SegmentRow.sole_instance``, ``storage_id``: nearly every Object). ``extra["instances"]``
-        maps each of the other Objects to its instances (in id order), read with a second
-        statement only when the page has any; ``instances_of`` gives any row's."""
+        maps each of the other Objects, and each init Object, to its instances (in id order),
+        read with a second statement only when the page has any; ``instances_of`` gives any
+        row's. Every reader of a page renders its init Objects too: they are read here, once."""
         shape = Shape(lo is not None, hi is not None, object_id is not None, page.after is not None, page.reverse)
         params: dict[str, Any] = {"flow_id": flow_id, "limit": page.limit + 1}
         if lo is not None:
@@ -97,8 +98,9 @@ class SegmentQueries(ObjectQueries):
         # functions): a third of the time spent on a page's rows went to those calls.
         make = tuple.__new__
         rows = [make(SegmentRow, r) for r in raw]
-        others = [r.object_id for r in rows if not r.sole_instance]
-        instances = await self.instances(others) if others else {}
+        unknown = {r.object_id for r in rows if not r.sole_instance}
+        unknown.update(r.init_object_id for r in rows if r.init_object_id)
+        instances = await self.instances(unknown) if unknown else {}
         return Page(rows, page.limit, next_key, page.reverse, {"instances": instances})
 
     async def _segment_page_rows(self, shape: Shape, params: dict[str, Any]) -> Sequence[Sequence[Any]]:
