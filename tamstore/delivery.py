@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -165,10 +166,14 @@ def event_body(ctx: Context, event: Any, filt: WebhookFilter) -> bytes:
     payload = orjson.loads(event.payload)
     if event.event_type == "flows/segments_added":
         init_of = payload.pop("_init_of")
-        instances = {oid: [SimpleNamespace(**i) for i in items] for oid, items in payload.pop("_instances").items()}
-        for storage_id, ids in payload.pop("_sole", {}).items():  # (events recorded before it: none)
-            instances.update(dict.fromkeys(ids, only_controlled(storage_id)))
-        payload["segments"] = _render(ctx, payload["segments"], init_of, instances, filt.transforms)
+        instances: dict[str, Sequence[Any]] = {
+            oid: [SimpleNamespace(**i) for i in items] for oid, items in payload.pop("_instances").items()
+        }
+        # Objects with only their controlled instance, by backend (events recorded before it: none)
+        sole = {oid: storage_id for storage_id, ids in payload.pop("_sole", {}).items() for oid in ids}
+        for oid, storage_id in sole.items():  # (init Objects go by their instances)
+            instances[oid] = only_controlled(storage_id)
+        payload["segments"] = _render(ctx, payload["segments"], init_of, sole, instances, filt.transforms)
     return orjson.dumps({"event_timestamp": rfc3339(event.created), "event_type": event.event_type, "event": payload})
 
 
@@ -176,7 +181,8 @@ def _render(
     ctx: Context,
     segments: list[dict[str, Any]],
     init_of: dict[str, str | None],
-    instances: dict[str, Any],
+    sole: dict[str, str],
+    instances: dict[str, Sequence[Any]],
     t: dict[str, Any],
 ) -> list[dict[str, Any]]:
     urls = UrlFilter(
@@ -186,13 +192,14 @@ def _render(
         verbose=bool(t.get("verbose_storage")),
     )
     query = SegmentQuery(TimeRange.eternity(), None, urls, bool(t.get("include_object_timerange")))
-    # Every Object's instances are in ``instances`` (``_sole`` included): no row goes by its own.
+    # Rows as a page's (SegmentRow's fields): an Object with only its controlled instance goes
+    # by its backend, as on a page.
     rows = [
         SimpleNamespace(
             **{**SEGMENT_DEFAULTS, **seg},
             init_object_id=init_of.get(seg["object_id"]),
-            storage_id=None,
-            sole_instance=False,
+            storage_id=sole.get(seg["object_id"]),
+            sole_instance=seg["object_id"] in sole,
         )
         for seg in segments
     ]
