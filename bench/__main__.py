@@ -53,10 +53,13 @@ def ratio(a: float, b: float) -> str:
 def latency_row(label: str, times: list[float], floor_times: list[float] | None = None) -> Row:
     """``label (p50 / p99)``: tamstore's p50 and p99, beside the floor's p50 and their ratio
     when there is a floor."""
-    row = f"{label} (p50 / p99)", f"{ms(pct(times, 0.5))} / {ms(pct(times, 0.99))}"
-    if floor_times is None:
-        return (*row, "", "")
-    return (*row, ms(pct(floor_times, 0.5)), ratio(pct(times, 0.5), pct(floor_times, 0.5)))
+    floor_p50 = None if floor_times is None else pct(floor_times, 0.5)
+    return percentile_row(label, pct(times, 0.5), pct(times, 0.99), floor_p50)
+
+
+def percentile_row(label: str, p50: float, p99: float, floor_p50: float | None = None) -> Row:
+    row = f"{label} (p50 / p99)", f"{ms(p50)} / {ms(p99)}"
+    return (*row, "", "") if floor_p50 is None else (*row, ms(floor_p50), ratio(p50, floor_p50))
 
 
 def timed(fn: Callable[[], Any], n: int) -> list[float]:
@@ -154,6 +157,9 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int, wrk_seconds: in
                         reps,
                     )
                     rows.append(latency_row(f"  its store query (no HTTP), {where}", q, f))
+                    if where == "middle" and (c_client := _wrk_latency(server.url + url, min(wrk_seconds, 5))):
+                        label = f"  the same page from wrk, one connection, {where}"
+                        rows.append(percentile_row(label, *c_client, pct(f, 0.5)))
                 url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
                 t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
                 rows.append(latency_row(f"100-segment page, {n:,}-segment flow, reverse from end", t))
@@ -224,6 +230,25 @@ def _wrk(url: str, seconds: int, random_pages: tuple[str, int] | None = None) ->
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
     return f"{float(rps):,.0f}/s"
+
+
+def _wrk_latency(url: str, seconds: int) -> tuple[float, float] | None:
+    """The p50 and p99 (seconds) of ``url`` asked for over one connection
+    by wrk for ``seconds``; None without wrk. wrk is a C client costing microseconds a request:
+    httpx, the Python client of the rows above, costs most of a millisecond on its own (see
+    docs/performance.md), which those rows count as the server's."""
+    if not shutil.which("wrk"):
+        return None
+    cmd = ["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", url]
+    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    units = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
+    found = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[0] in ("50%", "99%"):
+            number = parts[1].rstrip("mus")
+            found[parts[0]] = float(number) * units[parts[1][len(number) :]]
+    return found["50%"], found["99%"]
 
 
 def bench_registration(settings: Settings, requests: int, per_request: int) -> list[Row]:
