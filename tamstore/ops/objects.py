@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import orjson
+
 from tamstore import spec
 from tamstore.domain.access import WRITE
 from tamstore.domain.errors import BadRequest, Forbidden, NotFound
@@ -26,6 +28,7 @@ class UrlRenderer:
 
     def __init__(self, ctx: Context, filt: UrlFilter, base_url: str) -> None:
         self.filt = filt
+        self._backends, self._base_url = ctx.backends, base_url
         # storage id: (its signer, the fields every URL from it carries besides the URL)
         self.signers: dict[str, tuple[Callable[[str], str], dict[str, Any]]] = {}
         self.uncontrolled = False
@@ -56,6 +59,18 @@ class UrlRenderer:
         controlled instance's URL with it."""
         signer = self.signers.get(storage_id)
         return [{"url": signer[0](object_id), **signer[1]}] if signer is not None else []
+
+    def controlled_json(self) -> dict[str, Callable[[str], orjson.Fragment]]:
+        """For each backend the filter keeps, a function from an Object id to what
+        ``controlled_only`` gives for it, as JSON made once per URL window: a segment page's
+        Objects are nearly all in that state, and this takes building and serializing their
+        ``get_urls`` (a fifth of a fresh page's CPU) off every page but the window's first."""
+        return {
+            storage_id: self._backends[storage_id].get_url_json(
+                self._base_url, (b'[{"url":', b"," + orjson.dumps(fixed)[1:] + b"]")
+            )
+            for storage_id, (_, fixed) in self.signers.items()
+        }
 
     def render(self, object_id: str, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """The Object's URLs from its current instances, in their order, filtered *before* any

@@ -93,11 +93,13 @@ def segment_docs(
     which backend), given the instances of the other Objects and of the init Objects (looked up
     by the caller: from the database now, or as recorded in a webhook event). This is the hot
     loop of a segment page: plain attribute reads, no per-URL set-up, and an Object with only
-    its controlled instance (nearly every one) rendered from its backend without one."""
+    its controlled instance (nearly every one) rendered from its backend without one. Such an
+    Object's ``get_urls`` is JSON already (``orjson.Fragment``, made once per URL window), so
+    the documents are for ``orjson.dumps``, which every caller gives them to."""
     with_object_timerange = query.include_object_timerange
     no_instances: tuple[Any, ...] = ()
     renderer = UrlRenderer(ctx, query.urls, base_url)
-    render, controlled_only = renderer.render, renderer.controlled_only
+    render, controlled_json = renderer.render, renderer.controlled_json().get
     out = []
     for r in rows:
         object_id = r.object_id
@@ -117,7 +119,8 @@ def segment_docs(
                 TimeRange.from_str(r.timerange).shift(-r.ts_offset).to_str()
             )
         if r.sole_instance:
-            seg["get_urls"] = controlled_only(r.storage_id, object_id)
+            as_json = controlled_json(r.storage_id)
+            seg["get_urls"] = [] if as_json is None else as_json(object_id)
         else:
             seg["get_urls"] = render(object_id, instances.get(object_id, no_instances))
         init = r.init_object_id

@@ -7,8 +7,11 @@ Objects whose one instance is the controlled one on their backend."""
 from __future__ import annotations
 
 import httpx
+import orjson
 from sqlalchemy import select
 
+from tamstore.domain.objects import UrlFilter
+from tamstore.ops.objects import UrlRenderer
 from tamstore.store.metadata import tables as t
 from tests.conftest import add_segments, new_id, put_flow, ts
 
@@ -114,3 +117,16 @@ async def test_every_url_filter_renders_an_only_controlled_instance_as_the_objec
             assert seg["get_urls"] == own["get_urls"], (query, seg["object_id"])
         seen.add(len(page[0]["get_urls"]))
     assert seen == {0, 1}  # the filters both kept and dropped the controlled URL
+
+
+async def test_an_only_controlled_instances_urls_as_json_are_its_urls_serialized(client: httpx.AsyncClient) -> None:
+    """A page splices in ``UrlRenderer.controlled_json``'s JSON where ``controlled_only`` gives
+    the same URLs as data (for playlists and Object documents): byte for byte the same."""
+    ctx = client._transport.app.state.ctx  # type: ignore[attr-defined]
+    oid = new_id()
+    for filt in (UrlFilter(), UrlFilter(verbose=True), UrlFilter(accept_get_urls=())):
+        renderer = UrlRenderer(ctx, filt, 'http://host:8000/"quoted"')
+        made = renderer.controlled_json()
+        assert set(made) == set(renderer.signers)
+        for storage_id, as_json in made.items():
+            assert orjson.dumps(as_json(oid)) == orjson.dumps(renderer.controlled_only(storage_id, oid))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
-from tamstore.store.media.base import GetUrlWindow
+from tamstore.store.media.base import GetUrlWindow, url_json
 from tests.conftest import Clock
 
 
@@ -80,3 +81,13 @@ def test_a_signer_that_outlives_its_window_keeps_nothing_in_the_next(clock: Cloc
     window.signer(sign)("a")  # a later response gets a URL of its own window
     first = sign.calls[0][0]
     assert [start for start, _, _ in sign.calls] == [first, first + 60]
+
+
+def test_an_objects_url_as_json_is_kept_beside_its_url_and_is_the_same_url(clock: Clock) -> None:
+    window, sign = GetUrlWindow(lifetime=900), Signer()
+    around = (b'[{"url":', b',"presigned":true}]')
+    as_json = window.signer(url_json(sign, around), ("host", around))
+    url = window.signer(sign, "host")("a")
+    assert orjson.dumps({"get_urls": as_json("a")}) == orjson.dumps({"get_urls": [{"url": url, "presigned": True}]})
+    assert as_json("a") is as_json("a")
+    assert len(sign.calls) == 2  # one of each, each kept for the window

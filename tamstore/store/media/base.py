@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, TypeVar
+
+import orjson
 
 __all__ = [
     "URL_WINDOW_SECONDS",
@@ -21,8 +23,11 @@ __all__ = [
     "MediaStore",
     "SignedUrl",
     "copy_via_file",
+    "url_json",
     "url_window",
 ]
+
+T = TypeVar("T")
 
 URL_WINDOW_SECONDS = 60
 
@@ -87,12 +92,13 @@ class GetUrlWindow:
         self.seconds = seconds
         self.max_urls = max_urls
         self._start = -1  # the current window: [start, start + seconds)
-        self._urls: dict[Hashable, dict[str, str]] = {}  # scope: Object id: URL
+        self._urls: dict[Hashable, dict[str, Any]] = {}  # scope: Object id: URL (or its JSON)
         self._made = 0  # URLs kept, in all scopes
 
-    def signer(self, sign: Callable[[int, int, str], str], scope: Hashable = None) -> Callable[[str], str]:
+    def signer(self, sign: Callable[[int, int, str], T], scope: Hashable = None) -> Callable[[str], T]:
         """A function from an Object id to the current window's URL for it in ``scope`` (what
-        else the URL depends on: the base URL a client named), made by ``sign(start, expires,
+        else the URL depends on: the base URL a client named; and what ``sign`` makes of it, the
+        URL or a JSON entry around it, ``url_json``), made by ``sign(start, expires,
         object_id)`` the first time it is asked for (``start``: the window's start,
         ``expires``: when its URLs stop working, both Unix seconds).
 
@@ -103,10 +109,10 @@ class GetUrlWindow:
         if start != self._start:
             self._start = start
             self._start_over()
-        kept = self._urls.get(scope, {})
+        kept: dict[str, T] = self._urls.get(scope, {})
         expires = start + self.seconds + self.lifetime
 
-        def url(object_id: str) -> str:
+        def url(object_id: str) -> T:
             found = kept.get(object_id)
             if found is None:
                 found = sign(start, expires, object_id)
@@ -126,6 +132,20 @@ class GetUrlWindow:
         self._urls, self._made = {}, 0
 
 
+def url_json(
+    sign: Callable[[int, int, str], str], around: tuple[bytes, bytes]
+) -> Callable[[int, int, str], orjson.Fragment]:
+    """``sign`` made to give the URL as JSON, between ``around``'s two halves: a page's whole
+    ``get_urls`` list for an Object, serialized once per window instead of once per page
+    (``MediaStore.get_url_json``)."""
+    head, tail = around
+
+    def as_json(start: int, expires: int, object_id: str) -> orjson.Fragment:
+        return orjson.Fragment(head + orjson.dumps(sign(start, expires, object_id)) + tail)
+
+    return as_json
+
+
 class MediaStore(Protocol):
     info: BackendInfo
 
@@ -136,6 +156,11 @@ class MediaStore(Protocol):
         """A function giving an Object's presigned GET URL, for one response (its set-up is
         paid once a page, not once a URL: ``GetUrlWindow.signer``). Every backend here offers
         that one kind of URL."""
+
+    def get_url_json(self, base_url: str, around: tuple[bytes, bytes]) -> Callable[[str], orjson.Fragment]:
+        """``get_url_signer``'s URL as a JSON string between ``around``'s halves (``url_json``),
+        kept in the same window as the URLs: a segment page's ``get_urls`` for an Object with
+        only its controlled instance, ready to be spliced into the page's JSON."""
 
     async def delete(self, object_ids: list[str]) -> None:
         """Delete stored bytes; objects that were never uploaded are not an error."""

@@ -28,9 +28,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import orjson
+
 from tamstore.domain.errors import InsufficientStorage, Unavailable
 from tamstore.keys import HmacSha256
-from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
+from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.file_writer import UPLOADS_AT_ONCE, BackgroundFileWriter
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
@@ -111,11 +113,17 @@ class FilesystemMediaStore:
         return SignedUrl(self._signed("PUT", object_id, base_url, int(time.time()) + self.url_timeout), True)
 
     def get_url_signer(self, base_url: str) -> Callable[[str], str]:
+        # Kept per base URL: each Host a client names gets URLs that point back at it.
+        return self._get_window.signer(self._get_signing(base_url), base_url)
+
+    def get_url_json(self, base_url: str, around: tuple[bytes, bytes]) -> Callable[[str], orjson.Fragment]:
+        return self._get_window.signer(url_json(self._get_signing(base_url), around), (base_url, around))
+
+    def _get_signing(self, base_url: str) -> Callable[[int, int, str], str]:
         def sign(_start: int, expires: int, object_id: str) -> str:
             return self._signed("GET", object_id, base_url, expires)
 
-        # Kept per base URL: each Host a client names gets URLs that point back at it.
-        return self._get_window.signer(sign, base_url)
+        return sign
 
     async def write(
         self,

@@ -14,7 +14,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file
+import orjson
+
+from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.filesystem import decode_id, encode_id
 from tamstore.store.media.sigv4 import Presigner
 
@@ -94,6 +96,9 @@ class S3MediaStore:
 
     def get_url_signer(self, base_url: str) -> Callable[[str], str]:
         return self._get_window.signer(self._presigned_get)
+
+    def get_url_json(self, base_url: str, around: tuple[bytes, bytes]) -> Callable[[str], orjson.Fragment]:
+        return self._get_window.signer(url_json(self._presigned_get, around), around)
 
     def _presigned_get(self, start: int, expires: int, object_id: str) -> str:
         """Signed as at the window's start, valid until the window's URLs expire."""
