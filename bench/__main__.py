@@ -220,26 +220,35 @@ def _throughput_rows(
     ]
 
 
-def _wrk(url: str, seconds: int, random_pages: tuple[str, int] | None = None) -> str:
-    """Requests/s at 32 connections for ``seconds``: of ``url``, or of random 100-segment pages
-    of ``random_pages`` (a flow id and its segment count; bench/random_pages.lua)."""
-    cmd = ["wrk", "-t2", "-c32", f"-d{seconds}s", url]
+def _wrk_command(
+    url: str, seconds: int, random_pages: tuple[str, int] | None, *, threads: int, connections: int
+) -> list[str]:
+    """wrk asking for ``url``, or for random 100-segment pages of ``random_pages`` (a flow id
+    and its segment count; bench/random_pages.lua) at ``url``, for ``seconds``."""
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{seconds}s", url]
     if random_pages is not None:
         cmd[4:4] = ["-s", str(ROOT / "bench" / "random_pages.lua")]
         cmd += ["--", random_pages[0], str(random_pages[1])]
+    return cmd
+
+
+def _wrk(url: str, seconds: int, random_pages: tuple[str, int] | None = None) -> str:
+    """Requests/s at 32 connections for ``seconds`` (``_wrk_command``)."""
+    cmd = _wrk_command(url, seconds, random_pages, threads=2, connections=32)
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     rps = next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec"))
     return f"{float(rps):,.0f}/s"
 
 
-def _wrk_latency(url: str, seconds: int) -> tuple[float, float] | None:
-    """The p50 and p99 (seconds) of ``url`` asked for over one connection
-    by wrk for ``seconds``; None without wrk. wrk is a C client costing microseconds a request:
-    httpx, the Python client of the rows above, costs most of a millisecond on its own (see
-    docs/performance.md), which those rows count as the server's."""
+def _wrk_latency(url: str, seconds: int, random_pages: tuple[str, int] | None = None) -> tuple[float, float] | None:
+    """The p50 and p99 (seconds) of requests over one connection by wrk for ``seconds``
+    (``_wrk_command``); None without wrk. wrk is a C client costing microseconds a request:
+    httpx, the Python client of the other latency rows, costs most of a millisecond on its own
+    (see docs/performance.md), which those rows count as the server's."""
     if not shutil.which("wrk"):
         return None
-    cmd = ["wrk", "-t1", "-c1", f"-d{seconds}s", "--latency", url]
+    cmd = _wrk_command(url, seconds, random_pages, threads=1, connections=1)
+    cmd.insert(1, "--latency")  # (before the script's own arguments)
     out = subprocess.run(cmd, capture_output=True, text=True).stdout
     units = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
     found = {}
@@ -367,8 +376,11 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
     carries out), beside the raw deletes. Then a second such Flow deleted while pages of another
     Flow are asked for, one after another, beside the same pages with nothing else going on
     (the deletion must not stall other requests)."""
-    flow_id, second, other, warm_up = (str(uuid.uuid4()) for _ in range(4))
-    loader.load(settings, [(flow_id, segments, {}), (second, segments, {}), (other, 10_000, {}), (warm_up, 2_000, {})])
+    flow_id, second, third, other, warm_up = (str(uuid.uuid4()) for _ in range(5))
+    flows = [(flow_id, segments, {}), (second, segments, {}), (other, 10_000, {}), (warm_up, 2_000, {})]
+    if shutil.which("wrk"):
+        flows.append((third, segments, {}))
+    loader.load(settings, flows)
     server = Server(settings)
     stop = threading.Event()
 
@@ -403,6 +415,16 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
             took_loaded = delete(c, second)
             stop.set()
             load.join()
+            # The same from wrk (a C client: the Python client above shares the two cores with
+            # the server and the worker process): random pages of the other Flow for two
+            # seconds at rest, then for two seconds from the start of a third deletion.
+            c_quiet = _wrk_latency(server.url, 2, (other, 10_000))
+            c_during: list[tuple[float, float] | None] = []
+            load = threading.Thread(target=lambda: c_during.append(_wrk_latency(server.url, 2, (other, 10_000))))
+            if c_quiet is not None:
+                load.start()
+                delete(c, third)
+                load.join()
     finally:
         stop.set()
         server.stop()
@@ -422,6 +444,18 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
             f"{ms(pct(during, 0.5))} / {ms(pct(during, 0.99))}",
             f"{ms(pct(quiet, 0.5))} / {ms(pct(quiet, 0.99))}",
             ratio(pct(during, 0.99), pct(quiet, 0.99)),
+        ),
+        *(
+            [
+                (
+                    "  the same from wrk over one connection, for 2 s of a third deletion, p50 / p99 (beside: at rest)",
+                    f"{ms(c_during[0][0])} / {ms(c_during[0][1])}",
+                    f"{ms(c_quiet[0])} / {ms(c_quiet[1])}",
+                    ratio(c_during[0][1], c_quiet[1]),
+                )
+            ]
+            if c_quiet is not None and c_during and c_during[0] is not None
+            else []
         ),
     ]
 
