@@ -58,19 +58,20 @@ class UrlRenderer:
         without that instance (nearly every Object of a segment page); ``render`` makes each
         controlled instance's URL with it."""
         signer = self.signers.get(storage_id)
-        return [{"url": signer[0](object_id), **signer[1]}] if signer is not None else []
+        return _controlled_urls(signer[0](object_id), signer[1]) if signer is not None else []
 
     def controlled_json(self) -> dict[str, Callable[[str], orjson.Fragment]]:
         """For each backend the filter keeps, a function from an Object id to what
         ``controlled_only`` gives for it, as JSON made once per URL window: a segment page's
         Objects are nearly all in that state, and this takes building and serializing their
         ``get_urls`` (a fifth of a fresh page's CPU) off every page but the window's first."""
-        return {
-            storage_id: self._backends[storage_id].get_url_json(
-                self._base_url, (b'[{"url":', b"," + orjson.dumps(fixed)[1:] + b"]")
-            )
-            for storage_id, (_, fixed) in self.signers.items()
-        }
+        made = {}
+        for storage_id, (_, fixed) in self.signers.items():
+            # The same list as controlled_only's, serialized around its URL ("url" comes first,
+            # so the first null is the URL's place).
+            head, tail = orjson.dumps(_controlled_urls(None, fixed)).split(b"null", 1)
+            made[storage_id] = self._backends[storage_id].get_url_json(self._base_url, (head, tail))
+        return made
 
     def render(self, object_id: str, instances: Sequence[Any]) -> list[dict[str, Any]]:
         """The Object's URLs from its current instances, in their order, filtered *before* any
@@ -85,6 +86,12 @@ class UrlRenderer:
                     url["controlled"] = False
                 urls.append(url)
         return urls
+
+
+def _controlled_urls(url: str | None, fixed: dict[str, Any]) -> list[dict[str, Any]]:
+    """The ``get_urls`` of an Object whose one instance is a controlled one: its URL, then the
+    fields every URL from that backend carries."""
+    return [{"url": url, **fixed}]
 
 
 def render_get_urls(

@@ -124,9 +124,12 @@ async def test_an_only_controlled_instances_urls_as_json_are_its_urls_serialized
     the same URLs as data (for playlists and Object documents): byte for byte the same."""
     ctx = client._transport.app.state.ctx  # type: ignore[attr-defined]
     oid = new_id()
+    compared = []
     for filt in (UrlFilter(), UrlFilter(verbose=True), UrlFilter(accept_get_urls=())):
         renderer = UrlRenderer(ctx, filt, 'http://host:8000/"quoted"')
         made = renderer.controlled_json()
         assert set(made) == set(renderer.signers)
         for storage_id, as_json in made.items():
             assert orjson.dumps(as_json(oid)) == orjson.dumps(renderer.controlled_only(storage_id, oid))
+            compared.append(filt.verbose)
+    assert sorted(set(compared)) == [False, True]  # both plain and verbose entries were compared
