@@ -20,6 +20,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -249,7 +250,12 @@ def _wrk_latency(url: str, seconds: int, random_pages: tuple[str, int] | None = 
         return None
     cmd = _wrk_command(url, seconds, random_pages, threads=1, connections=1)
     cmd.insert(1, "--latency")  # (before the script's own arguments)
-    out = subprocess.run(cmd, capture_output=True, text=True).stdout
+    return wrk_percentiles(subprocess.run(cmd, capture_output=True, text=True).stdout)
+
+
+def wrk_percentiles(out: str) -> tuple[float, float]:
+    """The p50 and p99, in seconds, from the latency distribution ``wrk --latency`` prints
+    (``50%  645.00us``, ``99%    1.46ms``)."""
     units = {"us": 1e-6, "ms": 1e-3, "s": 1.0}
     found = {}
     for line in out.splitlines():
@@ -257,6 +263,8 @@ def _wrk_latency(url: str, seconds: int, random_pages: tuple[str, int] | None = 
         if len(parts) == 2 and parts[0] in ("50%", "99%"):
             number = parts[1].rstrip("mus")
             found[parts[0]] = float(number) * units[parts[1][len(number) :]]
+    if len(found) < 2:
+        raise RuntimeError(f"wrk printed no latency distribution:\n{out}")
     return found["50%"], found["99%"]
 
 
@@ -418,18 +426,18 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
             # The same from wrk (a C client: the Python client above shares the two cores with
             # the server and the worker process): random pages of the other Flow for two
             # seconds at rest, then for two seconds from the start of a third deletion.
-            c_quiet = _wrk_latency(server.url, 2, (other, 10_000))
-            c_during: list[tuple[float, float] | None] = []
-            load = threading.Thread(target=lambda: c_during.append(_wrk_latency(server.url, 2, (other, 10_000))))
-            if c_quiet is not None:
-                load.start()
-                delete(c, third)
-                load.join()
+            c_quiet = c_busy = None
+            if shutil.which("wrk"):
+                c_quiet = _wrk_latency(server.url, 2, (other, 10_000))
+                with ThreadPoolExecutor(1) as pool:
+                    busy = pool.submit(_wrk_latency, server.url, 2, (other, 10_000))
+                    delete(c, third)
+                    c_busy = busy.result()
     finally:
         stop.set()
         server.stop()
     f, unlinks = raw_delete_of_a_fresh_flow(settings, segments)
-    return [
+    rows: list[Row] = [
         (f"delete a flow of {segments:,} segments and objects", f"{took:.2f} s", f"{f:.2f} s", ratio(took, f)),
         (
             "same, beside the raw SQL and the raw unlinks of its Objects' files (two each, as tamstore's; the"
@@ -445,19 +453,17 @@ def bench_delete(settings: Settings, segments: int) -> list[Row]:
             f"{ms(pct(quiet, 0.5))} / {ms(pct(quiet, 0.99))}",
             ratio(pct(during, 0.99), pct(quiet, 0.99)),
         ),
-        *(
-            [
-                (
-                    "  the same from wrk over one connection, for 2 s of a third deletion, p50 / p99 (beside: at rest)",
-                    f"{ms(c_during[0][0])} / {ms(c_during[0][1])}",
-                    f"{ms(c_quiet[0])} / {ms(c_quiet[1])}",
-                    ratio(c_during[0][1], c_quiet[1]),
-                )
-            ]
-            if c_quiet is not None and c_during and c_during[0] is not None
-            else []
-        ),
     ]
+    if c_quiet is not None and c_busy is not None:
+        rows.append(
+            (
+                "  the same from wrk over one connection, for 2 s of a third deletion, p50 / p99 (beside: at rest)",
+                f"{ms(c_busy[0])} / {ms(c_busy[1])}",
+                f"{ms(c_quiet[0])} / {ms(c_quiet[1])}",
+                ratio(c_busy[1], c_quiet[1]),
+            )
+        )
+    return rows
 
 
 def raw_delete_of_a_fresh_flow(settings: Settings, segments: int) -> tuple[float, float]:
