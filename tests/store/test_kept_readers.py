@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import pytest
 from sqlalchemy import text
 
 from tamstore.config import Settings
+from tamstore.domain.errors import Unavailable
 from tamstore.store.metadata.sql import IDLE_READERS, MetadataStore, open_metadata_store
 from tamstore.store.migrate import upgrade
 
@@ -125,4 +128,32 @@ async def test_postgresql_writes_on_kept_connections_survive_their_server_closin
                 raise RuntimeError("the caller's own failure")
         assert all(kept is not failed for kept in store._idle_pg_writers)
         assert await description(store) == "after 2"
+        assert store.connections_in_use() == 0
+
+
+async def test_postgresql_a_statement_after_the_servers_parting_error_is_a_503(settings: Settings) -> None:
+    """A server going away sends its parting FATAL to idle connections too. asyncpg takes it as
+    an error to consume and, until it sees the socket close, refuses the next statement with an
+    internal error ("another operation (2) is in progress"). On the driver directly (as the
+    store's raw statements run) that is still the database going away: a 503, never a 500."""
+    async with postgresql_store(settings) as store:
+        outcomes = []
+        for turns in range(3):
+            async with store.read() as tx:
+                pid = await server_pid(tx)
+            async with store.write() as tx:
+                await tx.conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+            time.sleep(0.2)  # the FATAL and the socket's end arrive; the loop has read neither
+            for _ in range(turns):
+                await asyncio.sleep(0)
+            try:
+                async with store.read() as tx:  # the kept connection: its socket not yet seen closed
+                    await tx.collected_by([str(uuid.uuid4())])
+                outcomes.append("answered")
+            except Unavailable as exc:
+                outcomes.append(str(exc))
+            await asyncio.sleep(0.2)
+        assert any("another operation (2)" in outcome for outcome in outcomes), outcomes
+        async with store.read() as tx:  # and the next read is on a sound connection
+            assert await tx.collected_by(["x"]) == {"x": []}
         assert store.connections_in_use() == 0

@@ -211,7 +211,31 @@ def translate(exc: BaseException) -> TamsError | None:
         "ConnectionFailureError",
     ):
         return Unavailable(f"metadata database unavailable: {short(exc)}")
+    if _cut_off_mid_protocol(exc):
+        return Unavailable(f"metadata database unavailable: {short(exc)}")
     return None
+
+
+# asyncpg's protocol states that mean the server broke off the conversation: 1 failed, 2
+# consuming an error (until a ReadyForQuery that a closing server never sends), 4 terminating.
+_BROKEN_PROTOCOL = re.compile(r'another operation \([124]\) is in progress|protocol is in the "failed" state')
+
+
+def _cut_off_mid_protocol(exc: BaseException) -> bool:
+    """Whether asyncpg refused a statement because its connection's server had already sent
+    its parting error. A server shutting down ("terminating connection due to administrator
+    command") sends that FATAL to idle connections too; asyncpg takes it as an error to consume,
+    and a statement issued before it has seen the socket close fails with "cannot switch to
+    state 12; another operation (2) is in progress". The request was unlucky, not wrong: a 503.
+    Any other of asyncpg's internal errors (two statements at once on one connection) is a bug."""
+    seen: BaseException | None = exc
+    for _ in range(4):  # SQLAlchemy's wrapper, its adapted error, asyncpg's own
+        if seen is None:
+            return False
+        if type(seen).__name__ == "InternalClientError" and _BROKEN_PROTOCOL.search(str(seen)):
+            return True
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return False
 
 
 def short(exc: BaseException) -> str:
