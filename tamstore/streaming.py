@@ -86,8 +86,9 @@ class EventHub:
         self._listener: Any = None
 
     async def start(self) -> None:
-        async with self.ctx.store.read() as tx:
-            self.last_seq = await tx.max_event_seq()
+        """Starts following the database without reading it: ``subscribe`` catches up when the
+        first client comes, so a process (the worker process above all) starts even while
+        the database is away, and serves 503s until it is back."""
         self.ctx.store.on_events_written.append(self._committed_here)
         self._tasks.append(asyncio.create_task(self._run(), name="tamstore-event-hub"))
         if self.ctx.store.dialect == "postgresql":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import signal
 import threading
 import time
 import uuid
@@ -190,6 +191,35 @@ def test_database_shutting_down_under_load_gives_only_503s(tmp_path: Path, own_c
         assert codes <= {200, 204, 503}, sorted(codes)
         assert 503 in codes
         assert all(retry for code, retry in statuses if code == 503)
+    finally:
+        if server:
+            server.stop()
+
+
+@pytest.mark.slow
+def test_a_worker_process_started_while_the_database_is_away_waits(tmp_path: Path, own_cluster: PgCluster) -> None:
+    """The worker process replaced during an outage starts without the database (it does not
+    exit and restart every second) and takes up its work when the database is back."""
+    from tests.test_worker_process import _one_worker, _running, _wait_for, _worker_processes
+
+    server = None
+    try:
+        db = asyncio.run(create_database(own_cluster.url))
+        server = LiveServer(tmp_path / "data", db).start()
+        first = _one_worker(server)
+        own_cluster.stop("fast")
+        os.kill(first, signal.SIGKILL)
+        replaced = _wait_for(lambda: [p for p in _worker_processes(server.proc.pid) if p != first])  # type: ignore[union-attr]
+        time.sleep(3)  # long enough for a replacement that fails at start to exit and be replaced again
+        assert _running(replaced[0])
+        assert server.log_path.read_text(errors="replace").count("starting another") == 1
+        own_cluster.start_server()
+        flow_id = str(uuid.uuid4())
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            deadline = time.monotonic() + 20
+            while c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 503:
+                assert time.monotonic() < deadline
+                time.sleep(0.2)
     finally:
         if server:
             server.stop()
