@@ -31,6 +31,7 @@ from typing import Any
 
 from tamstore.ops.context import Context
 from tamstore.store.metadata.base import EVENTS_CHANNEL
+from tamstore.workers import log_failure
 
 __all__ = ["EventHub", "Subscriber"]
 
@@ -140,8 +141,8 @@ class EventHub:
             self.wake.clear()
             try:
                 await self._pump()
-            except Exception:  # the database may be away a moment: try again at the next wake
-                log.exception("event hub: reading new events failed")
+            except Exception as exc:  # the database may be away a moment: try again at the next wake
+                log_failure("event hub: reading new events", exc, log)
 
     async def _pump(self) -> None:
         if not self.subscribers:

@@ -16,11 +16,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 
 from tamstore.delivery import Deliverer
+from tamstore.domain.errors import Unavailable
 from tamstore.ops import analytics, deletion, retention
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
 
-__all__ = ["Workers", "run_background"]
+__all__ = ["Workers", "log_failure", "run_background"]
 
 log = logging.getLogger("tamstore.workers")
 
@@ -79,8 +80,8 @@ class Workers:
             try:
                 while await deletion.run_next_delete_request(self.ctx, self.owner):
                     pass
-            except Exception:  # keep going; the request stays leased and is retried later
-                log.exception("flow deletion failed")
+            except Exception as exc:  # keep going; the request stays leased and is retried later
+                log_failure("flow deletion", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
             self.wake.clear()
@@ -95,8 +96,8 @@ class Workers:
                 done = await retention.retention_pass(self.ctx, self.owner)
                 if done is not None and done.backlog:
                     wait = 0.0
-            except Exception:
-                log.exception("retention pass failed")
+            except Exception as exc:
+                log_failure("retention pass", exc)
             await asyncio.sleep(wait)
 
     async def _webhooks(self) -> None:
@@ -111,8 +112,8 @@ class Workers:
                 try:
                     while await self.deliverer.run_once():
                         pass
-                except Exception:
-                    log.exception("webhook delivery failed")
+                except Exception as exc:
+                    log_failure("webhook delivery", exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(wake.wait(), POLL_SECONDS)
         finally:
@@ -124,8 +125,17 @@ class Workers:
             await asyncio.sleep(seconds)
             try:
                 await job()
-            except Exception:
-                log.exception("background job %s failed", job.__name__)
+            except Exception as exc:
+                log_failure(f"background job {job.__name__}", exc)
+
+
+def log_failure(what: str, exc: Exception, logger: logging.Logger = log) -> None:
+    """A background job's failure, logged. The database being away (a restart, an outage) is
+    expected and retried: one line each time, not a traceback at every wake-up of every job."""
+    if isinstance(exc, Unavailable):
+        logger.warning("%s failed, will try again: %s", what, exc)
+    else:
+        logger.error("%s failed", what, exc_info=exc)
 
 
 async def run_background(ctx: Context, until: Awaitable[None]) -> None:
