@@ -161,6 +161,12 @@ def bench_pages(settings: Settings, sizes: list[int], reps: int, wrk_seconds: in
                     if where == "middle" and (c_client := _wrk_latency(server.url + url, min(wrk_seconds, 5))):
                         label = f"  the same page from wrk, one connection, {where}"
                         rows.append(percentile_row(label, *c_client, pct(f, 0.5)))
+                        # What any request costs before a page's own work: beside the page's
+                        # statement, it bounds how close to that statement a page can come.
+                        fixed = _wrk_latency(f"{server.url}/flows/{flow_id}", min(wrk_seconds, 5))
+                        assert fixed is not None
+                        label = "  one Flow's document from wrk, one connection (any request's fixed cost)"
+                        rows.append(percentile_row(label, *fixed, pct(f, 0.5)))
                 url = f"/flows/{flow_id}/segments?limit=100&reverse_order=true"
                 t = timed(lambda url=url: c.get(url).raise_for_status(), reps)
                 rows.append(latency_row(f"100-segment page, {n:,}-segment flow, reverse from end", t))

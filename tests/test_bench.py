@@ -46,7 +46,11 @@ def test_bench_quick_runs_every_scenario(tmp_path: Path) -> None:
     if shutil.which("wrk"):  # the throughput rows, random_pages.lua and --processes 2 among them
         expected += ["pages/s, 32 connections", "random pages across the flow", "random pages, `serve --processes 2`"]
         expected += ["one page, page cache on", "random pages across the flow, page cache off"]
-        expected += ["the same page from wrk, one connection", "the same from wrk over one connection"]
+        expected += [
+            "the same page from wrk, one connection",
+            "one Flow's document from wrk, one connection",
+            "the same from wrk over one connection",
+        ]
     for name in expected:
         assert name in operations, name
     # The stores it built are gone (a full run builds ~20 GB of them).
