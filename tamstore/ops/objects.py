@@ -15,7 +15,7 @@ from tamstore.domain.paging import Page, PageRequest
 from tamstore.domain.tags import TagFilter, tags_match
 from tamstore.ops import access
 from tamstore.ops.context import Context
-from tamstore.ops.storage import usable_backend
+from tamstore.ops.storage import delete_bytes, usable_backend
 from tamstore.store.metadata.sql import Tx
 
 __all__ = ["UrlRenderer", "add_instance", "get_object", "record_size", "remove_instance", "render_get_urls"]
@@ -191,7 +191,7 @@ async def _copy_to_backend(ctx: Context, object_id: str, storage_id: str) -> Non
                 raise BadRequest(f"Object already has an instance on storage {target.info.id}")
             await tx.insert_instance({"object_id": object_id, "storage_id": target.info.id, "controlled": True})
     except NotFound:
-        await target.delete([object_id])  # deleted while we copied: the copy is nobody's
+        await delete_bytes(ctx, {target.info.id: [object_id]})  # deleted while we copied: nobody's
         raise
 
 
@@ -213,8 +213,8 @@ async def remove_instance(ctx: Context, object_id: str, storage_id: str | None, 
             raise BadRequest("cannot delete the last instance of an Object that is in use")
         inst = match[0]
         await tx.delete_instance(inst.id)
-    if inst.controlled and inst.storage_id in ctx.backends:
-        await ctx.backends[inst.storage_id].delete([object_id])
+    if inst.controlled:
+        await delete_bytes(ctx, {inst.storage_id: [object_id]})
 
 
 def _backend_label(ctx: Context, storage_id: str | None) -> str | None:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from tamstore import spec
 from tamstore.domain.access import READ, WRITE, classes_of
-from tamstore.domain.errors import BadRequest, Forbidden
+from tamstore.domain.errors import BadRequest, Forbidden, Unavailable
 from tamstore.domain.ids import time_ordered_ids
 from tamstore.ops import access
 from tamstore.ops.context import Context, now_us
 from tamstore.ops.flows import writable_flow
 from tamstore.store.media.base import MediaStore
+
+log = logging.getLogger("tamstore.storage")
 
 __all__ = ["allocate", "collect_expired_allocations", "usable_backend"]
 
@@ -98,10 +101,22 @@ Holders = dict[str, list[str]]  # a controlled backend's id -> Objects whose byt
 async def delete_bytes(ctx: Context, holders: Holders) -> None:
     """Delete the bytes of Objects whose metadata has gone (committed): ``holders`` maps each
     controlled backend to the Objects it holds. A crash before this leaves orphaned bytes for
-    ``tamstore admin cleanup``, never a segment without its media."""
+    ``tamstore admin cleanup``, never a segment without its media. So does a backend that
+    cannot delete now (a bucket unreachable, a disk gone read-only): the deletion the client
+    asked for has happened, and answering it with an error would have it retried against
+    metadata that is gone. The bytes left behind are logged, for the cleanup."""
     for storage_id, ids in holders.items():
         if storage_id in ctx.backends:
-            await ctx.backends[storage_id].delete(ids)
+            try:
+                await ctx.backends[storage_id].delete(ids)
+            except (Unavailable, OSError) as exc:
+                log.warning(
+                    "the bytes of %d Object(s) stay on storage %s, which cannot delete them now (%s): "
+                    "tamstore admin cleanup removes them",
+                    len(ids),
+                    storage_id,
+                    exc,
+                )
 
 
 async def collect_expired_allocations(ctx: Context, batch: int = 500) -> int:

@@ -10,12 +10,14 @@ rewrites, and every key can be turned back into its id (for ``tamstore admin cle
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from tamstore.domain.errors import Unavailable
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.filesystem import decode_id, encode_id
 from tamstore.store.media.sigv4 import Presigner
@@ -23,8 +25,26 @@ from tamstore.store.media.sigv4 import Presigner
 __all__ = ["S3MediaStore", "StorageUnavailable"]
 
 
-class StorageUnavailable(Exception):
-    """The bucket cannot be used (missing, wrong credentials, unreachable)."""
+class StorageUnavailable(Unavailable):
+    """The bucket cannot be used (missing, wrong credentials, unreachable): at start-up a
+    refusal to serve, on a request a 503 the client may retry."""
+
+
+@contextlib.contextmanager
+def _bucket_calls(bucket: str) -> Iterator[None]:
+    """botocore's failures (the endpoint unreachable after its retries, an error answer) as
+    ``StorageUnavailable``: an administrative call that fails is the bucket being away."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    try:
+        yield
+    except (BotoCoreError, ClientError) as exc:
+        raise StorageUnavailable(f"bucket {bucket}: {exc}") from None
+
+
+def _missing(exc: Any) -> bool:
+    """Whether botocore's ClientError says the key is not in the bucket."""
+    return exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound")
 
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4's longest presigned URL
@@ -108,53 +128,57 @@ class S3MediaStore:
     async def delete(self, object_ids: list[str]) -> None:
         for i in range(0, len(object_ids), 1000):
             chunk = [{"Key": self.key(oid)} for oid in object_ids[i : i + 1000]]
-            await asyncio.to_thread(
-                self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
-            )
+            with _bucket_calls(self.bucket):
+                await asyncio.to_thread(
+                    self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
+                )
 
     async def exists(self, object_id: str) -> bool:
-        from botocore.exceptions import ClientError
-
-        try:
-            await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
-        except ClientError:
-            return False
-        return True
+        return await self.size(object_id) is not None
 
     async def size(self, object_id: str) -> int | None:
         """The stored size in bytes, or None when the Object is not (yet) in the bucket."""
         from botocore.exceptions import ClientError
 
-        try:
-            head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
-        except ClientError:
-            return None
+        with _bucket_calls(self.bucket):
+            try:
+                head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
+            except ClientError as exc:
+                if _missing(exc):
+                    return None
+                raise
         return int(head["ContentLength"])
 
     def download_to(self, object_id: str, path: Path) -> None:
-        from botocore.exceptions import BotoCoreError, ClientError
+        from botocore.exceptions import ClientError
 
-        try:
-            self.client.download_file(self.bucket, self.key(object_id), str(path))
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey"):
-                raise FileNotFoundError(f"Object {object_id} is not in the bucket") from None
-            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
-        except BotoCoreError as exc:
-            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
+        with _bucket_calls(self.bucket):
+            try:
+                self.client.download_file(self.bucket, self.key(object_id), str(path))
+            except ClientError as exc:
+                if _missing(exc):
+                    raise FileNotFoundError(f"Object {object_id} is not in the bucket") from None
+                raise
 
     def upload_from(self, object_id: str, path: Path) -> None:
-        self.client.upload_file(str(path), self.bucket, self.key(object_id))
+        from boto3.exceptions import S3UploadFailedError
+
+        try:
+            with _bucket_calls(self.bucket):
+                self.client.upload_file(str(path), self.bucket, self.key(object_id))
+        except S3UploadFailedError as exc:  # (boto3's transfer manager wraps the cause)
+            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         """Replicate an Object here: server-side within one S3 service, else via a temp file."""
         if isinstance(source, S3MediaStore) and source.client.meta.endpoint_url == self.client.meta.endpoint_url:
-            await asyncio.to_thread(
-                self.client.copy_object,
-                Bucket=self.bucket,
-                Key=self.key(object_id),
-                CopySource={"Bucket": source.bucket, "Key": source.key(object_id)},
-            )
+            with _bucket_calls(self.bucket):
+                await asyncio.to_thread(
+                    self.client.copy_object,
+                    Bucket=self.bucket,
+                    Key=self.key(object_id),
+                    CopySource={"Bucket": source.bucket, "Key": source.key(object_id)},
+                )
             return
         await asyncio.to_thread(copy_via_file, source, self, object_id)
 
