@@ -205,6 +205,13 @@ class Settings:
         default=30,
         metadata={"help": "Seconds a write waits for the database (locked by another process) before a 503."},
     )
+    db_statement_timeout: int = field(
+        default=60,
+        metadata={
+            "help": "PostgreSQL: seconds one statement may take before its request gets a 503 "
+            "(a database that hangs without closing its connections); 0 for none."
+        },
+    )
     service_name: str = field(default="tamstore", metadata={"help": "Default service name."})
 
     def sqlalchemy_url(self) -> str:
@@ -268,6 +275,8 @@ class Settings:
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be positive")
+        if self.db_statement_timeout < 0:
+            raise ValueError("db_statement_timeout must be 0 (none) or positive")
 
     def to_json(self) -> str:
         """The settings as JSON, for another process (``serve --processes``)."""

@@ -26,11 +26,20 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
     for backend in backends.values():
         if isinstance(backend, S3MediaStore):
             await backend.check()
-    store = open_metadata_store(
-        settings.sqlalchemy_url(), pool_size=settings.db_pool_size, busy_timeout=settings.db_busy_timeout
-    )
     if migrate and settings.migrate:
-        await upgrade(store.engine)
+        # On connections of their own, free of the statement timeout: a migration may rewrite
+        # a whole table.
+        migrating = open_metadata_store(settings.sqlalchemy_url())
+        try:
+            await upgrade(migrating.engine)
+        finally:
+            await migrating.close()
+    store = open_metadata_store(
+        settings.sqlalchemy_url(),
+        pool_size=settings.db_pool_size,
+        busy_timeout=settings.db_busy_timeout,
+        statement_timeout=settings.db_statement_timeout or None,
+    )
     store.record_all_events = settings.event_stream
     filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)
     ctx = Context(settings=settings, store=store, backends=backends, filesystem=filesystem)

@@ -11,6 +11,7 @@ import asyncio
 import os
 import random
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -238,5 +239,41 @@ def test_a_worker_process_started_while_the_database_is_away_waits(tmp_path: Pat
                 assert time.monotonic() < deadline
                 time.sleep(0.2)
     finally:
+        if server:
+            server.stop()
+
+
+@pytest.mark.slow
+def test_a_database_that_hangs_gives_503s_within_the_statement_timeout(tmp_path: Path, own_cluster: PgCluster) -> None:
+    """A PostgreSQL that stops answering without closing its connections (a frozen host, a
+    partition) costs each request the statement timeout and a 503, not a hang; when it answers
+    again, so does tamstore."""
+    server = None
+    postgres: list[int] = []
+    try:
+        db = asyncio.run(create_database(own_cluster.url))
+        server = LiveServer(tmp_path / "data", db, TAMSTORE_DB_STATEMENT_TIMEOUT="2").start()
+        flow_id = str(uuid.uuid4())
+        with httpx.Client(base_url=server.url, timeout=30) as c:
+            assert c.put(f"/flows/{flow_id}", json=_flow_body(flow_id)).status_code == 201
+            postmaster = int((own_cluster.data / "postmaster.pid").read_text().split()[0])
+            children = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True, text=True).stdout
+            postgres = [postmaster, *map(int, children.split())]
+            for pid in postgres:
+                os.kill(pid, signal.SIGSTOP)
+            for method, path, body in (("GET", "/flows", None), ("PUT", f"/flows/{flow_id}/label", "x")):
+                started = time.monotonic()
+                r = c.request(method, path, json=body)
+                assert r.status_code == 503 and r.headers["retry-after"], (method, r.status_code, r.text)
+                assert "statement timeout" in r.json()["summary"]
+                assert time.monotonic() - started < 10
+            for pid in postgres:
+                os.kill(pid, signal.SIGCONT)
+            postgres = []
+            assert c.get(f"/flows/{flow_id}").status_code == 200
+            assert c.put(f"/flows/{flow_id}/label", json="after").status_code == 204
+    finally:
+        for pid in postgres:
+            os.kill(pid, signal.SIGCONT)
         if server:
             server.stop()

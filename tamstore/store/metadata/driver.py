@@ -201,6 +201,8 @@ def translate(exc: BaseException) -> TamsError | None:
         return Unavailable(f"metadata database unavailable: {short(exc)}")
     if state[:2] in _BAD_VALUE_CLASSES or isinstance(exc, OverflowError):
         return BadRequest(f"a value in the request cannot be stored: {short(exc)}")
+    if isinstance(exc, TimeoutError):  # (asyncpg's command_timeout: see open_metadata_store)
+        return Unavailable("metadata database unavailable: it did not answer within the statement timeout")
     if isinstance(exc, (OperationalError, OSError, sqlite3.OperationalError, SATimeoutError)):
         return Unavailable(f"metadata database unavailable: {short(exc)}")
     if isinstance(exc, DBAPIError) and _is_disconnect(exc):
@@ -239,4 +241,7 @@ def _cut_off_mid_protocol(exc: BaseException) -> bool:
 
 
 def short(exc: BaseException) -> str:
-    return str(getattr(exc, "orig", exc)).splitlines()[0][:200]
+    """The first line of a driver error, or its kind when it says nothing (a timeout)."""
+    cause = getattr(exc, "orig", exc)
+    lines = str(cause).splitlines()
+    return (lines[0] if lines and lines[0].strip() else type(cause).__name__)[:200]

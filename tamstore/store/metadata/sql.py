@@ -258,9 +258,13 @@ class MetadataStore:
         await self.engine.dispose()
 
 
-def open_metadata_store(url: str, *, pool_size: int = 10, busy_timeout: float = 30.0) -> MetadataStore:
+def open_metadata_store(
+    url: str, *, pool_size: int = 10, busy_timeout: float = 30.0, statement_timeout: float | None = None
+) -> MetadataStore:
     """Open the store for a SQLAlchemy async URL (``sqlite+aiosqlite:///...`` or
-    ``postgresql+asyncpg://...``)."""
+    ``postgresql+asyncpg://...``). ``statement_timeout`` (PostgreSQL): seconds a statement may
+    wait for its answer (asyncpg's ``command_timeout``), so that a server that hangs without
+    closing its connections (stopped, partitioned away) costs a request a 503, not a hang."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         # Transactions: the plain sqlite3 driver in the event loop's thread (_InlineConnection);
@@ -289,6 +293,8 @@ def open_metadata_store(url: str, *, pool_size: int = 10, busy_timeout: float = 
     # grows by half again in bursts.
     writers = max(2, pool_size // 2)
     common: dict[str, Any] = {"pool_pre_ping": True, "pool_timeout": 10}
+    if statement_timeout:
+        common["connect_args"] = {"command_timeout": statement_timeout, "timeout": min(statement_timeout, 60.0)}
     engine = create_async_engine(url, pool_size=writers, max_overflow=writers // 2, **common)
     read_engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, isolation_level="AUTOCOMMIT", **common
@@ -316,6 +322,13 @@ async def _kept_pg(engine: AsyncEngine, idle: list[AsyncConnection], keep: int) 
         conn = await engine.connect()
     try:
         yield conn
+    except TimeoutError:
+        # A statement that got no answer in time: the server may be hung, and a connection
+        # given back to the pool would be rolled back there first, waiting as long again.
+        with contextlib.suppress(Exception):
+            await conn.invalidate()
+        await _drop(conn)
+        raise
     except BaseException:
         await _drop(conn)
         raise
