@@ -34,11 +34,12 @@ class StorageUnavailable(Unavailable):
 def _bucket_calls(bucket: str) -> Iterator[None]:
     """botocore's failures (the endpoint unreachable after its retries, an error answer) as
     ``StorageUnavailable``: an administrative call that fails is the bucket being away."""
+    from boto3.exceptions import S3UploadFailedError  # (boto3's transfer manager wraps the cause)
     from botocore.exceptions import BotoCoreError, ClientError
 
     try:
         yield
-    except (BotoCoreError, ClientError) as exc:
+    except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
         raise StorageUnavailable(f"bucket {bucket}: {exc}") from None
 
 
@@ -161,13 +162,8 @@ class S3MediaStore:
                 raise
 
     def upload_from(self, object_id: str, path: Path) -> None:
-        from boto3.exceptions import S3UploadFailedError
-
-        try:
-            with _bucket_calls(self.bucket):
-                self.client.upload_file(str(path), self.bucket, self.key(object_id))
-        except S3UploadFailedError as exc:  # (boto3's transfer manager wraps the cause)
-            raise StorageUnavailable(f"bucket {self.bucket}: {exc}") from None
+        with _bucket_calls(self.bucket):
+            self.client.upload_file(str(path), self.bucket, self.key(object_id))
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         """Replicate an Object here: server-side within one S3 service, else via a temp file."""

@@ -299,6 +299,9 @@ def open_metadata_store(
     read_engine = create_async_engine(
         url, pool_size=pool_size, max_overflow=pool_size // 2, isolation_level="AUTOCOMMIT", **common
     )
+    if statement_timeout:
+        for each in (engine.sync_engine, read_engine.sync_engine):
+            event.listen(each, "handle_error", _end_hung_connection)
     return MetadataStore(engine, read_engine=read_engine, busy_timeout=busy_timeout)
 
 
@@ -322,17 +325,22 @@ async def _kept_pg(engine: AsyncEngine, idle: list[AsyncConnection], keep: int) 
         conn = await engine.connect()
     try:
         yield conn
-    except TimeoutError:
-        # A statement that got no answer in time: the server may be hung, and a connection
-        # given back to the pool would be rolled back there first, waiting as long again.
-        with contextlib.suppress(Exception):
-            await conn.invalidate()
-        await _drop(conn)
-        raise
     except BaseException:
         await _drop(conn)
         raise
     await _keep_pg(conn, idle, keep)
+
+
+def _end_hung_connection(context: Any) -> None:
+    """A statement through SQLAlchemy that got no answer in time: close its socket before
+    SQLAlchemy rolls the transaction back, which would first wait (as long again) for asyncpg's
+    cancellation of the statement, sent to the same silent server; and have the connection
+    taken as lost, so it is discarded, not rolled back."""
+    if isinstance(context.original_exception, TimeoutError) and context.connection is not None:
+        driver = context.connection.connection.driver_connection
+        if driver is not None:
+            driver.terminate()  # (at once, without a word to the server)
+        context.is_disconnect = True
 
 
 def _pg_alive(conn: AsyncConnection) -> bool:
