@@ -273,18 +273,10 @@ def db_upgrade(**values: Any) -> None:
 
 
 def _upgrade(settings: Settings) -> None:
-    from tamstore.store.metadata.sql import open_metadata_store
-    from tamstore.store.migrate import upgrade
-
-    async def run() -> None:
-        store = open_metadata_store(settings.sqlalchemy_url())
-        try:
-            await upgrade(store.engine)
-        finally:
-            await store.close()
+    from tamstore.startup import migrate_database
 
     try:
-        asyncio.run(run())
+        asyncio.run(migrate_database(settings))
     except OSError as exc:
         _fail(f"cannot reach the database: {exc}")
 

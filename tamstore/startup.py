@@ -15,7 +15,7 @@ from tamstore.store.media.s3 import S3MediaStore
 from tamstore.store.metadata.sql import open_metadata_store
 from tamstore.store.migrate import upgrade
 
-__all__ = ["load_auth", "open_context"]
+__all__ = ["load_auth", "migrate_database", "open_context"]
 
 
 async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
@@ -27,13 +27,7 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         if isinstance(backend, S3MediaStore):
             await backend.check()
     if migrate and settings.migrate:
-        # On connections of their own, free of the statement timeout: a migration may rewrite
-        # a whole table.
-        migrating = open_metadata_store(settings.sqlalchemy_url())
-        try:
-            await upgrade(migrating.engine)
-        finally:
-            await migrating.close()
+        await migrate_database(settings)
     store = open_metadata_store(
         settings.sqlalchemy_url(),
         pool_size=settings.db_pool_size,
@@ -47,6 +41,16 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         auth = load_auth(settings)
         ctx.policy, ctx.principal_groups = auth.policy, auth.groups
     return ctx
+
+
+async def migrate_database(settings: Settings) -> None:
+    """Bring the schema up to date, on connections of its own: free of the statement timeout
+    that the serving store has, since a migration may rewrite a whole table."""
+    store = open_metadata_store(settings.sqlalchemy_url())
+    try:
+        await upgrade(store.engine)
+    finally:
+        await store.close()
 
 
 def load_auth(settings: Settings) -> AuthConfig:
