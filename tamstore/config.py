@@ -162,6 +162,13 @@ class Settings:
         default=None, metadata={"help": "Endpoint of an S3-compatible service (omit for AWS S3)."}
     )
     s3_prefix: str = field(default="", metadata={"help": "Key prefix for Objects in the S3 bucket."})
+    s3_timeout: int = field(
+        default=30,
+        metadata={
+            "help": "S3: seconds a call to a bucket waits for an answer before it tries again (three tries); "
+            "then its request gets a 503."
+        },
+    )
     auth: str = field(
         default="none",
         metadata={"help": "Authentication: none, or a comma list of basic and bearer (JWT, access_token)."},
@@ -265,6 +272,7 @@ class Settings:
             "webhook_concurrency",
             "auth_failures_per_minute",
             "db_busy_timeout",
+            "s3_timeout",
             "header_timeout",
             "body_timeout",
             "keep_alive_timeout",

@@ -3,7 +3,10 @@ S3 server (SeaweedFS), configured by a file; the S3 presigner; start-up checks."
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -271,3 +274,38 @@ async def test_an_s3_backend_gone_away_gives_503s_and_deletions_still_happen(
         assert (await client.get(f"/flows/{other['id']}")).status_code == 404
         assert caplog.text.count("tamstore admin cleanup removes them") == 2
         assert (await client.get("/readyz")).status_code == 503
+
+
+async def test_an_s3_backend_that_stops_answering_costs_its_own_requests_a_503_and_no_one_elses(
+    own_s3: tuple[SeaweedS3, Settings],
+) -> None:
+    """An S3 endpoint that accepts connections but never answers (a frozen host, a stuck
+    proxy; here SeaweedFS stopped by SIGSTOP) holds its requests no longer than the time limit,
+    and none of the threads that requests on other backends need (an upload to disk, a big
+    commit and a password check run in threads too)."""
+    server, settings = own_s3
+    settings = dataclasses.replace(settings, s3_timeout=1)
+    async with app_client(settings) as client:
+        flow = await put_flow(client)
+        hot = [await _segment(client, flow["id"], i, FS_ID, b"on disk %d" % i) for i in range(12)]
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            copies = [
+                asyncio.ensure_future(client.post(f"/objects/{oid}/instances", json={"storage_id": S3_ID}))
+                for oid in hot[:10]
+            ]
+            await asyncio.sleep(0.2)
+            await asyncio.wait_for(_segment(client, flow["id"], 20, FS_ID, b"uploaded meanwhile"), 2)
+            answers = await asyncio.wait_for(asyncio.gather(*copies), 20)
+            # Eight calls got a thread and gave up after botocore's three tries of a second each;
+            # the other two waited a second for a thread that did not come.
+            assert time.monotonic() - started < 12
+            assert [r.status_code for r in answers] == [503] * 10
+            assert all(r.headers["retry-after"] and "bucket" in r.json()["summary"] for r in answers)
+            assert sum("have not answered" in r.json()["summary"] for r in answers) == 2
+        finally:
+            server.proc.send_signal(signal.SIGCONT)
+        r = await client.post(f"/objects/{hot[11]}/instances", json={"storage_id": S3_ID})
+        assert r.status_code == 201, r.text

@@ -111,6 +111,7 @@ def _s3(settings: Settings, table: dict[str, Any], info: BackendInfo) -> S3Media
         prefix=str(table.get("prefix", "")),
         url_timeout=settings.presigned_url_timeout,
         addressing_style=table.get("addressing_style"),
+        timeout=settings.s3_timeout,
     )
 
 

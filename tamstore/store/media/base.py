@@ -173,6 +173,11 @@ class MediaStore(Protocol):
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
         """Copy bytes from another controlled backend (object instance replication)."""
 
+    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
+        """Run a blocking call on this backend's bytes (``download_to``, ``copy_via_file``) in a
+        thread meant for it: a remote backend's own (``StorageThreads``), so that one that
+        stops answering holds none of the threads other requests need."""
+
     def download_to(self, object_id: str, path: Path) -> None:
         """Blocking: write the Object's bytes to a local file. FileNotFoundError when the
         backend does not hold them; another OSError (or the backend's own error) when it

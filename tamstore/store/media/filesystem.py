@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import orjson
 
@@ -36,6 +37,8 @@ from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, Sig
 from tamstore.store.media.file_writer import UPLOADS_AT_ONCE, BackgroundFileWriter
 
 __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
+
+T = TypeVar("T")
 
 MEDIA_PREFIX = "/x-tamstore/media"
 MIN_FREE_BYTES = 64 << 20  # below this the media store reports itself not ready (/readyz)
@@ -185,7 +188,10 @@ class FilesystemMediaStore:
         return self.path_for(object_id).exists()
 
     async def copy_from(self, object_id: str, source: MediaStore) -> None:
-        await asyncio.to_thread(copy_via_file, source, self, object_id)
+        await source.run_blocking(copy_via_file, source, self, object_id)
+
+    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await asyncio.to_thread(fn, *args)
 
     def download_to(self, object_id: str, path: Path) -> None:
         shutil.copyfile(self.path_for(object_id), path)

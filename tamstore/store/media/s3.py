@@ -1,19 +1,19 @@
 """S3-compatible media backend (AWS S3, Ceph RGW, MinIO, SeaweedFS).
 
 Clients upload and download straight to and from the bucket through presigned URLs; tamstore
-never proxies the bytes. boto3 does the few administrative calls (in a thread, since it blocks);
-the lean SigV4 presigner in ``sigv4.py`` makes the URLs. A key is the prefix plus the base64url
-form of the Object id, so no id (``..``, ``/``, odd characters) turns into a path a client
-rewrites, and every key can be turned back into its id (for ``tamstore admin cleanup``).
+never proxies the bytes. boto3 does the few administrative calls, on the backend's own threads
+(``StorageThreads``: boto3 blocks), each socket wait within ``timeout`` seconds. The lean SigV4
+presigner in ``sigv4.py`` makes the URLs. A key is the prefix plus the base64url form of the
+Object id, so no id (``..``, ``/``, odd characters) turns into a path a client rewrites, and
+every key can be turned back into its id (for ``tamstore admin cleanup``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -21,8 +21,11 @@ from tamstore.domain.errors import Unavailable
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.filesystem import decode_id, encode_id
 from tamstore.store.media.sigv4 import Presigner
+from tamstore.store.media.threads import StorageThreads
 
 __all__ = ["S3MediaStore", "StorageUnavailable"]
+
+T = TypeVar("T")
 
 
 class StorageUnavailable(Unavailable):
@@ -65,6 +68,7 @@ class S3MediaStore:
         prefix: str = "",
         url_timeout: int = 900,
         addressing_style: str | None = None,
+        timeout: int = 30,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -83,8 +87,17 @@ class S3MediaStore:
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             aws_session_token=session_token,
-            config=Config(signature_version="s3v4", s3={"addressing_style": style}, retries={"mode": "standard"}),
+            # An endpoint that stops answering fails a call after botocore's three attempts of
+            # ``timeout`` each (a connection is refused or made in far less than 10 s).
+            config=Config(
+                signature_version="s3v4",
+                s3={"addressing_style": style},
+                retries={"mode": "standard"},
+                connect_timeout=min(timeout, 10),
+                read_timeout=timeout,
+            ),
         )
+        self.calls = StorageThreads("s3", lambda why: StorageUnavailable(f"bucket {bucket}: {why}"), wait=timeout)
         self.presigner = Presigner(
             endpoint, bucket, region, access_key, secret_key, session_token=session_token, addressing_style=style
         )
@@ -99,7 +112,7 @@ class S3MediaStore:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            await asyncio.to_thread(self.client.head_bucket, Bucket=self.bucket)
+            await self.calls.run(self.client.head_bucket, Bucket=self.bucket)
         except ClientError as exc:
             code = exc.response.get("Error", {}).get("Code", "")
             if code in ("404", "NoSuchBucket"):
@@ -130,7 +143,7 @@ class S3MediaStore:
         for i in range(0, len(object_ids), 1000):
             chunk = [{"Key": self.key(oid)} for oid in object_ids[i : i + 1000]]
             with _bucket_calls(self.bucket):
-                await asyncio.to_thread(
+                await self.calls.run(
                     self.client.delete_objects, Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True}
                 )
 
@@ -143,12 +156,15 @@ class S3MediaStore:
 
         with _bucket_calls(self.bucket):
             try:
-                head = await asyncio.to_thread(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
+                head = await self.calls.run(self.client.head_object, Bucket=self.bucket, Key=self.key(object_id))
             except ClientError as exc:
                 if _missing(exc):
                     return None
                 raise
         return int(head["ContentLength"])
+
+    async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
+        return await self.calls.run(fn, *args)
 
     def download_to(self, object_id: str, path: Path) -> None:
         from botocore.exceptions import ClientError
@@ -169,14 +185,14 @@ class S3MediaStore:
         """Replicate an Object here: server-side within one S3 service, else via a temp file."""
         if isinstance(source, S3MediaStore) and source.client.meta.endpoint_url == self.client.meta.endpoint_url:
             with _bucket_calls(self.bucket):
-                await asyncio.to_thread(
+                await self.calls.run(
                     self.client.copy_object,
                     Bucket=self.bucket,
                     Key=self.key(object_id),
                     CopySource={"Bucket": source.bucket, "Key": source.key(object_id)},
                 )
             return
-        await asyncio.to_thread(copy_via_file, source, self, object_id)
+        await self.calls.run(copy_via_file, source, self, object_id)
 
     def stored_ids(self) -> Iterator[tuple[str | None, str, Any]]:
         """(object id or None, key, last modified) of every key under the prefix."""
