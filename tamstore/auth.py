@@ -25,6 +25,7 @@ from typing import Any
 import jwt
 
 from tamstore.domain.access import Access, Policy, groups_from_claim
+from tamstore.jwks import JwksKeys, UnknownKey
 
 __all__ = [
     "ADMIN",
@@ -167,7 +168,7 @@ class AuthConfig:
     # Groups of the auth file's users and built-in clients, and the auth_classes policy.
     groups: dict[str, frozenset[str]] = field(default_factory=dict)
     policy: Policy = field(default_factory=Policy.none)
-    _jwks: Any = None
+    _jwks: JwksKeys | None = None
     # Verified credentials by a hash of what was sent (never the secret itself): a token until it
     # expires, a user name and password for CREDENTIAL_TTL seconds.
     _verified: dict[bytes, tuple[float, Principal]] = field(default_factory=dict)
@@ -225,10 +226,10 @@ class AuthConfig:
             if kind == "basic" and "basic" in self.methods:
                 return await self._basic(value, client)
             if kind == "bearer" and "bearer" in self.methods:
-                return self._bearer(value.strip())
+                return await self._bearer(value.strip())
             raise AuthError("unsupported authorization scheme")
         if access_token and "bearer" in self.methods:
-            return self._bearer(access_token)
+            return await self._bearer(access_token)
         raise AuthError("credentials required")
 
     async def _basic(self, value: str, client: str) -> Principal:
@@ -262,12 +263,12 @@ class AuthConfig:
             self._verified.clear()
         self._verified[key] = (until, principal)
 
-    def _bearer(self, token: str) -> Principal:
+    async def _bearer(self, token: str) -> Principal:
         key = _cache_key("bearer", token)
         cached = self._verified.get(key)
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
-        claims = self._decode(token)
+        claims = await self._decode(token)
         scope = claims.get("scope", claims.get("scp", ""))
         scopes = frozenset(scope.split() if isinstance(scope, str) else scope)
         name = str(claims.get("client_id") or claims.get("sub") or "token")
@@ -277,7 +278,7 @@ class AuthConfig:
         self._remember(key, time.monotonic() + lifetime, principal)
         return principal
 
-    def _decode(self, token: str) -> dict[str, Any]:
+    async def _decode(self, token: str) -> dict[str, Any]:
         options: jwt.types.Options = {"require": ["exp"]}
         try:
             header = jwt.get_unverified_header(token)
@@ -293,7 +294,7 @@ class AuthConfig:
                     issuer=BUILTIN_ISSUER,
                     options=options,
                 )
-            key = self._external_key(token)
+            key = await self._external_key(header)
             return jwt.decode(
                 token,
                 key,
@@ -305,15 +306,15 @@ class AuthConfig:
         except jwt.InvalidTokenError as exc:
             raise AuthError(f"invalid token: {exc}") from None
 
-    def _external_key(self, token: str) -> Any:
+    async def _external_key(self, header: dict[str, Any]) -> Any:
         if self.public_key:
             return self.public_key
         if self.jwks_url:
-            if self._jwks is None:
-                self._jwks = jwt.PyJWKClient(self.jwks_url, cache_keys=True, lifespan=300)
+            self._jwks = self._jwks or JwksKeys(self.jwks_url)
+            kid = header.get("kid")
             try:
-                return self._jwks.get_signing_key_from_jwt(token).key
-            except jwt.PyJWKClientError as exc:
+                return await self._jwks.key_for(kid if isinstance(kid, str) else None)
+            except UnknownKey as exc:
                 raise AuthError(f"cannot verify token: {exc}") from None
         raise AuthError("token not issued by this service, and no identity provider is configured")
 

@@ -6,6 +6,7 @@ every route the app has must appear in it: a new route cannot slip in unprotecte
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import json
@@ -273,14 +274,19 @@ def _bearer(token: str) -> dict[str, str]:
 
 
 class _JwksServer:
-    """An identity provider's JWKS endpoint, served for real on 127.0.0.1."""
+    """An identity provider's JWKS endpoint, served for real on 127.0.0.1: it counts its GETs,
+    and may answer slowly (``delay``) or with an error (``status``)."""
 
-    def __init__(self, jwks: dict[str, Any]) -> None:
+    def __init__(self, jwks: dict[str, Any], delay: float = 0, status: int = 200) -> None:
         body = json.dumps(jwks).encode()
+        self.hits = 0
+        served = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:  # noqa: N802
-                self.send_response(200)
+                served.hits += 1
+                time.sleep(delay)
+                self.send_response(status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -296,6 +302,69 @@ class _JwksServer:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _identity_provider() -> tuple[rsa.RSAPrivateKey, dict[str, Any], dict[str, Any]]:
+    """A signing key, its JWKS (key id k1) and the claims of a token it may sign."""
+    private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    jwk = json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(private.public_key()))
+    now = int(time.time())
+    claims = {"iss": "https://idp.example", "aud": "tams", "sub": "svc", "scope": f"{R} {W}", "exp": now + 60}
+    return private, {"keys": [{**jwk, "kid": "k1", "use": "sig", "alg": "RS256"}]}, claims
+
+
+def _jwks_settings(data_dir: Path, auth_file: Path, url: str) -> Settings:
+    return Settings(
+        data_dir=data_dir,
+        auth="bearer",
+        auth_file=auth_file,
+        jwt_jwks_url=url,
+        jwt_issuer="https://idp.example",
+        jwt_audience="tams",
+    )
+
+
+async def test_identity_provider_keys_are_fetched_off_the_event_loop_and_not_for_every_forged_key_id(
+    tmp_path: Path, auth_file: Path
+) -> None:
+    """While the provider takes a second to answer, other requests go on; tokens naming key ids
+    it does not list are refused without fetching its keys again for each (anyone could send
+    them, and each fetch is a round trip to the provider)."""
+    private, keys, claims = _identity_provider()
+    jwks = _JwksServer(keys, delay=1.0)
+    try:
+        async with app_client(_jwks_settings(tmp_path / "d", auth_file, jwks.url)) as client:
+            token = jwt.encode(claims, private, "RS256", headers={"kid": "k1"})
+            started = time.monotonic()
+            first = asyncio.ensure_future(client.get("/flows", headers=_bearer(token)))
+            await asyncio.sleep(0.1)  # the first request is waiting for the provider now
+            assert (await client.get("/healthz")).status_code == 200
+            assert time.monotonic() - started < 0.6
+            assert (await first).status_code == 200
+            forged = [jwt.encode(claims, private, "RS256", headers={"kid": f"forged-{i}"}) for i in range(20)]
+            answers = await asyncio.gather(*(client.get("/flows", headers=_bearer(t)) for t in forged))
+            assert {r.status_code for r in answers} == {401}
+            assert "no signing key 'forged-0'" in answers[0].json()["summary"]
+            assert jwks.hits == 1
+    finally:
+        jwks.close()
+
+
+async def test_identity_provider_that_cannot_give_its_keys_gives_503s_not_401s(tmp_path: Path, auth_file: Path) -> None:
+    """The tokens may be good: the client should try again later, not think itself refused. The
+    provider is asked again only after a pause, however many requests come meanwhile."""
+    private, keys, claims = _identity_provider()
+    jwks = _JwksServer(keys, status=500)
+    try:
+        async with app_client(_jwks_settings(tmp_path / "d", auth_file, jwks.url)) as client:
+            token = jwt.encode(claims, private, "RS256", headers={"kid": "k1"})
+            for _ in range(3):
+                r = await client.get("/flows", headers=_bearer(token))
+                assert r.status_code == 503 and r.headers["retry-after"], r.text
+                assert "identity provider" in r.json()["summary"]
+            assert jwks.hits == 1
+    finally:
+        jwks.close()
 
 
 async def test_identity_provider_tokens_via_jwks_and_public_key(tmp_path: Path, auth_file: Path) -> None:

@@ -15,10 +15,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tamstore.api.errors import retry_headers
 from tamstore.api.responses import error_reply
 from tamstore.api.routing import api_router
 from tamstore.auth import ADMIN, ALL_SCOPES, AuthConfig, AuthError, TooManyFailures, scopes_for
-from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests
+from tamstore.domain.errors import Forbidden, TamsError, TooManyRequests, Unavailable
 from tamstore.ops import access
 
 __all__ = ["AuthMiddleware", "router"]
@@ -55,6 +56,9 @@ class AuthMiddleware:
             err = TamsError(str(exc))
             err.kind = "unauthorized"
             await error_reply(scope, send, 401, err, {"WWW-Authenticate": self.challenge})
+            return
+        except Unavailable as exc:  # the identity provider's keys cannot be fetched
+            await error_reply(scope, send, 503, exc, retry_headers(exc))
             return
         if not principal.scopes & needed:
             wanted = " or ".join(sorted(needed))
