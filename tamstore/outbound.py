@@ -22,6 +22,7 @@ import httpx
 
 from tamstore.domain.errors import BadRequest
 from tamstore.domain.targets import TargetPolicy
+from tamstore.threads import ThreadLane
 
 __all__ = ["OutboundClient", "TargetRefused", "check_target"]
 
@@ -32,13 +33,24 @@ class TargetRefused(Exception):
     """The URL's host is, or resolves to, an address the policy does not allow."""
 
 
+# The names are the clients' choice, and so are their name servers: one that never answers
+# would hold a thread for the resolver's whole timeout (its tries times its servers). Names are
+# resolved on a lane of their own, and one not resolved in RESOLVE_SECONDS is taken as one that
+# does not resolve (a registration accepts it; a delivery fails and tries again later).
+RESOLVE_SECONDS = 5.0
+RESOLVER = ThreadLane("resolve", lambda why: OSError(f"name resolution busy: {why}"), threads=4, wait=RESOLVE_SECONDS)
+
+
 async def _addresses(host: str, port: int) -> list[str]:
     try:
         return [str(ipaddress.ip_address(host.strip("[]")))]
     except ValueError:
         pass
-    loop = asyncio.get_running_loop()
-    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    try:
+        async with asyncio.timeout(RESOLVE_SECONDS):
+            infos = await RESOLVER.run(socket.getaddrinfo, host, port, type=socket.SOCK_STREAM)
+    except TimeoutError:
+        raise OSError(f"no answer for {host} within {RESOLVE_SECONDS:g} s") from None
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 

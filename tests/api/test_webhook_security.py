@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import socket
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -201,3 +204,45 @@ async def test_a_named_host_is_delivered_to_its_checked_address(settings: Settin
         got["path"] == "/named"
         and {k.lower(): v for k, v in got["headers"].items()}["host"] == f"localhost:{receiver.port}"
     )
+
+
+async def test_a_name_server_that_never_answers_holds_up_no_other_request(
+    auth_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Webhook URLs name hosts of the client's choosing, and so their name servers. Names
+    whose server never answers are resolved on threads of their own, within a time limit: the
+    registrations are answered (a name that does not resolve yet is accepted), and a password
+    check, which needs a thread of the shared pool, is not held up behind them. A silent name
+    server is the one fault here that is faked: a test cannot silence the machine's resolver."""
+    from tamstore import outbound
+
+    released = threading.Event()
+    real = socket.getaddrinfo
+
+    def resolver(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if str(host).endswith(".silent.example"):
+            released.wait(30)
+            raise socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution")
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    monkeypatch.setattr(outbound, "RESOLVE_SECONDS", 1.0)
+    try:
+        async with app_client(auth_settings) as client:
+            assert (await client.get("/flows", auth=as_user("alice"))).status_code == 200
+            started = time.monotonic()
+            hooks = [
+                asyncio.ensure_future(
+                    client.post(
+                        "/service/webhooks", json=hook_body(f"http://h{i}.silent.example/"), auth=as_user("alice")
+                    )
+                )
+                for i in range(10)
+            ]
+            await asyncio.sleep(0.2)
+            assert (await client.get("/flows", auth=as_user("bob"))).status_code == 200
+            assert time.monotonic() - started < 1.5
+            assert [r.status_code for r in await asyncio.gather(*hooks)] == [201] * 10
+            assert time.monotonic() - started < 4
+    finally:
+        released.set()

@@ -175,7 +175,7 @@ class MediaStore(Protocol):
 
     async def run_blocking(self, fn: Callable[..., T], /, *args: Any) -> T:
         """Run a blocking call on this backend's bytes (``download_to``, ``copy_via_file``) in a
-        thread meant for it: a remote backend's own (``StorageThreads``), so that one that
+        thread meant for it: a remote backend's own (``ThreadLane``), so that one that
         stops answering holds none of the threads other requests need."""
 
     def download_to(self, object_id: str, path: Path) -> None:

@@ -2,7 +2,7 @@
 
 Clients upload and download straight to and from the bucket through presigned URLs; tamstore
 never proxies the bytes. boto3 does the few administrative calls, on the backend's own threads
-(``StorageThreads``: boto3 blocks), each socket wait within ``timeout`` seconds. The lean SigV4
+(``ThreadLane``: boto3 blocks), each socket wait within ``timeout`` seconds. The lean SigV4
 presigner in ``sigv4.py`` makes the URLs. A key is the prefix plus the base64url form of the
 Object id, so no id (``..``, ``/``, odd characters) turns into a path a client rewrites, and
 every key can be turned back into its id (for ``tamstore admin cleanup``).
@@ -21,7 +21,7 @@ from tamstore.domain.errors import Unavailable
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.filesystem import decode_id, encode_id
 from tamstore.store.media.sigv4 import Presigner
-from tamstore.store.media.threads import StorageThreads
+from tamstore.threads import ThreadLane
 
 __all__ = ["S3MediaStore", "StorageUnavailable"]
 
@@ -97,7 +97,7 @@ class S3MediaStore:
                 read_timeout=timeout,
             ),
         )
-        self.calls = StorageThreads("s3", lambda why: StorageUnavailable(f"bucket {bucket}: {why}"), wait=timeout)
+        self.calls = ThreadLane("s3", lambda why: StorageUnavailable(f"bucket {bucket}: {why}"), wait=timeout)
         self.presigner = Presigner(
             endpoint, bucket, region, access_key, secret_key, session_token=session_token, addressing_style=style
         )

@@ -1,12 +1,13 @@
-"""Blocking calls to a storage service, on threads of the backend's own.
+"""Threads of their own for blocking calls that wait on someone else: an S3 bucket (boto3),
+a name server (``getaddrinfo``).
 
-boto3 blocks, so its calls run in threads. asyncio's default executor is the wrong place for
-them: it is small (the cores + 4 threads) and shared with work that every request may wait for
-(SQLite's big commits, uploads installed on disk, password checks). An S3 endpoint that accepts
-connections and then never answers (a frozen host, a stuck proxy) would hold those threads for
-as long as botocore waits, and every request needing one behind them. So each S3 backend has a
-few threads of its own: a silent bucket costs only the requests that use it, and those get a
-503 when no thread frees up in time.
+asyncio's default executor is the wrong place for those: it is small (the cores + 4 threads) and
+shared with work that every request may wait for (SQLite's big commits, uploads installed on
+disk, password checks). An S3 endpoint that accepts connections and then never answers (a frozen
+host, a stuck proxy), or a name server that never answers for a name a client chose, would hold
+those threads for as long as the library waits, and every request needing one behind them. So
+each such kind of call has a lane of a few threads: a silent service costs only the requests
+that use it, and those get the lane's ``busy`` error when no thread frees up in time.
 """
 
 from __future__ import annotations
@@ -19,18 +20,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from tamstore.domain.errors import Unavailable
-
-__all__ = ["StorageThreads"]
+__all__ = ["ThreadLane"]
 
 T = TypeVar("T")
 
 
-class StorageThreads:
-    """At most ``threads`` blocking calls at once for one backend; a call waits at most
-    ``wait`` seconds for its turn, then raises ``busy(...)`` (an ``Unavailable``, a 503)."""
+class ThreadLane:
+    """At most ``threads`` blocking calls at once; a call waits at most
+    ``wait`` seconds for its turn, then raises ``busy(why)``."""
 
-    def __init__(self, name: str, busy: Callable[[str], Unavailable], *, threads: int = 8, wait: float = 10.0) -> None:
+    def __init__(self, name: str, busy: Callable[[str], Exception], *, threads: int = 8, wait: float = 10.0) -> None:
         self.name = name
         self.threads = threads
         self.wait = wait
