@@ -27,6 +27,7 @@ from tamstore.domain.paging import PageRequest
 from tamstore.ops import access
 from tamstore.ops.context import Context
 from tamstore.ops.flows import require_flow
+from tamstore.store.media.base import MediaStore
 from tamstore.store.metadata.objects import instances_of
 
 __all__ = ["MAX_WIDTH", "frame_jpeg"]
@@ -46,7 +47,7 @@ class _Source:
     object_id: str
     init_object_id: str | None
     media_time: int  # ns, on the object's own timeline
-    backends: dict[str, Any]  # object id -> a backend holding it
+    backends: dict[str, MediaStore]  # object id -> a backend holding it
 
 
 async def frame_jpeg(ctx: Context, flow_id: str, at: int, width: int | None) -> bytes:
@@ -64,7 +65,7 @@ async def frame_jpeg(ctx: Context, flow_id: str, at: int, width: int | None) -> 
     except TimeoutError:
         raise Unavailable("too many frames being made at once; try again shortly") from None
     try:
-        jpeg = await asyncio.to_thread(_extract, source, width)
+        jpeg = await asyncio.to_thread(_extract, await _media(source), source.media_time, width)
     finally:
         _slots.release()
     _cache[key] = jpeg
@@ -101,18 +102,31 @@ async def _locate(ctx: Context, flow_id: str, at: int) -> _Source:
     return _Source(row.object_id, row.init_object_id, at - (row.ts_offset or 0), backends)
 
 
-def _extract(source: _Source, width: int | None) -> bytes:
+async def _media(source: _Source) -> bytes:
+    """The segment's bytes, its init Object's first, each read on its backend's own threads (an
+    S3 bucket that does not answer holds none of the shared ones)."""
+    data = b""
+    for object_id in filter(None, (source.init_object_id, source.object_id)):
+        backend = source.backends[object_id]
+        try:
+            data += await backend.run_blocking(_read, backend, object_id)
+        except FileNotFoundError:
+            raise NotFound(f"the bytes of Object {object_id} are missing from its storage backend") from None
+        except Unavailable:
+            raise
+        except Exception as exc:  # a backend that cannot be read now: the client may retry
+            raise Unavailable(f"Object {object_id} cannot be read now ({type(exc).__name__})") from None
+    return data
+
+
+def _read(backend: MediaStore, object_id: str) -> bytes:
     with tempfile.TemporaryDirectory(prefix="tamstore-frame-") as scratch:
-        data = b""
-        for object_id in filter(None, (source.init_object_id, source.object_id)):
-            path = Path(scratch) / "part"
-            try:
-                source.backends[object_id].download_to(object_id, path)
-            except FileNotFoundError:
-                raise NotFound(f"the bytes of Object {object_id} are missing from its storage backend") from None
-            except Exception as exc:  # a backend that cannot be read now: the client may retry
-                raise Unavailable(f"Object {object_id} cannot be read now ({type(exc).__name__})") from None
-            data += path.read_bytes()
+        path = Path(scratch) / "part"
+        backend.download_to(object_id, path)
+        return path.read_bytes()
+
+
+def _extract(data: bytes, media_time: int, width: int | None) -> bytes:
     chosen = None
     try:
         with av.open(io.BytesIO(data)) as opened:
@@ -123,7 +137,7 @@ def _extract(source: _Source, width: int | None) -> bytes:
                 if frame.pts is None:
                     continue
                 shown = frame.pts * base * NS
-                if chosen is not None and shown > source.media_time:
+                if chosen is not None and shown > media_time:
                     break
                 chosen = frame
     except (av.FFmpegError, IndexError) as exc:
