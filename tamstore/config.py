@@ -112,7 +112,9 @@ class Settings:
             "(webhook messages). Default: http://HOST:PORT."
         },
     )
-    webhook_timeout: int = field(default=10, metadata={"help": "Seconds to wait for a webhook receiver."})
+    webhook_timeout: int = field(
+        default=10, metadata={"help": "Seconds a webhook delivery may take, to the receiver's status line."}
+    )
     webhook_max_attempts: int = field(
         default=8, metadata={"help": "Failed deliveries in a row before a webhook goes to 'error'."}
     )

@@ -119,6 +119,7 @@ class OutboundClient:
 
     def __init__(self, policy: TargetPolicy, timeout: float, client: httpx.AsyncClient | None = None) -> None:
         self.policy = policy
+        self.timeout = timeout
         self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
 
     async def aclose(self) -> None:
@@ -136,11 +137,18 @@ class OutboundClient:
         pinned = target.pinned(url, address)
         headers = {**headers, "host": target.hostport}
         extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+        # The whole exchange within the timeout (httpx's bounds each read, so a receiver that
+        # drips its answer a byte at a time would hold the delivery for ever), and the status
+        # line is all that is read: the answer's body, of any size, is never read into memory.
         try:
-            r = await self.client.post(pinned, content=body, headers=headers, extensions=extensions)
-        except httpx.HTTPError as exc:
+            async with (
+                asyncio.timeout(self.timeout),
+                self.client.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as r,
+            ):
+                status = r.status_code
+        except (httpx.HTTPError, TimeoutError) as exc:
             log.info("webhook delivery to %s failed: %s: %s", target.host, type(exc).__name__, exc)
             return False, "no answer from the receiver (connection failed or timed out)"
-        if 200 <= r.status_code < 300:
+        if 200 <= status < 300:
             return True, ""
-        return False, f"the receiver answered HTTP {r.status_code}"
+        return False, f"the receiver answered HTTP {status}"

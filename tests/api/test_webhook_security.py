@@ -4,6 +4,7 @@ retargeting it, reaching internal addresses through it (SSRF), headers HTTP cann
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import socket
 import threading
@@ -246,3 +247,66 @@ async def test_a_name_server_that_never_answers_holds_up_no_other_request(
             assert time.monotonic() - started < 4
     finally:
         released.set()
+
+
+class _Dripper:
+    """A webhook receiver that answers a byte at a time: the status line and headers at once
+    and then a body of 100 MB (``body``), or the headers themselves (``headers``)."""
+
+    def __init__(self, drip: str) -> None:
+        self.drip = drip
+        self.requests = 0
+
+    async def __aenter__(self) -> str:
+        self.server = await asyncio.start_server(self._answer, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}/hook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.server.close()
+
+    async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(
+                    next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split(
+                        b":"
+                    )[1]
+                )
+                await reader.readexactly(length)
+                self.requests += 1
+                if self.drip == "body":
+                    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100000000\r\n\r\n")
+                else:
+                    writer.write(b"HTTP/1.1 200 OK\r\n")
+                while not writer.is_closing():
+                    writer.write(b"x" if self.drip == "body" else b"x-drip: x\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.2)
+
+
+@pytest.mark.parametrize("drip", ["body", "headers"])
+async def test_a_receiver_that_answers_a_byte_at_a_time_holds_a_delivery_no_longer_than_the_timeout(
+    settings: Settings, drip: str
+) -> None:
+    """A receiver that drips its answer (never pausing long enough for a read to time out) is
+    given the whole webhook_timeout, not each read of it. Its status is all that is read: a 200
+    with a body that never ends is a delivery made; headers that never end are a failure."""
+    fast = dataclasses.replace(
+        settings, webhook_timeout=1, webhook_backoff_ms=10, webhook_max_attempts=1, worker_lease=2
+    )
+    dripper = _Dripper(drip)
+    async with dripper as url, app_client(fast, workers=True) as client:
+        hook = (await client.post("/service/webhooks", json=hook_body(url))).json()
+        flow = await put_flow(client)
+        for label in ("one", "two"):
+            assert (await client.put(f"/flows/{flow['id']}/label", json=label)).status_code == 204
+        if drip == "body":
+            for _ in range(100):
+                if dripper.requests == 2:
+                    break
+                await asyncio.sleep(0.05)
+            assert dripper.requests == 2
+        else:
+            doc = await in_error(client, hook["id"])
+            assert doc["status"] == "error" and "no answer from the receiver" in doc["error"]["summary"]
