@@ -48,6 +48,9 @@ class Settings:
         default=10_000,
         metadata={"help": "Most members of one JSON object or array in a request, so most segments in one POST."},
     )
+    max_header_kib: int = field(
+        default=64, metadata={"help": "Largest request line and headers of one request, in KiB (431 beyond it)."}
+    )
     header_timeout: int = field(
         default=10, metadata={"help": "Seconds a client has to send a request's headers before it is disconnected."}
     )
@@ -276,6 +279,7 @@ class Settings:
             "db_busy_timeout",
             "s3_timeout",
             "header_timeout",
+            "max_header_kib",
             "body_timeout",
             "keep_alive_timeout",
             "max_connections",

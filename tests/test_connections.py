@@ -92,6 +92,34 @@ def test_a_request_the_parser_cannot_read_gets_the_error_shape(tmp_path: Path) -
         server.stop()
 
 
+def test_headers_that_never_end_are_a_431_and_others_are_served(tmp_path: Path) -> None:
+    """A header sent at full speed and never ended is refused once the headers pass
+    max_header_kib: before, the parser copied it over and over on the event loop, and every
+    other request waited seconds. Headers just under the limit are served."""
+    server = LiveServer(tmp_path / "data", TAMSTORE_MAX_HEADER_KIB="32").start()
+    try:
+        with httpx.Client(base_url=server.url, timeout=5) as c:
+            assert c.get("/service", headers={"x-big": "a" * 31_000}).status_code == 200
+        with socket.create_connection(("127.0.0.1", server.port)) as s:
+            s.sendall(b"GET /service HTTP/1.1\r\nHost: x\r\nX-Big: ")
+            with contextlib.suppress(OSError):  # the server answers and closes while this sends
+                for _ in range(64):
+                    s.sendall(b"a" * 16384)
+                    time.sleep(0.001)
+            s.settimeout(5)
+            answer = b""
+            with contextlib.suppress(OSError):
+                while chunk := s.recv(65536):
+                    answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431") and b"application/json" in head, answer[:300]
+        assert json.loads(body)["summary"] == "the request's headers are over 32 KiB"
+        with httpx.Client(base_url=server.url, timeout=5) as c:
+            assert c.get("/healthz").status_code == 200
+    finally:
+        server.stop()
+
+
 def test_a_media_upload_that_stalls_is_a_408_and_leaves_nothing(tmp_path: Path) -> None:
     """Slow clients get no more time on the one route that takes large bodies."""
     server = LiveServer(tmp_path / "data", TAMSTORE_BODY_TIMEOUT="1").start()

@@ -1,4 +1,5 @@
-"""Connections held to time and number: uvicorn's HTTP protocol with a header deadline and a cap.
+"""Connections held to time, size and number: uvicorn's HTTP protocol with a header deadline, a
+header size limit and a cap.
 
 uvicorn closes a connection idle between requests (``timeout_keep_alive``) but gives a client as
 long as it likes to send a request's headers, so clients trickling a header every few seconds
@@ -20,7 +21,7 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from tamstore.config import Settings
-from tamstore.domain.errors import BadRequest, error_body
+from tamstore.domain.errors import BadRequest, TooLarge, error_body
 
 __all__ = ["STREAM_SCOPE_KEY", "GuardedHttpProtocol", "configure"]
 
@@ -32,6 +33,7 @@ STREAM_SCOPE_KEY = "tamstore.endless"
 class GuardedHttpProtocol(HttpToolsProtocol):
     header_timeout: float = 10.0
     max_connections: int = 4096
+    max_header_bytes: int = 64 * 1024
     # Connections waiting for a request's headers, longest-waiting first: at the cap the first of
     # these makes room, so that a flood of slow clients costs its oldest member, not the next
     # client who sends a whole request at once.
@@ -40,6 +42,27 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._header_deadline: asyncio.TimerHandle | None = None
+        self._header_bytes = 0  # received for this request's line and headers, so far
+        self._began = False  # this request began in the chunk being parsed
+
+    def data_received(self, data: bytes) -> None:
+        """The request line and headers are bounded in size as well as time. The parser gathers
+        a header's value by appending each piece to what it has, so one client sending a header
+        that never ends, at full speed, had it copying megabytes on the event loop: every other
+        request waited seconds. Chunks wholly within one request's headers are counted (the
+        chunk it began in may hold the end of the one before, so it is not), so the parser
+        holds at most one chunk more than ``max_header_bytes``."""
+        self._began = False
+        super().data_received(data)
+        if self._header_deadline is None or self._began or self.transport.is_closing():
+            return
+        self._header_bytes += len(data)
+        if self._header_bytes > self.max_header_bytes:
+            limit = self.max_header_bytes // 1024
+            self._disarm()
+            self._reply_and_close(
+                b"431 Request Header Fields Too Large", TooLarge(f"the request's headers are over {limit} KiB")
+            )
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -55,6 +78,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._arm()
+        self._header_bytes, self._began = 0, True
 
     def on_headers_complete(self) -> None:
         self._disarm()
@@ -79,9 +103,11 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def send_400_response(self, msg: str) -> None:
         """A request the HTTP parser cannot read (a malformed or over-long request line or
         header block) gets the spec's error shape too, not uvicorn's plain text."""
-        err = BadRequest(f"the HTTP request could not be read: {msg.rstrip('.')}")
+        self._reply_and_close(b"400 Bad Request", BadRequest(f"the HTTP request could not be read: {msg.rstrip('.')}"))
+
+    def _reply_and_close(self, status: bytes, err: BadRequest) -> None:
         body = orjson.dumps(error_body(err))
-        head = [b"HTTP/1.1 400 Bad Request\r\n"]
+        head = [b"HTTP/1.1 " + status + b"\r\n"]
         head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
         head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body)]
         head += [b"connection: close\r\n\r\n"]
@@ -110,3 +136,4 @@ def configure(settings: Settings) -> None:
     """Set the limits for this process's connections (each server process calls this)."""
     GuardedHttpProtocol.header_timeout = float(settings.header_timeout)
     GuardedHttpProtocol.max_connections = settings.max_connections
+    GuardedHttpProtocol.max_header_bytes = settings.max_header_kib * 1024
