@@ -126,6 +126,10 @@ class Settings:
     )
     webhook_backoff_max: int = field(default=300, metadata={"help": "Longest retry delay, in seconds."})
     webhook_concurrency: int = field(default=16, metadata={"help": "Webhooks one worker delivers to at the same time."})
+    max_webhooks: int = field(
+        default=1000,
+        metadata={"help": "Webhooks one principal may register (all of them, with authentication off)."},
+    )
     webhook_targets: str = field(
         default="auto",
         metadata={
@@ -275,6 +279,7 @@ class Settings:
             "webhook_timeout",
             "webhook_max_attempts",
             "webhook_concurrency",
+            "max_webhooks",
             "auth_failures_per_minute",
             "db_busy_timeout",
             "s3_timeout",

@@ -310,3 +310,22 @@ async def test_a_receiver_that_answers_a_byte_at_a_time_holds_a_delivery_no_long
         else:
             doc = await in_error(client, hook["id"])
             assert doc["status"] == "error" and "no answer from the receiver" in doc["error"]["summary"]
+
+
+async def test_each_owner_registers_at_most_max_webhooks(auth_settings: Settings, receiver: Receiver) -> None:
+    """Every webhook sends every event it hears of to its URL: unbounded, one client could make
+    tamstore send any number of requests to a host of its choosing for each change."""
+    async with app_client(dataclasses.replace(auth_settings, max_webhooks=2)) as client:
+        alices = []
+        for i in range(2):
+            r = await client.post("/service/webhooks", json=hook_body(f"{receiver.url}/{i}"), auth=as_user("alice"))
+            assert r.status_code == 201, r.text
+            alices.append(r.json()["id"])
+        r = await client.post("/service/webhooks", json=hook_body(receiver.url), auth=as_user("alice"))
+        assert r.status_code == 400 and "at most 2 webhooks per owner" in r.json()["summary"], r.text
+        r = await client.post("/service/webhooks", json=hook_body(receiver.url), auth=as_user("bob"))
+        assert r.status_code == 201, "another owner's webhooks are counted apart"
+        r = await client.delete(f"/service/webhooks/{alices[0]}", auth=as_user("alice"))
+        assert r.status_code == 204
+        r = await client.post("/service/webhooks", json=hook_body(receiver.url), auth=as_user("alice"))
+        assert r.status_code == 201, r.text

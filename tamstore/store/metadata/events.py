@@ -52,6 +52,14 @@ class EventQueries(Queries):
         await self.conn.execute(insert(t.webhooks).values(**row))
         await self._replace_tags(t.webhook_tags, "webhook_id", row["id"], tags)
 
+    async def count_webhooks_of(self, owner: str | None, up_to: int) -> int:
+        """How many webhooks ``owner`` registered (None: those registered with authentication
+        off), counting no further than ``up_to``."""
+        w = t.webhooks
+        theirs = select(w.c.id).where(w.c.created_by.is_(None) if owner is None else w.c.created_by == owner)
+        mine = theirs.limit(up_to).subquery()
+        return int((await self.conn.execute(select(func.count()).select_from(mine))).scalar_one())
+
     async def update_webhook(
         self, webhook_id: str, values: dict[str, Any], tags: dict[str, Any] | None = None, owner: str | None = None
     ) -> bool:

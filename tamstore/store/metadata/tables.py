@@ -343,6 +343,7 @@ webhooks = Table(
     Column("auth_key", Text),  # its auth classes as one key (see auth_keys)
     Index("ix_webhooks_url", "url", "id"),
     Index("ix_webhooks_status", "status"),
+    Index("ix_webhooks_created_by", "created_by"),  # each owner's are counted (max_webhooks)
 )
 
 webhook_tags = Table(
