@@ -11,6 +11,7 @@ every key can be turned back into its id (for ``tamstore admin cleanup``).
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,6 +27,8 @@ from tamstore.threads import ThreadLane
 __all__ = ["S3MediaStore", "StorageUnavailable"]
 
 T = TypeVar("T")
+
+log = logging.getLogger("tamstore.storage")
 
 
 class StorageUnavailable(Unavailable):
@@ -43,7 +46,11 @@ def _bucket_calls(bucket: str) -> Iterator[None]:
     try:
         yield
     except (BotoCoreError, ClientError, S3UploadFailedError) as exc:
-        raise StorageUnavailable(f"bucket {bucket}: {exc}") from None
+        # The client hears what kind of failure it was; botocore's words name the endpoint's
+        # URL and the Object's key, which are the service's business: they go to the log.
+        log.warning("bucket %s: %s", bucket, exc)
+        kind = exc.response.get("Error", {}).get("Code") if isinstance(exc, ClientError) else None
+        raise StorageUnavailable(f"bucket {bucket} cannot be used now ({kind or type(exc).__name__})") from None
 
 
 def _missing(exc: Any) -> bool:
