@@ -138,6 +138,7 @@ def test_database_restart_gives_503_then_recovers(tmp_path: Path, own_cluster: P
                 r = c.get(path)
                 assert r.status_code == 503, (path, r.status_code, r.text)
                 assert "database" in r.json()["summary"]
+                assert str(own_cluster.port) not in r.text, "the database's address is the service's business"
             r = c.put(f"/flows/{flow_id}/label", json="x")
             assert r.status_code == 503
             assert c.get("/healthz").status_code == 200  # the process is alive ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
 import re
 import sqlite3
 import time
@@ -241,7 +242,11 @@ def _cut_off_mid_protocol(exc: BaseException) -> bool:
 
 
 def short(exc: BaseException) -> str:
-    """The first line of a driver error, or its kind when it says nothing (a timeout)."""
+    """The first line of a driver error, or its kind when it says nothing (a timeout). A socket's
+    error is told by its errno's words alone: asyncio's name the database's address and port
+    ("Connect call failed ('10.0.0.5', 5432)"), which are the service's business, not a client's."""
     cause = getattr(exc, "orig", exc)
+    if isinstance(cause, OSError):
+        return os.strerror(cause.errno) if cause.errno and cause.errno > 0 else type(cause).__name__
     lines = str(cause).splitlines()
     return (lines[0] if lines and lines[0].strip() else type(cause).__name__)[:200]
