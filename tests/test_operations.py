@@ -107,6 +107,8 @@ async def test_health_and_readiness(settings: Settings) -> None:
         r = await client.get("/readyz")
         storage = next(v for k, v in r.json()["checks"].items() if k.startswith("storage"))
         assert r.status_code == 503 and "unavailable" in storage and r.json()["checks"]["database"] == "ok"
+        where = str(fs.root) if fs is not None else backend.client.meta.endpoint_url
+        assert where not in r.text, "anyone may read /readyz: it names states, not paths or addresses"
         if fs is not None:
             fs.root.with_name("gone").rename(fs.root)
         else:

@@ -285,6 +285,14 @@ async def healthz(request: Request) -> Response:
     return json_response(request, {"status": "ok"})
 
 
+def _reason(exc: Exception) -> str:
+    """Why a readiness check failed, as /readyz (open to anyone) may say it: the checks' own
+    words, which name states, not addresses or paths; a check that took too long, as such."""
+    if isinstance(exc, TimeoutError):
+        return "no answer within 5 s"
+    return (str(exc) or type(exc).__name__)[:200]
+
+
 @get(router, "/readyz", summary="Readiness: the database and every storage backend answer")
 async def readyz(request: Request) -> Response:
     ctx = context(request)
@@ -296,13 +304,13 @@ async def readyz(request: Request) -> Response:
         if ctx.store.writes_blocked:
             checks["database"] = "unavailable: writes time out: the database is locked by another process"
     except Exception as exc:  # any failure means not ready; say which
-        checks["database"] = f"unavailable: {str(exc)[:200]}"
+        checks["database"] = f"unavailable: {_reason(exc)}"
     for backend in ctx.backends.values():
         try:
             await asyncio.wait_for(backend.check(), 5)
             checks[f"storage:{backend.info.label}"] = "ok"
         except Exception as exc:
-            checks[f"storage:{backend.info.label}"] = f"unavailable: {str(exc)[:200]}"
+            checks[f"storage:{backend.info.label}"] = f"unavailable: {_reason(exc)}"
     ready = all(v == "ok" for v in checks.values())
     return json_response(request, {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
 

@@ -175,14 +175,15 @@ class FilesystemMediaStore:
         await asyncio.to_thread(_rm)
 
     async def check(self) -> None:
-        """Ready when the media root is a writable directory with room left."""
+        """Ready when the media root is a writable directory with room left. (The reasons go to
+        ``/readyz``, which anyone may read: they name the backend's state, not its path.)"""
         if not (self.root.is_dir() and os.access(self.root, os.W_OK | os.X_OK)):
-            raise OSError(f"media directory {self.root} is not writable")
+            raise OSError("the media directory is missing or not writable")
         stats = await asyncio.to_thread(os.statvfs, self.root)
         if stats.f_flag & os.ST_RDONLY:
-            raise OSError(f"media directory {self.root} is on a read-only file system")
+            raise OSError("the media directory is on a read-only file system")
         if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
-            raise OSError(f"media directory {self.root} is full")
+            raise OSError("the media directory is full")
 
     async def exists(self, object_id: str) -> bool:
         return self.path_for(object_id).exists()

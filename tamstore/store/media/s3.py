@@ -126,9 +126,13 @@ class S3MediaStore:
                 raise StorageUnavailable(f"S3 bucket {self.bucket!r} does not exist") from None
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch"):
                 raise StorageUnavailable(f"S3 bucket {self.bucket!r}: access denied (check the credentials)") from None
-            raise StorageUnavailable(f"S3 bucket {self.bucket!r}: {code or exc}") from None
+            raise StorageUnavailable(f"S3 bucket {self.bucket!r}: {code or type(exc).__name__}") from None
         except BotoCoreError as exc:
-            raise StorageUnavailable(f"S3 endpoint unreachable: {exc}") from None
+            # The reasons go to /readyz, which anyone may read: the endpoint's URL goes to the log.
+            log.warning("S3 endpoint of bucket %s unreachable: %s", self.bucket, exc)
+            raise StorageUnavailable(
+                f"S3 endpoint of bucket {self.bucket!r} unreachable ({type(exc).__name__})"
+            ) from None
 
     # -- MediaStore -----------------------------------------------------------------------------
 
