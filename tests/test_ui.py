@@ -66,6 +66,9 @@ def test_browsers_are_sent_to_the_ui_and_its_files_come_from_the_package(server:
     assert httpx.get(server.url + "/").json()[0] == "service"  # */*: an API client
     page = httpx.get(server.url + "/ui/")
     assert page.status_code == 200 and "<title>tamstore</title>" in page.text
+    policy = page.headers["content-security-policy"]
+    assert "script-src 'self';" in policy and "frame-ancestors 'none'" in policy
+    assert page.headers["x-content-type-options"] == "nosniff"
     for asset in ("app.js", "api.js", "time.js", "timeline.js", "style.css", "vendor/hls.min.js"):
         assert httpx.get(f"{server.url}/ui/{asset}").status_code == 200, asset
     assert "Apache License" in httpx.get(server.url + "/ui/vendor/hls.js-LICENSE.txt").text
@@ -84,7 +87,7 @@ def test_browse_play_edit_and_watch_a_flow_grow(server: LiveServer, media: Path,
                 "essence_parameters": {"sample_rate": 48000, "channels": 2},
             }
         )
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)  # (Playwright's wait_for_function evaluates strings)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     page.goto(server.url + "/")
@@ -164,7 +167,7 @@ def test_a_multi_essence_flow_plays_and_a_gap_shows(
         tams.put_flow({**edit, "id": gapped, "source_id": "6c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b", "label": "Gapped"})
         segments = list(tams.segments(ids["flows"]["video"]))
         assert tams.post_segments(gapped, placed_at(segments[:2], 0) + placed_at(segments[3:5], 10 * 10**9)) == []
-    page = browser.new_page(viewport={"width": 1280, "height": 800})
+    page = browser.new_page(viewport={"width": 1280, "height": 800}, bypass_csp=True)
     with screenshots(page, tmp_path):
         page.goto(f"{server.url}/ui/#/flows/{ids['flow_id']}")
         _plays(page)  # video with its audio
@@ -224,7 +227,7 @@ def test_stills_come_from_an_image_flow_beside_the_video_and_a_source_is_edited(
                 "flow_collection": [{"id": video, "role": "video"}, {"id": stills, "role": "stills"}],
             }
         )
-    page = browser.new_page()
+    page = browser.new_page(bypass_csp=True)
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
     with screenshots(page, tmp_path):
@@ -258,13 +261,16 @@ def test_stills_come_from_an_image_flow_beside_the_video_and_a_source_is_edited(
 
 
 def test_the_other_pages(server: LiveServer, media: Path, browser: Any) -> None:
-    ingest(server, media)
+    """Under the UI's Content-Security-Policy, as a browser has it (the other tests let
+    Playwright's string predicates through): no page, nor the player, trips it."""
+    ids = ingest(server, media)
     httpx.post(
         server.url + "/service/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["flows/created"]}
     ).raise_for_status()
     page = browser.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if "Content Security Policy" in m.text else None)
     page.goto(server.url + "/ui/#/webhooks")
     page.wait_for_selector("text=http://127.0.0.1:9/hook")
     page.goto(server.url + "/ui/#/storage")
@@ -278,7 +284,29 @@ def test_the_other_pages(server: LiveServer, media: Path, browser: Any) -> None:
     page.wait_for_selector("table tbody tr")
     page.click("table tbody tr:first-child a")
     page.wait_for_selector("h2:has-text('Collection')")
+    page.goto(f"{server.url}/ui/#/flows/{ids['flows']['video']}")
+    page.wait_for_selector("video#player[data-loaded]", timeout=20_000)
+    deadline = time.monotonic() + 30
+    while page.evaluate("document.querySelector('video#player').currentTime") < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert page.evaluate("document.querySelector('video#player').currentTime") >= 1, "plays under the policy"
     assert errors == []
+    # A writer's get_url that is no http(s) URL is shown as text, never as a link to follow; the
+    # player's fetch of it (it is in the Flow's playlist) is stopped by the policy.
+    hostile = "6c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b"
+    with TamsClient(server.url) as tams:
+        video = tams.get_flow(ids["flows"]["video"])
+        edit = {k: video[k] for k in ("format", "codec", "container", "essence_parameters")}
+        tams.put_flow({**edit, "id": hostile, "source_id": "7c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b", "label": "Hostile"})
+        url = {"url": "javascript:document.title='owned'", "label": "click me"}
+        segment = {"object_id": "hostile-1", "timerange": "[0:0_1:0)", "get_urls": [url]}
+        assert tams.post_segments(hostile, [segment]) == []
+    page.goto(f"{server.url}/ui/#/flows/{hostile}")
+    page.wait_for_selector("#segments table tbody tr")
+    assert page.locator("#segments span:has-text('click me')").count() == 1
+    assert page.locator("a[href^='javascript']").count() == 0
+    assert all("javascript:document.title" in e and "Content Security Policy" in e for e in errors), errors
+    assert page.title() == "tamstore"
     page.close()
 
 

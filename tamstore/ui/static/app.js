@@ -38,6 +38,13 @@ function h(tag, attrs = {}, ...children) {
   return el;
 }
 
+// A segment's get_urls are whatever its writer registered: only an http(s) URL becomes a link
+// (a "javascript:" one would run in the page of whoever clicks it); any other is shown as text.
+function mediaLink(getUrl) {
+  const text = getUrl.label || "media";
+  return /^https?:\/\//i.test(getUrl.url) ? h("a", { href: getUrl.url }, text) : h("span", { title: getUrl.url }, text);
+}
+
 function table(headings, rows) {
   return h("table", {}, h("thead", {}, h("tr", {}, headings.map((t) => h("th", {}, t)))),
     h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((c) => h("td", {}, c))))));
@@ -282,7 +289,7 @@ async function flowPage(id) {
     try {
       const segs = await json(`/flows/${member}/segments?timerange=${encodeURIComponent(formatTimerange(range.start, range.end))}&limit=50`);
       segmentsBox.replaceChildren(h("h2", {}, "Segments"), table(["timerange", "object", "URL"], segs.map((s) =>
-        [s.timerange, short(s.object_id), (s.get_urls || [])[0] ? h("a", { href: s.get_urls[0].url }, s.get_urls[0].label || "media") : ""])));
+        [s.timerange, short(s.object_id), (s.get_urls || [])[0] ? mediaLink(s.get_urls[0]) : ""])));
     } catch (error) { segmentsBox.replaceChildren(failure(error)); }
   }
 
