@@ -326,3 +326,45 @@ def test_frames_on_request(server: LiveServer, media: Path) -> None:
         assert r.status_code == status and {"type", "summary", "time"} <= set(r.json()), (query, r.text)
     r = httpx.get(f"{server.url}/x-tamstore/frames/{ids['flows']['audio']}.jpg", params={"at": "5:0"})
     assert r.status_code == 400
+
+
+def test_playlists_carry_only_http_urls(server: LiveServer) -> None:
+    """A segment's get_urls are whatever its writer registered. A playlist is opened by players
+    and transcoders that may follow any URL in it: a "file:" or "javascript:" one stays out (the
+    segment becomes a gap, and its redirect a 404); the first http(s) one is used."""
+    flow_id = "5d8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
+    with TamsClient(server.url) as tams:
+        tams.put_flow(
+            {
+                "id": flow_id,
+                "source_id": "6d8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e",
+                "format": "urn:x-nmos:format:video",
+                "codec": "video/h264",
+                "container": "video/mp2t",
+                "essence_parameters": {
+                    "frame_width": 320,
+                    "frame_height": 240,
+                    "frame_rate": {"numerator": 25, "denominator": 1},
+                },
+            }
+        )
+        segments = [
+            {
+                "object_id": "ext-a",
+                "timerange": "[0:0_1:0)",
+                "get_urls": [
+                    {"url": "file:///etc/passwd.ts", "label": "local"},
+                    {"url": "https://cdn.example/a.ts", "label": "cdn"},
+                ],
+            },
+            {
+                "object_id": "ext-b",
+                "timerange": "[1:0_2:0)",
+                "get_urls": [{"url": "javascript:alert(1)", "label": "js"}],
+            },
+        ]
+        assert tams.post_segments(flow_id, segments) == []
+    playlist = httpx.get(hls(server, flow_id, "timerange=[0:0_2:0)")).text
+    assert "https://cdn.example/a.ts" in playlist, playlist
+    assert "file:" not in playlist and "javascript:" not in playlist and "ext-b" not in playlist
+    assert httpx.get(f"{server.url}/x-tamstore/objects/ext-b.ts").status_code == 404

@@ -114,10 +114,9 @@ class _Uris:
         self.own_media = req.base_url + MEDIA_PREFIX + "/"
 
     def uri(self, object_id: str, instances: Sequence[Any], ext: str) -> str | None:
-        urls = self.renderer.render(object_id, instances)
-        if not urls:
+        url = _fetchable(self.renderer.render(object_id, instances))
+        if url is None:
             return None
-        url = str(urls[0]["url"])
         if url.startswith(self.own_media):  # tamstore's own signed URL: path, then the query
             path, mark, query = url.partition("?")
             return f"{path}.{ext}{mark}{query}"
@@ -428,7 +427,18 @@ async def object_redirect(ctx: Context, object_id: str, urls: UrlFilter, base_ur
         if obj is None or not await tx.object_visible(object_id, access.current()):
             raise NotFound(f"Object {object_id} does not exist")
         instances = (await tx.instances([object_id])).get(object_id, [])
-    rendered = UrlRenderer(ctx, urls, base_url).render(object_id, instances)
-    if not rendered:
-        raise NotFound(f"Object {object_id} has no URL under the given filters")
-    return str(rendered[0]["url"])
+    url = _fetchable(UrlRenderer(ctx, urls, base_url).render(object_id, instances))
+    if url is None:
+        raise NotFound(f"Object {object_id} has no http(s) URL under the given filters")
+    return url
+
+
+def _fetchable(urls: Sequence[Any]) -> str | None:
+    """The first http(s) one of an Object's get_urls. The others are whatever a writer
+    registered ("file:///etc/passwd.ts", "javascript:..."): a playlist is opened by players and
+    transcoders that may follow any URL in it, so those stay out (the segment is a gap)."""
+    for entry in urls:
+        url = str(entry["url"])
+        if urlsplit(url).scheme.lower() in ("http", "https"):
+            return url
+    return None
