@@ -653,3 +653,41 @@ def test_client_downloads_are_bounded(server: LiveServer, media: Path) -> None:
             assert len(tams.download(segment["get_urls"][0]["url"], limit=10**8)) > 1000
     finally:
         endless.shutdown()
+
+
+def test_client_downloads_refuse_metadata_and_link_local_addresses(server: LiveServer, media: Path) -> None:
+    """get_urls are whatever a store's writers registered, and the client fetches them wherever
+    it runs (``tamstore sync`` would copy the answer into the target store): a cloud metadata
+    service's address is refused, directly or through a redirect from an allowed host, before
+    any connection is made. Loopback and the store's own URLs are fetched as before."""
+    import http.server
+    import threading
+
+    from tamstore.client import RefusedMediaUrl
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            self.send_response(302)
+            self.send_header("Location", "http://169.254.169.254/latest/meta-data/iam/")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    redirect = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirect.serve_forever, daemon=True).start()
+    ids = ingest(server, media, "--name", "refused")
+    try:
+        with TamsClient(server.url) as tams:
+            for url in (
+                "http://169.254.169.254/latest/meta-data/",
+                "http://[fd00:ec2::254]/latest/meta-data/",
+                f"http://127.0.0.1:{redirect.server_address[1]}/object",
+            ):
+                with pytest.raises(RefusedMediaUrl, match="never request targets"):
+                    tams.download(url)
+            segment = next(iter(tams.segments(ids["flows"]["video"], presigned="true")))
+            assert len(tams.download(segment["get_urls"][0]["url"])) > 1000
+    finally:
+        redirect.shutdown()

@@ -8,7 +8,7 @@
 
 from tamstore.client.api import AsyncTamsClient, TamsClient, best_url
 from tamstore.client.auth import AuthOptions, BearerToken, ClientCredentials, auth_from
-from tamstore.client.errors import ObjectTooLarge, TamsApiError
+from tamstore.client.errors import ObjectTooLarge, RefusedMediaUrl, TamsApiError
 
 __all__ = [
     "AsyncTamsClient",
@@ -16,6 +16,7 @@ __all__ = [
     "BearerToken",
     "ClientCredentials",
     "ObjectTooLarge",
+    "RefusedMediaUrl",
     "TamsApiError",
     "TamsClient",
     "auth_from",

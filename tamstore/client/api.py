@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ipaddress
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -20,7 +22,8 @@ from typing import Any
 import httpx
 from httpx_retries import Retry, RetryTransport
 
-from tamstore.client.errors import ObjectTooLarge, TamsApiError, raise_for_status
+from tamstore.client.errors import ObjectTooLarge, RefusedMediaUrl, TamsApiError, raise_for_status
+from tamstore.domain.targets import TargetPolicy
 from tamstore.domain.timerange import TimeRange
 
 __all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
@@ -40,6 +43,31 @@ def _retry(total: int) -> Retry:
         max_backoff_wait=30.0,
         respect_retry_after_header=True,
     )
+
+
+# Media URLs are whatever a store's writers registered (get_urls), and a client downloads them
+# wherever it runs: a URL at a cloud metadata service (169.254.169.254) would have its answer
+# copied into the target store by ``tamstore sync``. Public, private and loopback addresses
+# are fetched (stores and their buckets live on all three); link-local, metadata, multicast
+# and reserved ones are refused, on every redirect too.
+MEDIA_POLICY = TargetPolicy("private")
+
+
+def _checked_against(policy: TargetPolicy) -> Callable[[httpx.Request], Any]:
+    async def check(request: httpx.Request) -> None:
+        host = request.url.host
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        try:
+            addresses = [str(ipaddress.ip_address(host))]
+        except ValueError:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            addresses = [str(info[4][0]) for info in infos]
+        for address in addresses:
+            reason = policy.refusal(address)
+            if reason is not None:
+                raise RefusedMediaUrl(f"media URL at {host} refused: {reason}", request=request)
+
+    return check
 
 
 def best_url(urls: list[dict[str, Any]]) -> str | None:
@@ -62,6 +90,7 @@ class AsyncTamsClient:
         retries: int = 4,
         transport: httpx.AsyncBaseTransport | None = None,
         max_download: int = 2**30,
+        media_policy: TargetPolicy | None = MEDIA_POLICY,
     ) -> None:
         self.server = server.rstrip("/")
         self.max_download = max_download
@@ -73,6 +102,7 @@ class AsyncTamsClient:
             timeout=timeout,
             transport=RetryTransport(httpx.AsyncHTTPTransport(), retry=_retry(retries)),
             follow_redirects=True,
+            event_hooks={"request": [_checked_against(media_policy)]} if media_policy else None,
         )
 
     async def aclose(self) -> None:

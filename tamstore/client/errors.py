@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-__all__ = ["ObjectTooLarge", "TamsApiError", "raise_for_status"]
+__all__ = ["ObjectTooLarge", "RefusedMediaUrl", "TamsApiError", "raise_for_status"]
 
 
 class TamsApiError(Exception):
@@ -31,6 +31,11 @@ class ObjectTooLarge(Exception):
     def __init__(self, url: str, limit: int) -> None:
         super().__init__(f"GET {url.split('?')[0]}: more than {limit} bytes, not read further")
         self.url, self.limit = url, limit
+
+
+class RefusedMediaUrl(httpx.RequestError):
+    """A media URL (or a redirect from one) leads to an address the client will not fetch from:
+    a cloud metadata service, link-local, multicast or reserved (``domain.targets``)."""
 
 
 def raise_for_status(response: httpx.Response) -> None:

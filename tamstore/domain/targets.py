@@ -1,4 +1,5 @@
-"""Where tamstore may send requests of its own (webhook deliveries): the outbound target policy.
+"""Where tamstore may send requests of its own (webhook deliveries, and its client's media
+downloads): the outbound target policy.
 
 A webhook URL is chosen by a client, and the server then connects to it. Unchecked, that lets a
 client reach what only the server can: a cloud metadata service (credentials), an admin port on
@@ -68,9 +69,9 @@ class TargetPolicy:
         if ip.is_loopback:  # before "reserved": ::1 is in IPv6's reserved ::/8
             return None if self.targets in ("local", "private") else "loopback addresses are not allowed here"
         if ip.is_link_local or ip.is_unspecified or ip.is_multicast or ip.is_reserved:
-            return "link-local, unspecified, multicast and reserved addresses are never webhook targets"
+            return "link-local, unspecified, multicast and reserved addresses are never request targets"
         if any(ip in net for net in _METADATA):
-            return "cloud metadata addresses are never webhook targets"
+            return "cloud metadata addresses are never request targets"
         if not ip.is_global:
             return None if self.targets == "private" else "private network addresses are not allowed here"
         return None
