@@ -43,7 +43,7 @@ class JwksKeys:
         self._keys: dict[str | None, Any] | None = None
         self._expires = 0.0  # when the keys held are due for a fetch
         self._next_try = 0.0  # no fetch before this, whatever the tokens name
-        self._error = ""
+        self._error = ""  # the last fetch's failure, by kind (its words name the provider's URL: logged)
         self._lock = asyncio.Lock()
 
     async def key_for(self, kid: str | None) -> Any:
@@ -57,7 +57,7 @@ class JwksKeys:
         if key is not None:
             return key
         if self._keys is None:
-            raise Unavailable(f"the identity provider's keys cannot be fetched: {self._error}")
+            raise Unavailable(f"the identity provider's keys cannot be fetched now ({self._error})")
         raise UnknownKey(f"the identity provider lists no signing key {kid!r}")
 
     def _due(self, kid: str | None) -> bool:
@@ -81,8 +81,8 @@ class JwksKeys:
                 body = await self._download()
             keys = _signing_keys(body)
         except (TimeoutError, httpx.HTTPError, ValueError, jwt.PyJWTError) as exc:
-            self._error = f"{type(exc).__name__}: {exc}"[:200]
-            log.warning("identity provider keys not fetched from %s: %s", self.url, self._error)
+            self._error = type(exc).__name__
+            log.warning("identity provider keys not fetched from %s: %s: %s", self.url, self._error, exc)
             return
         self._keys, self._expires, self._error = keys, started + self.lifespan, ""
 

@@ -362,6 +362,7 @@ async def test_identity_provider_that_cannot_give_its_keys_gives_503s_not_401s(t
                 r = await client.get("/flows", headers=_bearer(token))
                 assert r.status_code == 503 and r.headers["retry-after"], r.text
                 assert "identity provider" in r.json()["summary"]
+                assert "127.0.0.1" not in r.text, "the provider's URL is the service's business"
             assert jwks.hits == 1
     finally:
         jwks.close()
