@@ -20,6 +20,7 @@ from tamstore.auth import hash_secret
 from tamstore.client import TamsClient
 from tamstore.config import Settings
 from tamstore.domain.timerange import TimeRange
+from tests.conftest import video_flow
 from tests.live import LiveServer
 from tests.media import frame_number, make_media, placed_at
 from tests.test_media import ingest
@@ -334,20 +335,7 @@ def test_playlists_carry_only_http_urls(server: LiveServer) -> None:
     segment becomes a gap, and its redirect a 404); the first http(s) one is used."""
     flow_id = "5d8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e"
     with TamsClient(server.url) as tams:
-        tams.put_flow(
-            {
-                "id": flow_id,
-                "source_id": "6d8c9d0e-1f2a-4b3c-8d4e-5f6a7b8c9d0e",
-                "format": "urn:x-nmos:format:video",
-                "codec": "video/h264",
-                "container": "video/mp2t",
-                "essence_parameters": {
-                    "frame_width": 320,
-                    "frame_height": 240,
-                    "frame_rate": {"numerator": 25, "denominator": 1},
-                },
-            }
-        )
+        tams.put_flow(video_flow(flow_id))
         segments = [
             {
                 "object_id": "ext-a",
