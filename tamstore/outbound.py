@@ -1,4 +1,5 @@
-"""Requests tamstore makes of its own accord (webhook deliveries), only where policy allows.
+"""Requests tamstore makes of its own accord (webhook deliveries; its client's media downloads),
+only where policy allows.
 
 The target's name is resolved here, every address it resolves to is checked against the
 :class:`~tamstore.domain.targets.TargetPolicy`, and the connection is made to the checked address
@@ -24,7 +25,7 @@ from tamstore.domain.errors import BadRequest
 from tamstore.domain.targets import TargetPolicy
 from tamstore.threads import ThreadLane
 
-__all__ = ["OutboundClient", "TargetRefused", "check_target"]
+__all__ = ["OutboundClient", "TargetRefused", "allowed_address", "check_target"]
 
 log = logging.getLogger("tamstore.outbound")
 
@@ -87,18 +88,23 @@ class _Target:
         return urlunsplit((self.scheme, netloc, parts.path or "/", parts.query, ""))
 
 
-async def _allowed_address(target: _Target, policy: TargetPolicy) -> str:
-    """The address to connect to for ``target``; TargetRefused when any it resolves to is
-    refused (all of them: a name with one public and one private address could be steered to
-    either)."""
-    addresses = await _addresses(target.host, target.port or (443 if target.scheme == "https" else 80))
+async def allowed_address(host: str, port: int, policy: TargetPolicy, what: str) -> str:
+    """The address to connect to for ``host``; TargetRefused when any it resolves to is refused
+    (all of them: a name with one public and one private address could be steered to either).
+    ``what`` names the kind of target in the refusal. OSError when the name does not resolve."""
+    addresses = await _addresses(host, port)
     if not addresses:
         raise TargetRefused("the host name has no address")
     for address in addresses:
         reason = policy.refusal(address)
         if reason is not None:
-            raise TargetRefused(f"the URL's host is not an allowed webhook target: {reason}")
+            raise TargetRefused(f"the URL's host is not an allowed {what}: {reason}")
     return addresses[0]
+
+
+async def _allowed_address(target: _Target, policy: TargetPolicy) -> str:
+    port = target.port or (443 if target.scheme == "https" else 80)
+    return await allowed_address(target.host, port, policy, "webhook target")
 
 
 async def check_target(url: str, policy: TargetPolicy) -> None:

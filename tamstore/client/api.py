@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import ipaddress
 import json
-import socket
 import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -25,6 +23,7 @@ from httpx_retries import Retry, RetryTransport
 from tamstore.client.errors import ObjectTooLarge, RefusedMediaUrl, TamsApiError, raise_for_status
 from tamstore.domain.targets import TargetPolicy
 from tamstore.domain.timerange import TimeRange
+from tamstore.outbound import TargetRefused, allowed_address
 
 __all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
 
@@ -55,17 +54,11 @@ MEDIA_POLICY = TargetPolicy("private")
 
 def _checked_against(policy: TargetPolicy) -> Callable[[httpx.Request], Any]:
     async def check(request: httpx.Request) -> None:
-        host = request.url.host
         port = request.url.port or (443 if request.url.scheme == "https" else 80)
         try:
-            addresses = [str(ipaddress.ip_address(host))]
-        except ValueError:
-            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            addresses = [str(info[4][0]) for info in infos]
-        for address in addresses:
-            reason = policy.refusal(address)
-            if reason is not None:
-                raise RefusedMediaUrl(f"media URL at {host} refused: {reason}", request=request)
+            await allowed_address(request.url.host, port, policy, "media URL host")
+        except TargetRefused as exc:
+            raise RefusedMediaUrl(str(exc), request=request) from None
 
     return check
 
