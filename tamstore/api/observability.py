@@ -285,11 +285,14 @@ async def healthz(request: Request) -> Response:
     return json_response(request, {"status": "ok"})
 
 
+READY_WAIT = 5  # seconds each readiness check may take
+
+
 def _reason(exc: Exception) -> str:
     """Why a readiness check failed, as /readyz (open to anyone) may say it: the checks' own
     words, which name states, not addresses or paths; a check that took too long, as such."""
     if isinstance(exc, TimeoutError):
-        return "no answer within 5 s"
+        return f"no answer within {READY_WAIT} s"
     return (str(exc) or type(exc).__name__)[:200]
 
 
@@ -299,7 +302,7 @@ async def readyz(request: Request) -> Response:
     checks: dict[str, str] = {}
     try:
         async with ctx.store.read() as tx:
-            await asyncio.wait_for(tx.service_info(), 5)
+            await asyncio.wait_for(tx.service_info(), READY_WAIT)
         checks["database"] = "ok"
         if ctx.store.writes_blocked:
             checks["database"] = "unavailable: writes time out: the database is locked by another process"
@@ -307,7 +310,7 @@ async def readyz(request: Request) -> Response:
         checks["database"] = f"unavailable: {_reason(exc)}"
     for backend in ctx.backends.values():
         try:
-            await asyncio.wait_for(backend.check(), 5)
+            await asyncio.wait_for(backend.check(), READY_WAIT)
             checks[f"storage:{backend.info.label}"] = "ok"
         except Exception as exc:
             checks[f"storage:{backend.info.label}"] = f"unavailable: {_reason(exc)}"

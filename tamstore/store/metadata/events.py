@@ -56,9 +56,9 @@ class EventQueries(Queries):
         """How many webhooks ``owner`` registered (None: those registered with authentication
         off), counting no further than ``up_to``."""
         w = t.webhooks
-        theirs = select(w.c.id).where(w.c.created_by.is_(None) if owner is None else w.c.created_by == owner)
-        mine = theirs.limit(up_to).subquery()
-        return int((await self.conn.execute(select(func.count()).select_from(mine))).scalar_one())
+        owned = w.c.created_by.is_(None) if owner is None else w.c.created_by == owner
+        first = select(w.c.id).where(owned).limit(up_to).subquery()
+        return int((await self.conn.execute(select(func.count()).select_from(first))).scalar_one())
 
     async def update_webhook(
         self, webhook_id: str, values: dict[str, Any], tags: dict[str, Any] | None = None, owner: str | None = None
