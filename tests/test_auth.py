@@ -275,10 +275,11 @@ def _bearer(token: str) -> dict[str, str]:
 
 class _JwksServer:
     """An identity provider's JWKS endpoint, served for real on 127.0.0.1: it counts its GETs,
-    and may answer slowly (``delay``) or with an error (``status``)."""
+    and may answer slowly (``delay``) or with an error (``status``); ``jwks`` and ``status``
+    may change while it runs (keys rotated, an outage)."""
 
     def __init__(self, jwks: dict[str, Any], delay: float = 0, status: int = 200) -> None:
-        body = json.dumps(jwks).encode()
+        self.jwks, self.status = jwks, status
         self.hits = 0
         served = self
 
@@ -286,7 +287,8 @@ class _JwksServer:
             def do_GET(self) -> None:  # noqa: N802
                 served.hits += 1
                 time.sleep(delay)
-                self.send_response(status)
+                body = json.dumps(served.jwks).encode()
+                self.send_response(served.status)
                 self.send_header("content-type", "application/json")
                 self.send_header("content-length", str(len(body)))
                 self.end_headers()
@@ -346,6 +348,40 @@ async def test_identity_provider_keys_are_fetched_off_the_event_loop_and_not_for
             assert {r.status_code for r in answers} == {401}
             assert "no signing key 'forged-0'" in answers[0].json()["summary"]
             assert jwks.hits == 1
+    finally:
+        jwks.close()
+
+
+async def test_identity_provider_keys_rotate_after_the_refetch_pause_and_outlive_its_outages() -> None:
+    """A key id the set does not list is looked for again, but not before ``refetch`` seconds
+    since the last fetch; a set past its ``lifespan`` is fetched again whatever the token names;
+    a fetch that fails leaves the keys already held in use."""
+    from tamstore.jwks import JwksKeys, UnknownKey
+
+    _, first, _ = _identity_provider()
+    _, second, _ = _identity_provider()
+    rotated = {"keys": first["keys"] + [{**second["keys"][0], "kid": "k2"}]}
+    jwks = _JwksServer(first)
+    try:
+        keys = JwksKeys(jwks.url, lifespan=60, refetch=0.3)
+        assert await keys.key_for("k1") is not None and jwks.hits == 1
+        jwks.jwks = rotated
+        with pytest.raises(UnknownKey):
+            await keys.key_for("k2")  # within the pause: the set is not fetched again
+        assert jwks.hits == 1
+        await asyncio.sleep(0.35)
+        assert await keys.key_for("k2") is not None and jwks.hits == 2  # after it: found
+        jwks.status = 500
+        await asyncio.sleep(0.35)
+        with pytest.raises(UnknownKey):
+            await keys.key_for("k3")
+        assert jwks.hits == 3
+        assert await keys.key_for("k1") is not None and jwks.hits == 3  # the keys held stay in use
+        short = JwksKeys(jwks.url, lifespan=0.3, refetch=0.1)
+        jwks.status = 200
+        assert await short.key_for("k1") is not None and jwks.hits == 4
+        await asyncio.sleep(0.35)
+        assert await short.key_for("k1") is not None and jwks.hits == 5  # past its lifespan
     finally:
         jwks.close()
 

@@ -273,7 +273,9 @@ async def test_an_s3_backend_gone_away_gives_503s_and_deletions_still_happen(
         ] == [FS_ID]
         assert (await client.get(f"/flows/{other['id']}")).status_code == 404
         assert caplog.text.count("tamstore admin cleanup removes them") == 2
-        assert (await client.get("/readyz")).status_code == 503
+        ready = await client.get("/readyz")
+        assert ready.status_code == 503
+        assert server.endpoint not in ready.text, "anyone may read /readyz: it names states, not addresses"
 
 
 async def test_an_s3_backend_that_stops_answering_costs_its_own_requests_a_503_and_no_one_elses(
