@@ -386,6 +386,30 @@ async def test_identity_provider_keys_rotate_after_the_refetch_pause_and_outlive
         jwks.close()
 
 
+@pytest.mark.parametrize(
+    ("answer", "kind"),
+    [
+        ({"keys": [{"kty": "oct", "pad": "x" * (2 << 20)}]}, "ValueError"),  # over 1 MiB
+        (["not", "a", "key", "set"], "ValueError"),
+        ({"keys": [{"kty": "nonsense"}]}, "PyJWKSetError"),
+        ("slow", "TimeoutError"),
+    ],
+)
+async def test_a_hostile_key_set_is_refused_whole(answer: Any, kind: str) -> None:
+    """What the provider's URL gives is read within the time limit and 1 MiB, and must be a key
+    set with a signing key in it; anything else is no key set at all (a 503 for the tokens)."""
+    from tamstore.domain.errors import Unavailable
+    from tamstore.jwks import JwksKeys
+
+    jwks = _JwksServer({"keys": []}, delay=1.0) if answer == "slow" else _JwksServer(answer)
+    try:
+        keys = JwksKeys(jwks.url, timeout=0.3)
+        with pytest.raises(Unavailable, match=f"cannot be fetched now \\({kind}\\)"):
+            await keys.key_for("k1")
+    finally:
+        jwks.close()
+
+
 async def test_identity_provider_that_cannot_give_its_keys_gives_503s_not_401s(tmp_path: Path, auth_file: Path) -> None:
     """The tokens may be good: the client should try again later, not think itself refused. The
     provider is asked again only after a pause, however many requests come meanwhile."""

@@ -46,6 +46,8 @@ def test_bad_flag_is_a_one_line_error() -> None:
     _one_line_error(run("serve", "--page-cache-mib", "-1"), "page_cache_mib")
     _one_line_error(run("serve", "--db-statement-timeout", "-1"), "db_statement_timeout")
     _one_line_error(run("serve", "--s3-timeout", "0"), "s3_timeout")
+    _one_line_error(run("serve", "--max-header-kib", "0"), "max_header_kib")
+    _one_line_error(run("serve", "--max-webhooks", "-5"), "max_webhooks")
 
 
 def test_unwritable_data_dir_is_a_one_line_error() -> None:
