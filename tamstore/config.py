@@ -44,6 +44,20 @@ class Settings:
         default=8192,
         metadata={"help": "Largest API request body, in KiB (413 beyond it). Media uploads are not API bodies."},
     )
+    max_object_mib: int = field(
+        default=5120,
+        metadata={
+            "help": "Largest media Object uploaded to an embedded (filesystem) backend, in MiB (413 beyond it). "
+            "5 GiB, as one PUT to S3."
+        },
+    )
+    min_free_mib: int = field(
+        default=64,
+        metadata={
+            "help": "MiB an embedded media backend leaves free on its disk for the database and the system: "
+            "an upload that would use them is a 507, and /readyz is 503 below them."
+        },
+    )
     max_json_items: int = field(
         default=10_000,
         metadata={"help": "Most members of one JSON object or array in a request, so most segments in one POST."},
@@ -267,11 +281,14 @@ class Settings:
         TargetPolicy.from_settings(self.webhook_targets, self.webhook_allow_networks, self.host)
         if self.page_cache_mib < 0:
             raise ValueError("page_cache_mib must not be negative")
+        if self.min_free_mib < 0:
+            raise ValueError("min_free_mib must not be negative")
         for name in (
             "default_page_limit",
             "max_page_limit",
             "max_storage_limit",
             "max_body_kib",
+            "max_object_mib",
             "max_json_items",
             "db_pool_size",
             "processes",

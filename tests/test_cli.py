@@ -48,6 +48,8 @@ def test_bad_flag_is_a_one_line_error() -> None:
     _one_line_error(run("serve", "--s3-timeout", "0"), "s3_timeout")
     _one_line_error(run("serve", "--max-header-kib", "0"), "max_header_kib")
     _one_line_error(run("serve", "--max-webhooks", "-5"), "max_webhooks")
+    _one_line_error(run("serve", "--max-object-mib", "0"), "max_object_mib")
+    _one_line_error(run("serve", "--min-free-mib", "-1"), "min_free_mib")
 
 
 def test_unwritable_data_dir_is_a_one_line_error() -> None:

@@ -72,6 +72,9 @@ async def put_media(request: Request, object_path: str) -> Response:
             raise Forbidden("a segment uses this Object: its bytes can no longer be changed")
 
     await still_unused()
-    size = await store.write(object_id, request.stream(), before_install=still_unused)
+    # (uvicorn has already refused a request whose Content-Length is not a number)
+    length = request.headers.get("content-length", "")
+    declared = int(length) if length.isascii() and length.isdigit() and len(length) < 20 else None
+    size = await store.write(object_id, request.stream(), before_install=still_unused, declared=declared)
     await record_size(ctx, object_id, size)
     return empty(200)

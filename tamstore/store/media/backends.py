@@ -90,7 +90,14 @@ def _filesystem(settings: Settings, table: dict[str, Any] | None) -> FilesystemM
     )
     root = Path(table.get("path", settings.data_dir / "media"))
     key = load_or_create_key(settings.data_dir, "media-signing.key")
-    return FilesystemMediaStore(root, key, url_timeout=settings.presigned_url_timeout, info=info)
+    return FilesystemMediaStore(
+        root,
+        key,
+        url_timeout=settings.presigned_url_timeout,
+        info=info,
+        max_object_bytes=settings.max_object_mib << 20,
+        min_free_bytes=settings.min_free_mib << 20,
+    )
 
 
 def _s3(settings: Settings, table: dict[str, Any], info: BackendInfo) -> S3MediaStore:

@@ -74,6 +74,14 @@ class BackgroundFileWriter:
         if self._error is not None:
             raise self._error
 
+    async def drain(self) -> None:
+        """Wait until every chunk given to ``write`` so far is written (not yet fsynced)."""
+        while self._queued > 0 and self._error is None:
+            self._room.clear()
+            await self._room.wait()
+        if self._error is not None:
+            raise self._error
+
     async def close(self) -> None:
         """Wait until every chunk is written and the file fsynced; raise what went wrong."""
         self._chunks.put(None)

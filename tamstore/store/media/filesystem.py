@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from tamstore.domain.errors import InsufficientStorage, Unavailable
+from tamstore.domain.errors import InsufficientStorage, TooLarge, Unavailable
 from tamstore.keys import HmacSha256
 from tamstore.store.media.base import BackendInfo, GetUrlWindow, MediaStore, SignedUrl, copy_via_file, url_json
 from tamstore.store.media.file_writer import UPLOADS_AT_ONCE, BackgroundFileWriter
@@ -41,7 +41,9 @@ __all__ = ["FilesystemMediaStore", "MEDIA_PREFIX"]
 T = TypeVar("T")
 
 MEDIA_PREFIX = "/x-tamstore/media"
-MIN_FREE_BYTES = 64 << 20  # below this the media store reports itself not ready (/readyz)
+# Defaults of the settings max_object_mib and min_free_mib (see ``FilesystemMediaStore``).
+MAX_OBJECT_BYTES = 5 << 30
+MIN_FREE_BYTES = 64 << 20
 # A stable id for the embedded backend, the same in every installation (uuid5 of its name).
 FILESYSTEM_BACKEND_ID = str(uuid.uuid5(uuid.NAMESPACE_URL, "tamstore:filesystem"))
 
@@ -66,8 +68,16 @@ class FilesystemMediaStore:
         url_timeout: int,
         info: BackendInfo | None = None,
         uploads_at_once: int = UPLOADS_AT_ONCE,
+        max_object_bytes: int = MAX_OBJECT_BYTES,
+        min_free_bytes: int = MIN_FREE_BYTES,
     ):
         self.root = root
+        # Anyone holding a put_url may upload, and the database usually shares this disk: one
+        # Object is bounded, and uploads stop short of the last ``min_free_bytes``, so that a
+        # writer filling the disk leaves the store able to record, list and delete.
+        self.max_object_bytes = max_object_bytes
+        self.min_free_bytes = min_free_bytes
+        self._uploads_at_once = uploads_at_once
         # Uploads being written at once: each may hold MAX_QUEUED bytes for the disk, so this
         # bounds their memory; the others wait their turn (their clients' TCP windows fill).
         self._writing = asyncio.Semaphore(uploads_at_once)
@@ -133,18 +143,38 @@ class FilesystemMediaStore:
         object_id: str,
         chunks: AsyncIterator[bytes],
         before_install: Callable[[], Awaitable[None]] | None = None,
+        declared: int | None = None,
     ) -> int:
         """Stream an upload to a temporary file, fsync it, then rename it into place, so a
         reader sees the whole Object or nothing (``before_install`` may still refuse it then).
-        Returns the byte count. A full disk is InsufficientStorage, any other failure to write
-        Unavailable: either way nothing is left half-written."""
+        Returns the byte count. An upload larger than ``max_object_bytes`` is TooLarge; one that
+        would leave less than ``min_free_bytes`` free, or a full disk, InsufficientStorage; any
+        other failure to write Unavailable. ``declared`` (the Content-Length) lets the first two
+        be refused before any byte is read. Whatever the failure, nothing is left half-written."""
         final = self.path_for(object_id)
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         size = 0
         try:
+            if declared is not None:
+                self._check_size(declared)
             async with self._writing, BackgroundFileWriter(tmp) as f:
+                room = await self._room()
+                if declared is not None and declared > room:
+                    raise _no_room()
+                # Up to ``budget`` more bytes before the disk is asked again. Each upload
+                # takes a share of the room, so that all writing at once cannot pass the
+                # reserve together; shares shrink, and checks come sooner, as the disk fills.
+                budget = room // self._uploads_at_once
                 async for chunk in chunks:
                     size += len(chunk)
+                    self._check_size(size)
+                    budget -= len(chunk)
+                    if budget < 0:
+                        await f.drain()  # so that the disk's free space counts all written so far
+                        room = await self._room()
+                        if room < len(chunk):
+                            raise _no_room()
+                        budget = room // self._uploads_at_once - len(chunk)
                     await f.write(chunk)
                 await f.close()
             if before_install is not None:
@@ -157,6 +187,18 @@ class FilesystemMediaStore:
                 raise _write_failure(exc) from exc
             raise
         return size
+
+    def _check_size(self, size: int) -> None:
+        if size > self.max_object_bytes:
+            raise TooLarge(f"a media Object may hold at most {self.max_object_bytes >> 20} MiB here (max_object_mib)")
+
+    async def _room(self) -> int:
+        """Bytes an upload may still put on the disk: its free space less ``min_free_bytes``."""
+        return await asyncio.to_thread(self._room_now)
+
+    def _room_now(self) -> int:
+        stats = os.statvfs(self.root)
+        return stats.f_bavail * stats.f_frsize - self.min_free_bytes
 
     async def delete(self, object_ids: list[str]) -> None:
         def _rm() -> None:
@@ -182,7 +224,7 @@ class FilesystemMediaStore:
         stats = await asyncio.to_thread(os.statvfs, self.root)
         if stats.f_flag & os.ST_RDONLY:
             raise OSError("the media directory is on a read-only file system")
-        if stats.f_bavail * stats.f_frsize < MIN_FREE_BYTES:
+        if stats.f_bavail * stats.f_frsize < self.min_free_bytes:
             raise OSError("the media directory is full")
 
     async def exists(self, object_id: str) -> bool:
@@ -200,6 +242,10 @@ class FilesystemMediaStore:
     def upload_from(self, object_id: str, path: Path) -> None:
         """Install a local file's bytes as the Object's (a copy from another backend); the disk's
         failures are reported as for an upload, with nothing left half-written."""
+        size = path.stat().st_size
+        self._check_size(size)
+        if size > self._room_now():
+            raise _no_room()
         final = self.path_for(object_id)
         tmp = self.tmp / f"{final.name}.{secrets.token_hex(8)}"
         try:
@@ -253,10 +299,14 @@ def decode_id(segment: str) -> str | None:
         return None
 
 
+def _no_room() -> InsufficientStorage:
+    return InsufficientStorage("the media store is full: the upload was not stored")
+
+
 def _write_failure(exc: OSError) -> Unavailable:
     """What a client is told when the media store cannot take an upload (the path stays out of it)."""
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage("the media store is full: the upload was not stored")
+        return _no_room()
     reason = os.strerror(exc.errno) if exc.errno else "an I/O error"
     return Unavailable(f"the media store cannot write ({reason}): the upload was not stored")
 
