@@ -74,11 +74,13 @@ async def create_webhook(ctx: Context, body: Any, caller: Caller) -> dict[str, A
     webhook_id = str(uuid.uuid4())
     limit = ctx.settings.max_webhooks
     async with ctx.store.write() as tx:
+        # The events' sequencer comes first: on PostgreSQL it is a lock held to the commit, so
+        # registrations count one after another and racing ones cannot pass the limit together.
+        await tx.sequence_events()
         # Each webhook sends every event it hears of to its URL: without a bound, one client
         # could have tamstore send any number of requests to a host of its choosing per change.
         if await tx.count_webhooks_of(caller.name, limit) >= limit:
             raise BadRequest(f"at most {limit} webhooks per owner (max_webhooks): delete some first")
-        await tx.sequence_events()
         row = {
             "id": webhook_id,
             "url": doc["url"],

@@ -329,3 +329,17 @@ async def test_each_owner_registers_at_most_max_webhooks(auth_settings: Settings
         assert r.status_code == 204
         r = await client.post("/service/webhooks", json=hook_body(receiver.url), auth=as_user("alice"))
         assert r.status_code == 201, r.text
+
+
+async def test_registrations_at_once_do_not_pass_max_webhooks(auth_settings: Settings, receiver: Receiver) -> None:
+    """Registrations racing each other are counted one after another: on PostgreSQL, each
+    counts only after the one before it has committed."""
+    async with app_client(dataclasses.replace(auth_settings, max_webhooks=3)) as client:
+        racing = [
+            client.post("/service/webhooks", json=hook_body(f"{receiver.url}/{i}"), auth=as_user("alice"))
+            for i in range(12)
+        ]
+        statuses = sorted(r.status_code for r in await asyncio.gather(*racing))
+        assert statuses == [201] * 3 + [400] * 9, statuses
+        listed = await client.get("/service/webhooks", auth=as_user("alice"))
+        assert len(listed.json()) == 3
