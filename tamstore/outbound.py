@@ -16,8 +16,7 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable
 
 import httpx
 
@@ -25,7 +24,7 @@ from tamstore.domain.errors import BadRequest
 from tamstore.domain.targets import TargetPolicy
 from tamstore.threads import ThreadLane
 
-__all__ = ["OutboundClient", "TargetRefused", "allowed_address", "check_target"]
+__all__ = ["CheckedTransport", "OutboundClient", "TargetRefused", "allowed_address", "check_target"]
 
 log = logging.getLogger("tamstore.outbound")
 
@@ -55,39 +54,6 @@ async def _addresses(host: str, port: int) -> list[str]:
     return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
-@dataclass(frozen=True)
-class _Target:
-    scheme: str
-    host: str
-    port: int | None
-    userinfo: str
-    hostport: str  # as written in the URL: what the Host header says
-
-    @classmethod
-    def parse(cls, url: str) -> _Target:
-        """The parts a delivery needs; TargetRefused for anything but an absolute http(s) URL
-        with a host and a valid port."""
-        try:
-            parts = urlsplit(url)
-            host, port = parts.hostname, parts.port  # .port raises for a port out of range
-        except ValueError:
-            host = port = None
-        if parts.scheme not in ("http", "https") or not host:
-            raise TargetRefused("a webhook url must be an absolute http(s) URL with a host")
-        userinfo, _, hostport = parts.netloc.rpartition("@")
-        return cls(parts.scheme, host, port, userinfo, hostport)
-
-    def pinned(self, url: str, address: str) -> str:
-        """``url`` with its host replaced by ``address`` (the one checked)."""
-        parts = urlsplit(url)
-        netloc = f"[{address}]" if ":" in address else address
-        if self.port:
-            netloc += f":{self.port}"
-        if self.userinfo:
-            netloc = f"{self.userinfo}@{netloc}"
-        return urlunsplit((self.scheme, netloc, parts.path or "/", parts.query, ""))
-
-
 async def allowed_address(host: str, port: int, policy: TargetPolicy, what: str) -> str:
     """The address to connect to for ``host``; TargetRefused when any it resolves to is refused
     (all of them: a name with one public and one private address could be steered to either).
@@ -102,9 +68,20 @@ async def allowed_address(host: str, port: int, policy: TargetPolicy, what: str)
     return addresses[0]
 
 
-async def _allowed_address(target: _Target, policy: TargetPolicy) -> str:
-    port = target.port or (443 if target.scheme == "https" else 80)
-    return await allowed_address(target.host, port, policy, "webhook target")
+def _port(url: httpx.URL) -> int:
+    return url.port or (443 if url.scheme == "https" else 80)
+
+
+def _http_url(url: str) -> httpx.URL:
+    """``url`` parsed as httpx parses what it connects to; TargetRefused for anything but an
+    absolute http(s) URL with a host and a valid port."""
+    try:
+        parsed = httpx.URL(url)
+    except (httpx.InvalidURL, ValueError, TypeError):
+        parsed = None
+    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or not 0 < _port(parsed) < 65536:
+        raise TargetRefused("a webhook url must be an absolute http(s) URL with a host")
+    return parsed
 
 
 async def check_target(url: str, policy: TargetPolicy) -> None:
@@ -112,48 +89,101 @@ async def check_target(url: str, policy: TargetPolicy) -> None:
     resolves to) a refused address. A name that does not resolve yet is accepted: it is
     checked again at each delivery."""
     try:
-        await _allowed_address(_Target.parse(url), policy)
+        parsed = _http_url(url)
+        await allowed_address(parsed.host, _port(parsed), policy, "webhook target")
     except TargetRefused as exc:
         raise BadRequest(f"webhook url refused: {exc}") from None
     except OSError:
         return
 
 
-class OutboundClient:
-    """POSTs to policy-checked addresses. ``post`` returns (ok, problem) and never raises for the
-    target's sake."""
+class Unresolved(httpx.ConnectError):
+    """The host name does not resolve (now)."""
 
-    def __init__(self, policy: TargetPolicy, timeout: float, client: httpx.AsyncClient | None = None) -> None:
+
+class CheckedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport that sends each request, every redirect hop included (the client
+    follows them above the transport), to an address of its host that ``policy`` allows,
+    resolved and checked just before, and connects to that address itself: what was checked
+    is what is connected to. The Host header keeps the URL's host, as does SNI for HTTPS.
+    A refused host raises what ``refused(reason, request)`` makes; one that does not resolve,
+    ``httpx.ConnectError``."""
+
+    def __init__(
+        self,
+        policy: TargetPolicy,
+        what: str,
+        refused: Callable[[str, httpx.Request], Exception],
+        inner: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
         self.policy = policy
+        self.what = what
+        self.refused = refused
+        self.inner = inner or httpx.AsyncHTTPTransport()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        try:
+            if url.scheme not in ("http", "https") or not url.host or not 0 < _port(url) < 65536:
+                raise TargetRefused(f"the URL is not an absolute http(s) URL with a host ({url.scheme}:)")
+            address = await allowed_address(url.host, _port(url), self.policy, self.what)
+        except TargetRefused as exc:
+            raise self.refused(str(exc), request) from None
+        except OSError as exc:
+            raise Unresolved(f"{url.host} does not resolve ({exc})", request=request) from None
+        extensions = dict(request.extensions)
+        if url.scheme == "https":
+            extensions.setdefault("sni_hostname", url.host)
+        pinned = httpx.Request(
+            request.method,
+            url.copy_with(host=address),
+            headers=request.headers,  # with the Host header the client made from the URL
+            stream=request.stream,
+            extensions=extensions,
+        )
+        return await self.inner.handle_async_request(pinned)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+class _Refused(httpx.RequestError):
+    """A webhook target the policy refuses (raised in the transport, answered by ``post``)."""
+
+
+class OutboundClient:
+    """POSTs to policy-checked addresses (:class:`CheckedTransport`). ``post`` returns
+    (ok, problem) and never raises for the target's sake."""
+
+    def __init__(self, policy: TargetPolicy, timeout: float) -> None:
         self.timeout = timeout
-        self.client = client or httpx.AsyncClient(timeout=timeout, follow_redirects=False)
+        transport = CheckedTransport(policy, "webhook target", lambda why, request: _Refused(why, request=request))
+        self.client = httpx.AsyncClient(timeout=timeout, follow_redirects=False, transport=transport)
 
     async def aclose(self) -> None:
         await self.client.aclose()
 
     async def post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[bool, str]:
         try:
-            target = _Target.parse(url)
-            address = await _allowed_address(target, self.policy)
+            host = _http_url(url).host
         except TargetRefused as exc:
             return False, str(exc)
-        except OSError as exc:
-            log.info("webhook target %s does not resolve: %s", urlsplit(url).hostname, exc)
-            return False, "the URL's host name does not resolve"
-        pinned = target.pinned(url, address)
-        headers = {**headers, "host": target.hostport}
-        extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
         # The whole exchange within the timeout (httpx's bounds each read, so a receiver that
         # drips its answer a byte at a time would hold the delivery for ever), and the status
         # line is all that is read: the answer's body, of any size, is never read into memory.
         try:
             async with (
                 asyncio.timeout(self.timeout),
-                self.client.stream("POST", pinned, content=body, headers=headers, extensions=extensions) as r,
+                self.client.stream("POST", url, content=body, headers=headers) as r,
             ):
                 status = r.status_code
+        except _Refused as exc:
+            return False, str(exc)
+        except Unresolved as exc:
+            log.info("webhook target %s does not resolve: %s", host, exc)
+            return False, "the URL's host name does not resolve"
         except (httpx.HTTPError, TimeoutError) as exc:
-            log.info("webhook delivery to %s failed: %s: %s", target.host, type(exc).__name__, exc)
+            log.info("webhook delivery to %s failed: %s: %s", host, type(exc).__name__, exc)
             return False, "no answer from the receiver (connection failed or timed out)"
         if 200 <= status < 300:
             return True, ""

@@ -691,3 +691,47 @@ def test_client_downloads_refuse_metadata_and_link_local_addresses(server: LiveS
             assert len(tams.download(segment["get_urls"][0]["url"])) > 1000
     finally:
         redirect.shutdown()
+
+
+def test_client_downloads_connect_to_the_address_they_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A media URL's host is resolved once, checked, and that address is the one connected to:
+    a name that answers an allowed address for the check and a metadata service's for the
+    connection (DNS rebinding) still reaches only the first. The URL's host stays in the Host
+    header. The name's answers are faked (a test cannot run the machine's resolver); the
+    server is real."""
+    import http.server
+    import socket
+    import threading
+
+    seen: list[str] = []
+
+    class Object(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"bytes")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    answers: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebinding.example":
+            return real(host, port, *args, **kwargs)
+        answers.append("127.0.0.1" if not answers else "169.254.169.254")
+        return real(answers[-1], port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    objects = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Object)
+    threading.Thread(target=objects.serve_forever, daemon=True).start()
+    port = objects.server_address[1]
+    try:
+        with TamsClient("http://127.0.0.1:9", timeout=5, retries=0) as tams:
+            assert tams.download(f"http://rebinding.example:{port}/object") == b"bytes"
+    finally:
+        objects.shutdown()
+    assert answers == ["127.0.0.1"] and seen == [f"rebinding.example:{port}"]

@@ -23,7 +23,7 @@ from httpx_retries import Retry, RetryTransport
 from tamstore.client.errors import ObjectTooLarge, RefusedMediaUrl, TamsApiError, raise_for_status
 from tamstore.domain.targets import TargetPolicy
 from tamstore.domain.timerange import TimeRange
-from tamstore.outbound import TargetRefused, allowed_address
+from tamstore.outbound import CheckedTransport
 
 __all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
 
@@ -52,15 +52,8 @@ def _retry(total: int) -> Retry:
 MEDIA_POLICY = TargetPolicy("private")
 
 
-def _checked_against(policy: TargetPolicy) -> Callable[[httpx.Request], Any]:
-    async def check(request: httpx.Request) -> None:
-        port = request.url.port or (443 if request.url.scheme == "https" else 80)
-        try:
-            await allowed_address(request.url.host, port, policy, "media URL host")
-        except TargetRefused as exc:
-            raise RefusedMediaUrl(str(exc), request=request) from None
-
-    return check
+def _refused(reason: str, request: httpx.Request) -> RefusedMediaUrl:
+    return RefusedMediaUrl(reason, request=request)
 
 
 def best_url(urls: list[dict[str, Any]]) -> str | None:
@@ -91,11 +84,13 @@ class AsyncTamsClient:
         self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
         # Media URLs (presigned, possibly on another host) carry their own authorisation.
         # A lasting URL may redirect to a presigned one (tamstore's /x-tamstore/objects/).
+        media: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+        if media_policy is not None:
+            media = CheckedTransport(media_policy, "media URL host", _refused, media)
         self.media = httpx.AsyncClient(
             timeout=timeout,
-            transport=RetryTransport(httpx.AsyncHTTPTransport(), retry=_retry(retries)),
+            transport=RetryTransport(media, retry=_retry(retries)),
             follow_redirects=True,
-            event_hooks={"request": [_checked_against(media_policy)]} if media_policy else None,
         )
 
     async def aclose(self) -> None:
