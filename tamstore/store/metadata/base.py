@@ -84,6 +84,9 @@ PG_IN_IDS = "IN (SELECT unnest($1::varchar[]))"
 
 _SQL_CONSTANT = {None: "NULL", True: "true", False: "false"}
 
+# Rows a filtered listing's page looks at, at most (``Queries._page``): 4-5 ms on SQLite.
+SCAN_ROWS = 10_000
+
 # PostgreSQL LISTEN/NOTIFY channel on which a transaction tells other processes, as it commits,
 # that there is work for them: events to deliver or stream, a deletion to carry out.
 EVENTS_CHANNEL = "tamstore_events"
@@ -209,16 +212,38 @@ class Queries:
         *,
         descending: bool,
         row: type[R],
+        filtered: bool = False,
     ) -> Page[R]:
-        """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction)."""
+        """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction).
+
+        A ``filtered`` listing (``stmt`` has conditions beyond the keys) looks at no more than
+        SCAN_ROWS rows in key order: a filter that matches few rows, or none, would otherwise
+        read the whole table for one page, on SQLite on the event loop (a codec no Flow has:
+        80 ms at 200,000 Flows). Where the rows looked at run out before the page is full, the
+        page ends there, short or even empty, with a cursor to go on from: as DynamoDB pages
+        a filtered query, and ADR 0010 allows (only a missing next link ends a listing)."""
         desc = descending != page.reverse
+        cursor = tuple_(*keys)
+
+        def beyond(stmt: Select[Any], key: Sequence[Any]) -> Select[Any]:
+            at = tuple_(*[literal(v) for v in key])
+            return stmt.where(cursor < at if desc else cursor > at)
+
         if page.after is not None:
-            cursor = tuple_(*keys)
-            after = tuple_(*[literal(v) for v in page.after])
-            stmt = stmt.where(cursor < after if desc else cursor > after)
+            stmt = beyond(stmt, page.after)
         order = [k.desc() if desc else k.asc() for k in keys]
+        last_looked_at = None
+        if filtered:
+            unfiltered = select(*keys).select_from(keys[0].table)
+            if page.after is not None:
+                unfiltered = beyond(unfiltered, page.after)
+            edge = await self._one(unfiltered.order_by(*order).offset(SCAN_ROWS - 1).limit(1))
+            if edge is not None:  # more rows than that are left: look at these alone
+                last_looked_at = tuple(edge)
+                at = tuple_(*[literal(v) for v in last_looked_at])
+                stmt = stmt.where(cursor >= at if desc else cursor <= at)
         rows = list(await self._all(stmt.order_by(*order).limit(page.limit + 1)))
-        next_key = None
+        next_key = last_looked_at
         if len(rows) > page.limit:
             rows = rows[: page.limit]
             next_key = tuple(rows[-1]._mapping[f"_k{i}"] for i in range(len(keys)))

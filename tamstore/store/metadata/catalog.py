@@ -53,6 +53,17 @@ _FLOW_BY_ID = f"SELECT {', '.join(c.name for c in t.flows.c)} FROM flows WHERE i
 _FLOW_BY_ID_PG = _FLOW_BY_ID.replace("?", "$1")
 
 
+
+# Listings that name what they look for (a Source, a Profile, a label, a tag's value, the
+# collections a Flow is in) are lookups: clients take their first page as the answer, so these
+# run whole, never cut short at SCAN_ROWS (``Queries._page``). Broad filters (format, codec,
+# status, sizes, a timerange, a tag's presence, what the caller may read) are cut short.
+_PINPOINT_COLUMNS = frozenset({"source_id", "profile_id", "label"})
+
+
+def _pinpoint(tags: list[TagFilter], collected_by_ids: list[str] | None) -> bool:
+    return any(tf.values is not None for tf in tags) or bool(collected_by_ids)
+
 class CatalogQueries(Queries):
     """Sources, Flows, Profiles and the service document."""
 
@@ -109,7 +120,9 @@ class CatalogQueries(Queries):
             stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
         if query.collected_by_ids is not None:
             stmt = stmt.where(self._source_collected_by_clause(s.c.id, query.collected_by_ids))
-        return await self._page(stmt, keys, page, descending=descending, row=SourceRow)
+        pinpoint = query.label is not None or _pinpoint(query.tags, query.collected_by_ids)
+        filtered = stmt.whereclause is not None and not pinpoint
+        return await self._page(stmt, keys, page, descending=descending, row=SourceRow, filtered=filtered)
 
     @staticmethod
     def _sort_keys(table: Any, sort_by: str, datetime_columns: dict[str, str]) -> tuple[list[ColumnElement[Any]], bool]:
@@ -264,7 +277,9 @@ class CatalogQueries(Queries):
             stmt = stmt.where(f.c.seg_start.is_(None))
         elif timerange is not None:
             stmt = stmt.where(span_overlaps(*timerange))
-        return await self._page(stmt, keys, page, descending=descending, row=FlowRow)
+        pinpoint = not filters.keys().isdisjoint(_PINPOINT_COLUMNS) or _pinpoint(tags, collected_by_ids)
+        filtered = stmt.whereclause is not None and not pinpoint
+        return await self._page(stmt, keys, page, descending=descending, row=FlowRow, filtered=filtered)
 
     # -- profiles -----------------------------------------------------------------------------
 

@@ -133,9 +133,17 @@ async function listPage(kind, params) {
   const rows = [];
   const more = async () => {
     try {
-      const p = await page(url);
-      for (const item of p.items) rows.push(item);
-      url = p.next;
+      // A filtered listing may come back short, or empty, with more to follow (the server
+      // looks at a bounded stretch of the table per page): go on until there is something new
+      // to show, or twenty pages.
+      let p;
+      let added = 0;
+      for (let tries = 0; url && added === 0 && tries < 20; tries++) {
+        p = await page(url);
+        for (const item of p.items) rows.push(item);
+        added += p.items.length;
+        url = p.next;
+      }
       const headings = kind === "flows" ? ["label", "format", "codec", "container", "timerange", "id"] : ["label", "format", "created", "id"];
       const cells = rows.map((r) => kind === "flows"
         ? [h("a", { href: `#/flows/${r.id}` }, r.label || "(no label)"), (r.format || "").split(":").pop(), r.codec || "", r.container || "", r.timerange || "", short(r.id)]
