@@ -9,7 +9,7 @@ from starlette.responses import Response
 
 from tamstore.api.delete_requests import deletion_response
 from tamstore.api.deps import context, principal, read_json
-from tamstore.api.params import Query, path_id, raw_path_tail
+from tamstore.api.params import MAX_LOOKUP_IDS, Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
 from tamstore.api.routing import add_get, api_router, get
 from tamstore.domain.flows import FLOW_STATUSES, FORMATS
@@ -40,7 +40,7 @@ async def list_flows(request: Request) -> Response:
     query = flows.FlowQuery(
         filters=filters,
         tags=q.tag_filters(),
-        collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True),
+        collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True, most=MAX_LOOKUP_IDS),
         timerange=q.timerange(),
         sort_by=sort_by,
     )

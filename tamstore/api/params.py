@@ -26,6 +26,11 @@ LIST_RE = re.compile(r"^([^,]+(,[^,]+)*)?$")
 # 64 KiB query string holds that many) took 0.75 s of the event loop to compile, and SQLite
 # then refused the statement. No real query names more than a few tags.
 MAX_TAG_FILTERS = 32
+# Values in all the tag filters of one query, and ids in one lookup list (collected_by_ids): a
+# listing tests each value against a row's tags, so their count multiplies the rows it reads.
+# Unbounded, a query naming 9,000 tag values held SQLite (and the event loop) for 118 s.
+MAX_TAG_VALUES = 32
+MAX_LOOKUP_IDS = 100
 
 
 class Query:
@@ -90,7 +95,7 @@ class Query:
             raise BadRequest(f"query parameter {name} is not a MIME type: {value!r}")
         return value
 
-    def uuid_list(self, name: str, *, empty_allowed: bool) -> list[str] | None:
+    def uuid_list(self, name: str, *, empty_allowed: bool, most: int | None = None) -> list[str] | None:
         value = self.params.get(name)
         if value is None:
             return None
@@ -99,6 +104,8 @@ class Query:
                 return []
             raise BadRequest(f"query parameter {name} must list UUIDs")
         ids = value.split(",")
+        if most is not None and len(ids) > most:
+            raise BadRequest(f"query parameter {name}: at most {most} ids")
         for i in ids:
             if not UUID_RE.match(i):
                 raise BadRequest(f"query parameter {name}: {i!r} is not a UUID")
@@ -127,6 +134,8 @@ class Query:
                 out.append(TagFilter(name, exists=flag))
             if len(out) > MAX_TAG_FILTERS:
                 raise BadRequest(f"at most {MAX_TAG_FILTERS} {prefix}.* and {prefix}_exists.* filters in one query")
+        if sum(len(f.values or ()) for f in out) > MAX_TAG_VALUES:
+            raise BadRequest(f"at most {MAX_TAG_VALUES} values in all the {prefix}.* filters of one query")
         return out
 
     def url_filter(self) -> UrlFilter:

@@ -6,7 +6,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from tamstore.api.deps import context, principal, read_json
-from tamstore.api.params import Query, path_id, raw_path_tail
+from tamstore.api.params import MAX_LOOKUP_IDS, Query, path_id, raw_path_tail
 from tamstore.api.responses import empty, json_response, page_response
 from tamstore.api.routing import add_get, api_router, get
 from tamstore.domain.flows import FORMATS
@@ -25,7 +25,7 @@ async def list_sources(request: Request) -> Response:
         label=q.text("label"),
         format=q.choice("format", FORMATS),
         tags=q.tag_filters(),
-        collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True),
+        collected_by_ids=q.uuid_list("collected_by_ids", empty_allowed=True, most=MAX_LOOKUP_IDS),
     )
     page = await sources.list_sources(context(request), q.page((str, str) if sort_by == "label" else (int, str)), query)
     return page_response(request, page)

@@ -67,3 +67,23 @@ async def test_lookups_run_whole(client: httpx.AsyncClient) -> None:
         assert [f["id"] for f in r.json()] == [first["id"]] and "next" not in r.links, query
     r = await client.get("/sources?tag.programme=p-1&label=nothing&limit=10")
     assert r.json() == [] and "next" not in r.links
+
+
+@pytest.mark.parametrize("few", [1, 1000], ids=["tested-row-by-row", "read-first"])
+async def test_a_lookup_finds_the_same_whichever_way_it_reads(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch, few: int
+) -> None:
+    """A tag value or collection with fewer than FEW_IDS matches is read from its index first,
+    one with more tested row by row in the listing's order (``Queries._member_of``)."""
+    monkeypatch.setattr(base, "FEW_IDS", few)
+    flows = [await put_flow(client) for _ in range(8)]
+    tagged = [flows[1], flows[4], flows[6]]
+    for flow in tagged:
+        assert (await client.put(f"/flows/{flow['id']}/tags/programme", json="p-1")).status_code == 204
+    collector = await put_flow(client, flow_collection=[{"id": f["id"], "role": f"r{i}"} for i, f in enumerate(tagged)])
+    expected = [f["id"] for f in reversed(tagged)]
+    for query in ("tag.programme=p-1", "tag.programme=p-1,p-2", f"collected_by_ids={collector['id']}"):
+        ids, _ = await _all_pages(client, f"/flows?{query}&limit=2")
+        assert ids == expected, query
+    r = await client.get("/flows?tag.programme=p-2")
+    assert r.json() == []

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 from sqlalchemy import (
     ColumnElement,
+    Select,
     and_,
     delete,
     exists,
@@ -53,16 +54,13 @@ _FLOW_BY_ID = f"SELECT {', '.join(c.name for c in t.flows.c)} FROM flows WHERE i
 _FLOW_BY_ID_PG = _FLOW_BY_ID.replace("?", "$1")
 
 
+# A listing filtered on one of these columns reads the rows with that value from an index, and
+# is a lookup: clients take its first page as the answer, so it runs whole, never cut short at
+# SCAN_ROWS (``Queries._page``), as does one with a tag value or collection of few members
+# (``Lookup.few``). Other filters (format, codec, status, sizes, a timerange, a tag's
+# presence, a tag value on many rows, what the caller may read) are cut short.
+_INDEXED_COLUMNS = frozenset({"source_id", "profile_id", "label"})
 
-# Listings that name what they look for (a Source, a Profile, a label, a tag's value, the
-# collections a Flow is in) are lookups: clients take their first page as the answer, so these
-# run whole, never cut short at SCAN_ROWS (``Queries._page``). Broad filters (format, codec,
-# status, sizes, a timerange, a tag's presence, what the caller may read) are cut short.
-_PINPOINT_COLUMNS = frozenset({"source_id", "profile_id", "label"})
-
-
-def _pinpoint(tags: list[TagFilter], collected_by_ids: list[str] | None) -> bool:
-    return any(tf.values is not None for tf in tags) or bool(collected_by_ids)
 
 class CatalogQueries(Queries):
     """Sources, Flows, Profiles and the service document."""
@@ -116,11 +114,13 @@ class CatalogQueries(Queries):
             stmt = stmt.where(s.c.label == query.label)
         if query.format is not None:
             stmt = stmt.where(s.c.format == query.format)
-        for f in query.tags:
-            stmt = stmt.where(self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f))
-        if query.collected_by_ids is not None:
-            stmt = stmt.where(self._source_collected_by_clause(s.c.id, query.collected_by_ids))
-        pinpoint = query.label is not None or _pinpoint(query.tags, query.collected_by_ids)
+        lookups = [await self._tag_clause(t.source_tags, t.source_tags.c.source_id, s.c.id, f) for f in query.tags]
+        if query.collected_by_ids:
+            lookups.append(await self._member_of(s.c.id, self._sources_collected_by(query.collected_by_ids)))
+        elif query.collected_by_ids is not None:
+            stmt = stmt.where(not_(exists(self._sources_collected_by(None, s.c.id))))
+        stmt = stmt.where(*(lookup.clause for lookup in lookups))
+        pinpoint = query.label is not None or any(lookup.few for lookup in lookups)
         filtered = stmt.whereclause is not None and not pinpoint
         return await self._page(stmt, keys, page, descending=descending, row=SourceRow, filtered=filtered)
 
@@ -132,20 +132,24 @@ class CatalogQueries(Queries):
         return [table.c[datetime_columns[sort_by]], table.c.id], True
 
     @staticmethod
-    def _source_collected_by_clause(source_id_col: Any, ids: list[str]) -> Any:
+    def _sources_collected_by(ids: list[str] | None, source_id: Any = None) -> Select[Any]:
+        """The ids of Sources with a Flow in a collection of a Flow of another Source: one of
+        ``ids``, or (None) any, and only ``source_id`` where given."""
         member = t.flows.alias("member")
         collector = t.flows.alias("collector")
         fc = t.flow_collections
         q = (
-            select(literal(1))
+            select(member.c.source_id)
             .select_from(
                 member.join(fc, fc.c.member_id == member.c.id).join(collector, collector.c.id == fc.c.collector_id)
             )
-            .where(member.c.source_id == source_id_col, collector.c.source_id != source_id_col)
+            .where(collector.c.source_id != member.c.source_id)
         )
-        if ids:
-            return exists(q.where(collector.c.source_id.in_(ids)))
-        return not_(exists(q))
+        if ids is not None:
+            q = q.where(collector.c.source_id.in_(ids))
+        if source_id is not None:
+            q = q.where(member.c.source_id == source_id)
+        return q
 
     async def source_collections(self, source_ids: list[str]) -> dict[str, dict[str, list[Any]]]:
         """``source_collection`` and ``collected_by`` for each Source, inferred from Flows."""
@@ -264,20 +268,20 @@ class CatalogQueries(Queries):
             stmt = stmt.where(visible)
         for column, value in filters.items():
             stmt = stmt.where(f.c[column] == value)
-        for tf in tags:
-            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, f.c.id, tf))
-        if collected_by_ids is not None:
-            fc = t.flow_collections
-            q = select(literal(1)).where(fc.c.member_id == f.c.id)
-            if collected_by_ids:
-                stmt = stmt.where(exists(q.where(fc.c.collector_id.in_(collected_by_ids))))
-            else:
-                stmt = stmt.where(not_(exists(q)))
+        lookups = [await self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, f.c.id, tf) for tf in tags]
+        fc = t.flow_collections
+        if collected_by_ids:
+            members = select(fc.c.member_id).where(fc.c.collector_id.in_(collected_by_ids))
+            rows = f"SELECT 1 FROM flow_collections WHERE collector_id IN ({', '.join('?' * len(collected_by_ids))})"
+            lookups.append(await self._member_of(f.c.id, members, (rows, list(collected_by_ids))))
+        elif collected_by_ids is not None:
+            stmt = stmt.where(not_(exists(select(literal(1)).where(fc.c.member_id == f.c.id))))
+        stmt = stmt.where(*(lookup.clause for lookup in lookups))
         if empty_only:
             stmt = stmt.where(f.c.seg_start.is_(None))
         elif timerange is not None:
             stmt = stmt.where(span_overlaps(*timerange))
-        pinpoint = not filters.keys().isdisjoint(_PINPOINT_COLUMNS) or _pinpoint(tags, collected_by_ids)
+        pinpoint = not filters.keys().isdisjoint(_INDEXED_COLUMNS) or any(lookup.few for lookup in lookups)
         filtered = stmt.whereclause is not None and not pinpoint
         return await self._page(stmt, keys, page, descending=descending, row=FlowRow, filtered=filtered)
 

@@ -85,7 +85,7 @@ class EventQueries(Queries):
         if (visible := await self.visible("webhook", w.c.id, access)) is not None:
             stmt = stmt.where(visible)
         for f in tags:
-            stmt = stmt.where(self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f))
+            stmt = stmt.where((await self._tag_clause(t.webhook_tags, t.webhook_tags.c.webhook_id, w.c.id, f)).clause)
         return await self._page(stmt, keys, page, descending=False, row=WebhookRow)
 
     async def insert_events(self, rows: list[dict[str, Any]]) -> None:

@@ -170,7 +170,7 @@ class ObjectQueries(Queries):
         if (visible := await self.visible("flow", r.c.flow_id, access)) is not None:
             stmt = stmt.where(visible)
         for tf in tags:
-            stmt = stmt.where(self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf))
+            stmt = stmt.where((await self._tag_clause(t.flow_tags, t.flow_tags.c.flow_id, r.c.flow_id, tf)).clause)
         return await self._page(stmt, keys, page, descending=False, row=FlowRef)
 
     async def object_visible(self, object_id: str, access: Access, action: str = READ) -> bool:
