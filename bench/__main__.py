@@ -369,6 +369,14 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
                     reps,
                 )
                 rows.append(latency_row("  its store query (no HTTP)", q, f))
+            # Filters that match nothing: a page looks at SCAN_ROWS rows at most (a broad
+            # filter), or reads the few members of a tag value first; not the whole table.
+            for label, query in [
+                ("GET /flows?codec=<none> page, a filter matching nothing", "limit=100&codec=video/none"),
+                ("GET /flows?tag.genre=<none> page, a tag value no Flow has", "limit=100&tag.genre=none"),
+            ]:
+                t = timed(lambda q=query: c.get(f"/flows?{q}").raise_for_status(), reps)
+                rows.append(latency_row(f"{label}, {count:,} flows", t))
     finally:
         server.stop()
         raw.close()
