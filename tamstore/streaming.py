@@ -31,6 +31,7 @@ from typing import Any
 
 from tamstore.ops.context import Context
 from tamstore.store.metadata.base import EVENTS_CHANNEL
+from tamstore.waiting import woken
 from tamstore.workers import log_failure
 
 __all__ = ["EventHub", "Subscriber"]
@@ -136,8 +137,7 @@ class EventHub:
 
     async def _run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), FALLBACK_POLL)
+            await woken(self.wake, FALLBACK_POLL)
             self.wake.clear()
             try:
                 await self._pump()

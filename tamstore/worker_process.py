@@ -18,7 +18,6 @@ counted in the database, so the server's ``/metrics`` reports them.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import os
@@ -29,6 +28,7 @@ import threading
 import time
 
 from tamstore.config import Settings
+from tamstore.waiting import woken
 
 __all__ = ["PARENT_ENV", "SETTINGS_ENV", "WorkerProcess", "until_stopped"]
 
@@ -105,8 +105,7 @@ async def until_stopped(parent: int | None = None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopped.set)
     while parent is None or os.getppid() == parent:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stopped.wait(), PARENT_CHECK_SECONDS)
+        if await woken(stopped, PARENT_CHECK_SECONDS):
             return
     log.warning("worker process: the server (pid %d) is gone; stopping", parent)
 

@@ -20,6 +20,7 @@ from tamstore.domain.errors import Unavailable
 from tamstore.ops import analytics, deletion, retention
 from tamstore.ops.context import Context
 from tamstore.ops.storage import collect_expired_allocations
+from tamstore.waiting import woken
 
 __all__ = ["Workers", "log_failure", "run_background"]
 
@@ -82,8 +83,7 @@ class Workers:
                     pass
             except Exception as exc:  # keep going; the request stays leased and is retried later
                 log_failure("flow deletion", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)
+            await woken(self.wake, POLL_SECONDS)
             self.wake.clear()
 
     async def _retention(self) -> None:
@@ -114,8 +114,7 @@ class Workers:
                         pass
                 except Exception as exc:
                     log_failure("webhook delivery", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), POLL_SECONDS)
+                await woken(wake, POLL_SECONDS)
         finally:
             with contextlib.suppress(ValueError):
                 self.ctx.store.on_events_written.remove(wake.set)
