@@ -276,6 +276,8 @@ class Queries:
 
     async def _tag_clause(self, tag_table: Any, owner_col: Any, owner_id_col: Any, f: TagFilter) -> Lookup:
         if f.values is not None:
+            if not f.values:  # ``tag.name=`` names no value: nothing matches
+                return Lookup(false(), few=True)
             owners = select(owner_col).where(tag_table.c.name == f.name, tag_table.c.value.in_(f.values))
             marks = ", ".join("?" * len(f.values))
             rows = f"SELECT 1 FROM {tag_table.name} WHERE name = ? AND value IN ({marks})"
