@@ -72,6 +72,11 @@ def _port(url: httpx.URL) -> int:
     return url.port or (443 if url.scheme == "https" else 80)
 
 
+def _is_http_target(url: httpx.URL) -> bool:
+    """An absolute http(s) URL with a host and a valid port: the only kind fetched."""
+    return url.scheme in ("http", "https") and bool(url.host) and 0 < _port(url) < 65536
+
+
 def _http_url(url: str) -> httpx.URL:
     """``url`` parsed as httpx parses what it connects to; TargetRefused for anything but an
     absolute http(s) URL with a host and a valid port."""
@@ -79,7 +84,7 @@ def _http_url(url: str) -> httpx.URL:
         parsed = httpx.URL(url)
     except (httpx.InvalidURL, ValueError, TypeError):
         parsed = None
-    if parsed is None or parsed.scheme not in ("http", "https") or not parsed.host or not 0 < _port(parsed) < 65536:
+    if parsed is None or not _is_http_target(parsed):
         raise TargetRefused("a webhook url must be an absolute http(s) URL with a host")
     return parsed
 
@@ -124,7 +129,7 @@ class CheckedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         try:
-            if url.scheme not in ("http", "https") or not url.host or not 0 < _port(url) < 65536:
+            if not _is_http_target(url):
                 raise TargetRefused(f"the URL is not an absolute http(s) URL with a host ({url.scheme}:)")
             address = await allowed_address(url.host, _port(url), self.policy, self.what)
         except TargetRefused as exc:

@@ -197,7 +197,9 @@ class FilesystemMediaStore:
         return await asyncio.to_thread(self._room_now)
 
     def _room_now(self) -> int:
-        stats = os.statvfs(self.root)
+        return self._room_in(os.statvfs(self.root))
+
+    def _room_in(self, stats: os.statvfs_result) -> int:
         return stats.f_bavail * stats.f_frsize - self.min_free_bytes
 
     async def delete(self, object_ids: list[str]) -> None:
@@ -224,7 +226,7 @@ class FilesystemMediaStore:
         stats = await asyncio.to_thread(os.statvfs, self.root)
         if stats.f_flag & os.ST_RDONLY:
             raise OSError("the media directory is on a read-only file system")
-        if stats.f_bavail * stats.f_frsize < self.min_free_bytes:
+        if self._room_in(stats) < 0:
             raise OSError("the media directory is full")
 
     async def exists(self, object_id: str) -> bool:

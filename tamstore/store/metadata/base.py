@@ -254,20 +254,18 @@ class Queries:
         desc = descending != page.reverse
         cursor = tuple_(*keys)
 
-        def beyond(stmt: Select[Any], key: Sequence[Any]) -> Select[Any]:
-            at = tuple_(*[literal(v) for v in key])
-            return stmt.where(cursor < at if desc else cursor > at)
+        def key(values: Sequence[Any]) -> Any:
+            return tuple_(*[literal(v) for v in values])
 
         if page.after is not None:
-            stmt = beyond(stmt, page.after)
+            stmt = stmt.where(cursor < key(page.after) if desc else cursor > key(page.after))
         order = [k.desc() if desc else k.asc() for k in keys]
         last_looked_at = None
-        if filtered and isinstance(self.conn, InlineConnection):  # SQLite (see below)
+        if filtered and isinstance(self.conn, InlineConnection):  # SQLite only (above)
             edge = await self._driver_rows(*_scan_edge(keys, desc, page.after))
             if edge:  # more rows than that are left: look at these alone
                 last_looked_at = tuple(edge[0])
-                at = tuple_(*[literal(v) for v in last_looked_at])
-                stmt = stmt.where(cursor >= at if desc else cursor <= at)
+                stmt = stmt.where(cursor >= key(last_looked_at) if desc else cursor <= key(last_looked_at))
         rows = list(await self._all(stmt.order_by(*order).limit(page.limit + 1)))
         next_key = last_looked_at
         if len(rows) > page.limit:
