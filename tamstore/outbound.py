@@ -1,11 +1,12 @@
 """Requests tamstore makes of its own accord (webhook deliveries; its client's media downloads),
 only where policy allows.
 
-The target's name is resolved here, every address it resolves to is checked against the
-:class:`~tamstore.domain.targets.TargetPolicy`, and the connection is made to the checked address
-itself (the URL's host kept in ``Host`` and, for HTTPS, in SNI and certificate checks), so that
-what was checked is what is connected to: a name that resolves to a public address when checked
-and to 127.0.0.1 a moment later (DNS rebinding) reaches nothing. Failures are reported in words
+The target's name is resolved here as each connection opens, every address it resolves to is
+checked against the :class:`~tamstore.domain.targets.TargetPolicy`, and the connection is made to
+the checked address itself (the URL's host kept in ``Host`` and, for HTTPS, in SNI and certificate
+checks; connections pooled by that name), so that what was checked is what is connected to: a
+name that resolves to a public address when checked and to 127.0.0.1 a moment later (DNS
+rebinding) reaches nothing. Failures are reported in words
 that do not map the network (no "connection refused" versus "timed out" per port); the detail
 goes to the log.
 """
@@ -16,8 +17,10 @@ import asyncio
 import ipaddress
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+import httpcore
 import httpx
 
 from tamstore.domain.errors import BadRequest
@@ -106,50 +109,78 @@ class Unresolved(httpx.ConnectError):
     """The host name does not resolve (now)."""
 
 
-class CheckedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport that sends each request, every redirect hop included (the client
-    follows them above the transport), to an address of its host that ``policy`` allows,
-    resolved and checked just before, and connects to that address itself: what was checked
-    is what is connected to. The Host header keeps the URL's host, as does SNI for HTTPS.
-    A refused host raises what ``refused(reason, request)`` makes; one that does not resolve,
-    ``httpx.ConnectError``."""
+class _NoAddress(Exception):
+    """Raised by :class:`_CheckedBackend` when the name does not resolve; the transport, which
+    has the request, turns it into :class:`Unresolved`."""
 
-    def __init__(
-        self,
-        policy: TargetPolicy,
-        what: str,
-        refused: Callable[[str, httpx.Request], Exception],
-        inner: httpx.AsyncBaseTransport | None = None,
-    ) -> None:
+
+class _CheckedBackend(httpcore.AsyncNetworkBackend):
+    """Opens each connection to an address of its host name that ``policy`` allows, resolved
+    and checked just before. The connection pool above it still keys connections by the URL's
+    name, so a connection (and its TLS session, opened with that name in SNI and checked against
+    that name's certificate) is only ever reused for that name."""
+
+    def __init__(self, policy: TargetPolicy, what: str) -> None:
         self.policy = policy
         self.what = what
+        self.inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        try:
+            address = await allowed_address(host, port, self.policy, self.what)
+        except OSError as exc:
+            raise _NoAddress(f"{host} does not resolve ({exc})") from None
+        return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
+
+    async def connect_unix_socket(
+        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
+    ) -> httpcore.AsyncNetworkStream:
+        raise TargetRefused("a Unix socket is not a network target")
+
+    async def sleep(self, seconds: float) -> None:
+        await self.inner.sleep(seconds)
+
+
+class CheckedTransport(httpx.AsyncHTTPTransport):
+    """An httpx transport whose every connection, for every redirect hop (the client follows
+    them above the transport), goes to an address of its host that ``policy`` allows, resolved
+    and checked as the connection opens: what was checked is what is connected to. Connections
+    are pooled by the URL's host name, as in any httpx client, so a connection checked for one
+    name (and, for HTTPS, verified against that name's certificate) never carries another
+    name's requests, even where two names share an address. A refused host raises what
+    ``refused(reason, request)`` makes; one that does not resolve, :class:`Unresolved`."""
+
+    def __init__(self, policy: TargetPolicy, what: str, refused: Callable[[str, httpx.Request], Exception]) -> None:
+        super().__init__()
         self.refused = refused
-        self.inner = inner or httpx.AsyncHTTPTransport()
+        limits = httpx.Limits()
+        # httpx builds its pool with the default network backend and offers no way to name
+        # another, so the pool is replaced by one built as httpx builds it, with the checking one.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=limits.keepalive_expiry,
+            network_backend=_CheckedBackend(policy, what),
+        )
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         try:
             if not _is_http_target(url):
                 raise TargetRefused(f"the URL is not an absolute http(s) URL with a host ({url.scheme}:)")
-            address = await allowed_address(url.host, _port(url), self.policy, self.what)
+            return await super().handle_async_request(request)
         except TargetRefused as exc:
             raise self.refused(str(exc), request) from None
-        except OSError as exc:
-            raise Unresolved(f"{url.host} does not resolve ({exc})", request=request) from None
-        extensions = dict(request.extensions)
-        if url.scheme == "https":
-            extensions.setdefault("sni_hostname", url.host)
-        pinned = httpx.Request(
-            request.method,
-            url.copy_with(host=address),
-            headers=request.headers,  # with the Host header the client made from the URL
-            stream=request.stream,
-            extensions=extensions,
-        )
-        return await self.inner.handle_async_request(pinned)
-
-    async def aclose(self) -> None:
-        await self.inner.aclose()
+        except _NoAddress as exc:
+            raise Unresolved(str(exc), request=request) from None
 
 
 class _Refused(httpx.RequestError):

@@ -84,9 +84,11 @@ class AsyncTamsClient:
         self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
         # Media URLs (presigned, possibly on another host) carry their own authorisation.
         # A lasting URL may redirect to a presigned one (tamstore's /x-tamstore/objects/).
-        media: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
-        if media_policy is not None:
-            media = CheckedTransport(media_policy, "media URL host", _refused, media)
+        media: httpx.AsyncBaseTransport = (
+            httpx.AsyncHTTPTransport()
+            if media_policy is None
+            else CheckedTransport(media_policy, "media URL host", _refused)
+        )
         self.media = httpx.AsyncClient(
             timeout=timeout,
             transport=RetryTransport(media, retry=_retry(retries)),

@@ -1,0 +1,107 @@
+"""Outbound connections (the client's media downloads; webhook deliveries share the transport)
+against a real HTTPS server: a connection checked and verified for one host name never carries
+another name's requests."""
+
+from __future__ import annotations
+
+import datetime
+import http.server
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from tamstore.client import TamsClient
+
+
+def _certificate(
+    name: str, key: ec.EllipticCurvePrivateKey, issuer: x509.Name, signer: ec.EllipticCurvePrivateKey, ca: bool
+) -> x509.Certificate:
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(issuer)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+    return builder.sign(signer, hashes.SHA256())
+
+
+@pytest.fixture
+def one_name_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[str]]]:
+    """An HTTPS server on 127.0.0.1 with a certificate for ``a.example`` only, keeping its
+    connections alive, from a test CA the client trusts (``SSL_CERT_FILE``). ``a.example`` and
+    ``b.example`` both resolve to it (faked answers: a test cannot run the machine's resolver).
+    Yields its port and the Host headers it was sent."""
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "tamstore test CA")])
+    ca = _certificate("tamstore test CA", ca_key, ca_name, ca_key, ca=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    leaf = _certificate("a.example", key, ca_name, ca_key, ca=False)
+    (tmp_path / "ca.pem").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "leaf.pem").write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
+    (tmp_path / "key.pem").write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+
+    real = socket.getaddrinfo
+
+    def two_names_one_address(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host in ("a.example", "b.example"):
+            host = "127.0.0.1"
+        return real(host, port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", two_names_one_address)
+    seen: list[str] = []
+
+    class Object(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, to be reused
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"bytes")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    tls.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "key.pem")
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Object)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server.server_address[1], seen
+    finally:
+        server.shutdown()
+
+
+def test_a_connection_verified_for_one_name_is_not_reused_for_another(one_name_server: tuple[int, list[str]]) -> None:
+    """Connections are pinned to the address checked for them, but pooled by the URL's name:
+    ``b.example`` on the same address as ``a.example`` gets a connection of its own, whose
+    certificate (``a.example``'s) does not verify, rather than riding ``a.example``'s."""
+    port, seen = one_name_server
+    with TamsClient("http://127.0.0.1:9", timeout=5, retries=0) as tams:
+        assert tams.download(f"https://a.example:{port}/object") == b"bytes"
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            tams.download(f"https://b.example:{port}/object")
+        assert tams.download(f"https://a.example:{port}/again") == b"bytes"
+    assert seen == [f"a.example:{port}", f"a.example:{port}"]
