@@ -33,6 +33,7 @@ async def open_context(settings: Settings, *, migrate: bool = True) -> Context:
         pool_size=settings.db_pool_size,
         busy_timeout=settings.db_busy_timeout,
         statement_timeout=settings.db_statement_timeout or None,
+        scan_rows=settings.listing_scan_rows,
     )
     store.record_all_events = settings.event_stream
     filesystem = next((b for b in backends.values() if isinstance(b, FilesystemMediaStore)), None)

@@ -50,6 +50,7 @@ def test_bad_flag_is_a_one_line_error() -> None:
     _one_line_error(run("serve", "--max-webhooks", "-5"), "max_webhooks")
     _one_line_error(run("serve", "--max-object-mib", "0"), "max_object_mib")
     _one_line_error(run("serve", "--min-free-mib", "-1"), "min_free_mib")
+    _one_line_error(run("serve", "--listing-scan-rows", "0"), "listing_scan_rows")
 
 
 def test_unwritable_data_dir_is_a_one_line_error() -> None:

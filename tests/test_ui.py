@@ -21,6 +21,7 @@ import pytest
 from tamstore.auth import hash_secret
 from tamstore.client import TamsClient
 from tamstore.config import Settings
+from tests.conftest import video_flow
 from tests.live import LiveServer
 from tests.media import make_media, placed_at
 
@@ -341,3 +342,28 @@ def test_signing_in_when_auth_is_on(settings: Settings, media: Path, browser: An
             page.close()
     finally:
         live.stop()
+
+
+def test_a_filtered_listing_reads_on_past_empty_pages(settings: Settings, browser: Any) -> None:
+    """On SQLite a broad filter's page looks at ``listing_scan_rows`` rows at most, and may come
+    back empty with a next link. The Flows page reads on by itself until it has something to
+    show: here five rows a page, and the three matches behind twenty-seven newer Flows (five
+    empty pages first)."""
+    server = LiveServer.serving(settings, TAMSTORE_LISTING_SCAN_ROWS="5")
+    try:
+        bodies = [video_flow(codec="video/rare", label=f"rare {i}") for i in range(3)]
+        bodies += [video_flow(label=f"common {i}") for i in range(27)]
+        for body in bodies:  # in this order: the rare ones are the oldest
+            httpx.put(f"{server.url}/flows/{body['id']}", json=body).raise_for_status()
+        first = httpx.get(f"{server.url}/flows", params={"codec": "video/rare", "limit": 50})
+        if settings.database_url is None:  # the bound is SQLite's
+            assert first.json() == [] and "next" in first.links
+        page = browser.new_page()
+        page.goto(f"{server.url}/ui/#/flows?codec=video%2Frare")
+        page.wait_for_selector("p.count")
+        labels = page.locator("table tbody tr td:first-child a").all_inner_texts()
+        assert sorted(labels) == ["rare 0", "rare 1", "rare 2"]
+        assert page.locator("p.count").inner_text().startswith("3 ")
+        page.close()
+    finally:
+        server.stop()

@@ -1,11 +1,12 @@
 """Filtered listings on SQLite look at a bounded number of rows per page (``Queries._page``,
-``SCAN_ROWS``): a broad filter matching few Flows, or none, would otherwise read the whole table
+the setting ``listing_scan_rows``): a broad filter matching few Flows, or none, would otherwise read the whole table
 for one page. Here the bound is made small (5 rows) so that a handful of Flows shows it: pages
 may come short, even empty, with a next link, and following the links finds every match once,
 in order. Lookups that name what they want (a Source, a label, a tag's value) run whole."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import httpx
@@ -15,12 +16,10 @@ from tamstore.config import Settings
 from tamstore.store.metadata import base
 from tests.conftest import audio_flow, put_flow
 
-pytestmark = pytest.mark.usefixtures("small_scans")
-
 
 @pytest.fixture
-def small_scans(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "SCAN_ROWS", 5)
+def settings(settings: Settings) -> Settings:
+    return dataclasses.replace(settings, listing_scan_rows=5)
 
 
 async def _all_pages(client: httpx.AsyncClient, url: str) -> tuple[list[str], list[int]]:

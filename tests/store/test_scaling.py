@@ -16,7 +16,6 @@ import pytest
 from sqlalchemy import event, insert
 
 from tamstore.config import Settings
-from tamstore.store.metadata import base
 from tamstore.store.metadata import tables as t
 from tamstore.testing import app_client
 from tests.conftest import add_segments, put_flow
@@ -46,8 +45,7 @@ def _bad_plan_lines(statement: str, plan: list[tuple[int, str]]) -> list[str]:
 
 
 async def test_every_statement_uses_an_index(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(base, "SCAN_ROWS", 1)  # so that a broad filter's page is cut short here too
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", listing_scan_rows=1)  # broad filters' pages cut short too
     async with app_client(settings) as client:
         store = client.app.state.ctx.store  # type: ignore[attr-defined]
         flow = await put_flow(client, tags={"genre": "news"})

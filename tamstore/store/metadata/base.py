@@ -84,7 +84,8 @@ PG_IN_IDS = "IN (SELECT unnest($1::varchar[]))"
 
 _SQL_CONSTANT = {None: "NULL", True: "true", False: "false"}
 
-# Rows a filtered listing's page looks at, at most (``Queries._page``): 4-5 ms on SQLite.
+# Rows a filtered listing's page looks at, at most, by default (``Queries._page``; the setting
+# ``listing_scan_rows``): 4-5 ms on SQLite.
 SCAN_ROWS = 10_000
 # Matches below which a lookup reads its matches first (``Queries._member_of``). Counting
 # them costs 0.12 ms on SQLite at 1,000, 1.2 ms at 10,000: every lookup pays it.
@@ -95,9 +96,11 @@ FEW_IDS = 1000
 EVENTS_CHANNEL = "tamstore_events"
 
 
-def _scan_edge(keys: list[ColumnElement[Any]], desc: bool, after: Sequence[Any] | None) -> tuple[str, list[Any]]:
-    """SQL for the keys of the row SCAN_ROWS on from ``after`` in the listing's order, read from
-    the keys' own index (the keys are columns of one table)."""
+def _scan_edge(
+    keys: list[ColumnElement[Any]], desc: bool, after: Sequence[Any] | None, scan_rows: int
+) -> tuple[str, list[Any]]:
+    """SQL for the keys of the row ``scan_rows`` on from ``after`` in the listing's order, read
+    from the keys' own index (the keys are columns of one table)."""
     names = [k.name for k in keys]
     columns = ", ".join(names)
     where = ""
@@ -105,12 +108,12 @@ def _scan_edge(keys: list[ColumnElement[Any]], desc: bool, after: Sequence[Any] 
         where = f" WHERE ({columns}) {'<' if desc else '>'} ({', '.join('?' * len(names))})"
     order = ", ".join(f"{n} {'DESC' if desc else 'ASC'}" for n in names)
     table = keys[0].table.name
-    return f"SELECT {columns} FROM {table}{where} ORDER BY {order} LIMIT 1 OFFSET {SCAN_ROWS - 1}", list(after or ())
+    return f"SELECT {columns} FROM {table}{where} ORDER BY {order} LIMIT 1 OFFSET {scan_rows - 1}", list(after or ())
 
 
 class Lookup(NamedTuple):
     """A listing's condition, and whether it names few enough rows (fewer than FEW_IDS) that
-    they are read first: then the listing runs whole, never cut short at SCAN_ROWS."""
+    they are read first: then the listing runs whole, never cut short (``Queries._page``)."""
 
     clause: Any
     few: bool
@@ -241,16 +244,20 @@ class Queries:
         """Run ``stmt`` as one keyset page ordered by ``keys`` (all in one direction).
 
         A ``filtered`` listing (``stmt`` has conditions beyond the keys) looks at no more than
-        SCAN_ROWS rows in key order: a filter that matches few rows, or none, would otherwise
-        read the whole table for one page, on SQLite on the event loop (a codec no Flow has:
-        80 ms at 200,000 Flows). Where the rows looked at run out before the page is full, the
-        page ends there, short or even empty, with a cursor to go on from: as DynamoDB pages
-        a filtered query, and ADR 0010 allows (only a missing next link ends a listing).
+        ``listing_scan_rows`` rows (SCAN_ROWS by default) in key order: a filter that matches
+        few rows, or none, would otherwise read the whole table for one page, on SQLite on the
+        event loop (a codec no Flow has: 80 ms at 200,000 Flows). Where the rows looked at run
+        out before the page is full, the page ends there, short or even empty, with a cursor to
+        go on from: as DynamoDB pages a filtered query, and ADR 0010 allows (only a missing
+        next link ends a listing).
 
         SQLite only. PostgreSQL's planner chooses with statistics, and a long statement there
-        holds a connection, not the event loop (``db_statement_timeout`` bounds it): measured,
-        the bound saved a filter matching nothing 28-34 -> 8-10 ms of 100,000 Flows there, but
-        finding its edge would cost a page whose matches are many more than that saves."""
+        holds a connection, not the event loop (``db_statement_timeout`` bounds it). Measured at
+        100,000 Flows there: the bound with its edge found first saved a filter matching nothing
+        28-34 -> 8-10 ms but cost every dense page the edge; the rows looked at as a subquery,
+        the edge read only after a short page, saved 22 -> 5-6 ms but cost a dense page 0.9 ms
+        more and turned a tag value no Flow has from 0.7 ms (a semi-join from the tag index)
+        into 23 ms once the prepared statement's plan went generic."""
         desc = descending != page.reverse
         cursor = tuple_(*keys)
 
@@ -262,7 +269,7 @@ class Queries:
         order = [k.desc() if desc else k.asc() for k in keys]
         last_looked_at = None
         if filtered and isinstance(self.conn, InlineConnection):  # SQLite only (above)
-            edge = await self._driver_rows(*_scan_edge(keys, desc, page.after))
+            edge = await self._driver_rows(*_scan_edge(keys, desc, page.after, self.conn.scan_rows))
             if edge:  # more rows than that are left: look at these alone
                 last_looked_at = tuple(edge[0])
                 stmt = stmt.where(cursor >= key(last_looked_at) if desc else cursor <= key(last_looked_at))

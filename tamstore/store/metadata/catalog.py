@@ -56,7 +56,7 @@ _FLOW_BY_ID_PG = _FLOW_BY_ID.replace("?", "$1")
 
 # A listing filtered on one of these columns reads the rows with that value from an index, and
 # is a lookup: clients take its first page as the answer, so it runs whole, never cut short at
-# SCAN_ROWS (``Queries._page``), as does one with a tag value or collection of few members
+# ``listing_scan_rows`` (``Queries._page``), as does one with a tag value or collection of few members
 # (``Lookup.few``). Other filters (format, codec, status, sizes, a timerange, a tag's
 # presence, a tag value on many rows, what the caller may read) are cut short.
 _INDEXED_COLUMNS = frozenset({"source_id", "profile_id", "label"})

@@ -86,8 +86,9 @@ class InlineConnection:
 
     SLICE = 0.002
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, scan_rows: int) -> None:
         self._conn = conn
+        self.scan_rows = scan_rows  # rows a filtered listing's page looks at (``Queries._page``)
         self.dialect = conn.dialect
         self._since = time.perf_counter()
 

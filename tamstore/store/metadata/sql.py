@@ -33,7 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlalchemy.pool import QueuePool
 
 from tamstore.domain.errors import Unavailable
-from tamstore.store.metadata.base import PAGES_TOKEN
+from tamstore.store.metadata.base import PAGES_TOKEN, SCAN_ROWS
 from tamstore.store.metadata.driver import (
     BIG_WRITE_ROWS,
     InlineConnection,
@@ -70,6 +70,7 @@ class MetadataStore:
         sync_engine: Engine | None = None,
         read_engine: AsyncEngine | None = None,
         busy_timeout: float = 30.0,
+        scan_rows: int = SCAN_ROWS,
     ) -> None:
         self.engine = engine
         self.sync_engine = sync_engine  # SQLite: every transaction runs on it, in the loop's thread
@@ -77,6 +78,7 @@ class MetadataStore:
         self.dialect = engine.dialect.name
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
         self.busy_timeout = busy_timeout  # seconds a write may wait for its turn before a 503
+        self.scan_rows = scan_rows  # SQLite: rows a filtered listing's page looks at, at most
         self._blocked_since: float | None = None
         self._lookups: Any = None  # SQLite: a connection kept for one-statement reads (pages_token)
         self._idle_readers: list[Connection] = []  # SQLite: connections kept for the next reads
@@ -115,7 +117,7 @@ class MetadataStore:
         assert self.sync_engine is not None
         sync_conn = self._idle_readers.pop() if self._idle_readers else self.sync_engine.connect()
         try:
-            yield Tx(InlineConnection(sync_conn))  # type: ignore[arg-type]
+            yield Tx(InlineConnection(sync_conn, self.scan_rows))  # type: ignore[arg-type]
         finally:
             self._keep_reader(sync_conn)
 
@@ -189,7 +191,7 @@ class MetadataStore:
                         changes = sqlite_conn.total_changes
                         trans = sync_conn.execution_options(tamstore_begun=True).begin()
                         try:
-                            tx = Tx(InlineConnection(sync_conn))  # type: ignore[arg-type]
+                            tx = Tx(InlineConnection(sync_conn, self.scan_rows))  # type: ignore[arg-type]
                             tx.record_all_events = self.record_all_events
                             yield tx
                         except BaseException:
@@ -259,7 +261,12 @@ class MetadataStore:
 
 
 def open_metadata_store(
-    url: str, *, pool_size: int = 10, busy_timeout: float = 30.0, statement_timeout: float | None = None
+    url: str,
+    *,
+    pool_size: int = 10,
+    busy_timeout: float = 30.0,
+    statement_timeout: float | None = None,
+    scan_rows: int = SCAN_ROWS,
 ) -> MetadataStore:
     """Open the store for a SQLAlchemy async URL (``sqlite+aiosqlite:///...`` or
     ``postgresql+asyncpg://...``). ``statement_timeout`` (PostgreSQL): seconds a statement may
@@ -283,7 +290,7 @@ def open_metadata_store(
         for each in (engine.sync_engine, sync_engine):
             event.listen(each, "connect", _sqlite_pragmas)
             event.listen(each, "begin", _sqlite_begin)
-        return MetadataStore(engine, sync_engine, busy_timeout=busy_timeout)
+        return MetadataStore(engine, sync_engine, busy_timeout=busy_timeout, scan_rows=scan_rows)
     # PostgreSQL: writes on one pool; reads on another whose connections are in autocommit for
     # good. Under READ COMMITTED each statement takes its own snapshot even inside a transaction,
     # so a read transaction's BEGIN and ROLLBACK (and, per checkout, the isolation level's set and
