@@ -1,6 +1,7 @@
 """Outbound connections (the client's media downloads; webhook deliveries share the transport)
-against a real HTTPS server: a connection checked and verified for one host name never carries
-another name's requests."""
+against real HTTP and HTTPS servers: each connects to the address checked for it (no DNS
+rebinding), and a connection checked and verified for one host name never carries another
+name's requests."""
 
 from __future__ import annotations
 
@@ -42,6 +43,55 @@ def _certificate(
     return builder.sign(signer, hashes.SHA256())
 
 
+def _object_server(seen: list[str]) -> http.server.ThreadingHTTPServer:
+    """An HTTP server on 127.0.0.1 (not yet serving) that answers every GET with five bytes,
+    keeps its connections alive, and records the Host header of each request in ``seen``."""
+
+    class Object(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # connections kept alive, to be reused
+
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            seen.append(self.headers["Host"])
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"bytes")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    return http.server.ThreadingHTTPServer(("127.0.0.1", 0), Object)
+
+
+def test_client_downloads_connect_to_the_address_they_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A media URL's host is resolved once, checked, and that address is the one connected to:
+    a name that answers an allowed address for the check and a metadata service's for the
+    connection (DNS rebinding) still reaches only the first. The URL's host stays in the Host
+    header. The name's answers are faked (a test cannot run the machine's resolver); the
+    server is real."""
+    answers: list[str] = []
+    real = socket.getaddrinfo
+
+    def rebinding(host: Any, port: Any, *args: Any, **kwargs: Any) -> Any:
+        if host != "rebinding.example":
+            return real(host, port, *args, **kwargs)
+        answers.append("127.0.0.1" if not answers else "169.254.169.254")
+        return real(answers[-1], port, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    seen: list[str] = []
+    objects = _object_server(seen)
+    threading.Thread(target=objects.serve_forever, daemon=True).start()
+    port = objects.server_address[1]
+    try:
+        with TamsClient("http://127.0.0.1:9", timeout=5, retries=0) as tams:
+            assert tams.download(f"http://rebinding.example:{port}/object") == b"bytes"
+            assert tams.download(f"http://rebinding.example:{port}/again") == b"bytes"  # the same connection
+    finally:
+        objects.shutdown()
+    assert answers == ["127.0.0.1"] and seen == [f"rebinding.example:{port}"] * 2
+
+
 @pytest.fixture
 def one_name_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[int, list[str]]]:
     """An HTTPS server on 127.0.0.1 with a certificate for ``a.example`` only, keeping its
@@ -69,23 +119,9 @@ def one_name_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
 
     monkeypatch.setattr(socket, "getaddrinfo", two_names_one_address)
     seen: list[str] = []
-
-    class Object(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # connections kept alive, to be reused
-
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
-            seen.append(self.headers["Host"])
-            self.send_response(200)
-            self.send_header("Content-Length", "5")
-            self.end_headers()
-            self.wfile.write(b"bytes")
-
-        def log_message(self, *args: object) -> None:
-            pass
-
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     tls.load_cert_chain(tmp_path / "leaf.pem", tmp_path / "key.pem")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Object)
+    server = _object_server(seen)
     server.socket = tls.wrap_socket(server.socket, server_side=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
