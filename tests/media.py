@@ -56,15 +56,21 @@ def make_media(
     width: int = WIDTH,
     height: int = HEIGHT,
     noise: bool = False,
+    codec: str = "libx264",
 ) -> Path:
     """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
     silence at 48 kHz, in the container ``path``'s extension names. ``noise`` fills the pictures
-    with noise, for a realistic bit rate (benchmarks)."""
+    with noise, for a realistic bit rate (benchmarks). ``codec`` "mpeg2video": MPEG-2 video
+    instead, in open GOPs (B-frames shown before each key frame but decoded after it), as
+    broadcast MPEG-2 usually is."""
     grain = os.urandom(width * height * 2) if noise else b""
     out = av.open(str(path), "w")
-    video = out.add_stream("libx264", rate=fps)
+    video = out.add_stream(codec, rate=fps)
     video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-    video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
+    if codec == "libx264":
+        video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
+    else:
+        video.options = {"g": str(gop), "bf": "2", "b": "2M"}
     sound = None
     if audio:
         sound = out.add_stream("aac", rate=48000)

@@ -20,6 +20,7 @@ import pytest
 from tamstore.client import TamsApiError, TamsClient
 from tamstore.config import Settings
 from tamstore.domain.timerange import TimeRange
+from tamstore.media.segmenter import to_ns
 from tamstore.testing import SpecSchemas
 from tests.live import LiveServer
 from tests.media import frame_number, make_media, placed_at
@@ -110,6 +111,33 @@ def test_export_of_all_and_of_a_range_holds_exactly_the_frames(server: LiveServe
     video_only = tmp_path / "video.ts"
     tamstore("export", "--server", server.url, "--flow-id", ids["flows"]["video"], "-o", str(video_only))
     assert decoded(video_only)[0] == list(range(FRAMES))
+
+
+def test_open_gop_media_is_cut_where_each_object_s_pictures_begin(server: LiveServer, tmp_path: Path) -> None:
+    """MPEG-2 in open GOPs (broadcast's usual kind): the B-frames shown just before a key frame
+    are decoded after it, so they travel in the key frame's object. Each segment covers exactly
+    the pictures its object holds, from the first one shown, and segments meet without
+    overlapping (they overlapped once, and the ingest was refused). Export holds every frame
+    once, in order."""
+    source = make_media(tmp_path / "open-gop.ts", seconds=8, gop=12, codec="mpeg2video")
+    ids = ingest(server, source)
+    with TamsClient(server.url) as tams:
+        segments = list(tams.segments(ids["flows"]["video"]))
+        assert len(segments) >= 3
+        ranges = [TimeRange.from_str(s["timerange"]) for s in segments]
+        assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+        for segment, timerange in zip(segments, ranges, strict=True):
+            obj = tmp_path / "object.ts"
+            obj.write_bytes(tams.download(segment["get_urls"][0]["url"]))
+            with av.open(str(obj)) as c:
+                stream = c.streams.video[0]
+                packets = [p for p in c.demux(stream) if p.pts is not None]
+            first, last = min(packets, key=lambda p: p.pts), max(packets, key=lambda p: p.pts)
+            held = TimeRange(to_ns(first.pts, stream.time_base), to_ns(last.pts + last.duration, stream.time_base))
+            assert held == timerange
+    out = tmp_path / "all.mkv"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+    assert decoded(out)[0] == list(range(8 * 25))
 
 
 def test_start_places_the_media_and_export_follows(server: LiveServer, media: Path, tmp_path: Path) -> None:

@@ -7,8 +7,10 @@ segment with its stream's init segment beside it (its packets, their timestamps 
 A video segment starts at a key frame and is cut at the first key frame at least
 ``target_ns`` after its start, so it is never shorter than a GOP (but the last); an audio
 segment is cut at the first packet at least ``target_ns`` after its start. Times are integer
-nanoseconds from the packets' timestamps and the stream's rational time base (floor), and a
-segment ends where the next one starts, so consecutive segments leave no gap and no overlap.
+nanoseconds from the packets' timestamps and the stream's rational time base (floor). A segment
+runs from the earliest presentation time of its packets to the next segment's, so consecutive
+segments leave no gap and no overlap, and each covers exactly the pictures its object holds,
+open GOPs included (pictures shown before a key frame but decoded after it).
 
 This is CPU work: callers run it in a thread (``ingest`` does), never on an event loop.
 """
@@ -90,11 +92,22 @@ class CutSegment:
 class _Pending:
     packets: list[Any] = field(default_factory=list)
     start: int | None = None  # pts of the first presented packet, in stream ticks
+    settled: bool = False  # no later packet can be presented before ``start``
 
     def add(self, packet: Any) -> None:
         self.packets.append(packet)
-        if self.start is None or packet.pts < self.start:
+        if self.start is None or (packet.pts < self.start and not self.settled):
             self.start = packet.pts
+
+    def settles(self, packet: Any, kind: str) -> bool:
+        """Whether ``start`` is final once ``packet`` (just added) is in. Audio is presented in
+        the order it is decoded. A video segment begins at a key frame; in an open GOP (MPEG-2's
+        and HEVC's usual kind) pictures shown before that key frame follow it in decode order,
+        up to the first picture shown after it: all leading pictures come before any trailing
+        one in decode order (HEVC requires it of every stream; MPEG-2 and H.264 encoders place
+        them so)."""
+        self.settled = self.settled or kind == "audio" or packet.pts > self.packets[0].pts
+        return self.settled
 
 
 class Segmenter:
@@ -163,8 +176,15 @@ class Segmenter:
         return Essence(stream.index, kind, codec, params, Fraction(stream.time_base), ctx.bit_rate or None)
 
     def segments(self) -> Iterator[CutSegment]:
-        """Every segment of every stream, in the order they complete."""
+        """Every segment of every stream, in the order they complete.
+
+        A segment ends where the next one's media starts: the earliest presentation time of its
+        packets, known only once that segment has its first packet shown after its key frame
+        (``_Pending.settles``). Until then the finished segment waits in ``closing``. With
+        closed GOPs that is the key frame itself; with open ones, the pictures before it that
+        follow it in decode order: each object then holds exactly its segment's pictures."""
         pending = {i: _Pending() for i in self._streams}
+        closing: dict[int, _Pending] = {}  # cut, its end the next segment's start once settled
         essences = {e.index: e for e in self.essences}
         last_end: dict[int, int] = {}
         try:
@@ -173,15 +193,24 @@ class Segmenter:
                     break
                 i = packet.stream.index
                 p = pending[i]
-                if p.start is not None and self._due(essences[i], packet, p.start):
-                    yield self._cut(essences[i], p, packet.pts)
+                if p.packets and self._due(essences[i], packet, p.packets[0].pts):
+                    if i in closing:  # the next segment came before this one settled
+                        p.settled = True
+                        assert p.start is not None  # (it has packets)
+                        yield self._cut(essences[i], closing.pop(i), p.start)
+                    closing[i] = p
                     pending[i] = p = _Pending()
                 p.add(packet)
+                if i in closing and p.settles(packet, essences[i].kind):
+                    assert p.start is not None
+                    yield self._cut(essences[i], closing.pop(i), p.start)
                 end = packet.pts + (packet.duration or 0)
                 last_end[i] = max(last_end.get(i, end), end)
         except av.FFmpegError as exc:
             raise MediaError(f"{self.source}: cannot be read to the end ({exc})") from None
         for i, p in pending.items():
+            if i in closing:
+                yield self._cut(essences[i], closing.pop(i), p.start if p.start is not None else last_end[i])
             if p.packets:
                 yield self._cut(essences[i], p, last_end[i])
 
@@ -230,9 +259,12 @@ class Segmenter:
             raise MediaError(f"{self.source}: stream {stream.index}'s time base {base} cannot be shifted exactly")
         return int(ticks)
 
-    def _due(self, essence: Essence, packet: Any, start: int) -> bool:
+    def _due(self, essence: Essence, packet: Any, first: int) -> bool:
+        """Whether ``packet`` begins the next segment. Lengths are measured from key frame to key
+        frame (``first`` is the pts of the segment's first packet, its key frame): in an open
+        GOP a segment starts and ends before its key frames, by about as much at either end."""
         tb = essence.time_base
-        long_enough = to_ns(packet.pts, tb) - to_ns(start, tb) >= self.target_ns
+        long_enough = to_ns(packet.pts, tb) - to_ns(first, tb) >= self.target_ns
         return long_enough and (essence.kind == "audio" or bool(packet.is_keyframe))
 
     def _cut(self, essence: Essence, pending: _Pending, end_pts: int) -> CutSegment:
