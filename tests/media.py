@@ -57,12 +57,14 @@ def make_media(
     height: int = HEIGHT,
     noise: bool = False,
     codec: str = "libx264",
+    more_audio: tuple[str, ...] = (),
 ) -> Path:
     """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
     silence at 48 kHz, in the container ``path``'s extension names. ``noise`` fills the pictures
     with noise, for a realistic bit rate (benchmarks). ``codec`` "mpeg2video": MPEG-2 video
     instead, in open GOPs (B-frames shown before each key frame but decoded after it), as
-    broadcast MPEG-2 usually is."""
+    broadcast MPEG-2 usually is. ``more_audio``: further audio streams after the AAC one, of
+    these FFmpeg encoders (``eac3``, ``flac`` ...), silent too."""
     grain = os.urandom(width * height * 2) if noise else b""
     out = av.open(str(path), "w")
     video = out.add_stream(codec, rate=fps)
@@ -71,10 +73,11 @@ def make_media(
         video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
     else:
         video.options = {"g": str(gop), "bf": "2", "b": "2M"}
-    sound = None
-    if audio:
-        sound = out.add_stream("aac", rate=48000)
+    sounds = []
+    for name in ("aac", *more_audio) if audio else ():
+        sound = out.add_stream(name, rate=48000)
         sound.layout = "stereo"
+        sounds.append(sound)
     for i in range(seconds * fps):
         picture = _picture(i, width, height, grain)
         picture.pts = i
@@ -82,13 +85,13 @@ def make_media(
             out.mux(packet)
     for packet in video.encode():
         out.mux(packet)
-    if sound is not None:
-        silence = bytes(1024 * 4)
-        for n in range(seconds * 48000 // 1024 + 1):
-            frame = av.AudioFrame(format="fltp", layout="stereo", samples=1024)
+    for sound in sounds:
+        size = sound.codec_context.frame_size or 1024
+        for n in range(seconds * 48000 // size + 1):
+            frame = av.AudioFrame(format=sound.codec_context.format.name, layout="stereo", samples=size)
             for plane in frame.planes:
-                plane.update(silence)
-            frame.sample_rate, frame.pts = 48000, n * 1024
+                plane.update(bytes(plane.buffer_size))
+            frame.sample_rate, frame.pts = 48000, n * size
             for packet in sound.encode(frame):
                 out.mux(packet)
         for packet in sound.encode():

@@ -140,6 +140,23 @@ def test_open_gop_media_is_cut_where_each_object_s_pictures_begin(server: LiveSe
     assert decoded(out)[0] == list(range(8 * 25))
 
 
+def test_every_audio_track_becomes_a_flow_or_is_named(server: LiveServer, tmp_path: Path) -> None:
+    """Broadcast files carry several audio tracks. E-AC-3 becomes a Flow beside AAC; a codec
+    tamstore cannot describe (FLAC) is named as not ingested, never dropped unseen. The HLS
+    playlist tells players what each audio Flow is."""
+    source = make_media(tmp_path / "tracks.mkv", seconds=4, more_audio=("eac3", "flac"))
+    done = tamstore("ingest", str(source), "--server", server.url, "--json")
+    ids = json.loads(done.stdout)
+    assert set(ids["flows"]) == {"video", "audio", "audio2"}
+    assert ids["not_ingested"] == ["stream 3 (audio flac)"]
+    assert "not ingested: stream 3 (audio flac): tamstore makes Flows of video/h264" in done.stderr
+    with TamsClient(server.url) as tams:
+        assert tams.get_flow(ids["flows"]["audio2"])["codec"] == "audio/eac3"
+        assert len(list(tams.segments(ids["flows"]["audio2"]))) >= 2
+    playlist = httpx.get(f"{server.url}/x-tamstore/hls/{ids['flow_id']}.m3u8").text
+    assert 'CODECS="avc1.' in playlist and "ec-3" in playlist, playlist
+
+
 def test_start_places_the_media_and_export_follows(server: LiveServer, media: Path, tmp_path: Path) -> None:
     ids = ingest(server, media, "--start", "1000:0", "--name", "placed")
     with TamsClient(server.url) as tams:

@@ -153,6 +153,8 @@ def avc_codecs(codec: str | None, params: dict[str, object]) -> str | None:
         return "mp4a.40.2"  # AAC-LC: what AAC in TAMS Flows (and tamstore ingest) commonly is
     if codec == "audio/mpeg":
         return "mp4a.40.34"
+    if codec in ("audio/ac3", "audio/eac3"):
+        return "ac-3" if codec == "audio/ac3" else "ec-3"  # (RFC 6381 names of Dolby's codecs)
     if codec == "video/h264":
         avc = params.get("avc_parameters")
         if isinstance(avc, dict):

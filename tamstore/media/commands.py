@@ -202,7 +202,14 @@ def ingest_command(
         "segments": p.segments,
         "skipped": p.skipped,
         "bytes": p.bytes,
+        "not_ingested": result.skipped,
     }
+    if result.skipped:
+        from tamstore.media.segmenter import CODECS
+
+        kinds = ", ".join(dict.fromkeys(CODECS.values()))
+        for stream in result.skipped:
+            click.echo(f"not ingested: {stream}: tamstore makes Flows of {kinds}", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
         return

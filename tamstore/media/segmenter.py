@@ -42,6 +42,7 @@ CODECS = {
     "mp2": "audio/mpeg",
     "mp3": "audio/mpeg",
     "ac3": "audio/ac3",
+    "eac3": "audio/eac3",
 }
 
 
@@ -134,6 +135,13 @@ class Segmenter:
         self.shift_ns = 0  # known once reading starts (segments())
         self._first_ns = 0
         self.essences = [e for e in (self._describe(s) for s in self.container.streams) if e is not None]
+        described = {e.index for e in self.essences}
+        # What the input holds that no Flow will: said, so that a track is never lost unseen.
+        self.skipped = [
+            f"stream {s.index} ({s.type} {s.codec_context.name if s.codec_context else 'unknown'})"
+            for s in self.container.streams
+            if s.index not in described
+        ]
         if not self.essences:
             raise MediaError(f"{source}: no video or audio stream of a codec tamstore can segment")
         self._streams = {e.index: self.container.streams[e.index] for e in self.essences}
