@@ -22,6 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tamstore.client import TamsClient
+from tamstore.domain.targets import TargetPolicy
+from tamstore.outbound import OutboundClient
 
 
 def _certificate(
@@ -44,8 +46,9 @@ def _certificate(
 
 
 def _object_server(seen: list[str]) -> http.server.ThreadingHTTPServer:
-    """An HTTP server on 127.0.0.1 (not yet serving) that answers every GET with five bytes,
-    keeps its connections alive, and records the Host header of each request in ``seen``."""
+    """An HTTP server on 127.0.0.1 (not yet serving) that answers every GET with five bytes and
+    every POST with a 204, keeps its connections alive, and records the Host header of each
+    request in ``seen``."""
 
     class Object(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # connections kept alive, to be reused
@@ -56,6 +59,12 @@ def _object_server(seen: list[str]) -> http.server.ThreadingHTTPServer:
             self.send_header("Content-Length", "5")
             self.end_headers()
             self.wfile.write(b"bytes")
+
+        def do_POST(self) -> None:  # noqa: N802 (a webhook delivery)
+            self.rfile.read(int(self.headers["Content-Length"]))
+            seen.append(self.headers["Host"])
+            self.send_response(204)
+            self.end_headers()
 
         def log_message(self, *args: object) -> None:
             pass
@@ -141,3 +150,18 @@ def test_a_connection_verified_for_one_name_is_not_reused_for_another(one_name_s
             tams.download(f"https://b.example:{port}/object")
         assert tams.download(f"https://a.example:{port}/again") == b"bytes"
     assert seen == [f"a.example:{port}", f"a.example:{port}"]
+
+
+async def test_webhooks_reach_an_https_receiver_an_in_house_ca_signed(one_name_server: tuple[int, list[str]]) -> None:
+    """Deliveries verify the receiver's certificate for its own name, against the CA bundle
+    ``SSL_CERT_FILE`` names (docs/operating.md, "Webhook targets"): the receiver's own name is
+    delivered to, another name on its address is not."""
+    port, seen = one_name_server
+    client = OutboundClient(TargetPolicy("local"), timeout=5)
+    try:
+        assert await client.post(f"https://a.example:{port}/hook", b"{}", {}) == (True, "")
+        ok, problem = await client.post(f"https://b.example:{port}/hook", b"{}", {})
+        assert not ok and "no answer" in problem
+    finally:
+        await client.aclose()
+    assert seen == [f"a.example:{port}"]
