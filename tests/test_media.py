@@ -200,8 +200,12 @@ def test_running_again_skips_and_a_killed_ingest_completes(server: LiveServer, m
 def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path, media: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not media at all" * 100)
+    part = make_media(tmp_path / "part.ts", seconds=3)
+    joined = tmp_path / "joined.ts"  # two recordings end to end: the timestamps go back
+    joined.write_bytes(part.read_bytes() * 2)
     for args in (
         ["ingest", str(junk), "--server", server.url],
+        ["ingest", str(joined), "--server", server.url],
         ["ingest", str(tmp_path / "missing.mp4"), "--server", server.url],
         ["ingest", str(media), "--server", "http://127.0.0.1:9"],
         ["export", "--server", server.url, "--flow-id", "0b5c3a57-3d24-4d6b-a7b0-2f8c6fd0e5a1", "-o", "x.mp4"],
@@ -211,6 +215,7 @@ def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path,
         assert done.returncode != 0, args
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr[-2000:])
+        assert (str(joined) not in args) or "timestamps go back from" in lines[0], lines
 
 
 def test_client_pages_retries_and_raises_with_the_error_body(server: LiveServer) -> None:

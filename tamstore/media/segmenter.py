@@ -25,6 +25,7 @@ from typing import Any
 
 import av
 
+from tamstore.domain.timerange import format_timestamp
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
 __all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
@@ -195,11 +196,16 @@ class Segmenter:
         closing: dict[int, _Pending] = {}  # cut, its end the next segment's start once settled
         essences = {e.index: e for e in self.essences}
         last_end: dict[int, int] = {}
+        last_dts: dict[int, int] = {}
         try:
             for packet in self._shifted(self.container.demux(*self._streams.values())):
                 if self.stopped.is_set():
                     break
                 i = packet.stream.index
+                if packet.dts is not None:
+                    if packet.dts < last_dts.get(i, packet.dts):
+                        raise self._went_back(essences[i], last_dts[i], packet.dts)
+                    last_dts[i] = packet.dts
                 p = pending[i]
                 if p.packets and self._due(essences[i], packet, p.packets[0].pts):
                     if i in closing:  # the next segment came before this one settled
@@ -221,6 +227,16 @@ class Segmenter:
                 yield self._cut(essences[i], closing.pop(i), p.start if p.start is not None else last_end[i])
             if p.packets:
                 yield self._cut(essences[i], p, last_end[i])
+
+    def _went_back(self, essence: Essence, before: int, dts: int) -> MediaError:
+        """The input's decode times go back: two recordings joined, say. Its segments would
+        overlap the ones before (and a segment cannot be written with its times out of order)."""
+        was, now = (format_timestamp(max(0, to_ns(t, essence.time_base))) for t in (before, dts))
+        return MediaError(
+            f"{self.source}: stream {essence.index}'s timestamps go back from {was} to {now} (a discontinuity, "
+            "as where two recordings were joined); ingest the parts one at a time, each with its own --name, "
+            "and --start to place each after the one before"
+        )
 
     def _shifted(self, packets: Iterator[Any]) -> Iterator[Any]:
         """The packets, all moved later by ``shift_ns`` when the input starts before zero.
