@@ -203,9 +203,17 @@ def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path,
     part = make_media(tmp_path / "part.ts", seconds=3)
     joined = tmp_path / "joined.ts"  # two recordings end to end: the timestamps go back
     joined.write_bytes(part.read_bytes() * 2)
+    raw = tmp_path / "raw.h264"  # an elementary stream: no timestamps at all
+    with av.open(str(part)) as src, av.open(str(raw), "w", format="h264") as out:
+        copy = out.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.size:
+                packet.stream = copy
+                out.mux(packet)
     for args in (
         ["ingest", str(junk), "--server", server.url],
         ["ingest", str(joined), "--server", server.url],
+        ["ingest", str(raw), "--server", server.url],
         ["ingest", str(tmp_path / "missing.mp4"), "--server", server.url],
         ["ingest", str(media), "--server", "http://127.0.0.1:9"],
         ["export", "--server", server.url, "--flow-id", "0b5c3a57-3d24-4d6b-a7b0-2f8c6fd0e5a1", "-o", "x.mp4"],
@@ -216,6 +224,7 @@ def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path,
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr[-2000:])
         assert (str(joined) not in args) or "timestamps go back from" in lines[0], lines
+        assert (str(raw) not in args) or "carry no timestamps" in lines[0], lines
 
 
 def test_client_pages_retries_and_raises_with_the_error_body(server: LiveServer) -> None:

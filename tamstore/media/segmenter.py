@@ -248,12 +248,23 @@ class Segmenter:
         makes every timestamp of its first packets non-negative, and the objects' timestamps are
         the Flows' timeline exactly (no ``ts_offset``)."""
         head: list[Any] = []
+        untimed = 0
         for packet in packets:
-            if packet.pts is None or packet.size == 0:
+            if packet.size == 0:
                 continue  # flushing packets carry nothing
+            if packet.pts is None:
+                untimed += 1
+                if untimed >= HEAD_PACKETS and not head:
+                    break
+                continue
             head.append(packet)
             if len(head) >= HEAD_PACKETS or {p.stream.index for p in head} >= set(self._streams):
                 break
+        if untimed and not head:  # no Flow timeline can be read from it
+            raise MediaError(
+                f"{self.source}: its packets carry no timestamps (a raw elementary stream?); "
+                "put it in a container that has them (MPEG-TS, MP4) first"
+            )
         lowest = min(
             (to_ns(min(p.pts, p.dts if p.dts is not None else p.pts), Fraction(p.time_base)) for p in head),
             default=0,
