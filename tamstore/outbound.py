@@ -105,6 +105,10 @@ async def check_target(url: str, policy: TargetPolicy) -> None:
         return
 
 
+# An httpx transport's own default bounds (``httpx.Limits()`` alone bounds nothing).
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0)
+
+
 class Unresolved(httpx.ConnectError):
     """The host name does not resolve (now)."""
 
@@ -139,11 +143,6 @@ class _CheckedBackend(httpcore.AsyncNetworkBackend):
             raise _NoAddress(f"{host} does not resolve ({exc})") from None
         return await self.inner.connect_tcp(address, port, timeout, local_address, socket_options)
 
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        raise TargetRefused("a Unix socket is not a network target")
-
     async def sleep(self, seconds: float) -> None:
         await self.inner.sleep(seconds)
 
@@ -158,16 +157,18 @@ class CheckedTransport(httpx.AsyncHTTPTransport):
     ``refused(reason, request)`` makes; one that does not resolve, :class:`Unresolved`."""
 
     def __init__(self, policy: TargetPolicy, what: str, refused: Callable[[str, httpx.Request], Exception]) -> None:
-        super().__init__()
+        # One TLS context (loading the CA bundle takes ~20 ms), for the pool httpx builds here
+        # and for the one that replaces it: httpx builds its pool with the default network
+        # backend and offers no way to name another, so the pool is rebuilt as httpx builds it
+        # (its own transport's limits), with the checking backend.
+        tls = httpx.create_ssl_context()
+        super().__init__(verify=tls, limits=LIMITS)
         self.refused = refused
-        limits = httpx.Limits()
-        # httpx builds its pool with the default network backend and offers no way to name
-        # another, so the pool is replaced by one built as httpx builds it, with the checking one.
         self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=limits.max_connections,
-            max_keepalive_connections=limits.max_keepalive_connections,
-            keepalive_expiry=limits.keepalive_expiry,
+            ssl_context=tls,
+            max_connections=LIMITS.max_connections,
+            max_keepalive_connections=LIMITS.max_keepalive_connections,
+            keepalive_expiry=LIMITS.keepalive_expiry,
             network_backend=_CheckedBackend(policy, what),
         )
 

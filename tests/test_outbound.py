@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from tamstore.client import TamsClient
 from tamstore.domain.targets import TargetPolicy
-from tamstore.outbound import OutboundClient
+from tamstore.outbound import CheckedTransport, OutboundClient
 
 
 def _certificate(
@@ -165,3 +165,15 @@ async def test_webhooks_reach_an_https_receiver_an_in_house_ca_signed(one_name_s
     finally:
         await client.aclose()
     assert seen == [f"a.example:{port}"]
+
+
+def test_the_checked_transport_keeps_httpx_s_connection_bounds() -> None:
+    """Rebuilding httpx's pool around the checking backend keeps a plain transport's bounds on
+    connections (``httpx.Limits()`` alone has none)."""
+    plain, checked = httpx.AsyncHTTPTransport(), CheckedTransport(TargetPolicy("local"), "test", _refuse)
+    for bound in ("_max_connections", "_max_keepalive_connections", "_keepalive_expiry"):
+        assert getattr(checked._pool, bound) == getattr(plain._pool, bound), bound
+
+
+def _refuse(reason: str, request: httpx.Request) -> Exception:
+    return httpx.ConnectError(reason, request=request)
