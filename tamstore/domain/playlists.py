@@ -147,14 +147,15 @@ class Rendition:
     channels: int | None = None
 
 
+# RFC 6381 codecs strings of the audio codecs whose string a Flow's codec alone settles. AAC is
+# taken as AAC-LC: what AAC in TAMS Flows (and tamstore ingest) commonly is.
+_AUDIO_CODECS = {"audio/aac": "mp4a.40.2", "audio/mpeg": "mp4a.40.34", "audio/ac3": "ac-3", "audio/eac3": "ec-3"}
+
+
 def avc_codecs(codec: str | None, params: dict[str, object]) -> str | None:
     """The RFC 6381 codecs string of a Flow, where its codec and parameters tell it."""
-    if codec == "audio/aac":
-        return "mp4a.40.2"  # AAC-LC: what AAC in TAMS Flows (and tamstore ingest) commonly is
-    if codec == "audio/mpeg":
-        return "mp4a.40.34"
-    if codec in ("audio/ac3", "audio/eac3"):
-        return "ac-3" if codec == "audio/ac3" else "ec-3"  # (RFC 6381 names of Dolby's codecs)
+    if codec in _AUDIO_CODECS:
+        return _AUDIO_CODECS[codec]
     if codec == "video/h264":
         avc = params.get("avc_parameters")
         if isinstance(avc, dict):

@@ -202,13 +202,13 @@ def ingest_command(
         "segments": p.segments,
         "skipped": p.skipped,
         "bytes": p.bytes,
-        "not_ingested": result.skipped,
+        "not_ingested": result.not_ingested,
     }
-    if result.skipped:
+    if result.not_ingested:
         from tamstore.media.segmenter import CODECS
 
         kinds = ", ".join(dict.fromkeys(CODECS.values()))
-        for stream in result.skipped:
+        for stream in result.not_ingested:
             click.echo(f"not ingested: {stream}: tamstore makes Flows of {kinds}", err=True)
     if as_json:
         click.echo(json.dumps(summary, indent=2))

@@ -72,7 +72,7 @@ class IngestResult:
     flows: dict[str, str]  # "video" / "audio" / "audio2" ... -> mono-essence Flow id
     sources: dict[str, str]
     progress: Progress
-    skipped: list[str]  # the input's streams no Flow holds (a codec tamstore cannot describe, data)
+    not_ingested: list[str]  # the input's streams no Flow holds (a codec tamstore cannot describe, data)
 
 
 def ingest_ids(name: str, roles: list[str], container: str = "mp2t") -> tuple[dict[str, str], dict[str, str]]:
@@ -183,7 +183,7 @@ async def _ingest(
         {r: flow_ids[r] for r in roles.values()},
         {r: source_ids[r] for r in roles.values()},
         progress,
-        segmenter.skipped,
+        segmenter.left_out,
     )
 
 

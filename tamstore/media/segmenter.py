@@ -93,13 +93,13 @@ class CutSegment:
 @dataclass
 class _Pending:
     packets: list[Any] = field(default_factory=list)
-    start: int | None = None  # pts of the first presented packet, in stream ticks
+    start: int = 0  # pts of the first presented packet, in stream ticks (once there are packets)
     settled: bool = False  # no later packet can be presented before ``start``
 
     def add(self, packet: Any) -> None:
-        self.packets.append(packet)
-        if self.start is None or (packet.pts < self.start and not self.settled):
+        if not self.packets or (packet.pts < self.start and not self.settled):
             self.start = packet.pts
+        self.packets.append(packet)
 
     def settles(self, packet: Any, kind: str) -> bool:
         """Whether ``start`` is final once ``packet`` (just added) is in. Audio is presented in
@@ -138,7 +138,7 @@ class Segmenter:
         self.essences = [e for e in (self._describe(s) for s in self.container.streams) if e is not None]
         described = {e.index for e in self.essences}
         # What the input holds that no Flow will: said, so that a track is never lost unseen.
-        self.skipped = [
+        self.left_out = [
             f"stream {s.index} ({s.type} {s.codec_context.name if s.codec_context else 'unknown'})"
             for s in self.container.streams
             if s.index not in described
@@ -208,23 +208,21 @@ class Segmenter:
                     last_dts[i] = packet.dts
                 p = pending[i]
                 if p.packets and self._due(essences[i], packet, p.packets[0].pts):
-                    if i in closing:  # the next segment came before this one settled
+                    if i in closing:  # a segment of one picture (intra-only video): not settled yet
                         p.settled = True
-                        assert p.start is not None  # (it has packets)
                         yield self._cut(essences[i], closing.pop(i), p.start)
                     closing[i] = p
                     pending[i] = p = _Pending()
                 p.add(packet)
                 if i in closing and p.settles(packet, essences[i].kind):
-                    assert p.start is not None
                     yield self._cut(essences[i], closing.pop(i), p.start)
                 end = packet.pts + (packet.duration or 0)
                 last_end[i] = max(last_end.get(i, end), end)
         except av.FFmpegError as exc:
             raise MediaError(f"{self.source}: cannot be read to the end ({exc})") from None
         for i, p in pending.items():
-            if i in closing:
-                yield self._cut(essences[i], closing.pop(i), p.start if p.start is not None else last_end[i])
+            if i in closing:  # (the segment after it has its first packet: it was cut at one)
+                yield self._cut(essences[i], closing.pop(i), p.start)
             if p.packets:
                 yield self._cut(essences[i], p, last_end[i])
 
@@ -305,7 +303,6 @@ class Segmenter:
     def _cut(self, essence: Essence, pending: _Pending, end_pts: int) -> CutSegment:
         index, tb = essence.index, essence.time_base
         stream: Any = self._streams[index]
-        assert pending.start is not None
         init = None
         if self.cmaf:
             init, data = self._cmaf[index].remux(pending.packets)

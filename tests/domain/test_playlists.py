@@ -66,6 +66,13 @@ def test_multivariant_codecs_only_when_all_are_known() -> None:
     assert hls_multivariant([], [audio]).count("#EXT-X-STREAM-INF:BANDWIDTH=128000") == 1  # audio only
     assert avc_codecs("video/h264", {"avc_parameters": {"profile": 100, "flags": 0, "level": 31}}) == "avc1.64001f"
     assert avc_codecs("video/h264", {}) is None
+    assert [avc_codecs(c, {}) for c in ("audio/aac", "audio/mpeg", "audio/ac3", "audio/eac3", "video/h265")] == [
+        "mp4a.40.2",
+        "mp4a.40.34",
+        "ac-3",
+        "ec-3",
+        None,
+    ]
 
 
 def test_segment_timeline_runs_and_jumps() -> None:
