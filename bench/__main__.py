@@ -369,7 +369,7 @@ def bench_flows(settings: Settings, count: int, reps: int) -> list[Row]:
                     reps,
                 )
                 rows.append(latency_row("  its store query (no HTTP)", q, f))
-            # Filters that match nothing: a page looks at SCAN_ROWS rows at most (a broad
+            # Filters that match nothing: a page looks at listing_scan_rows rows at most (a broad
             # filter), or reads the few members of a tag value first; not the whole table.
             for label, query in [
                 ("GET /flows?codec=<none> page, a filter matching nothing", "limit=100&codec=video/none"),

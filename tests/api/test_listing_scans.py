@@ -1,8 +1,9 @@
 """Filtered listings on SQLite look at a bounded number of rows per page (``Queries._page``,
-the setting ``listing_scan_rows``): a broad filter matching few Flows, or none, would otherwise read the whole table
-for one page. Here the bound is made small (5 rows) so that a handful of Flows shows it: pages
-may come short, even empty, with a next link, and following the links finds every match once,
-in order. Lookups that name what they want (a Source, a label, a tag's value) run whole."""
+the setting ``listing_scan_rows``): a broad filter matching few Flows, or none, would otherwise
+read the whole table for one page. Here the bound is made small (5 rows) so that a handful of
+Flows shows it: pages may come short, even empty, with a next link, and following the links
+finds every match once, in order. Lookups that name what they want (a Source, a label, a tag's
+value) run whole."""
 
 from __future__ import annotations
 

@@ -44,7 +44,7 @@ def _bad_plan_lines(statement: str, plan: list[tuple[int, str]]) -> list[str]:
     return bad
 
 
-async def test_every_statement_uses_an_index(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_every_statement_uses_an_index(tmp_path: Any) -> None:
     settings = Settings(data_dir=tmp_path / "data", listing_scan_rows=1)  # broad filters' pages cut short too
     async with app_client(settings) as client:
         store = client.app.state.ctx.store  # type: ignore[attr-defined]
