@@ -140,7 +140,11 @@ def load_sqlite(db_path: Path, flows: list[tuple[str, int, dict[str, Any]]]) -> 
         switched = False
     conn.execute("PRAGMA synchronous=OFF")
     conn.execute("PRAGMA foreign_keys=OFF")
-    conn.execute("BEGIN")
+    # The write lock first, waited for: a deferred BEGIN reads (table_info) before it writes, and
+    # a serving tamstore's commit in between makes the first INSERT fail at once ("database is
+    # locked": a WAL snapshot cannot be upgraded), without waiting (a test loading into a running
+    # server failed so, one CI run in many).
+    conn.execute("BEGIN IMMEDIATE")
     object_columns = _object_columns({r[1] for r in conn.execute("PRAGMA table_info(objects)")})
     for flow_id, n, extra in flows:
         source_id = str(uuid.uuid4())
