@@ -277,7 +277,13 @@ def _check_init_object(flow: Any, init_id: str, init: _ObjectState) -> None:
 def _claim_objects(flow: Any, seg: SegmentPost, states: dict[str, _ObjectState]) -> None:
     """Record what registering ``seg`` changes in its Objects (first use fixes properties)."""
     obj = states[seg.object_id]
-    if not obj.registered:
+    if obj.registered:
+        if seg.object_timerange is None and obj.timerange is not None and obj.timerange != seg.on_object_timeline():
+            # A reuse of part of an Object: its segment says what the whole Object holds, for
+            # readers to tell which samples to drop (AppNote 0036). A segment using all of its
+            # Object leaves it unset; a read gives the used range, which is then the same.
+            seg.object_timerange = obj.timerange
+    else:
         obj.registered = True
         obj.timerange = seg.object_timerange or seg.on_object_timeline()
         obj.init_object_id = seg.init_object_id

@@ -204,6 +204,9 @@ async def test_object_reuse_across_flows(client: httpx.AsyncClient, schemas: Spe
     [oid] = await add_segments(client, a["id"], [10], length=10)
     ok = {"object_id": oid, "timerange": "[0:0_5:0)", "ts_offset": "-10:0"}  # uses [10,15) of the object
     assert (await client.post(f"/flows/{b['id']}/segments", json=ok)).status_code == 201
+    # The reusing segment says what its Object holds, so a reader can tell it uses only part.
+    [reused] = (await client.get(f"/flows/{b['id']}/segments?include_object_timerange=true")).json()
+    assert reused["object_timerange"] == "[10:0_20:0)"
     outside = {"object_id": oid, "timerange": "[5:0_20:0)", "ts_offset": "-10:0"}
     assert (await client.post(f"/flows/{b['id']}/segments", json=outside)).status_code == 400
     conflict = {
