@@ -19,7 +19,7 @@ import pytest
 
 from tamstore.client import TamsApiError, TamsClient
 from tamstore.config import Settings
-from tamstore.domain.timerange import TimeRange
+from tamstore.domain.timerange import TimeRange, format_timestamp
 from tamstore.media.segmenter import to_ns
 from tamstore.testing import SpecSchemas
 from tests.live import LiveServer
@@ -118,7 +118,9 @@ def test_open_gop_media_is_cut_where_each_object_s_pictures_begin(server: LiveSe
     are decoded after it, so they travel in the key frame's object. Each segment covers exactly
     the pictures its object holds, from the first one shown, and segments meet without
     overlapping (they overlapped once, and the ingest was refused). Export holds every frame
-    once, in order."""
+    once, in order. An edit using an object from one of its key frames on is copied without
+    that key frame's leading B-frames; one cutting inside a group of pictures is refused in one
+    line (only H.264 is re-encoded)."""
     source = make_media(tmp_path / "open-gop.ts", seconds=8, gop=12, codec="mpeg2video")
     ids = ingest(server, source)
     with TamsClient(server.url) as tams:
@@ -135,9 +137,26 @@ def test_open_gop_media_is_cut_where_each_object_s_pictures_begin(server: LiveSe
             first, last = min(packets, key=lambda p: p.pts), max(packets, key=lambda p: p.pts)
             held = TimeRange(to_ns(first.pts, stream.time_base), to_ns(last.pts + last.duration, stream.time_base))
             assert held == timerange
-    out = tmp_path / "all.mkv"
-    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
-    assert decoded(out)[0] == list(range(8 * 25))
+            keys = [to_ns(p.pts, stream.time_base) for p in packets if p.is_keyframe]
+        out = tmp_path / "all.mkv"
+        tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+        assert decoded(out)[0] == list(range(8 * 25))
+        # Edits of the last segment: from its second key frame on, and a few pictures inside a GOP.
+        frame, origin, end = 40_000_000, ranges[0].start, ranges[-1].end
+        assert origin is not None and end is not None and len(keys) >= 2
+        video = tams.get_flow(ids["flows"]["video"])
+        for n, used in enumerate([(keys[1], end), (keys[1] + 2 * frame, keys[1] + 5 * frame)]):
+            edit = {k: video[k] for k in ("format", "codec", "container", "essence_parameters")}
+            edit.update(id=f"0d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f2{n}", source_id="5d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f20")
+            tams.put_flow(edit)
+            assert tams.post_segments(edit["id"], [_part_of(segments[-1], used, 100 * 10**9)]) == []
+            args = ["--server", server.url, "--flow-id", edit["id"], "-o", str(tmp_path / f"edit{n}.ts")]
+            done = tamstore("export", *args, check=n == 0)
+            if n == 0:
+                assert decoded(tmp_path / "edit0.ts")[0] == list(range((keys[1] - origin) // frame, 8 * 25))
+            else:
+                lines = done.stderr.strip().splitlines()
+                assert done.returncode != 0 and len(lines) == 1 and "re-encodes only H.264" in lines[0], done.stderr
 
 
 def test_every_audio_track_becomes_a_flow_or_is_named(server: LiveServer, tmp_path: Path) -> None:
@@ -407,6 +426,61 @@ def test_export_of_a_flow_made_by_reference(server: LiveServer, media: Path, tmp
     tamstore("export", "--server", server.url, "--flow-id", edit["id"], "-o", str(out))
     numbers, pts, _ = decoded(out)
     assert numbers == list(range(100, 250))
+
+
+def _part_of(seg: dict[str, Any], used: tuple[int, int], at: int) -> dict[str, Any]:
+    """A segment at ``at`` ns using ``used`` (ns on the Object's own timeline) of ``seg``'s Object."""
+    lo, hi = used
+    return {
+        "object_id": seg["object_id"],
+        "timerange": TimeRange(at, at + hi - lo).to_str(),
+        "ts_offset": format_timestamp(at - lo),
+    }
+
+
+def test_export_of_an_edit_that_uses_parts_of_objects(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """An edit by reference that uses part of an Object writes only that part (AppNote 0036):
+    video cut at a key frame is copied, video cut inside a group of pictures re-encoded, audio
+    cut at packets. Exported whole, the Objects' unused pictures overlapped the next segment's."""
+    ids = ingest(server, media)
+    frame = 40_000_000  # the input's frame n is at 80 ms + n frames
+    with TamsClient(server.url) as tams:
+        video, audio = (list(tams.segments(ids["flows"][role])) for role in ("video", "audio"))
+        edit: dict[str, str] = {}
+        for role, uid in (("video", "1"), ("audio", "2"), ("multi", "3")):
+            flow = tams.get_flow(ids["flows"][role] if role != "multi" else ids["flow_id"])
+            doc = {k: flow[k] for k in ("format", "codec", "container", "essence_parameters") if k in flow}
+            edit[role] = f"0d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f1{uid}"
+            if role == "multi":
+                doc["flow_collection"] = [
+                    {"id": edit["video"], "role": "video"},
+                    {"id": edit["audio"], "role": "audio"},
+                ]
+            tams.put_flow({**doc, "id": edit[role], "source_id": f"5d5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f1{uid}"})
+        s = 10**9
+        v = 80_000_000
+        pieces = [
+            _part_of(video[2], (v + 100 * frame, v + 150 * frame), 100 * s),  # all of frames 100-149
+            _part_of(video[4], (v + 225 * frame, v + 250 * frame), 102 * s),  # from the key frame of 225
+            _part_of(video[6], (v + 310 * frame, v + 340 * frame), 103 * s),  # inside both its GOPs
+        ]
+        assert tams.post_segments(edit["video"], pieces) == []
+        a = TimeRange.from_str(audio[3]["timerange"])
+        assert a.start is not None and a.end is not None
+        used = (a.start + s // 2, a.end - s // 2)
+        assert tams.post_segments(edit["audio"], [_part_of(audio[3], used, 100 * s)]) == []
+    for ext in ("mp4", "ts"):
+        out = tmp_path / f"edit.{ext}"
+        tamstore("export", "--server", server.url, "--flow-id", edit["multi"], "-o", str(out))
+        numbers, pts, samples = decoded(out)
+        assert numbers == [*range(100, 150), *range(225, 250), *range(310, 340)], (ext, numbers)
+        assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), ext
+        assert abs(samples - (used[1] - used[0]) * 48000 // s) <= 2 * 1024, (ext, samples)
+    # Within the edit, --exact cuts as ever: [101 s, 103.5 s) is frames 125-149, 225-249, 310-322.
+    out = tmp_path / "exact.mp4"
+    args = ["--flow-id", edit["video"], "--timerange", "[101:0_103:500000000)", "--exact", "-o", str(out)]
+    tamstore("export", "--server", server.url, *args)
+    assert decoded(out)[0] == [*range(125, 150), *range(225, 250), *range(310, 323)]
 
 
 def test_an_ingest_that_would_overlap_is_refused_in_one_line(server: LiveServer, media: Path) -> None:

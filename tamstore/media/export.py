@@ -11,6 +11,11 @@ A segment with an init Object (CMAF, AppNote 0024) is read as its init segment f
 own object. Each segment's packets are placed on the Flow's timeline: its object's timestamps plus the
 segment's ``ts_offset`` (so Flows made by reference, whose segments reuse other Flows' Objects,
 come out right). Downloads run ahead of the muxing, which runs in a thread.
+
+A segment may use only part of its object (an edit by reference; its ``object_timerange`` is
+wider than its own range less ``ts_offset``, AppNote 0036). Only that part is written: audio
+packets that start inside it; video pictures copied when they are whole groups of pictures, and
+otherwise decoded and re-encoded as ``--exact`` does at a cut, for nothing else can drop them.
 """
 
 from __future__ import annotations
@@ -28,9 +33,9 @@ from typing import Any
 import av
 
 from tamstore.client.api import AsyncTamsClient, best_url
-from tamstore.domain.timerange import TimeRange, parse_timestamp
+from tamstore.domain.timerange import TimeRange, format_timestamp, parse_timestamp
 from tamstore.media.segmenter import NS, MediaError, to_ns
-from tamstore.media.trim import Cut, ReEncoder, frames_in
+from tamstore.media.trim import Cut, ReEncoder, copyable, frames_in
 
 __all__ = ["ExportResult", "export"]
 
@@ -54,6 +59,25 @@ class _Piece:
     ts_offset: int
     where: str  # "segment [a_b) of Flow X", for messages
     init: tuple[str, str] | None = None  # (id, URL) of the init Object its object follows
+    # The segment uses part of its object, which spans this on the Flow's timeline (None: not
+    # known, as when only the deprecated sample_offset or sample_count says so).
+    partial: bool = False
+    span: tuple[int, int] | None = None
+
+    def keep(self, cut: Cut | None) -> Cut | None:
+        """What of its object this piece writes (None: all of it)."""
+        if not self.partial:
+            return cut
+        if cut is None:
+            return Cut(self.start, self.end)
+        lo, hi = self.start, self.end
+        return Cut(lo if cut.start is None else max(lo, cut.start), hi if cut.end is None else min(hi, cut.end))
+
+    def whole_in(self, keep: Cut) -> bool:
+        """Every picture of its object is inside ``keep``."""
+        if self.partial:
+            return self.span is not None and keep.inside(*self.span)
+        return keep.inside(self.start, self.end)
 
 
 async def export(
@@ -75,7 +99,7 @@ async def export(
     pieces: list[_Piece] = []
     for index, member in enumerate(members):
         previous: TimeRange | None = None
-        async for seg in client.segments(member["id"], timerange):
+        async for seg in client.segments(member["id"], timerange, include_object_timerange="true"):
             tr = TimeRange.from_str(seg["timerange"])
             assert tr.start is not None and tr.end is not None
             url = best_url(seg.get("get_urls") or [])
@@ -84,7 +108,8 @@ async def export(
             offset = parse_timestamp(seg["ts_offset"]) if seg.get("ts_offset") else 0
             where = f"segment {seg['timerange']} of Flow {member['id']}"
             init = _init_of(seg, where)
-            pieces.append(_Piece(index, tr.start, tr.end, url, offset, where, init))
+            partial, span = _part_used(seg, tr, offset)
+            pieces.append(_Piece(index, tr.start, tr.end, url, offset, where, init, partial, span))
             if previous is not None and previous.end is not None and previous.end < tr.start:
                 result.gaps.append(TimeRange(previous.end, tr.start).to_str())
             previous = tr
@@ -122,6 +147,18 @@ async def export(
         await asyncio.to_thread(writer.close)
     result.streams = len(writer.streams)
     return result
+
+
+def _part_used(seg: dict[str, Any], tr: TimeRange, offset: int) -> tuple[bool, tuple[int, int] | None]:
+    """Whether the segment uses only part of its object, and the object's span on the Flow's
+    timeline when the server says what it is (``object_timerange``)."""
+    whole = seg.get("object_timerange")
+    if whole is None:
+        return seg.get("sample_offset") not in (None, 0) or seg.get("sample_count") is not None, None
+    held = TimeRange.from_str(whole).shift(offset)
+    if held.start is None or held.end is None:
+        return True, None
+    return (held.start, held.end) != (tr.start, tr.end), (held.start, held.end)
 
 
 def _init_of(segment: dict[str, Any], where: str) -> tuple[str, str] | None:
@@ -175,30 +212,59 @@ class _Writer:
         with _opened(piece, data) as (source, stream):
             base = Fraction(stream.time_base)
             shift = piece.ts_offset * base.denominator // (base.numerator * NS)
-            cut = self.cut
-            if cut is not None and stream.type == "video" and not cut.inside(piece.start, piece.end):
-                if piece.flow not in self.reencoders:
-                    self.reencoders[piece.flow] = ReEncoder(stream, piece.where)
-                frames, delay = frames_in(source, stream, shift, cut)
-                for packet in self.reencoders[piece.flow].encode(frames, delay, target):
-                    self.out.mux(packet)
-                return
+            keep = piece.keep(self.cut)
+            packets = []
             for packet in source.demux(stream):
                 if packet.size == 0:
                     continue
                 if shift:
                     packet.pts = None if packet.pts is None else packet.pts + shift
                     packet.dts = None if packet.dts is None else packet.dts + shift
-                if cut is not None and packet.pts is not None:
-                    start = to_ns(packet.pts, base)
-                    if not cut.keeps(start, start + to_ns(packet.duration or 0, base)):
-                        continue  # audio: cut at the packet that holds the range's edge
+                packets.append(packet)
+            if keep is not None and stream.type == "video" and not piece.whole_in(keep):
+                packets = self._pictures(piece, stream, packets, keep, target)
+            elif keep is not None:
+                packets = [p for p in packets if p.pts is None or _audio_kept(piece, keep, p, base)]
+            for packet in packets:
                 packet.stream = target
-                self.out.mux(packet)
+                try:
+                    self.out.mux(packet)
+                except av.FFmpegError as exc:
+                    at = "?" if packet.pts is None else format_timestamp(to_ns(packet.pts, base))
+                    raise MediaError(
+                        f"{piece.where}: its packet at {at} cannot follow the ones before it in {self.path.name} "
+                        f"({exc.strerror}); do segments of the Flow overlap in their media?"
+                    ) from None
+
+    def _pictures(self, piece: _Piece, stream: Any, packets: list[Any], keep: Cut, target: Any) -> list[Any]:
+        """The packets of the video pictures ``keep`` holds: copied when they make whole groups
+        of pictures, else decoded and re-encoded (see ``trim``)."""
+        run = copyable(packets, Fraction(stream.time_base), keep)
+        if run is not None:
+            return run
+        if piece.flow not in self.reencoders:
+            instead = (
+                "export without --exact (cut at segment boundaries)"
+                if not piece.partial
+                else "the segment uses part of its object, and only re-encoding can cut it there"
+            )
+            self.reencoders[piece.flow] = ReEncoder(stream, piece.where, instead)
+        delay = next((p.pts - p.dts for p in packets if p.pts is not None and p.dts is not None), 0)
+        return self.reencoders[piece.flow].encode(frames_in(packets, stream, keep), delay, target)
 
     def close(self) -> None:
         self._flush(closing=True)
         self.out.close()
+
+
+def _audio_kept(piece: _Piece, keep: Cut, packet: Any, base: Fraction) -> bool:
+    """An audio packet (or a video one wholly inside) is written when it starts inside the
+    piece's part of its object, and overlaps the export's range: audio is cut at the packet that
+    holds the range's edge, never re-encoded."""
+    start = to_ns(packet.pts, base)
+    if piece.partial and not (piece.start <= start < piece.end):
+        return False  # neighbouring pieces never both hold one instant
+    return keep.keeps(start, start + to_ns(packet.duration or 0, base))
 
 
 @contextlib.contextmanager

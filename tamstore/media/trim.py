@@ -4,8 +4,10 @@ A segment of video starts at a key frame, so a range that starts or ends inside 
 cannot be cut there by copying packets: the pictures before the cut are needed to decode the
 ones after it. Those boundary segments (at most two per video Flow, whatever the range's
 length) are decoded and the frames inside the range re-encoded (H.264, libx264); every other
-segment is copied as it is. Audio packets decode on their own, so audio is cut at packet
+segment is copied as it is, and so is a boundary segment cut at one of its key frames (whole
+groups of pictures: ``copyable``). Audio packets decode on their own, so audio is cut at packet
 boundaries, never re-encoded: it ends within one packet (about 21 ms of AAC) of the range.
+The same cuts serve the segments of an edit that use part of their objects (``export``).
 
 The re-encoded pictures join copied ones in the same output stream, so they are made to fit:
 - no B-frames, and decode times set before presentation times by the copied stream's own
@@ -26,7 +28,7 @@ import av
 
 from tamstore.media.segmenter import MediaError, to_ns
 
-__all__ = ["Cut", "ReEncoder", "frames_in"]
+__all__ = ["Cut", "ReEncoder", "copyable", "frames_in"]
 
 REENCODABLE = {"h264"}  # codecs whose boundary segments can be re-encoded here
 PARAMETER_SET_ID = "31"  # the highest SPS/PPS id: an encoder's defaults start at 0
@@ -70,12 +72,12 @@ def _annexb_to_lengths(data: bytes, size: int) -> bytes:
 class ReEncoder:
     """Re-encodes the frames of boundary segments of one video stream into its packets' form."""
 
-    def __init__(self, stream: Any, where: str) -> None:
+    def __init__(self, stream: Any, where: str, instead: str) -> None:
         codec = stream.codec_context.name
         if codec not in REENCODABLE:
             raise MediaError(
-                f"{where}: --exact would re-encode {codec} here, and tamstore re-encodes only H.264; "
-                "export without --exact (cut at segment boundaries)"
+                f"{where}: a cut inside its group of pictures needs its {codec} re-encoded, "
+                f"and tamstore re-encodes only H.264; {instead}"
             )
         extradata = stream.codec_context.extradata or b""
         # avcC starts with version 1; its fifth byte's low bits are the length size less one.
@@ -116,20 +118,31 @@ class ReEncoder:
         return made
 
 
-def frames_in(source: Any, stream: Any, shift: int, cut: Cut) -> tuple[list[Any], int]:
-    """The decoded frames of ``stream`` whose presentation time ``cut`` holds (times moved by
-    ``shift`` ticks), and the stream's decode delay (its first packet's pts less its dts)."""
+def frames_in(packets: list[Any], stream: Any, keep: Cut) -> list[Any]:
+    """The decoded frames of ``stream`` whose presentation time ``keep`` holds, from its
+    ``packets`` (in decode order, their times already on the Flow's timeline)."""
     base = Fraction(stream.time_base)
-    delay: int | None = None
-    frames = []
-    for packet in source.demux(stream):
-        if delay is None and packet.pts is not None and packet.dts is not None:
-            delay = packet.pts - packet.dts
-        if packet.pts is not None:
-            packet.pts += shift
-        if packet.dts is not None:
-            packet.dts += shift
-        for frame in packet.decode():
-            if frame.pts is not None and cut.holds(to_ns(frame.pts, base)):
-                frames.append(frame)
-    return frames, delay or 0
+    decoded = [frame for packet in packets for frame in packet.decode()]
+    decoded += stream.codec_context.decode(None)  # the pictures the decoder still holds back
+    return [frame for frame in decoded if frame.pts is not None and keep.holds(to_ns(frame.pts, base))]
+
+
+def copyable(packets: list[Any], base: Fraction, keep: Cut) -> list[Any] | None:
+    """The packets of the pictures ``keep`` holds, when they can be copied as they are: a run of
+    the object's packets in decode order that starts at a key frame and needs no picture outside
+    it. The only packets the run may pass over are the key frame's leading pictures (shown before
+    it, decoded after it: an open GOP's B-frames), which nothing after them refers to. None when
+    the pictures must be decoded and re-encoded; ``packets`` are in decode order, their times on
+    the Flow's timeline."""
+    inside = [i for i, p in enumerate(packets) if p.pts is not None and keep.holds(to_ns(p.pts, base))]
+    if not inside:
+        return []
+    head = packets[inside[0]]
+    if not head.is_keyframe:
+        return None
+    kept = set(inside)
+    for i in range(inside[0], inside[-1] + 1):
+        leading = packets[i].pts is not None and packets[i].pts < head.pts
+        if leading == (i in kept):  # a leading picture kept (it needs the group before), or a later one left out
+            return None
+    return [packets[i] for i in inside]
