@@ -18,7 +18,7 @@ import pytest
 
 from tamstore.client import TamsClient
 from tamstore.config import Settings
-from tamstore.domain.timerange import TimeRange
+from tamstore.domain.timerange import TimeRange, format_timestamp
 from tests.live import LiveServer
 from tests.media import make_media, placed_at
 from tests.test_media import decoded
@@ -324,3 +324,33 @@ def test_an_object_whose_bytes_are_gone_is_named_and_the_rest_goes_on(
     with TamsClient(a.url) as source, TamsClient(b.url) as target:
         assert len(list(target.segments(video))) == len(list(source.segments(video)))  # the rest went on
         assert list(target.segments(audio)) == []  # nothing half-registered: the batch never went
+
+
+def test_an_edit_copied_before_the_flow_it_cuts_from_lets_that_flow_follow(
+    servers: tuple[LiveServer, LiveServer], media: Path, tmp_path: Path
+) -> None:
+    """An edit using part of an Object, copied first, registers that Object on the target with
+    all it holds; the Flow that uses all of it then copies too (it was refused: the edit had
+    fixed the Object to its own part), and both export as they do on the source."""
+    a, b = servers
+    ids = json.loads(tamstore("ingest", str(media), "--server", a.url, "--json").stdout)
+    video_id = ids["flows"]["video"]
+    with TamsClient(a.url) as tams:
+        video = tams.get_flow(video_id)
+        edit = {k: video[k] for k in ("format", "codec", "container", "essence_parameters")}
+        edit.update(id="2e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f11", source_id="3e5e1c3a-9f0e-4c1b-8a55-7e0c2b6d4f11")
+        tams.put_flow(edit)
+        second = list(tams.segments(video_id))[1]
+        start, end = TimeRange.from_str(second["timerange"]).start, TimeRange.from_str(second["timerange"]).end
+        assert start is not None and end is not None
+        half = (start + end) // 2  # the segment's second GOP (frames 75-99), placed at 0
+        part = {"object_id": second["object_id"], "timerange": TimeRange(0, end - half).to_str()}
+        assert tams.post_segments(edit["id"], [{**part, "ts_offset": format_timestamp(-half)}]) == []
+    both = ["--from", a.url, "--to", b.url]
+    tamstore("sync", *both, "--flow-id", edit["id"])
+    tamstore("sync", *both, "--flow-id", video_id)
+    assert "the two sides agree" in tamstore("sync", *both, "--flow-id", edit["id"], "--verify").stdout
+    for flow_id, frames in ((edit["id"], list(range(75, 100))), (video_id, list(range(250)))):
+        out = tmp_path / f"{flow_id}.ts"
+        tamstore("export", "--server", b.url, "--flow-id", flow_id, "-o", str(out))
+        assert decoded(out)[0] == frames, flow_id

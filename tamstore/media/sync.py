@@ -380,7 +380,9 @@ async def _sync_segments(run: _Run, flow: dict[str, Any], options: SyncOptions) 
             run.report(progress)
 
     try:
-        async for seg in source.segments(flow_id, options.timerange):
+        # With what each Object holds: the first segment registered on the target fixes that, and
+        # an edit using part of an Object may be copied before the Flow that uses all of it.
+        async for seg in source.segments(flow_id, options.timerange, include_object_timerange="true"):
             timerange = TimeRange.from_str(seg["timerange"])
             last_end = timerange.end
             progress.done_ns += _length(timerange, options.timerange)
@@ -480,7 +482,7 @@ async def verify(
     """Differences between the two sides, one line each (empty: they agree)."""
     state = _State(options.state)
     out: list[str] = []
-    urls = {} if options.compare_bytes else {"accept_get_urls": ""}
+    urls = {"include_object_timerange": "true"} | ({} if options.compare_bytes else {"accept_get_urls": ""})
     digests: dict[tuple[int, str], str] = {}  # (side, Object id) -> SHA-256 of its bytes, read once
 
     async def digest(side: int, client: AsyncTamsClient, doc: dict[str, Any]) -> str:
