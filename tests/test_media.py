@@ -476,6 +476,19 @@ def test_export_of_an_edit_that_uses_parts_of_objects(server: LiveServer, media:
         assert numbers == [*range(100, 150), *range(225, 250), *range(310, 340)], (ext, numbers)
         assert all(b > a for a, b in zip(pts, pts[1:], strict=False)), ext
         assert abs(samples - (used[1] - used[0]) * 48000 // s) <= 2 * 1024, (ext, samples)
+    # A writer that registered an Object on its own clock, not the media's timestamps: an edit of
+    # part of it holds none of its pictures where it says, and is refused in one line.
+    with TamsClient(server.url) as tams:
+        [obj] = tams.allocate(edit["video"], 1)
+        tams.upload(obj["put_url"], tams.download(video[2]["get_urls"][0]["url"]))  # media at 4.08 s
+        clock = {"object_id": obj["object_id"], "timerange": "[50:0_52:0)"}
+        assert (
+            tams.post_segments(edit["video"], [clock, {**clock, "timerange": "[60:0_61:0)", "ts_offset": "9:0"}]) == []
+        )
+    done = tamstore(
+        "export", "--server", server.url, "--flow-id", edit["video"], "-o", str(tmp_path / "x.ts"), check=False
+    )
+    assert done.returncode == 1 and "segment [60:0_61:0)" in done.stderr and "none of its object's media" in done.stderr
     # Within the edit, --exact cuts as ever: [101 s, 103.5 s) is frames 125-149, 225-249, 310-322.
     out = tmp_path / "exact.mp4"
     args = ["--flow-id", edit["video"], "--timerange", "[101:0_103:500000000)", "--exact", "-o", str(out)]
@@ -494,6 +507,7 @@ def test_an_ingest_that_would_overlap_is_refused_in_one_line(server: LiveServer,
 
 
 def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """And it leaves no half-written file behind, nor harms the file it would have replaced."""
     ids = ingest(server, media)
     disk = tmp_path / "small"
     disk.mkdir()
@@ -501,12 +515,15 @@ def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
     try:
+        (disk / "out.ts").write_bytes(b"an earlier export")
         done = tamstore(
             "export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(disk / "out.ts"), check=False
         )
         assert done.returncode != 0
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
+        assert [p.name for p in disk.iterdir()] == ["out.ts"]
+        assert (disk / "out.ts").read_bytes() == b"an earlier export"
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
 

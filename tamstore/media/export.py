@@ -117,7 +117,11 @@ async def export(
         raise MediaError(f"Flow {flow_id} has no segments in {timerange or 'its timeline'}")
     pieces.sort(key=lambda p: (p.start, p.flow))
     cut = Cut(timerange.start, timerange.end) if exact and timerange is not None else None
-    writer = await asyncio.to_thread(_Writer, output, len({p.flow for p in pieces}), cut)
+    # Written beside the output and renamed over it once whole: an export that fails leaves no
+    # broken file, and a file already there as it was. (The same extension: FFmpeg picks the
+    # container by it.)
+    unfinished = output.with_name(f".{output.stem}.partial{output.suffix}")
+    writer = await asyncio.to_thread(_Writer, unfinished, output, len({p.flow for p in pieces}), cut)
     # At most PREFETCH downloads in flight or waiting; each segment's bytes are let go once muxed.
     ahead: collections.deque[asyncio.Task[bytes]] = collections.deque()
     upcoming = iter(pieces)
@@ -141,10 +145,15 @@ async def export(
             await asyncio.to_thread(writer.add, piece, data)
             result.segments += 1
             result.bytes += len(data)
+        await asyncio.to_thread(writer.close)
+        unfinished.replace(output)
+    except BaseException:
+        await asyncio.to_thread(writer.abandon)
+        unfinished.unlink(missing_ok=True)
+        raise
     finally:
         for task in [*ahead, *inits.values()]:
             task.cancel()
-        await asyncio.to_thread(writer.close)
     result.streams = len(writer.streams)
     return result
 
@@ -153,8 +162,8 @@ def _part_used(seg: dict[str, Any], tr: TimeRange, offset: int) -> tuple[bool, t
     """Whether the segment uses only part of its object, and the object's span on the Flow's
     timeline when the server says what it is (``object_timerange``)."""
     whole = seg.get("object_timerange")
-    if whole is None:
-        return seg.get("sample_offset") not in (None, 0) or seg.get("sample_count") is not None, None
+    if whole is None:  # a server that does not say; a sample_count alone is commonly all of it
+        return seg.get("sample_offset") not in (None, 0), None
     held = TimeRange.from_str(whole).shift(offset)
     if held.start is None or held.end is None:
         return True, None
@@ -174,12 +183,12 @@ def _init_of(segment: dict[str, Any], where: str) -> tuple[str, str] | None:
 class _Writer:
     """The output file; one output stream per Flow, made from its first segment's stream."""
 
-    def __init__(self, path: Path, flows: int, cut: Cut | None = None) -> None:
+    def __init__(self, path: Path, output: Path, flows: int, cut: Cut | None = None) -> None:
         try:
             self.out = av.open(str(path), "w")
         except (av.FFmpegError, OSError, ValueError) as exc:
-            raise MediaError(f"{path}: cannot write it ({exc})") from None
-        self.path = path
+            raise MediaError(f"{output}: cannot write it ({exc})") from None
+        self.output = output  # the name the file will have, for messages
         self.streams: dict[int, Any] = {}
         self.pending: dict[int, list[tuple[_Piece, bytes]]] = {}
         self.flows = flows
@@ -221,10 +230,16 @@ class _Writer:
                     packet.pts = None if packet.pts is None else packet.pts + shift
                     packet.dts = None if packet.dts is None else packet.dts + shift
                 packets.append(packet)
+            read = len(packets)
             if keep is not None and stream.type == "video" and not piece.whole_in(keep):
                 packets = self._pictures(piece, stream, packets, keep, target)
             elif keep is not None:
                 packets = [p for p in packets if p.pts is None or _audio_kept(piece, keep, p, base)]
+            if read and not packets and piece.partial and (self.cut is None or self.cut.inside(piece.start, piece.end)):
+                raise MediaError(
+                    f"{piece.where}: none of its object's media falls inside it, placed by its ts_offset "
+                    f"({format_timestamp(piece.ts_offset)})"
+                )
             for packet in packets:
                 packet.stream = target
                 try:
@@ -232,7 +247,7 @@ class _Writer:
                 except av.FFmpegError as exc:
                     at = "?" if packet.pts is None else format_timestamp(to_ns(packet.pts, base))
                     raise MediaError(
-                        f"{piece.where}: its packet at {at} cannot follow the ones before it in {self.path.name} "
+                        f"{piece.where}: its packet at {at} cannot follow the ones before it in {self.output.name} "
                         f"({exc.strerror}); do segments of the Flow overlap in their media?"
                     ) from None
 
@@ -255,6 +270,11 @@ class _Writer:
     def close(self) -> None:
         self._flush(closing=True)
         self.out.close()
+
+    def abandon(self) -> None:
+        """Let the file go unfinished (it is deleted): whatever closing it says is moot."""
+        with contextlib.suppress(av.FFmpegError, OSError, ValueError):
+            self.out.close()
 
 
 def _audio_kept(piece: _Piece, keep: Cut, packet: Any, base: Fraction) -> bool:
