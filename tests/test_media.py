@@ -244,6 +244,8 @@ def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path,
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), (args, done.stderr[-2000:])
         assert (str(joined) not in args) or "timestamps go back from" in lines[0], lines
         assert (str(raw) not in args) or "carry no timestamps" in lines[0], lines
+    with TamsClient(server.url) as tams:  # an input refused before its first segment leaves no Flow
+        assert [f["label"] for f in tams.flows() if f.get("label", "").startswith("raw.h264")] == []
 
 
 def test_client_pages_retries_and_raises_with_the_error_body(server: LiveServer) -> None:

@@ -143,12 +143,14 @@ async def _ingest(
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
     flow_ids, source_ids = ingest_ids(name, list(roles.values()), options.container)
     label = options.label or Path(source.split("?")[0]).name
+    created: list[str] = []  # the Flows this run made, the collecting one last
     for e in segmenter.essences:
         role = roles[e.index]
         if await client.get_flow(flow_ids[role]) is None:
             await client.put_flow(
                 _flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})", options.container)
             )
+            created.append(flow_ids[role])
     if await client.get_flow(flow_ids["multi"]) is None:
         await client.put_flow(
             {
@@ -159,8 +161,40 @@ async def _ingest(
                 "flow_collection": [{"id": flow_ids[r], "role": r} for r in roles.values()],
             }
         )
-    registered = {e.index: _Registered(client, flow_ids[roles[e.index]]) for e in segmenter.essences}
+        created.append(flow_ids["multi"])
     progress = Progress(total_ns=segmenter.duration_ns())
+    try:
+        return await _register_all(client, segmenter, options, report, stop, progress, roles, flow_ids, source_ids)
+    except Exception:
+        await _remove_if_empty(client, created)
+        raise
+
+
+async def _remove_if_empty(client: AsyncTamsClient, flow_ids: list[str]) -> None:
+    """Take away the Flows this ingest made if it failed before any segment of theirs was
+    registered, so a refused input leaves nothing behind. (They are made before the input's
+    first packets are read: reading those first would hold a live input's Ctrl-C until they
+    came.) Best effort: the failure being reported may be that the server is out of reach."""
+    with contextlib.suppress(Exception):
+        for flow_id in flow_ids:
+            async for _ in client.segments(flow_id, accept_get_urls="", limit=1):
+                return  # it holds media now: everything stays
+        for flow_id in reversed(flow_ids):  # the collecting Flow before the Flows it collects
+            await client.delete_flow(flow_id, wait=False)
+
+
+async def _register_all(
+    client: AsyncTamsClient,
+    segmenter: Segmenter,
+    options: IngestOptions,
+    report: Callable[[Progress], None] | None,
+    stop: asyncio.Event,
+    progress: Progress,
+    roles: dict[int, str],
+    flow_ids: dict[str, str],
+    source_ids: dict[str, str],
+) -> IngestResult:
+    registered = {e.index: _Registered(client, flow_ids[roles[e.index]]) for e in segmenter.essences}
     offset: int | None = None
     # Live input is registered segment by segment, so that it can be watched as it arrives.
     uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
