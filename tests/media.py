@@ -58,19 +58,24 @@ def make_media(
     noise: bool = False,
     codec: str = "libx264",
     more_audio: tuple[str, ...] = (),
+    pix_fmt: str = "yuv420p",
+    x264_params: str = "",
 ) -> Path:
     """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
     silence at 48 kHz, in the container ``path``'s extension names. ``noise`` fills the pictures
     with noise, for a realistic bit rate (benchmarks). ``codec`` "mpeg2video": MPEG-2 video
     instead, in open GOPs (B-frames shown before each key frame but decoded after it), as
     broadcast MPEG-2 usually is. ``more_audio``: further audio streams after the AAC one, of
-    these FFmpeg encoders (``eac3``, ``flac`` ...), silent too."""
+    these FFmpeg encoders (``eac3``, ``flac`` ...), silent too. ``pix_fmt`` and ``x264_params``
+    (libx264's own settings: colour, fields, aspect) describe the pictures otherwise."""
     grain = os.urandom(width * height * 2) if noise else b""
     out = av.open(str(path), "w")
     video = out.add_stream(codec, rate=fps)
-    video.width, video.height, video.pix_fmt = width, height, "yuv420p"
+    video.width, video.height, video.pix_fmt = width, height, pix_fmt
     if codec == "libx264":
         video.options = {"g": str(gop), "bf": "2", "preset": "ultrafast", "sc_threshold": "0"}
+        if x264_params:
+            video.options = {**video.options, "x264-params": x264_params}
     else:
         video.options = {"g": str(gop), "bf": "2", "b": "2M"}
     sounds = []
@@ -80,6 +85,8 @@ def make_media(
         sounds.append(sound)
     for i in range(seconds * fps):
         picture = _picture(i, width, height, grain)
+        if pix_fmt != "yuv420p":
+            picture = picture.reformat(format=pix_fmt)
         picture.pts = i
         for packet in video.encode(picture):
             out.mux(packet)

@@ -75,6 +75,11 @@ def test_ingest_describes_the_input_and_covers_it(server: LiveServer, media: Pat
             "frame_width": 320,
             "frame_height": 240,
             "frame_rate": {"numerator": 25, "denominator": 1},
+            "interlace_mode": "progressive",
+            "bit_depth": 8,
+            "component_type": "YCbCr",
+            "horiz_chroma_subs": 2,
+            "vert_chroma_subs": 2,
             "avc_parameters": {"profile": 77, "flags": 64, "level": 13},  # Main, level 1.3: avc1.4d400d
         }
         assert audio["essence_parameters"] == {"sample_rate": 48000, "channels": 2}
@@ -91,6 +96,36 @@ def test_ingest_describes_the_input_and_covers_it(server: LiveServer, media: Pat
                 assert ranges[0].start == 80_000_000 and ranges[-1].end == 20_080_000_000  # B-frame delay moved
             else:
                 assert sum(s["sample_count"] for s in segments) == packets * 1024
+
+
+def test_a_flow_says_what_its_pictures_are(server: LiveServer, tmp_path: Path, schemas: SpecSchemas) -> None:
+    """Broadcast pictures: 10-bit HLG HDR, interlaced top field first, 16:15 pixels (as
+    625-line SD's are). The Flow says so in TAMS's terms, and HLS and DASH tell players it is
+    HLG; what an input leaves unspecified (the test media's colour) is left out."""
+    settings = "colorprim=bt2020:transfer=arib-std-b67:colormatrix=bt2020nc:tff=1:sar=16/15"
+    source = make_media(tmp_path / "hdr.ts", seconds=4, pix_fmt="yuv420p10le", x264_params=settings)
+    ids = ingest(server, source, "--container", "cmaf")
+    with TamsClient(server.url) as tams:
+        video = tams.get_flow(ids["flows"]["video"])
+    schemas.check("flow-get.json", video)
+    params = video["essence_parameters"]
+    assert {k: params[k] for k in params if k not in ("frame_width", "frame_height", "frame_rate")} == {
+        "interlace_mode": "interlaced_tff",
+        "colorspace": "BT2100",
+        "transfer_characteristic": "HLG",
+        "bit_depth": 10,
+        "component_type": "YCbCr",
+        "horiz_chroma_subs": 2,
+        "vert_chroma_subs": 2,
+        "pixel_aspect_ratio": {"numerator": 16, "denominator": 15},
+        "aspect_ratio": {"numerator": 64, "denominator": 45},  # 320x240 of 16:15 pixels
+        "avc_parameters": {"profile": 110, "flags": 0, "level": 21},  # High 10, level 2.1 (interlaced)
+        "init_segments": True,
+    }
+    hls = httpx.get(f"{server.url}/x-tamstore/hls/{ids['flow_id']}.m3u8").text
+    assert "VIDEO-RANGE=HLG" in hls, hls
+    mpd = httpx.get(f"{server.url}/x-tamstore/dash/{ids['flow_id']}.mpd").text
+    assert '<SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="18"/>' in mpd
 
 
 def test_export_of_all_and_of_a_range_holds_exactly_the_frames(server: LiveServer, media: Path, tmp_path: Path) -> None:

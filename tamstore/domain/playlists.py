@@ -145,11 +145,16 @@ class Rendition:
     frame_rate: Fraction | None = None
     sample_rate: int | None = None
     channels: int | None = None
+    transfer: str | None = None  # the Flow's transfer_characteristic: SDR, HLG or PQ
 
 
 # RFC 6381 codecs strings of the audio codecs whose string a Flow's codec alone settles. AAC is
 # taken as AAC-LC: what AAC in TAMS Flows (and tamstore ingest) commonly is.
 _AUDIO_CODECS = {"audio/aac": "mp4a.40.2", "audio/mpeg": "mp4a.40.34", "audio/ac3": "ac-3", "audio/eac3": "ec-3"}
+
+
+# transfer_characteristic -> its ITU-T H.273 code and the DASH property that says it (if any).
+_TRANSFERS = {"SDR": (1, ""), "HLG": (18, "SupplementalProperty"), "PQ": (16, "EssentialProperty")}
 
 
 def avc_codecs(codec: str | None, params: dict[str, object]) -> str | None:
@@ -186,6 +191,8 @@ def hls_multivariant(videos: list[Rendition], audios: list[Rendition]) -> str:
             attrs.append(f"RESOLUTION={variant.width}x{variant.height}")
         if variant.frame_rate:
             attrs.append(f"FRAME-RATE={float(variant.frame_rate):.3f}")
+        if variant.transfer in _TRANSFERS:  # players pick HDR variants they can show by it
+            attrs.append(f"VIDEO-RANGE={variant.transfer}")
         codecs = [variant.codecs] + (sorted(c for c in audio_codecs if c) if videos else [])
         # CODECS must name every format in the variant, or be left out.
         if all(codecs) and (not videos or None not in audio_codecs):
@@ -278,6 +285,12 @@ def dash_adaptation_open(track: DashTrack, index: int) -> str:
         rep["audioSamplingRate"] = str(r.sample_rate)
     text = "    <AdaptationSet" + "".join(f" {k}={quoteattr(v)}" for k, v in set_attrs.items()) + ">\n"
     text += "      <Representation" + "".join(f" {k}={quoteattr(v)}" for k, v in rep.items()) + ">\n"
+    if r.kind == "video" and r.transfer in _TRANSFERS:
+        # DASH-IF IOP: PQ is essential (a player that cannot show it must skip it); HLG shows
+        # acceptably as SDR, so it is supplemental. SDR, the default, needs no saying.
+        code, kind = _TRANSFERS[r.transfer]
+        if kind:
+            text += f'        <{kind} schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="{code}"/>\n'
     if r.kind == "audio" and r.channels:
         text += (
             '        <AudioChannelConfiguration schemeIdUri="urn:mpeg:dash:23003:3:audio_channel_configuration:2011"'

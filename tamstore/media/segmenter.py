@@ -26,6 +26,7 @@ from typing import Any
 import av
 
 from tamstore.domain.timerange import format_timestamp
+from tamstore.media.essence import video_parameters
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
 __all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
@@ -171,15 +172,7 @@ class Segmenter:
         ctx = stream.codec_context
         params: dict[str, Any]
         if kind == "video":
-            params = {"frame_width": ctx.width, "frame_height": ctx.height}
-            rate = stream.average_rate or stream.guessed_rate
-            if rate:
-                params["frame_rate"] = {"numerator": rate.numerator, "denominator": rate.denominator}
-            else:  # no rate the input tells: a Flow without frame_rate must say it is variable
-                params["vfr"] = True
-            avc = avc_parameters(ctx.extradata) if ctx.name == "h264" else None
-            if avc is not None:
-                params["avc_parameters"] = avc
+            params = video_parameters(stream)
         else:
             params = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
         return Essence(stream.index, kind, codec, params, Fraction(stream.time_base), ctx.bit_rate or None)
@@ -322,21 +315,6 @@ class Segmenter:
             samples=samples,
             init=init,
         )
-
-
-def avc_parameters(extradata: bytes | None) -> dict[str, int] | None:
-    """H.264's profile, constraint flags and level bytes (the Flow's ``avc_parameters``, and the
-    ``avc1.PPCCLL`` codecs string players want) from the stream's configuration: an MP4
-    ``avcC`` record, or a sequence parameter set after a start code (MPEG-TS)."""
-    data = extradata or b""
-    if len(data) >= 4 and data[0] == 1:
-        return {"profile": data[1], "flags": data[2], "level": data[3]}
-    at = data.find(b"\x00\x00\x01")
-    while at >= 0 and at + 7 <= len(data):
-        if data[at + 3] & 0x1F == 7:  # NAL unit type 7: sequence parameter set
-            return {"profile": data[at + 4], "flags": data[at + 5], "level": data[at + 6]}
-        at = data.find(b"\x00\x00\x01", at + 3)
-    return None
 
 
 def remux_ts(stream: Any, packets: list[Any]) -> bytes:

@@ -274,6 +274,7 @@ def _rendition(flow: FlowRow, uri: str, name: str) -> Rendition:
         frame_rate=frame_rate,
         sample_rate=params.get("sample_rate"),
         channels=params.get("channels"),
+        transfer=transfer if isinstance(transfer := params.get("transfer_characteristic"), str) else None,
     )
 
 

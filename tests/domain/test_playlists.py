@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from fractions import Fraction
 
 from tamstore.domain.playlists import (
+    DashTrack,
     HlsMediaPlaylist,
     PlayItem,
     Rendition,
     SegmentTimeline,
     avc_codecs,
+    dash_adaptation_open,
     hls_multivariant,
     seconds,
     target_duration,
@@ -73,6 +76,24 @@ def test_multivariant_codecs_only_when_all_are_known() -> None:
         "ec-3",
         None,
     ]
+
+
+def test_hdr_video_is_named_to_players() -> None:
+    """HLS's VIDEO-RANGE for any known transfer; DASH's property only for HDR: PQ essential (a
+    player that cannot show it must skip it), HLG supplemental (it shows as SDR)."""
+    base = Rendition("video", "v", "v.m3u8", "video", 5_000_000, "avc1.64001f", 1280, 720, Fraction(25))
+    prop = '<{} schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="{}"/>'
+    for transfer, range_, dash in (
+        ("PQ", "VIDEO-RANGE=PQ", prop.format("EssentialProperty", 16)),
+        ("HLG", "VIDEO-RANGE=HLG", prop.format("SupplementalProperty", 18)),
+        ("SDR", "VIDEO-RANGE=SDR", None),
+        ("bogus", None, None),
+    ):
+        video = replace(base, transfer=transfer)
+        hls = hls_multivariant([video], [])
+        mpd = dash_adaptation_open(DashTrack(video, "video/mp4", "init.mp4", 0), 0)
+        assert (range_ is None and "VIDEO-RANGE" not in hls) or (range_ is not None and range_ in hls), transfer
+        assert (dash is None and "Property" not in mpd) or (dash is not None and dash in mpd), transfer
 
 
 def test_segment_timeline_runs_and_jumps() -> None:
