@@ -82,7 +82,11 @@ def test_ingest_describes_the_input_and_covers_it(server: LiveServer, media: Pat
             "vert_chroma_subs": 2,
             "avc_parameters": {"profile": 77, "flags": 64, "level": 13},  # Main, level 1.3: avc1.4d400d
         }
-        assert audio["essence_parameters"] == {"sample_rate": 48000, "channels": 2}
+        assert audio["essence_parameters"] == {
+            "sample_rate": 48000,
+            "channels": 2,
+            "codec_parameters": {"coded_frame_size": 1024, "mp4_oti": 2},  # AAC-LC
+        }
         multi_source = tams.get_source(ids["source_id"])
         schemas.check("source.json", multi_source)
         assert {s["id"] for s in multi_source["source_collection"]} == set(ids["sources"].values())

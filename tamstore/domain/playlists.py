@@ -148,8 +148,9 @@ class Rendition:
     transfer: str | None = None  # the Flow's transfer_characteristic: SDR, HLG or PQ
 
 
-# RFC 6381 codecs strings of the audio codecs whose string a Flow's codec alone settles. AAC is
-# taken as AAC-LC: what AAC in TAMS Flows (and tamstore ingest) commonly is.
+# RFC 6381 codecs strings of the audio codecs whose string a Flow's codec alone settles. AAC
+# whose Flow does not give its object type (``codec_parameters.mp4_oti``) is taken as AAC-LC:
+# what AAC in TAMS Flows commonly is.
 _AUDIO_CODECS = {"audio/aac": "mp4a.40.2", "audio/mpeg": "mp4a.40.34", "audio/ac3": "ac-3", "audio/eac3": "ec-3"}
 
 
@@ -159,6 +160,11 @@ _TRANSFERS = {"SDR": (1, ""), "HLG": (18, "SupplementalProperty"), "PQ": (16, "E
 
 def avc_codecs(codec: str | None, params: dict[str, object]) -> str | None:
     """The RFC 6381 codecs string of a Flow, where its codec and parameters tell it."""
+    if codec == "audio/aac":
+        coded = params.get("codec_parameters")
+        oti = coded.get("mp4_oti") if isinstance(coded, dict) else None
+        if isinstance(oti, int) and not isinstance(oti, bool) and 0 < oti < 96:  # HE-AAC is mp4a.40.5
+            return f"mp4a.40.{oti}"
     if codec in _AUDIO_CODECS:
         return _AUDIO_CODECS[codec]
     if codec == "video/h264":

@@ -1,4 +1,4 @@
-"""What a Flow says about its video: the ``essence_parameters`` ingest reads from a stream.
+"""What a Flow says about its media: the ``essence_parameters`` ingest reads from a stream.
 
 Everything here comes from the stream's parameters as FFmpeg reads them on opening the input
 (its configuration record and, for interlacing, the pictures it probes), never from decoding
@@ -18,7 +18,7 @@ from typing import Any
 
 import av
 
-__all__ = ["avc_parameters", "video_parameters"]
+__all__ = ["audio_parameters", "avc_parameters", "video_parameters"]
 
 # H.273 colour primaries -> TAMS colorspace (BT.601 comes as PAL's 5 or NTSC's 6).
 _PRIMARIES = {1: "BT709", 5: "BT601", 6: "BT601", 9: "BT2020"}
@@ -53,6 +53,39 @@ def video_parameters(stream: Any) -> dict[str, Any]:
     if avc is not None:
         params["avc_parameters"] = avc
     return params
+
+
+# FFmpeg's names of AAC profiles -> MPEG-4 audio object types (``mp4_oti``; mp4a.40.N).
+_AAC_OBJECT_TYPES = {"Main": 1, "LC": 2, "SSR": 3, "LTP": 4, "HE-AAC": 5, "HE-AACv2": 29, "LD": 23, "ELD": 39}
+
+
+def audio_parameters(stream: Any) -> dict[str, Any]:
+    """An audio stream's ``essence_parameters`` (flow-audio.json): its rate and channels, and
+    its coded frame size and, for AAC, its audio object type (``mp4_oti``: 2 for AAC-LC, 5 for
+    HE-AAC), which players need to be told in the codecs string."""
+    ctx = stream.codec_context
+    params: dict[str, Any] = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
+    codec: dict[str, int] = {}
+    if ctx.frame_size and ctx.frame_size > 0:
+        codec["coded_frame_size"] = ctx.frame_size
+    if ctx.name == "aac":
+        oti = _aac_object_type(ctx.extradata) or _AAC_OBJECT_TYPES.get(ctx.profile or "")
+        if oti is not None:
+            codec["mp4_oti"] = oti
+    if codec:
+        params["codec_parameters"] = codec
+    return params
+
+
+def _aac_object_type(extradata: bytes | None) -> int | None:
+    """The audio object type an MP4 AudioSpecificConfig starts with (5 bits; 31 escapes to 6
+    more). SBR signalled in it explicitly (type 5 or 29 first) is reported as such."""
+    if not extradata or len(extradata) < 2:
+        return None
+    first = extradata[0] >> 3
+    if first == 31:
+        return 32 + ((extradata[0] & 0x07) << 3 | extradata[1] >> 5)
+    return first or None
 
 
 def _colour(ctx: Any) -> dict[str, str]:

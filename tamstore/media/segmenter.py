@@ -26,7 +26,7 @@ from typing import Any
 import av
 
 from tamstore.domain.timerange import format_timestamp
-from tamstore.media.essence import video_parameters
+from tamstore.media.essence import audio_parameters, video_parameters
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
 __all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
@@ -170,11 +170,7 @@ class Segmenter:
         if kind not in ("video", "audio") or codec is None or stream.time_base is None:
             return None
         ctx = stream.codec_context
-        params: dict[str, Any]
-        if kind == "video":
-            params = video_parameters(stream)
-        else:
-            params = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
+        params = video_parameters(stream) if kind == "video" else audio_parameters(stream)
         return Essence(stream.index, kind, codec, params, Fraction(stream.time_base), ctx.bit_rate or None)
 
     def segments(self) -> Iterator[CutSegment]:

@@ -69,6 +69,9 @@ def test_multivariant_codecs_only_when_all_are_known() -> None:
     assert hls_multivariant([], [audio]).count("#EXT-X-STREAM-INF:BANDWIDTH=128000") == 1  # audio only
     assert avc_codecs("video/h264", {"avc_parameters": {"profile": 100, "flags": 0, "level": 31}}) == "avc1.64001f"
     assert avc_codecs("video/h264", {}) is None
+    he_aac = {"codec_parameters": {"coded_frame_size": 2048, "mp4_oti": 5}}
+    assert avc_codecs("audio/aac", he_aac) == "mp4a.40.5"
+    assert avc_codecs("audio/aac", {"codec_parameters": {"mp4_oti": True}}) == "mp4a.40.2"  # not a number: LC
     assert [avc_codecs(c, {}) for c in ("audio/aac", "audio/mpeg", "audio/ac3", "audio/eac3", "video/h265")] == [
         "mp4a.40.2",
         "mp4a.40.34",
