@@ -509,6 +509,46 @@ async def test_passwords_are_never_logged(
     assert "wonderland" not in server.stderr_text and "guess" not in server.stderr_text
 
 
+def test_the_client_gives_its_credentials_to_its_server_s_own_urls_only(
+    auth_settings: Settings, tmp_path: Path
+) -> None:
+    """TAMS: a client includes its credentials for a get_url on the API's origin (tamstore's
+    lasting /x-tamstore/objects/ URLs ask for them; the download was a 401), and for no other."""
+    from tamstore.client import TamsClient
+    from tests.live import LiveServer
+
+    heard: list[str | None] = []
+
+    class Elsewhere(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            heard.append(self.headers.get("Authorization"))
+            self.send_response(200)
+            self.send_header("Content-Length", "5")
+            self.end_headers()
+            self.wfile.write(b"bytes")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    other = ThreadingHTTPServer(("127.0.0.1", 0), Elsewhere)
+    threading.Thread(target=other.serve_forever, daemon=True).start()
+    server = LiveServer(tmp_path / "live", TAMSTORE_AUTH="basic", TAMSTORE_AUTH_FILE=str(auth_settings.auth_file))
+    server.start()
+    try:
+        with TamsClient(server.url, auth=httpx.BasicAuth("alice", "wonderland")) as tams:
+            flow = video_flow()
+            tams.put_flow(flow)
+            [obj] = tams.allocate(flow["id"], 1)
+            tams.upload(obj["put_url"], b"media")
+            assert tams.post_segments(flow["id"], [{"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}]) == []
+            assert tams.download(f"{server.url}/x-tamstore/objects/{obj['object_id']}.ts") == b"media"
+            assert tams.download(f"http://127.0.0.1:{other.server_address[1]}/x.ts") == b"bytes"
+        assert heard == [None]
+    finally:
+        server.stop()
+        other.shutdown()
+
+
 def test_serve_refuses_the_network_without_auth(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "tamstore", "serve", "--host", "0.0.0.0", "--data-dir", str(tmp_path)],

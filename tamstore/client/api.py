@@ -244,7 +244,11 @@ class AsyncTamsClient:
         """An Object's bytes from one of its ``get_urls``; more than ``limit`` bytes (default
         ``max_download``) is an ObjectTooLarge, read no further: a media URL is any server's."""
         limit = self.max_download if limit is None else limit
-        async with self.media.stream("GET", url) as response:
+        # TAMS: clients include their credentials for a URL on the API's own origin (as
+        # tamstore's lasting /x-tamstore/objects/ URLs are); any other host gets none of them,
+        # nor does a redirect away from that origin (httpx drops them there).
+        auth = self.http.auth if self.http.auth is not None and self._same_origin(url) else httpx.USE_CLIENT_DEFAULT
+        async with self.media.stream("GET", url, auth=auth) as response:
             if response.status_code >= 400:
                 await response.aread()
                 raise_for_status(response)
@@ -259,6 +263,13 @@ class AsyncTamsClient:
                     raise ObjectTooLarge(url, limit)
                 chunks.append(chunk)
         return b"".join(chunks)
+
+    def _same_origin(self, url: str) -> bool:
+        try:
+            theirs, ours = httpx.URL(url), httpx.URL(self.server)
+        except httpx.InvalidURL:
+            return False
+        return (theirs.scheme, theirs.host, theirs.port) == (ours.scheme, ours.host, ours.port)
 
     async def get_object(self, object_id: str) -> dict[str, Any] | None:
         return await self._get_or_none(f"/objects/{object_id}")  # type: ignore[no-any-return]
