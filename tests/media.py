@@ -60,6 +60,7 @@ def make_media(
     more_audio: tuple[str, ...] = (),
     pix_fmt: str = "yuv420p",
     x264_params: str = "",
+    audio_codec: str = "aac",
 ) -> Path:
     """``seconds`` of numbered H.264 frames (B-frames, a key frame every ``gop``) and AAC stereo
     silence at 48 kHz, in the container ``path``'s extension names. ``noise`` fills the pictures
@@ -67,7 +68,8 @@ def make_media(
     instead, in open GOPs (B-frames shown before each key frame but decoded after it), as
     broadcast MPEG-2 usually is. ``more_audio``: further audio streams after the AAC one, of
     these FFmpeg encoders (``eac3``, ``flac`` ...), silent too. ``pix_fmt`` and ``x264_params``
-    (libx264's own settings: colour, fields, aspect) describe the pictures otherwise."""
+    (libx264's own settings: colour, fields, aspect) describe the pictures otherwise.
+    ``audio_codec`` "pcm_s24le": uncompressed audio instead of AAC (as MXF carries it)."""
     grain = os.urandom(width * height * 2) if noise else b""
     out = av.open(str(path), "w")
     video = out.add_stream(codec, rate=fps)
@@ -79,7 +81,7 @@ def make_media(
     else:
         video.options = {"g": str(gop), "bf": "2", "b": "2M"}
     sounds = []
-    for name in ("aac", *more_audio) if audio else ():
+    for name in (audio_codec, *more_audio) if audio else ():
         sound = out.add_stream(name, rate=48000)
         sound.layout = "stereo"
         sounds.append(sound)

@@ -132,6 +132,52 @@ def test_a_flow_says_what_its_pictures_are(server: LiveServer, tmp_path: Path, s
     assert '<SupplementalProperty schemeIdUri="urn:mpeg:mpegB:cicp:TransferCharacteristics" value="18"/>' in mpd
 
 
+def test_uncompressed_audio_becomes_a_flow_of_wav_segments(
+    server: LiveServer, tmp_path: Path, schemas: SpecSchemas
+) -> None:
+    """Broadcast's usual file: MXF with MPEG-2 video and 24-bit PCM audio. The PCM becomes an
+    audio/x-raw-int Flow of WAV segments (as the spec's own example of such a Flow), each placed
+    by its ts_offset (WAV has no timestamps of its own); it was left out as not ingested. It
+    exports with every sample to a file that holds PCM, and a file that cannot is one line."""
+    source = make_media(tmp_path / "broadcast.mxf", seconds=4, codec="mpeg2video", audio_codec="pcm_s24le")
+    with av.open(str(source)) as c:
+        samples = sum(f.samples for f in c.decode(audio=0))
+    ids = ingest(server, source, "--container", "cmaf")  # PCM is WAV whatever the other Flows' container
+    assert ids["not_ingested"] == []
+    with TamsClient(server.url) as tams:
+        audio = tams.get_flow(ids["flows"]["audio"])
+        schemas.check("flow-get.json", audio)
+        assert (audio["codec"], audio["container"]) == ("audio/x-raw-int", "audio/wav")
+        assert audio["essence_parameters"] == {
+            "sample_rate": 48000,
+            "channels": 2,
+            "bit_depth": 24,
+            "unc_parameters": {"unc_type": "interleaved"},
+        }
+        segments = list(tams.segments(ids["flows"]["audio"]))
+        assert sum(s["sample_count"] for s in segments) == samples
+        for segment in segments:
+            assert segment["ts_offset"] == segment["timerange"][1:].split("_")[0]  # samples from 0
+            assert "init_object" not in segment
+        assert tams.download(segments[1]["get_urls"][0]["url"])[:4] == b"RIFF"
+    out = tmp_path / "out.mov"
+    tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out))
+    numbers, pts, exported = decoded(out)
+    assert numbers == list(range(100)) and exported == samples
+    with av.open(str(out)) as c:  # in step: the audio starts where the video does, as in the input
+        starts = {s.type: float(s.start_time * s.time_base) for s in c.streams}
+    with av.open(str(source)) as c:
+        given = {s.type: float(s.start_time * s.time_base) for s in c.streams}
+    assert abs((starts["audio"] - starts["video"]) - (given["audio"] - given["video"])) < 0.001, (starts, given)
+    done = tamstore(
+        "export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(tmp_path / "x.mp4"), check=False
+    )
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 1 and len(lines) == 1 and "cannot hold pcm_s24le" in lines[0], done.stderr
+    playlist = httpx.get(f"{server.url}/x-tamstore/hls/{ids['flow_id']}.m3u8").text  # the video plays
+    assert playlist.count("#EXT-X-STREAM-INF") == 1 and "TYPE=AUDIO" not in playlist, playlist
+
+
 def test_export_of_all_and_of_a_range_holds_exactly_the_frames(server: LiveServer, media: Path, tmp_path: Path) -> None:
     ids = ingest(server, media)
     for ext in ("ts", "mp4", "mkv"):

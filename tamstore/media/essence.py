@@ -18,7 +18,7 @@ from typing import Any
 
 import av
 
-__all__ = ["audio_parameters", "avc_parameters", "video_parameters"]
+__all__ = ["audio_parameters", "avc_parameters", "pcm_bits", "video_parameters"]
 
 # H.273 colour primaries -> TAMS colorspace (BT.601 comes as PAL's 5 or NTSC's 6).
 _PRIMARIES = {1: "BT709", 5: "BT601", 6: "BT601", 9: "BT2020"}
@@ -65,6 +65,10 @@ def audio_parameters(stream: Any) -> dict[str, Any]:
     HE-AAC), which players need to be told in the codecs string."""
     ctx = stream.codec_context
     params: dict[str, Any] = {"sample_rate": ctx.sample_rate, "channels": ctx.channels}
+    if ctx.name.startswith("pcm_"):  # channels interleaved
+        params["bit_depth"] = pcm_bits(ctx.name)
+        params["unc_parameters"] = {"unc_type": "interleaved"}
+        return params
     codec: dict[str, int] = {}
     if ctx.frame_size and ctx.frame_size > 0:
         codec["coded_frame_size"] = ctx.frame_size
@@ -75,6 +79,11 @@ def audio_parameters(stream: Any) -> dict[str, Any]:
     if codec:
         params["codec_parameters"] = codec
     return params
+
+
+def pcm_bits(codec_name: str) -> int:
+    """The bits of each sample of an FFmpeg integer PCM codec (``pcm_s24le``: 24)."""
+    return int(codec_name[5:7])
 
 
 def _aac_object_type(extradata: bytes | None) -> int | None:

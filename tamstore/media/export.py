@@ -40,6 +40,9 @@ from tamstore.media.trim import Cut, ReEncoder, copyable, frames_in
 __all__ = ["ExportResult", "export"]
 
 PREFETCH = 4  # segments downloaded ahead of the one being muxed
+# Muxers that take PCM and yet cannot write it: MPEG-TS keeps it as an opaque data stream (only
+# SMPTE 302M is audio there), and MP4 fails at its end (its PCM is experimental in FFmpeg).
+NO_PCM = {"mpegts", "mp4"}
 
 
 @dataclass
@@ -189,6 +192,7 @@ class _Writer:
         except (av.FFmpegError, OSError, ValueError) as exc:
             raise MediaError(f"{output}: cannot write it ({exc})") from None
         self.output = output  # the name the file will have, for messages
+        self.started = False  # the header written
         self.streams: dict[int, Any] = {}
         self.pending: dict[int, list[tuple[_Piece, bytes]]] = {}
         self.flows = flows
@@ -207,6 +211,8 @@ class _Writer:
                 self.streams[flow] = self._stream_like(*held[0])
         if len(self.streams) < self.flows and not closing:
             return
+        if self.streams and not self.started:
+            self._start()
         for held in self.pending.values():
             for piece, data in held:
                 self._mux(piece, data)
@@ -214,7 +220,29 @@ class _Writer:
 
     def _stream_like(self, piece: _Piece, data: bytes) -> Any:
         with _opened(piece, data) as (_, stream):
-            return self.out.add_stream_from_template(stream)
+            codec = stream.codec_context.name
+            try:
+                made = self.out.add_stream_from_template(stream)
+            except (av.FFmpegError, ValueError) as exc:
+                raise self._cannot_hold(codec, str(exc)) from None
+            if codec.startswith("pcm_") and self.out.format.name in NO_PCM:
+                raise self._cannot_hold(codec, "uncompressed audio")
+            return made
+
+    def _start(self) -> None:
+        """The file's header, once every stream is there: where a muxer refuses a codec."""
+        try:
+            self.out.start_encoding()
+        except av.FFmpegError as exc:
+            codecs = ", ".join(sorted({s.codec_context.name for s in self.streams.values()}))
+            raise self._cannot_hold(codecs, exc.strerror or str(exc)) from None
+        self.started = True
+
+    def _cannot_hold(self, codecs: str, why: str) -> MediaError:
+        return MediaError(
+            f"{self.output}: a {self.output.suffix} file cannot hold {codecs} ({why}); "
+            "export to .mov or .mkv, which hold every codec tamstore ingests"
+        )
 
     def _mux(self, piece: _Piece, data: bytes) -> None:
         target = self.streams[piece.flow]
@@ -269,7 +297,10 @@ class _Writer:
 
     def close(self) -> None:
         self._flush(closing=True)
-        self.out.close()
+        try:
+            self.out.close()
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.output}: cannot finish writing it ({exc.strerror})") from None
 
     def abandon(self) -> None:
         """Let the file go unfinished (it is deleted): whatever closing it says is moot."""

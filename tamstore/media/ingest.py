@@ -95,14 +95,14 @@ def _roles(essences: list[Essence]) -> dict[int, str]:
 
 def _flow_doc(e: Essence, flow_id: str, source_id: str, label: str, container: str) -> dict[str, Any]:
     params = dict(e.essence_parameters)
-    if container == "cmaf":
+    if container == "cmaf" and e.container is None:
         params["init_segments"] = True  # AppNote 0024: every segment names its init Object
     doc: dict[str, Any] = {
         "id": flow_id,
         "source_id": source_id,
         "format": f"urn:x-nmos:format:{e.kind}",
         "codec": e.codec,
-        "container": CONTAINERS[container][e.kind],
+        "container": e.container or CONTAINERS[container][e.kind],
         "label": label,
         "essence_parameters": params,
     }
@@ -360,8 +360,11 @@ class _Uploader:
         }
         if init_id is not None:
             segment["init_object_id"] = init_id
-        if offset:
-            segment["ts_offset"] = format_timestamp(offset)
+        # The object's own timestamps are the Flow's less this (the ingest's --start, and for an
+        # object whose samples start at 0, such as WAV, where it goes).
+        ts_offset = offset + (0 if cut.media_start_ns is None else cut.start_ns - cut.media_start_ns)
+        if ts_offset:
+            segment["ts_offset"] = format_timestamp(ts_offset)
         if cut.samples is None:
             segment["key_frame_count"] = cut.key_frames
         else:

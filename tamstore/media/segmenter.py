@@ -26,10 +26,10 @@ from typing import Any
 import av
 
 from tamstore.domain.timerange import format_timestamp
-from tamstore.media.essence import audio_parameters, video_parameters
+from tamstore.media.essence import audio_parameters, pcm_bits, video_parameters
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
-__all__ = ["CONTAINERS", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
+__all__ = ["CONTAINERS", "WAV", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
 
 NS = 1_000_000_000
 SHIFT_STEP = 10_000_000  # 10 ms: a whole number of ticks of every usual time base
@@ -45,7 +45,15 @@ CODECS = {
     "mp3": "audio/mpeg",
     "ac3": "audio/ac3",
     "eac3": "audio/eac3",
+    "pcm_s16le": "audio/x-raw-int",
+    "pcm_s24le": "audio/x-raw-int",
+    "pcm_s32le": "audio/x-raw-int",
 }
+# Uncompressed audio (broadcast's usual kind, as in MXF) is segmented as WAV files, whatever the
+# container of the other Flows: as the spec's own example of such a Flow is. A WAV file has no
+# timestamps of its own (its samples start at 0), so each segment says where it goes with its
+# ``ts_offset``.
+WAV = "audio/wav"
 
 
 # The containers a segment's object may be in, by name: the MIME type the Flow records, per kind.
@@ -76,6 +84,11 @@ class Essence:
     time_base: Fraction
     bit_rate: int | None  # bits per second, when the input says
 
+    @property
+    def container(self) -> str | None:
+        """The container its objects are in whatever the ingest's (None: the ingest's)."""
+        return WAV if self.codec == "audio/x-raw-int" else None
+
 
 @dataclass
 class CutSegment:
@@ -89,6 +102,7 @@ class CutSegment:
     key_frames: int
     samples: int | None = None  # audio: samples in the segment
     init: bytes | None = None  # CMAF: the init segment the object is decoded after
+    media_start_ns: int | None = None  # the object's own first timestamp, when not ``start_ns`` (WAV: 0)
 
 
 @dataclass
@@ -147,7 +161,8 @@ class Segmenter:
         if not self.essences:
             raise MediaError(f"{source}: no video or audio stream of a codec tamstore can segment")
         self._streams = {e.index: self.container.streams[e.index] for e in self.essences}
-        self._cmaf = {i: CmafRemuxer(s) for i, s in self._streams.items()} if self.cmaf else {}
+        wav = {e.index for e in self.essences if e.container == WAV}
+        self._cmaf = {i: CmafRemuxer(s) for i, s in self._streams.items() if i not in wav} if self.cmaf else {}
 
     def close(self) -> None:
         for remuxer in self._cmaf.values():
@@ -292,13 +307,17 @@ class Segmenter:
     def _cut(self, essence: Essence, pending: _Pending, end_pts: int) -> CutSegment:
         index, tb = essence.index, essence.time_base
         stream: Any = self._streams[index]
-        init = None
-        if self.cmaf:
+        init, media_start = None, None
+        samples = None
+        if essence.container == WAV:
+            data, media_start = mux_packets(stream, pending.packets, "wav")[0], 0
+            ctx = stream.codec_context
+            samples = sum(p.size for p in pending.packets) // (ctx.channels * pcm_bits(ctx.name) // 8)
+        elif self.cmaf:
             init, data = self._cmaf[index].remux(pending.packets)
         else:
             data = remux_ts(stream, pending.packets)
-        samples = None
-        if essence.kind == "audio":
+        if essence.kind == "audio" and samples is None:
             frame = stream.codec_context.frame_size or 0
             samples = frame * len(pending.packets) if frame else None
         return CutSegment(
@@ -310,6 +329,7 @@ class Segmenter:
             key_frames=sum(1 for p in pending.packets if p.is_keyframe),
             samples=samples,
             init=init,
+            media_start_ns=media_start,
         )
 
 
