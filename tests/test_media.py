@@ -609,6 +609,7 @@ def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_
         assert done.returncode != 0
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("tamstore: error:"), done.stderr[-2000:]
+        assert "No space left" in lines[0] and "overlap" not in lines[0], lines[0]
         assert [p.name for p in disk.iterdir()] == ["out.ts"]
         assert (disk / "out.ts").read_bytes() == b"an earlier export"
     finally:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import errno
 import io
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -273,6 +274,8 @@ class _Writer:
                 try:
                     self.out.mux(packet)
                 except av.FFmpegError as exc:
+                    if exc.errno != errno.EINVAL:  # the disk, say: not the media
+                        raise MediaError(f"{self.output}: cannot write it ({exc.strerror})") from None
                     at = "?" if packet.pts is None else format_timestamp(to_ns(packet.pts, base))
                     raise MediaError(
                         f"{piece.where}: its packet at {at} cannot follow the ones before it in {self.output.name} "
