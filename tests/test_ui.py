@@ -308,6 +308,24 @@ def test_the_other_pages(server: LiveServer, media: Path, browser: Any) -> None:
     assert page.locator("a[href^='javascript']").count() == 0
     assert all("javascript:document.title" in e and "Content Security Policy" in e for e in errors), errors
     assert page.title() == "tamstore"
+    # A Flow of WAV segments (uncompressed audio) is not offered to the player, which cannot
+    # play it: the page says how to export it instead.
+    wav = "8c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b"
+    httpx.put(
+        f"{server.url}/flows/{wav}",
+        json={
+            "id": wav,
+            "source_id": "9c1e8a52-3c5d-4a0e-9a1b-2c3d4e5f6a7b",
+            "format": "urn:x-nmos:format:audio",
+            "codec": "audio/x-raw-int",
+            "container": "audio/wav",
+            "essence_parameters": {"sample_rate": 48000, "channels": 2, "bit_depth": 24},
+        },
+    ).raise_for_status()
+    page.goto(f"{server.url}/ui/#/flows/{wav}")
+    page.wait_for_selector("#not-playable")
+    assert f"--flow-id {wav}" in page.inner_text("#not-playable")
+    assert page.locator("video#player").count() == 0
     page.close()
 
 

@@ -70,6 +70,15 @@ function short(id) {
   return id ? id.slice(0, 8) : "";
 }
 
+// The containers tamstore's HLS carries; a Flow in another (WAV, say) is exported, not played here.
+const HLS_CONTAINERS = ["video/mp2t", "video/mp4", "audio/mp4"];
+
+function notPlayable(flow, id) {
+  if (!flow.format.endsWith(":video") && !flow.format.endsWith(":audio")) return "";  // image, data
+  return h("p", { class: "hint", id: "not-playable" }, `A Flow in ${flow.container || "no container"} does not play in a browser; `,
+    "export it to a file: ", h("code", {}, `tamstore export --server ${location.origin} --flow-id ${id} -o out.mov`));
+}
+
 // -- sign in --------------------------------------------------------------------------------------
 
 const dialog = document.getElementById("login");
@@ -283,7 +292,10 @@ async function flowPage(id) {
     await listSegments(range);
   }
 
-  const playable = hasVideo || flow.format.endsWith(":audio");  // (image and data Flows have no HLS)
+  // What HLS carries: a multi-essence Flow plays what of it can (the server leaves the rest out);
+  // a video or audio Flow plays in MPEG-TS or fragmented MP4, not WAV (uncompressed audio).
+  const playable = flow.format.endsWith(":multi") ||
+    ((flow.format.endsWith(":video") || flow.format.endsWith(":audio")) && HLS_CONTAINERS.includes(flow.container));
   function playRange(range, live = false) {
     if (player) player.destroy();
     if (!playable) return;
@@ -308,7 +320,7 @@ async function flowPage(id) {
     h("section", {}, h("h2", {}, "Timeline"), h("p", { class: "hint" }, "Wheel to zoom, drag to pan, click or shift-drag to play a range."),
       canvas, thumbs, h("p", {}, "Selected: ", rangeText, " ",
         h("button", { id: "follow", onclick: () => follow() }, "Follow live"))),
-    h("section", { class: "player" }, playable ? video : "", status),
+    h("section", { class: "player" }, playable ? video : notPlayable(flow, id), status),
     segmentsBox,
     h("section", {}, h("h2", {}, "Properties"), properties(flow), h("h3", {}, "Tags"), table(["name", "value"], tags),
       may("write") ? editable : h("p", { class: "hint", id: "read-only" }, "Read only: your credentials do not allow changes.")));
