@@ -203,7 +203,10 @@ def ingest_command(
         "skipped": p.skipped,
         "bytes": p.bytes,
         "not_ingested": result.not_ingested,
+        "rejoined": result.rejoined,
     }
+    for note in result.rejoined:
+        click.echo(f"rejoined: {note}", err=True)
     if result.not_ingested:
         from tamstore.media.segmenter import CODECS
 

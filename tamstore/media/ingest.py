@@ -73,6 +73,7 @@ class IngestResult:
     sources: dict[str, str]
     progress: Progress
     not_ingested: list[str]  # the input's streams no Flow holds (a codec tamstore cannot describe, data)
+    rejoined: list[str] = field(default_factory=list)  # where the input's timestamps went back, and what was done
 
 
 def ingest_ids(name: str, roles: list[str], container: str = "mp2t") -> tuple[dict[str, str], dict[str, str]]:
@@ -218,6 +219,7 @@ async def _register_all(
         {r: source_ids[r] for r in roles.values()},
         progress,
         segmenter.left_out,
+        segmenter.rejoined,
     )
 
 

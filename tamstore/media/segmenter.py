@@ -34,6 +34,10 @@ __all__ = ["CONTAINERS", "WAV", "CutSegment", "Essence", "MediaError", "Segmente
 NS = 1_000_000_000
 SHIFT_STEP = 10_000_000  # 10 ms: a whole number of ticks of every usual time base
 HEAD_PACKETS = 512  # packets read before deciding the shift (the first of every stream, usually)
+# Where the input's timestamps go back (two recordings joined, an encoder restarted), what comes
+# after is placed this long after the latest media before it: room for the other streams' packets
+# still to come on the old timeline (a muxer interleaves streams within well under a second).
+REJOIN_GAP = NS
 
 # Codecs tamstore can describe as TAMS Flows, by FFmpeg codec name: the MIME type the spec uses.
 CODECS = {
@@ -127,6 +131,36 @@ class _Pending:
         return self.settled
 
 
+@dataclass
+class _Rejoin:
+    """Where the input's timestamps have gone back: the ticks each stream has been moved by since,
+    and the amount (ns) of the break every stream is yet to reach. The first stream to go back
+    sets it; each other moves by the same once it goes back too; a stream going back a second
+    time is a new break."""
+
+    by: dict[int, int] = field(default_factory=dict)
+    ns: int = 0
+    reached: set[int] = field(default_factory=set)
+    awaiting_key: set[int] = field(default_factory=set)
+
+    def move(self, packet: Any, ticks: int | None = None) -> None:
+        ticks = self.by.get(packet.stream.index, 0) if ticks is None else ticks
+        if ticks:
+            packet.pts += ticks
+            if packet.dts is not None:
+                packet.dts += ticks
+
+    def went_back(self, stream: int, latest_ns: int, at_ns: int) -> int:
+        """How far (ns) to move ``stream``, whose decode time ``at_ns`` went back below the
+        ``latest_ns`` of any stream: a new break's, a whole number of ``SHIFT_STEP``s that puts
+        it ``REJOIN_GAP`` after the latest; or the break the other streams have already made."""
+        if not self.reached or stream in self.reached:
+            self.ns = -((at_ns - latest_ns - REJOIN_GAP) // SHIFT_STEP) * SHIFT_STEP
+            self.reached = set()
+        self.reached.add(stream)
+        return self.ns
+
+
 class Segmenter:
     def __init__(self, source: str, target_ns: int = 2 * NS, *, follow: bool = False, container: str = "mp2t") -> None:
         if container not in CONTAINERS:
@@ -158,6 +192,7 @@ class Segmenter:
             for s in self.container.streams
             if s.index not in described
         ]
+        self.rejoined: list[str] = []  # where the timestamps went back, and where what followed went
         if not self.essences:
             raise MediaError(f"{source}: no video or audio stream of a codec tamstore can segment")
         self._streams = {e.index: self.container.streams[e.index] for e in self.essences}
@@ -195,50 +230,81 @@ class Segmenter:
         packets, known only once that segment has its first packet shown after its key frame
         (``_Pending.settles``). Until then the finished segment waits in ``closing``. With
         closed GOPs that is the key frame itself; with open ones, the pictures before it that
-        follow it in decode order: each object then holds exactly its segment's pictures."""
+        follow it in decode order: each object then holds exactly its segment's pictures.
+
+        Where a stream's decode times go back (two recordings joined, an encoder restarted in a
+        live input), its segments so far are finished, and what follows is placed on the Flows'
+        timeline ``REJOIN_GAP`` after the latest media before it (``_Rejoin``): every stream by
+        the same amount, so they stay in step. Video resumes at its next key frame."""
         pending = {i: _Pending() for i in self._streams}
         closing: dict[int, _Pending] = {}  # cut, its end the next segment's start once settled
         essences = {e.index: e for e in self.essences}
         last_end: dict[int, int] = {}
         last_dts: dict[int, int] = {}
+        rejoin = _Rejoin()
         try:
             for packet in self._shifted(self.container.demux(*self._streams.values())):
                 if self.stopped.is_set():
                     break
                 i = packet.stream.index
+                e = essences[i]
+                rejoin.move(packet)
                 if packet.dts is not None:
                     if packet.dts < last_dts.get(i, packet.dts):
-                        raise self._went_back(essences[i], last_dts[i], packet.dts)
+                        latest = max(to_ns(t, essences[j].time_base) for j, t in last_end.items())
+                        was = to_ns(last_dts[i], e.time_base)
+                        ns = rejoin.went_back(i, latest, to_ns(packet.dts, e.time_base))
+                        rejoin.by[i] = rejoin.by.get(i, 0) + self._ticks(self._streams[i], ns)
+                        rejoin.move(packet, self._ticks(self._streams[i], ns))
+                        if packet.dts < last_dts[i]:  # cannot be: the latest media is behind it
+                            raise self._went_back(e, last_dts[i], packet.dts)
+                        self.rejoined.append(
+                            f"stream {i}: timestamps went back from {format_timestamp(was)} to "
+                            f"{format_timestamp(to_ns(packet.dts, e.time_base) - ns)}; what follows is placed "
+                            f"from {format_timestamp(to_ns(packet.dts, e.time_base))} on"
+                        )
+                        yield from self._finish(e, pending[i], closing, last_end[i])
+                        pending[i] = _Pending()
+                        rejoin.awaiting_key.add(i)
                     last_dts[i] = packet.dts
+                if i in rejoin.awaiting_key:
+                    if e.kind == "video" and not packet.is_keyframe:
+                        continue  # pictures that need the ones before the break: not decodable
+                    rejoin.awaiting_key.discard(i)
                 p = pending[i]
-                if p.packets and self._due(essences[i], packet, p.packets[0].pts):
+                if p.packets and self._due(e, packet, p.packets[0].pts):
                     if i in closing:  # a segment of one picture (intra-only video): not settled yet
                         p.settled = True
-                        yield self._cut(essences[i], closing.pop(i), p.start)
+                        yield self._cut(e, closing.pop(i), p.start)
                     closing[i] = p
                     pending[i] = p = _Pending()
                 p.add(packet)
-                if i in closing and p.settles(packet, essences[i].kind):
-                    yield self._cut(essences[i], closing.pop(i), p.start)
+                if i in closing and p.settles(packet, e.kind):
+                    yield self._cut(e, closing.pop(i), p.start)
                 end = packet.pts + (packet.duration or 0)
                 last_end[i] = max(last_end.get(i, end), end)
         except av.FFmpegError as exc:
             raise MediaError(f"{self.source}: cannot be read to the end ({exc})") from None
         for i, p in pending.items():
-            if i in closing:  # (the segment after it has its first packet: it was cut at one)
-                yield self._cut(essences[i], closing.pop(i), p.start)
-            if p.packets:
-                yield self._cut(essences[i], p, last_end[i])
+            if i in last_end:
+                yield from self._finish(essences[i], p, closing, last_end[i])
+
+    def _finish(
+        self, essence: Essence, pending: _Pending, closing: dict[int, _Pending], end: int
+    ) -> Iterator[CutSegment]:
+        """The last segments of a stream (at the end of the input, or before its timestamps go
+        back): the one waiting to be closed, ended where the next begins, and that one, ended
+        at ``end``, the end of the stream's last packet."""
+        i = essence.index
+        if i in closing:  # (the segment after it has its first packet: it was cut at one)
+            yield self._cut(essence, closing.pop(i), pending.start)
+        if pending.packets:
+            yield self._cut(essence, pending, end)
 
     def _went_back(self, essence: Essence, before: int, dts: int) -> MediaError:
-        """The input's decode times go back: two recordings joined, say. Its segments would
-        overlap the ones before (and a segment cannot be written with its times out of order)."""
+        """The input's decode times go back, and placing what follows later did not mend it."""
         was, now = (format_timestamp(max(0, to_ns(t, essence.time_base))) for t in (before, dts))
-        return MediaError(
-            f"{self.source}: stream {essence.index}'s timestamps go back from {was} to {now} (a discontinuity, "
-            "as where two recordings were joined); ingest the parts one at a time, each with its own --name, "
-            "and --start to place each after the one before"
-        )
+        return MediaError(f"{self.source}: stream {essence.index}'s timestamps go back from {was} to {now}")
 
     def _shifted(self, packets: Iterator[Any]) -> Iterator[Any]:
         """The packets, all moved later by ``shift_ns`` when the input starts before zero.
