@@ -169,6 +169,16 @@ def test_uncompressed_audio_becomes_a_flow_of_wav_segments(
     with av.open(str(source)) as c:
         given = {s.type: float(s.start_time * s.time_base) for s in c.streams}
     assert abs((starts["audio"] - starts["video"]) - (given["audio"] - given["video"])) < 0.001, (starts, given)
+    # --exact cuts PCM at the sample: what [first + 1.0123 s, first + 2.5 s) holds, not whole packets
+    first = TimeRange.from_str(segments[0]["timerange"]).start
+    assert first is not None
+    lo, hi = first + 1_012_300_000, first + 2_500_000_000
+    cut = tmp_path / "cut.wav"
+    args = ["--flow-id", ids["flows"]["audio"], "--timerange", TimeRange(lo, hi).to_str(), "--exact", "-o", str(cut)]
+    tamstore("export", "--server", server.url, *args)
+    with av.open(str(cut)) as c:
+        held = sum(f.samples for f in c.decode(audio=0))
+    assert held == -(-(hi - first) * 48000 // 10**9) + (-(lo - first) * 48000 // 10**9)  # ceil less ceil
     done = tamstore(
         "export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(tmp_path / "x.mp4"), check=False
     )

@@ -25,6 +25,7 @@ import collections
 import contextlib
 import errno
 import io
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -35,6 +36,7 @@ import av
 
 from tamstore.client.api import AsyncTamsClient, best_url
 from tamstore.domain.timerange import TimeRange, format_timestamp, parse_timestamp
+from tamstore.media.essence import pcm_bits
 from tamstore.media.segmenter import NS, MediaError, to_ns
 from tamstore.media.trim import Cut, ReEncoder, copyable, frames_in
 
@@ -264,6 +266,8 @@ class _Writer:
                 packets = self._pictures(piece, stream, packets, keep, target)
             elif keep is not None:
                 packets = [p for p in packets if p.pts is None or _audio_kept(piece, keep, p, base)]
+                if stream.codec_context.name.startswith("pcm_"):
+                    packets = [t for p in packets if (t := _pcm_within(p, keep, stream)) is not None]
             if read and not packets and piece.partial and (self.cut is None or self.cut.inside(piece.start, piece.end)):
                 raise MediaError(
                     f"{piece.where}: none of its object's media falls inside it, placed by its ts_offset "
@@ -319,6 +323,33 @@ def _audio_kept(piece: _Piece, keep: Cut, packet: Any, base: Fraction) -> bool:
     if piece.partial and not (piece.start <= start < piece.end):
         return False  # neighbouring pieces never both hold one instant
     return keep.keeps(start, start + to_ns(packet.duration or 0, base))
+
+
+def _pcm_within(packet: Any, keep: Cut, stream: Any) -> Any | None:
+    """A PCM packet cut to the samples ``keep`` holds: uncompressed audio is cut at the sample,
+    not at the packet (its packets are only byte runs of whole samples)."""
+    ctx, base = stream.codec_context, Fraction(stream.time_base)
+    frame = ctx.channels * pcm_bits(ctx.name) // 8  # bytes of one sample of every channel
+    data = bytes(packet)
+    count, rate = len(data) // frame, int(ctx.sample_rate)
+    start = packet.pts * base  # seconds, exact
+
+    def samples_before(ns: int | None, default: int) -> int:  # of the packet's samples, those before ns
+        if ns is None:
+            return default
+        return min(count, max(0, math.ceil((Fraction(ns, NS) - start) * rate)))
+
+    first, last = samples_before(keep.start, 0), samples_before(keep.end, count)
+    if (first, last) == (0, count):
+        return packet
+    if first >= last:
+        return None
+    cut = av.Packet(data[first * frame : last * frame])
+    cut.pts = packet.pts + int(Fraction(first, rate) / base)
+    cut.dts = cut.pts
+    cut.duration = int(Fraction(last - first, rate) / base)
+    cut.time_base = packet.time_base
+    return cut
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ length) are decoded and the frames inside the range re-encoded (H.264, libx264);
 segment is copied as it is, and so is a boundary segment cut at one of its key frames (whole
 groups of pictures: ``copyable``). Audio packets decode on their own, so audio is cut at packet
 boundaries, never re-encoded: it ends within one packet (about 21 ms of AAC) of the range.
+(Uncompressed PCM is cut at the sample: its packets are only runs of samples; see ``export``.)
 The same cuts serve the segments of an edit that use part of their objects (``export``).
 
 The re-encoded pictures join copied ones in the same output stream, so they are made to fit:
