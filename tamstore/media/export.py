@@ -329,10 +329,10 @@ def _pcm_within(packet: Any, keep: Cut, stream: Any) -> Any | None:
     """A PCM packet cut to the samples ``keep`` holds: uncompressed audio is cut at the sample,
     not at the packet (its packets are only byte runs of whole samples)."""
     ctx, base = stream.codec_context, Fraction(stream.time_base)
-    frame = ctx.channels * pcm_bits(ctx.name) // 8  # bytes of one sample of every channel
+    frame = int(ctx.channels) * pcm_bits(ctx.name) // 8  # bytes of one sample of every channel
     data = bytes(packet)
     count, rate = len(data) // frame, int(ctx.sample_rate)
-    start = packet.pts * base  # seconds, exact
+    start = int(packet.pts) * base  # seconds, exact
 
     def samples_before(ns: int | None, default: int) -> int:  # of the packet's samples, those before ns
         if ns is None:
