@@ -18,7 +18,7 @@ from typing import Any
 
 import av
 
-__all__ = ["audio_parameters", "avc_parameters", "pcm_bits", "video_parameters"]
+__all__ = ["audio_parameters", "avc_parameters", "pcm_bits", "pcm_frame_bytes", "video_parameters"]
 
 # H.273 colour primaries -> TAMS colorspace (BT.601 comes as PAL's 5 or NTSC's 6).
 _PRIMARIES = {1: "BT709", 5: "BT601", 6: "BT601", 9: "BT2020"}
@@ -84,6 +84,12 @@ def audio_parameters(stream: Any) -> dict[str, Any]:
 def pcm_bits(codec_name: str) -> int:
     """The bits of each sample of an FFmpeg integer PCM codec (``pcm_s24le``: 24)."""
     return int(codec_name[5:7])
+
+
+def pcm_frame_bytes(ctx: Any) -> int:
+    """The bytes of one sample of every channel of a PCM stream (its codec context): PCM
+    packets are whole runs of them, so bytes count samples and cut anywhere between them."""
+    return int(ctx.channels) * pcm_bits(ctx.name) // 8
 
 
 def _aac_object_type(extradata: bytes | None) -> int | None:

@@ -36,7 +36,7 @@ import av
 
 from tamstore.client.api import AsyncTamsClient, best_url
 from tamstore.domain.timerange import TimeRange, format_timestamp, parse_timestamp
-from tamstore.media.essence import pcm_bits
+from tamstore.media.essence import pcm_frame_bytes
 from tamstore.media.segmenter import NS, MediaError, to_ns
 from tamstore.media.trim import Cut, ReEncoder, copyable, frames_in
 
@@ -329,7 +329,7 @@ def _pcm_within(packet: Any, keep: Cut, stream: Any) -> Any | None:
     """A PCM packet cut to the samples ``keep`` holds: uncompressed audio is cut at the sample,
     not at the packet (its packets are only byte runs of whole samples)."""
     ctx, base = stream.codec_context, Fraction(stream.time_base)
-    frame = int(ctx.channels) * pcm_bits(ctx.name) // 8  # bytes of one sample of every channel
+    frame = pcm_frame_bytes(ctx)
     data = bytes(packet)
     count, rate = len(data) // frame, int(ctx.sample_rate)
     start = int(packet.pts) * base  # seconds, exact

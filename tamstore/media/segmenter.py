@@ -26,7 +26,7 @@ from typing import Any
 import av
 
 from tamstore.domain.timerange import format_timestamp
-from tamstore.media.essence import audio_parameters, pcm_bits, video_parameters
+from tamstore.media.essence import audio_parameters, pcm_frame_bytes, video_parameters
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
 
 __all__ = ["CONTAINERS", "WAV", "CutSegment", "Essence", "MediaError", "Segmenter", "to_ns"]
@@ -377,8 +377,7 @@ class Segmenter:
         samples = None
         if essence.container == WAV:
             data, media_start = mux_packets(stream, pending.packets, "wav")[0], 0
-            ctx = stream.codec_context
-            samples = sum(p.size for p in pending.packets) // (ctx.channels * pcm_bits(ctx.name) // 8)
+            samples = sum(p.size for p in pending.packets) // pcm_frame_bytes(stream.codec_context)
         elif self.cmaf:
             init, data = self._cmaf[index].remux(pending.packets)
         else:
