@@ -125,11 +125,28 @@ async def ingest(
         Segmenter, source, options.segment_ns, follow=options.follow, container=options.container
     )
     stop = stop or asyncio.Event()
+    created: list[str] = []  # the Flows this run makes, the collecting one last
     try:
-        return await _ingest(client, segmenter, source, options, report, stop)
+        return await _ingest(client, segmenter, source, options, report, stop, created)
+    except Exception:
+        await _remove_if_empty(client, created)
+        raise
     finally:
         if not stop.is_set():  # stopped, its reader may still be blocked in it: left to exit
             segmenter.close()
+
+
+async def _remove_if_empty(client: AsyncTamsClient, flow_ids: list[str]) -> None:
+    """Take away the Flows this ingest made if it failed before any segment of theirs was
+    registered, so a refused input leaves nothing behind. (They are made before the input's
+    first packets are read: reading those first would hold a live input's Ctrl-C until they
+    came.) Best effort: the failure being reported may be that the server is out of reach."""
+    with contextlib.suppress(Exception):
+        for flow_id in flow_ids:
+            async for _ in client.segments(flow_id, accept_get_urls="", limit=1):
+                return  # it holds media now: everything stays
+        for flow_id in reversed(flow_ids):  # the collecting Flow before the Flows it collects
+            await client.delete_flow(flow_id, wait=False)
 
 
 async def _ingest(
@@ -139,12 +156,12 @@ async def _ingest(
     options: IngestOptions,
     report: Callable[[Progress], None] | None,
     stop: asyncio.Event,
+    created: list[str],
 ) -> IngestResult:
     roles = _roles(segmenter.essences)
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
     flow_ids, source_ids = ingest_ids(name, list(roles.values()), options.container)
     label = options.label or Path(source.split("?")[0]).name
-    created: list[str] = []  # the Flows this run made, the collecting one last
     for e in segmenter.essences:
         role = roles[e.index]
         if await client.get_flow(flow_ids[role]) is None:
@@ -163,39 +180,8 @@ async def _ingest(
             }
         )
         created.append(flow_ids["multi"])
-    progress = Progress(total_ns=segmenter.duration_ns())
-    try:
-        return await _register_all(client, segmenter, options, report, stop, progress, roles, flow_ids, source_ids)
-    except Exception:
-        await _remove_if_empty(client, created)
-        raise
-
-
-async def _remove_if_empty(client: AsyncTamsClient, flow_ids: list[str]) -> None:
-    """Take away the Flows this ingest made if it failed before any segment of theirs was
-    registered, so a refused input leaves nothing behind. (They are made before the input's
-    first packets are read: reading those first would hold a live input's Ctrl-C until they
-    came.) Best effort: the failure being reported may be that the server is out of reach."""
-    with contextlib.suppress(Exception):
-        for flow_id in flow_ids:
-            async for _ in client.segments(flow_id, accept_get_urls="", limit=1):
-                return  # it holds media now: everything stays
-        for flow_id in reversed(flow_ids):  # the collecting Flow before the Flows it collects
-            await client.delete_flow(flow_id, wait=False)
-
-
-async def _register_all(
-    client: AsyncTamsClient,
-    segmenter: Segmenter,
-    options: IngestOptions,
-    report: Callable[[Progress], None] | None,
-    stop: asyncio.Event,
-    progress: Progress,
-    roles: dict[int, str],
-    flow_ids: dict[str, str],
-    source_ids: dict[str, str],
-) -> IngestResult:
     registered = {e.index: _Registered(client, flow_ids[roles[e.index]]) for e in segmenter.essences}
+    progress = Progress(total_ns=segmenter.duration_ns())
     offset: int | None = None
     # Live input is registered segment by segment, so that it can be watched as it arrives.
     uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
