@@ -143,8 +143,7 @@ class _Rejoin:
     reached: set[int] = field(default_factory=set)
     awaiting_key: set[int] = field(default_factory=set)
 
-    def move(self, packet: Any, ticks: int | None = None) -> None:
-        ticks = self.by.get(packet.stream.index, 0) if ticks is None else ticks
+    def move(self, packet: Any, ticks: int) -> None:
         if ticks:
             packet.pts += ticks
             if packet.dts is not None:
@@ -153,11 +152,13 @@ class _Rejoin:
     def went_back(self, stream: int, latest_ns: int, at_ns: int) -> int:
         """How far (ns) to move ``stream``, whose decode time ``at_ns`` went back below the
         ``latest_ns`` of any stream: a new break's, a whole number of ``SHIFT_STEP``s that puts
-        it ``REJOIN_GAP`` after the latest; or the break the other streams have already made."""
+        it ``REJOIN_GAP`` after the latest; or the break the other streams have already made.
+        The stream then waits for a key frame (``awaiting_key``)."""
         if not self.reached or stream in self.reached:
             self.ns = -((at_ns - latest_ns - REJOIN_GAP) // SHIFT_STEP) * SHIFT_STEP
             self.reached = set()
         self.reached.add(stream)
+        self.awaiting_key.add(stream)
         return self.ns
 
 
@@ -248,24 +249,15 @@ class Segmenter:
                     break
                 i = packet.stream.index
                 e = essences[i]
-                rejoin.move(packet)
+                rejoin.move(packet, rejoin.by.get(i, 0))
                 if packet.dts is not None:
                     if packet.dts < last_dts.get(i, packet.dts):
                         latest = max(to_ns(t, essences[j].time_base) for j, t in last_end.items())
-                        was = to_ns(last_dts[i], e.time_base)
-                        ns = rejoin.went_back(i, latest, to_ns(packet.dts, e.time_base))
-                        rejoin.by[i] = rejoin.by.get(i, 0) + self._ticks(self._streams[i], ns)
-                        rejoin.move(packet, self._ticks(self._streams[i], ns))
-                        if packet.dts < last_dts[i]:  # cannot be: the latest media is behind it
+                        self._rejoin(rejoin, e, packet, to_ns(last_dts[i], e.time_base), latest)
+                        if packet.dts < last_dts[i]:  # its own packets ran on past the break's place
                             raise self._went_back(e, last_dts[i], packet.dts)
-                        self.rejoined.append(
-                            f"stream {i}: timestamps went back from {format_timestamp(was)} to "
-                            f"{format_timestamp(to_ns(packet.dts, e.time_base) - ns)}; what follows is placed "
-                            f"from {format_timestamp(to_ns(packet.dts, e.time_base))} on"
-                        )
                         yield from self._finish(e, pending[i], closing, last_end[i])
                         pending[i] = _Pending()
-                        rejoin.awaiting_key.add(i)
                     last_dts[i] = packet.dts
                 if i in rejoin.awaiting_key:
                     if e.kind == "video" and not packet.is_keyframe:
@@ -289,6 +281,19 @@ class Segmenter:
             if i in last_end:
                 yield from self._finish(essences[i], p, closing, last_end[i])
 
+    def _rejoin(self, rejoin: _Rejoin, essence: Essence, packet: Any, was_ns: int, latest_ns: int) -> None:
+        """Move ``packet``, whose decode time went back from ``was_ns``, and the rest of its
+        stream after the latest media before it (``_Rejoin``), and say so."""
+        at_ns = to_ns(packet.dts, essence.time_base)
+        ns = rejoin.went_back(essence.index, latest_ns, at_ns)
+        ticks = self._ticks(self._streams[essence.index], ns)
+        rejoin.by[essence.index] = rejoin.by.get(essence.index, 0) + ticks
+        rejoin.move(packet, ticks)
+        self.rejoined.append(
+            f"stream {essence.index}: timestamps went back from {format_timestamp(was_ns)} to "
+            f"{format_timestamp(at_ns)}; what follows is placed from {format_timestamp(at_ns + ns)} on"
+        )
+
     def _finish(
         self, essence: Essence, pending: _Pending, closing: dict[int, _Pending], end: int
     ) -> Iterator[CutSegment]:
@@ -302,9 +307,14 @@ class Segmenter:
             yield self._cut(essence, pending, end)
 
     def _went_back(self, essence: Essence, before: int, dts: int) -> MediaError:
-        """The input's decode times go back, and placing what follows later did not mend it."""
+        """The input's decode times go back, and placing what follows later did not mend it:
+        this stream's packets before the break ran on more than ``REJOIN_GAP`` past the others'."""
         was, now = (format_timestamp(max(0, to_ns(t, essence.time_base))) for t in (before, dts))
-        return MediaError(f"{self.source}: stream {essence.index}'s timestamps go back from {was} to {now}")
+        return MediaError(
+            f"{self.source}: stream {essence.index}'s timestamps go back from {was} to {now}, further than "
+            "the other streams' at the same break; ingest the parts one at a time, each with its own --name "
+            "and --start"
+        )
 
     def _shifted(self, packets: Iterator[Any]) -> Iterator[Any]:
         """The packets, all moved later by ``shift_ns`` when the input starts before zero.
