@@ -513,7 +513,8 @@ def test_the_client_gives_its_credentials_to_its_server_s_own_urls_only(
     auth_settings: Settings, tmp_path: Path
 ) -> None:
     """TAMS: a client includes its credentials for a get_url on the API's origin (tamstore's
-    lasting /x-tamstore/objects/ URLs ask for them; the download was a 401), and for no other."""
+    lasting /x-tamstore/objects/ URLs ask for them; the download was a 401), and for no other,
+    not even where its own server redirects it (an Object whose only copy is elsewhere)."""
     from tamstore.client import TamsClient
     from tests.live import LiveServer
 
@@ -542,8 +543,16 @@ def test_the_client_gives_its_credentials_to_its_server_s_own_urls_only(
             tams.upload(obj["put_url"], b"media")
             assert tams.post_segments(flow["id"], [{"object_id": obj["object_id"], "timerange": "[0:0_1:0)"}]) == []
             assert tams.download(f"{server.url}/x-tamstore/objects/{obj['object_id']}.ts") == b"media"
-            assert tams.download(f"http://127.0.0.1:{other.server_address[1]}/x.ts") == b"bytes"
-        assert heard == [None]
+            elsewhere = f"http://127.0.0.1:{other.server_address[1]}/x.ts"
+            assert tams.download(elsewhere) == b"bytes"
+            away = {
+                "object_id": "elsewhere-1",
+                "timerange": "[1:0_2:0)",
+                "get_urls": [{"url": elsewhere, "label": "x"}],
+            }
+            assert tams.post_segments(flow["id"], [away]) == []
+            assert tams.download(f"{server.url}/x-tamstore/objects/elsewhere-1.ts") == b"bytes"  # a 307 away
+        assert heard == [None, None]
     finally:
         server.stop()
         other.shutdown()
