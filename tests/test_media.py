@@ -19,7 +19,7 @@ import pytest
 
 from tamstore.client import TamsApiError, TamsClient
 from tamstore.config import Settings
-from tamstore.domain.timerange import TimeRange, format_timestamp
+from tamstore.domain.timerange import TimeRange, format_timestamp, parse_timestamp
 from tamstore.media.segmenter import to_ns
 from tamstore.testing import SpecSchemas
 from tests.live import LiveServer
@@ -157,7 +157,8 @@ def test_uncompressed_audio_becomes_a_flow_of_wav_segments(
         segments = list(tams.segments(ids["flows"]["audio"]))
         assert sum(s["sample_count"] for s in segments) == samples
         for segment in segments:
-            assert segment["ts_offset"] == segment["timerange"][1:].split("_")[0]  # samples from 0
+            # a WAV object's samples start at 0: its ts_offset is where the segment starts
+            assert parse_timestamp(segment["ts_offset"]) == TimeRange.from_str(segment["timerange"]).start
             assert "init_object" not in segment
         assert tams.download(segments[1]["get_urls"][0]["url"])[:4] == b"RIFF"
     out = tmp_path / "out.mov"
@@ -179,11 +180,12 @@ def test_uncompressed_audio_becomes_a_flow_of_wav_segments(
     with av.open(str(cut)) as c:
         held = sum(f.samples for f in c.decode(audio=0))
     assert held == -(-(hi - first) * 48000 // 10**9) + (-(lo - first) * 48000 // 10**9)  # ceil less ceil
-    done = tamstore(
-        "export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(tmp_path / "x.mp4"), check=False
-    )
-    lines = done.stderr.strip().splitlines()
-    assert done.returncode == 1 and len(lines) == 1 and "cannot hold pcm_s24le" in lines[0], done.stderr
+    for refused in ("x.mp4", "x.ts"):  # MPEG-TS kept PCM silently as a data stream, MP4 failed at its end
+        out = tmp_path / refused
+        done = tamstore("export", "--server", server.url, "--flow-id", ids["flow_id"], "-o", str(out), check=False)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1 and "cannot hold pcm_s24le" in lines[0], done.stderr
+        assert not out.exists()
     playlist = httpx.get(f"{server.url}/x-tamstore/hls/{ids['flow_id']}.m3u8").text  # the video plays
     assert playlist.count("#EXT-X-STREAM-INF") == 1 and "TYPE=AUDIO" not in playlist, playlist
 
@@ -367,6 +369,31 @@ def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path,
         assert (str(raw) not in args) or "carry no timestamps" in lines[0], lines
     with TamsClient(server.url) as tams:  # an input refused before its first segment leaves no Flow
         assert [f["label"] for f in tams.flows() if f.get("label", "").startswith("raw.h264")] == []
+
+
+def test_an_ingest_failing_part_way_keeps_its_flows_and_what_they_hold(tmp_path: Path) -> None:
+    """Only a run refused before any segment takes its Flows away: one refused part way (here an
+    embedded server's upload limit, met by a later, busier part of the input) keeps the Flows it
+    made and the segments registered. (The test media has its audio after all its video, 25 s
+    on: FFmpeg's first look at the file does not reach it, and the audio Flow was once put with a
+    sample rate of 0, refused; a file is now looked at further.)"""
+    size = {"width": 1280, "height": 720}
+    quiet = make_media(tmp_path / "quiet.ts", seconds=25, **size)  # more than a batch of 20 registered
+    busy = make_media(tmp_path / "busy.ts", seconds=4, noise=True, **size)  # segments of megabytes
+    source = tmp_path / "both.ts"
+    source.write_bytes(quiet.read_bytes() + busy.read_bytes())
+    server = LiveServer(tmp_path / "data", TAMSTORE_MAX_OBJECT_MIB="1").start()
+    try:
+        args = ["ingest", str(source), "--server", server.url, "--segment-duration", "1"]
+        done = tamstore(*args, check=False)
+        assert done.returncode == 1 and "413" in done.stderr, done.stderr
+        with TamsClient(server.url) as tams:
+            flows = list(tams.flows())
+            assert len(flows) == 3  # video, audio and the Flow collecting them
+            video = next(f for f in flows if f["format"] == "urn:x-nmos:format:video")
+            assert len(list(tams.segments(video["id"]))) >= 20  # the quiet part's first batch
+    finally:
+        server.stop()
 
 
 def test_client_pages_retries_and_raises_with_the_error_body(server: LiveServer) -> None:

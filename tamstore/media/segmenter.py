@@ -33,6 +33,8 @@ __all__ = ["CONTAINERS", "WAV", "CutSegment", "Essence", "MediaError", "Segmente
 
 NS = 1_000_000_000
 SHIFT_STEP = 10_000_000  # 10 ms: a whole number of ticks of every usual time base
+# FFmpeg's options for a second, further look at a file whose streams it did not all describe.
+DEEP_PROBE = {"probesize": str(512 * 2**20), "analyzeduration": str(600 * 10**6)}  # bytes; microseconds
 HEAD_PACKETS = 512  # packets read before deciding the shift (the first of every stream, usually)
 # Where the input's timestamps go back (two recordings joined, an encoder restarted), what comes
 # after is placed this long after the latest media before it: room for the other streams' packets
@@ -176,10 +178,12 @@ class Segmenter:
             # (FFmpeg estimates a file's duration by reading its end: a followed file has none.)
             growing = {"follow": "1", "skip_estimate_duration_from_pts": "1"}
             options.update({"live_start_index": "0"} if ".m3u8" in source else growing)
-        try:
-            self.container = av.open(source, options=options or None)
-        except (av.FFmpegError, OSError) as exc:
-            raise MediaError(f"{source}: cannot read it as media ({exc})") from None
+        self.container = _open(source, options)
+        if not follow and not all(_known(s) for s in self.container.streams if CODECS.get(s.codec_context.name)):
+            # A stream FFmpeg's first look (5 s) did not reach: audio muxed far from its video,
+            # say. A file is looked at again, further; a live input cannot wait, and leaves it out.
+            self.container.close()
+            self.container = _open(source, options | DEEP_PROBE)
         self.stopped = threading.Event()  # set to end the input here, the segments in hand cut
         self.source = source
         self.target_ns = target_ns
@@ -218,7 +222,7 @@ class Segmenter:
     def _describe(self, stream: Any) -> Essence | None:
         kind = stream.type
         codec = CODECS.get(stream.codec_context.name)
-        if kind not in ("video", "audio") or codec is None or stream.time_base is None:
+        if kind not in ("video", "audio") or codec is None or stream.time_base is None or not _known(stream):
             return None
         ctx = stream.codec_context
         params = video_parameters(stream) if kind == "video" else audio_parameters(stream)
@@ -406,6 +410,24 @@ class Segmenter:
             init=init,
             media_start_ns=media_start,
         )
+
+
+def _open(source: str, options: dict[str, str]) -> Any:
+    try:
+        return av.open(source, options=options or None)
+    except (av.FFmpegError, OSError) as exc:
+        raise MediaError(f"{source}: cannot read it as media ({exc})") from None
+
+
+def _known(stream: Any) -> bool:
+    """Whether FFmpeg found what a Flow must say of the stream (a picture size; a sample rate
+    and channels): a stream it has not yet seen a packet of has zeros there."""
+    ctx = stream.codec_context
+    if stream.type == "video":
+        return bool(ctx.width and ctx.height)
+    if stream.type == "audio":
+        return bool(ctx.sample_rate and ctx.channels)
+    return True
 
 
 def remux_ts(stream: Any, packets: list[Any]) -> bytes:
