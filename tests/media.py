@@ -125,12 +125,15 @@ def make_hls(directory: Path, seconds: int = 8) -> list[str]:
     return playlist.read_text().splitlines()
 
 
-def write_live_playlist(directory: Path, lines: list[str], segments: int, ended: bool = False) -> Path:
-    """``live.m3u8``: the first ``segments`` entries of a finished playlist, as a live one that
-    is still growing (no EXT-X-ENDLIST) unless ``ended``; replaced atomically."""
-    head = [line for line in lines if line.startswith("#") and not line.startswith(("#EXTINF", "#EXT-X-ENDLIST"))]
+def write_live_playlist(directory: Path, lines: list[str], segments: int, ended: bool = False, first: int = 0) -> Path:
+    """``live.m3u8``: the entries ``first`` to ``segments`` of a finished playlist, as a live one
+    that is still growing (no EXT-X-ENDLIST) unless ``ended``, whose window has slid past the
+    ``first`` entries; replaced atomically."""
+    skip = ("#EXTINF", "#EXT-X-ENDLIST", "#EXT-X-MEDIA-SEQUENCE")
+    head = [line for line in lines if line.startswith("#") and not line.startswith(skip)]
     entries = [(lines[i], lines[i + 1]) for i, line in enumerate(lines) if line.startswith("#EXTINF")]
-    body = head + [line for entry in entries[:segments] for line in entry] + (["#EXT-X-ENDLIST"] if ended else [])
+    body = [*head, f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+    body += [line for entry in entries[first:segments] for line in entry] + (["#EXT-X-ENDLIST"] if ended else [])
     scratch = directory / "live.m3u8.tmp"
     scratch.write_text("\n".join(body) + "\n")
     return scratch.replace(directory / "live.m3u8")

@@ -646,14 +646,48 @@ def test_export_of_an_edit_that_uses_parts_of_objects(server: LiveServer, media:
     assert decoded(out)[0] == [*range(125, 150), *range(225, 250), *range(310, 323)]
 
 
-def test_an_ingest_that_would_overlap_is_refused_in_one_line(server: LiveServer, media: Path) -> None:
-    ingest(server, media, "--name", "clash")
-    done = tamstore(
-        "ingest", str(media), "--server", server.url, "--name", "clash", "--segment-duration", "3", check=False
-    )
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "overlap" in lines[0], done.stderr[-2000:]
+def test_an_ingest_cut_otherwise_registers_nothing_twice(server: LiveServer, media: Path) -> None:
+    """The same input again with another segment duration: its segments fall differently from
+    those the Flows hold, but the media is all there, so nothing is registered (the server
+    would refuse it as overlapping)."""
+    first = ingest(server, media, "--name", "recut")
+    again = ingest(server, media, "--name", "recut", "--segment-duration", "3")
+    assert again["segments"] == 0 and again["skipped"] > 0
+    with TamsClient(server.url) as tams:
+        for flow_id in first["flows"].values():
+            assert len(list(tams.segments(flow_id))) == 10
+
+
+def test_a_live_input_followed_again_from_elsewhere_adds_what_the_flows_lack(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A live ingest restarted on an HLS playlist whose window has moved on reads from another
+    point than the run before, so its segments are cut elsewhere: one straddles the end of what
+    the Flow holds. Only the part the Flow lacks is registered, as a segment using part of its
+    Object (``object_timerange``, AppNote 0036); before, the server refused the whole segment
+    as overlapping and the ingest stopped."""
+    from tests.media import make_hls, write_live_playlist
+
+    lines = make_hls(tmp_path / "hls", seconds=8)
+    whole = ingest(server, tmp_path / "hls" / "index.m3u8", "--name", "reference")
+    live = write_live_playlist(tmp_path / "hls", lines, 3, ended=True)
+    ingest(server, live, "--name", "restarted")  # cut at 2 s: [0, 2) and [2, 3)
+    write_live_playlist(tmp_path / "hls", lines, 8, ended=True, first=2)
+    ids = ingest(server, live, "--name", "restarted")  # cut from 2 s on: [2, 4) straddles 3 s
+    with TamsClient(server.url) as tams:
+        for flow_id in ids["flows"].values():
+            segments = list(tams.segments(flow_id, include_object_timerange="true"))
+            ranges = [TimeRange.from_str(s["timerange"]) for s in segments]
+            assert all(a.end == b.start for a, b in zip(ranges, ranges[1:], strict=False))
+            partial = [s for s in segments if s["object_timerange"] != s["timerange"]]
+            assert len(partial) == 1
+            used, held = TimeRange.from_str(partial[0]["timerange"]), TimeRange.from_str(partial[0]["object_timerange"])
+            assert held.contains(used) and held.start < used.start and held.end == used.end
+    for name, flow_id in (("restarted", ids["flow_id"]), ("reference", whole["flow_id"])):
+        tamstore("export", "--server", server.url, "--flow-id", flow_id, "-o", str(tmp_path / f"{name}.mp4"))
+    frames, _, samples = decoded(tmp_path / "restarted.mp4")
+    assert frames == list(range(200))
+    assert samples == decoded(tmp_path / "reference.mp4")[2]
 
 
 def test_export_to_a_full_disk_is_one_line(server: LiveServer, media: Path, tmp_path: Path) -> None:
@@ -713,9 +747,12 @@ async def test_running_again_reads_only_the_window_the_input_covers(server: Live
         placed = [TimeRange.from_str(s["timerange"]) async for s in client.segments(video)]
         assert len(placed) == 20
         look = _Registered(client, video)
-        assert await look.holds(placed[0].start, placed[0].end)  # type: ignore[arg-type]
+        start, end = placed[0].start, placed[0].end
+        assert start is not None and end is not None
+        assert await look.uncovered(start, end) == []
         assert len(look.spans) == 10  # the first placement's window only
-        assert not await look.holds(placed[0].start, placed[0].end + 1)  # type: ignore[arg-type, operator]
+        assert await look.uncovered(start - 5, end) == [(start - 5, start)]
+        assert await look.uncovered(start, placed[2].end) == []  # type: ignore[arg-type]
 
 
 def test_export_of_a_range_only_one_member_covers(server: LiveServer, media: Path, tmp_path: Path) -> None:

@@ -6,8 +6,9 @@ parameters, average bit rate). The segmenter cuts and remuxes in a thread of its
 are uploaded ``jobs`` at a time and registered in batches per Flow.
 
 Ids are derived from the input's name (uuid5), so running the same ingest again addresses the
-same Flows: segments already registered there are skipped, and an ingest stopped halfway ends
-complete, with nothing twice, when it is run again. An Object uploaded but never registered (the
+same Flows: media already registered there is skipped, and an ingest stopped halfway ends
+complete, with nothing twice, when it is run again, also where its segments fall otherwise than
+the run before (a live input followed again from another point). An Object uploaded but never registered (the
 ingest was killed between the two) is left to the server's collection of unused allocations.
 """
 
@@ -193,10 +194,11 @@ async def _ingest(
                 offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
             flow_id = flow_ids[roles[cut.stream]]
             progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
-            if await registered[cut.stream].holds(cut.start_ns + offset, cut.end_ns + offset):
+            pieces = await registered[cut.stream].uncovered(cut.start_ns + offset, cut.end_ns + offset)
+            if not pieces:
                 progress.skipped += 1
                 continue
-            await uploader.add(flow_id, cut, offset)
+            await uploader.add(flow_id, cut, offset, pieces)
     await uploader.finish()
     return IngestResult(
         source_ids["multi"],
@@ -223,14 +225,34 @@ class _Registered:
     def __init__(self, client: AsyncTamsClient, flow_id: str) -> None:
         self.client, self.flow_id = client, flow_id
         self.window: TimeRange | None = None
-        self.spans: set[tuple[int | None, int | None]] = set()
+        self.spans: list[tuple[int, int]] = []
 
-    async def holds(self, start: int, end: int) -> bool:
-        if self.window is None or not self.window.contains_timestamp(start):
-            self.window = TimeRange(start, start + self.WINDOW)
-            segments = self.client.segments(self.flow_id, self.window, accept_get_urls="")
-            self.spans = {(tr.start, tr.end) async for tr in _ranges(segments)}
-        return (start, end) in self.spans
+    async def uncovered(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of ``[start, end)`` that no segment of the Flow covers yet, in order: none
+        when it is all there (this ingest run before, cut the same way or not), the whole range
+        when none of it is. A part is what is left to register of a segment cut differently from
+        the run before: a live input followed again from another point (a sliding HLS window)."""
+        window = self.window
+        if window is None or not window.contains_timestamp(start) or window.end is None or end > window.end:
+            self.window = window = TimeRange(start, max(end, start + self.WINDOW))
+            segments = self.client.segments(self.flow_id, window, accept_get_urls="")
+            self.spans = sorted(
+                [(tr.start, tr.end) async for tr in _ranges(segments) if tr.start is not None and tr.end is not None]
+            )
+        pieces, at = [], start
+        for held_start, held_end in self.spans:
+            if held_start >= end:
+                break
+            if held_end <= at:
+                continue
+            if held_start > at:
+                pieces.append((at, held_start))
+            at = held_end
+            if at >= end:
+                break
+        if at < end:
+            pieces.append((at, end))
+        return pieces
 
 
 async def _ranges(segments: AsyncIterator[dict[str, Any]]) -> AsyncIterator[TimeRange]:
@@ -304,11 +326,11 @@ class _Uploader:
         self.allocating: dict[str, asyncio.Lock] = {}
         self.inits: dict[tuple[str, bytes], asyncio.Task[str]] = {}
 
-    async def add(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+    async def add(self, flow_id: str, cut: CutSegment, offset: int, pieces: list[tuple[int, int]]) -> None:
         if self.failure is not None:
             raise self.failure
         await self.slots.acquire()
-        task = asyncio.create_task(self._one(flow_id, cut, offset))
+        task = asyncio.create_task(self._one(flow_id, cut, offset, pieces))
         self.tasks.add(task)
         task.add_done_callback(self._done)
 
@@ -340,26 +362,31 @@ class _Uploader:
         await self.client.upload(obj["put_url"], data)
         return str(obj["object_id"])
 
-    async def _one(self, flow_id: str, cut: CutSegment, offset: int) -> None:
+    async def _one(self, flow_id: str, cut: CutSegment, offset: int, pieces: list[tuple[int, int]]) -> None:
+        """Upload ``cut`` and register it as the segments ``pieces`` of the Flow's timeline: one
+        segment of the whole object, or, where the Flow already holds some of it, the parts it
+        lacks, each saying which part of the object it uses (``object_timerange``, AppNote 0036)."""
         init_id = None if cut.init is None else await self._init_object(flow_id, cut.init)
-        segment: dict[str, Any] = {
-            "object_id": await self._upload(flow_id, cut.data),
-            "timerange": TimeRange(cut.start_ns + offset, cut.end_ns + offset).to_str(),
-        }
-        if init_id is not None:
-            segment["init_object_id"] = init_id
+        object_id = await self._upload(flow_id, cut.data)
         # The object's own timestamps are the Flow's less this (the ingest's --start, and for an
         # object whose samples start at 0, such as WAV, where it goes).
         ts_offset = offset + (0 if cut.media_start_ns is None else cut.start_ns - cut.media_start_ns)
-        if ts_offset:
-            segment["ts_offset"] = format_timestamp(ts_offset)
-        if cut.samples is None:
-            segment["key_frame_count"] = cut.key_frames
-        else:
-            segment["sample_offset"], segment["sample_count"] = 0, cut.samples
+        whole = TimeRange(cut.start_ns + offset, cut.end_ns + offset)
         batch = self.ready.setdefault(flow_id, [])
-        batch.append(segment)
-        self.progress.segments += 1
+        for start, end in pieces:
+            segment: dict[str, Any] = {"object_id": object_id, "timerange": TimeRange(start, end).to_str()}
+            if init_id is not None:
+                segment["init_object_id"] = init_id
+            if ts_offset:
+                segment["ts_offset"] = format_timestamp(ts_offset)
+            if (start, end) != (whole.start, whole.end):
+                segment["object_timerange"] = whole.shift(-ts_offset).to_str()
+            elif cut.samples is None:
+                segment["key_frame_count"] = cut.key_frames
+            else:
+                segment["sample_offset"], segment["sample_count"] = 0, cut.samples
+            batch.append(segment)
+            self.progress.segments += 1
         self.progress.bytes += len(cut.data)
         if len(batch) >= self.batch:
             self.ready[flow_id] = []
