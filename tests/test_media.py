@@ -285,6 +285,45 @@ def test_start_places_the_media_and_export_follows(server: LiveServer, media: Pa
     assert decoded(out)[0] == list(range(FRAMES))
 
 
+def test_start_now_records_on_the_wall_clock(server: LiveServer, media: Path, tmp_path: Path) -> None:
+    """``--start now`` puts the input on the TAI wall clock (so retention and playlists' dates
+    work), each run after what the Flows already hold; a live HLS playlist is then read from
+    its live edge, not from the past its window holds."""
+    from tamstore.domain.tai import now_tai
+    from tests.media import make_hls, write_live_playlist
+
+    before = now_tai()
+    first = ingest(server, media, "--start", "now", "--name", "recorder")
+    assert before - 10**7 <= parse_timestamp(first["start"]) <= now_tai()
+    again = ingest(server, media, "--start", "now", "--name", "recorder")  # a 20 s input, in under 20 s
+    assert again["segments"] == 20 and again["skipped"] == 0
+    start = parse_timestamp(first["start"])
+    with TamsClient(server.url) as tams:
+        for role, flow_id in first["flows"].items():
+            ranges = [TimeRange.from_str(s["timerange"]) for s in tams.segments(flow_id)]
+            assert len(ranges) == 20 and all(a.end <= b.start for a, b in zip(ranges, ranges[1:], strict=False))
+            assert ranges[0].start == start if role == "audio" else ranges[0].start > start  # audio starts first
+            assert ranges[10].start >= ranges[9].end >= start + 19 * 10**9  # the second run after the first
+        playlist = tams.request("GET", f"/x-tamstore/hls/{first['flows']['video']}.m3u8").text
+        assert "#EXT-X-PROGRAM-DATE-TIME:" in playlist
+    lines = make_hls(tmp_path / "hls", seconds=8)
+    live = write_live_playlist(tmp_path / "hls", lines, 4)  # entries 0-3 so far, [3 s, 4 s) the last
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tamstore", "ingest", str(live), "--server", server.url, "--follow", "--json"]
+        + ["--start", "now", "--segment-duration", "1"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    write_live_playlist(tmp_path / "hls", lines, 8, ended=True)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    clip = tmp_path / "live-edge.mp4"
+    tamstore("export", "--server", server.url, "--flow-id", json.loads(out)["flow_id"], "-o", str(clip))
+    assert decoded(clip)[0] == list(range(75, 200))
+
+
 def test_running_again_skips_and_a_killed_ingest_completes(server: LiveServer, media: Path, tmp_path: Path) -> None:
     again = ingest(server, media)
     assert again["segments"] == 20

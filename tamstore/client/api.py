@@ -115,9 +115,9 @@ class AsyncTamsClient:
     async def get_json(self, path: str, params: dict[str, Any] | None = None) -> Any:
         return (await self.request("GET", path, params=params)).json()
 
-    async def _get_or_none(self, path: str) -> Any:
+    async def _get_or_none(self, path: str, params: dict[str, Any] | None = None) -> Any:
         try:
-            return await self.get_json(path)
+            return await self.get_json(path, params)
         except TamsApiError as exc:
             if exc.status == 404:
                 return None
@@ -186,8 +186,8 @@ class AsyncTamsClient:
         async for item in self.pages("/flows", filters):
             yield item
 
-    async def get_flow(self, flow_id: str) -> dict[str, Any] | None:
-        return await self._get_or_none(f"/flows/{flow_id}")  # type: ignore[no-any-return]
+    async def get_flow(self, flow_id: str, **params: Any) -> dict[str, Any] | None:
+        return await self._get_or_none(f"/flows/{flow_id}", params)  # type: ignore[no-any-return]
 
     async def put_flow(self, flow: dict[str, Any]) -> None:
         """Create or replace a Flow (its Source is created with it)."""

@@ -125,7 +125,11 @@ class _Reporter:
 @click.option(
     "--segment-duration", default="2", show_default=True, help="Seconds a segment lasts at least (a decimal)."
 )
-@click.option("--start", help="Place the input's first timestamp here on the timeline (seconds:nanoseconds).")
+@click.option(
+    "--start",
+    help="Place the input's first timestamp here on the timeline (seconds:nanoseconds), or 'now': "
+    "at the TAI time it is read (a live recording on the wall clock).",
+)
 @click.option("--jobs", default=4, show_default=True, help="Segments uploaded at the same time.")
 @click.option("--name", help="What the Flow and Source ids are derived from (default: the input's path or URL).")
 @click.option("--label", help="Label of the Flows (default: the input's file name).")
@@ -159,7 +163,8 @@ def ingest_command(
     One Flow per video and audio stream and a multi-essence Flow collecting them; running the
     same ingest again skips what is already registered.
     """
-    from tamstore.domain.timerange import InvalidTimeRange, parse_timestamp
+    from tamstore.domain.tai import utc_iso
+    from tamstore.domain.timerange import InvalidTimeRange, format_timestamp, parse_timestamp
     from tamstore.media.ingest import IngestOptions, ingest
 
     try:
@@ -169,12 +174,13 @@ def ingest_command(
     if seconds <= 0 or jobs < 1:
         _fail("--segment-duration and --jobs must be positive numbers")
     try:
-        start_ns = None if start is None else parse_timestamp(start)
+        start_ns = None if start in (None, "now") else parse_timestamp(start)
     except InvalidTimeRange as exc:
         _fail(f"--start: {exc}")
     options = IngestOptions(
         segment_ns=int(seconds * 1_000_000_000),
         start_ns=start_ns,
+        start_now=start == "now",
         jobs=jobs,
         name=name,
         label=label,
@@ -204,6 +210,7 @@ def ingest_command(
         "bytes": p.bytes,
         "not_ingested": result.not_ingested,
         "rejoined": result.rejoined,
+        "start": None if result.start_ns is None else format_timestamp(result.start_ns),
     }
     for note in result.rejoined:
         click.echo(f"rejoined: {note}", err=True)
@@ -221,6 +228,8 @@ def ingest_command(
     click.echo(
         f"ingested {p.segments} segments ({p.bytes / 1e6:.1f} MB, {p.skipped} already there) in {p.elapsed:.1f} s"
     )
+    if options.start_now and result.start_ns is not None:
+        click.echo(f"placed from {format_timestamp(result.start_ns)} TAI ({utc_iso(result.start_ns)} UTC)")
     click.echo(f"multi-essence Flow {result.flow_id}")
     for role, flow_id in result.flows.items():
         click.echo(f"  {role}: Flow {flow_id}")

@@ -26,7 +26,7 @@ from typing import Any
 
 from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.timerange import TimeRange, format_timestamp
-from tamstore.media.segmenter import CONTAINERS, NS, CutSegment, Essence, Segmenter
+from tamstore.media.segmenter import CONTAINERS, NS, SHIFT_STEP, CutSegment, Essence, Segmenter
 
 __all__ = ["IngestOptions", "IngestResult", "Progress", "SegmentsRefused", "ingest", "ingest_ids"]
 
@@ -38,6 +38,9 @@ ALLOCATE_BATCH = 16  # Objects allocated per request
 class IngestOptions:
     segment_ns: int = 2 * NS
     start_ns: int | None = None  # place the input's first timestamp here on the Flows' timeline
+    # ... or at the TAI time its first packets were read (a live recording on the wall clock;
+    # a live HLS playlist is then read from its live edge, not from the past its window holds)
+    start_now: bool = False
     jobs: int = 4
     name: str | None = None  # what the ids are derived from (default: the input's path or URL)
     label: str | None = None
@@ -75,6 +78,7 @@ class IngestResult:
     progress: Progress
     not_ingested: list[str]  # the input's streams no Flow holds (a codec tamstore cannot describe, data)
     rejoined: list[str] = field(default_factory=list)  # where the input's timestamps went back, and what was done
+    start_ns: int | None = None  # where the input's first timestamp went on the Flows' timeline
 
 
 def ingest_ids(name: str, roles: list[str], container: str = "mp2t") -> tuple[dict[str, str], dict[str, str]]:
@@ -123,7 +127,12 @@ async def ingest(
     """Ingest ``source``. Setting ``stop`` (Ctrl-C) ends the input where it is: the segments in
     hand are cut, uploaded and registered, and the result is returned as for a finished input."""
     segmenter = await asyncio.to_thread(
-        Segmenter, source, options.segment_ns, follow=options.follow, container=options.container
+        Segmenter,
+        source,
+        options.segment_ns,
+        follow=options.follow,
+        container=options.container,
+        live_edge=options.start_now,
     )
     stop = stop or asyncio.Event()
     created: list[str] = []  # the Flows this run makes, the collecting one last
@@ -163,13 +172,17 @@ async def _ingest(
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
     flow_ids, source_ids = ingest_ids(name, list(roles.values()), options.container)
     label = options.label or Path(source.split("?")[0]).name
+    held_until: int | None = None  # the end of what the Flows hold (asked for --start now)
     for e in segmenter.essences:
         role = roles[e.index]
-        if await client.get_flow(flow_ids[role]) is None:
+        flow = await client.get_flow(flow_ids[role], **({"include_timerange": "true"} if options.start_now else {}))
+        if flow is None:
             await client.put_flow(
                 _flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})", options.container)
             )
             created.append(flow_ids[role])
+        elif (end := TimeRange.from_str(flow.get("timerange", "()")).end) is not None:
+            held_until = end if held_until is None else max(held_until, end)
     if await client.get_flow(flow_ids["multi"]) is None:
         await client.put_flow(
             {
@@ -191,7 +204,7 @@ async def _ingest(
     async with contextlib.aclosing(_cuts(segmenter, stop)) as cuts, uploader:
         async for cut in cuts:
             if offset is None:  # the first packets have been read: the input's start is known
-                offset = 0 if options.start_ns is None else options.start_ns - segmenter.first_ns()
+                offset = _placement(options, segmenter, held_until) - segmenter.first_ns()
             flow_id = flow_ids[roles[cut.stream]]
             progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
             pieces = await registered[cut.stream].uncovered(cut.start_ns + offset, cut.end_ns + offset)
@@ -208,7 +221,19 @@ async def _ingest(
         progress,
         segmenter.left_out,
         segmenter.rejoined,
+        None if offset is None else segmenter.first_ns() + offset,
     )
+
+
+def _placement(options: IngestOptions, segmenter: Segmenter, held_until: int | None) -> int:
+    """Where the input's first timestamp goes on the Flows' timeline. With ``start_now``: the
+    TAI time its first packets were read, down to a whole 10 ms, or the end of what the Flows
+    hold if that is later (a live input restarted within its own latency, or a file ingested
+    again: each run places anew, after what is there, never over it)."""
+    if options.start_now:
+        now = segmenter.first_read_tai // SHIFT_STEP * SHIFT_STEP
+        return now if held_until is None else max(now, held_until)
+    return segmenter.first_ns() if options.start_ns is None else options.start_ns
 
 
 class SegmentsRefused(Exception):

@@ -25,6 +25,7 @@ from typing import Any
 
 import av
 
+from tamstore.domain.tai import now_tai
 from tamstore.domain.timerange import format_timestamp
 from tamstore.media.essence import audio_parameters, pcm_frame_bytes, video_parameters
 from tamstore.media.fmp4 import CmafRemuxer, mux_packets
@@ -165,7 +166,15 @@ class _Rejoin:
 
 
 class Segmenter:
-    def __init__(self, source: str, target_ns: int = 2 * NS, *, follow: bool = False, container: str = "mp2t") -> None:
+    def __init__(
+        self,
+        source: str,
+        target_ns: int = 2 * NS,
+        *,
+        follow: bool = False,
+        container: str = "mp2t",
+        live_edge: bool = False,
+    ) -> None:
         if container not in CONTAINERS:
             raise ValueError(f"container {container!r}: one of {', '.join(CONTAINERS)}")
         self.cmaf = container == "cmaf"
@@ -173,11 +182,12 @@ class Segmenter:
         if "://" in source:
             options["rw_timeout"] = "30000000"  # microseconds: a stalled server is an error, not a hang
         if follow:
-            # A live HLS playlist is read from its first segment, and reloaded until it ends
-            # (EXT-X-ENDLIST); a growing file (MPEG-TS) is read on as it grows, until stopped.
-            # (FFmpeg estimates a file's duration by reading its end: a followed file has none.)
+            # A live HLS playlist is read from its first segment (``live_edge``: its last), and
+            # reloaded until it ends (EXT-X-ENDLIST); a growing file (MPEG-TS) is read on as it
+            # grows, until stopped. (FFmpeg estimates a file's duration by reading its end: a
+            # followed file has none.)
             growing = {"follow": "1", "skip_estimate_duration_from_pts": "1"}
-            options.update({"live_start_index": "0"} if ".m3u8" in source else growing)
+            options.update({"live_start_index": "-1" if live_edge else "0"} if ".m3u8" in source else growing)
         self.container = _open(source, options)
         if not follow and not all(_known(s) for s in self.container.streams if CODECS.get(s.codec_context.name)):
             # A stream FFmpeg's first look (5 s) did not reach: audio muxed far from its video,
@@ -189,6 +199,7 @@ class Segmenter:
         self.target_ns = target_ns
         self.shift_ns = 0  # known once reading starts (segments())
         self._first_ns = 0
+        self.first_read_tai = 0  # when the input's first packets were read (TAI ns), likewise
         self.essences = [e for e in (self._describe(s) for s in self.container.streams) if e is not None]
         described = {e.index for e in self.essences}
         # What the input holds that no Flow will: said, so that a track is never lost unseen.
@@ -364,6 +375,7 @@ class Segmenter:
 
         head = [moved(p) for p in head]
         self._first_ns = min((to_ns(p.pts, Fraction(p.time_base)) for p in head), default=0)
+        self.first_read_tai = now_tai()
         yield from head
         for packet in packets:
             if packet.pts is not None and packet.size:
