@@ -234,6 +234,44 @@ def test_sync_follows_new_segments_until_ctrl_c(servers: tuple[LiveServer, LiveS
             follow.kill()
 
 
+def test_sync_all_follows_flows_made_after_it_began(
+    servers: tuple[LiveServer, LiveServer], media: Path, tmp_path: Path
+) -> None:
+    """A store kept in step with another (``--all --follow``) copies the recordings made after
+    it began: the source's event stream says a Flow was made. Before, only the Flows there at
+    the start were followed, and every later one was left behind for good."""
+    import signal
+    import time
+
+    a, b = servers
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "tamstore", "sync", "--from", a.url, "--to", b.url, "--all"]
+        + ["--follow", "--interval", "600"],  # so only the source's event stream can say what is new
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        later = make_media(tmp_path / "later.mp4", seconds=4)
+        ids = json.loads(tamstore("ingest", str(later), "--server", a.url, "--json").stdout)
+        with TamsClient(a.url) as source, TamsClient(b.url) as target:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and (
+                target.get_flow(ids["flow_id"]) is None or len(list(target.segments(ids["flows"]["audio"]))) < 2
+            ):
+                time.sleep(0.2)
+            for flow_id in [ids["flow_id"], *ids["flows"].values()]:
+                assert target.get_flow(flow_id) is not None
+                theirs = [s["timerange"] for s in source.segments(flow_id)]
+                assert [s["timerange"] for s in target.segments(flow_id)] == theirs
+        follow.send_signal(signal.SIGINT)
+        out, err = follow.communicate(timeout=30)
+        assert follow.returncode == 0, err[-2000:]
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+
+
 def test_a_flow_the_target_cannot_take_is_named_and_the_rest_goes_on(
     servers: tuple[LiveServer, LiveServer], media: Path
 ) -> None:

@@ -351,7 +351,11 @@ def sync_command(
             flows = await select_flows(source, list(flow_ids), list(source_ids), everything)
             if check:
                 return await verify(source, target, flows, options)
-            return await sync(source, target, flows, options, reporter, stop)
+
+            async def reselect(known: frozenset[str]) -> list[dict[str, Any]]:
+                return await select_flows(source, list(flow_ids), list(source_ids), everything, known)
+
+            return await sync(source, target, flows, options, reporter, stop, reselect)
 
     result = _run(job)
     if check:

@@ -34,7 +34,7 @@ import asyncio
 import hashlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -136,9 +136,14 @@ class _State:
 
 
 async def select_flows(
-    source: AsyncTamsClient, flow_ids: list[str], source_ids: list[str], everything: bool
+    source: AsyncTamsClient,
+    flow_ids: list[str],
+    source_ids: list[str],
+    everything: bool,
+    known: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
-    """The Flows to copy, each once, collected members before the Flows collecting them."""
+    """The Flows to copy, each once, collected members before the Flows collecting them; those
+    in ``known`` (already chosen by an earlier look) are left out."""
     chosen: dict[str, dict[str, Any]] = {}
     pending = list(flow_ids)
     if everything:
@@ -147,7 +152,7 @@ async def select_flows(
         pending += [f["id"] async for f in source.flows(source_id=source_id)]
     while pending:
         flow_id = pending.pop()
-        if flow_id in chosen:
+        if flow_id in chosen or flow_id in known:
             continue
         flow = await source.get_flow(flow_id)
         if flow is None:
@@ -181,14 +186,28 @@ async def sync(
     options: SyncOptions,
     report: Callable[[SyncProgress], None] | None = None,
     stop: asyncio.Event | None = None,
+    reselect: Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]] | None = None,
 ) -> SyncProgress:
     """Copy ``flows``; with ``options.follow``, then keep copying new segments and changed
-    properties (from where each Flow's copy ended) until ``stop`` is set."""
+    properties (from where each Flow's copy ended) until ``stop`` is set. ``reselect`` gives the
+    Flows the selection holds now besides those it is given (the Flows chosen so far): while
+    following, Flows made on the source after the sync began (a new recording, under ``--all``
+    or a followed Source) are copied and followed too."""
     run = _Run(source, target, options, _State(options.state), SyncProgress(flows_total=len(flows)), report)
     if options.by_reference:
         run.source_is_tamstore = str((await source.service()).get("service_version", "")).startswith("tamstore")
     run.progress.total_ns = sum(_span(flow, options.timerange) for flow in flows)
     ends: dict[str, int | None] = {}
+    await _copy_flows(run, flows, options, ends)
+    if options.follow:
+        await _follow(run, flows, ends, stop or asyncio.Event(), reselect)
+    return run.progress
+
+
+async def _copy_flows(
+    run: _Run, flows: list[dict[str, Any]], options: SyncOptions, ends: dict[str, int | None]
+) -> None:
+    """Copy each of ``flows`` whole, noting where its copy ends."""
     for flow in flows:
         try:
             ends[flow["id"]] = await _sync_flow(run, flow, options)
@@ -200,9 +219,6 @@ async def sync(
         finally:
             run.state.save()
         run.progress.flows += 1
-    if options.follow:
-        await _follow(run, flows, ends, stop or asyncio.Event())
-    return run.progress
 
 
 def _span(flow: dict[str, Any], timerange: TimeRange | None) -> int:
@@ -221,19 +237,43 @@ def _length(span: TimeRange, timerange: TimeRange | None) -> int:
     return span.end - span.start
 
 
-async def _follow(run: _Run, flows: list[dict[str, Any]], ends: dict[str, int | None], stop: asyncio.Event) -> None:
+async def _follow(
+    run: _Run,
+    flows: list[dict[str, Any]],
+    ends: dict[str, int | None],
+    stop: asyncio.Event,
+    reselect: Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]] | None,
+) -> None:
     """Copy what changes on the source until ``stop``: the Flows its event stream names, as
-    they change, or all of them every ``interval`` seconds where it has no stream."""
+    they change, or all of them every ``interval`` seconds where it has no stream. Flows that
+    join the selection are looked for when the stream says a Flow was made, and at every full
+    look (at most every ``FULL_LOOK`` seconds)."""
     changed: set[str] = set()
-    wake = asyncio.Event()
+    wake, made = asyncio.Event(), asyncio.Event()
     ids = [f["id"] for f in flows]
+    followed = set(ids)
     url = await run.source.event_stream_url()
-    listener = None if url is None else asyncio.ensure_future(_listen(run.source, url, ids, changed, wake))
+    listener = None
+    if url is not None:
+        listener = asyncio.ensure_future(_listen(run.source, url, followed, changed, wake, made, reselect is not None))
+    looked = time.monotonic()
     try:
         while not stop.is_set():
             await _first_of(stop, wake, FULL_LOOK if listener is not None else run.options.interval)
             if stop.is_set():
                 break
+            if reselect is not None and (made.is_set() or time.monotonic() - looked >= FULL_LOOK):
+                made.clear()
+                looked = time.monotonic()
+                try:
+                    joined = await reselect(frozenset(followed))
+                except (TamsApiError, ValueError, httpx.HTTPError) as exc:
+                    joined = []
+                    run.progress.failures.append(f"looking for new Flows: {exc}")
+                run.progress.flows_total += len(joined)
+                await _copy_flows(run, joined, run.options, ends)
+                ids += [f["id"] for f in joined]
+                followed.update(f["id"] for f in joined)
             if wake.is_set():  # (events arriving during this pass set it again for the next)
                 wake.clear()
                 looking = set(changed)
@@ -258,16 +298,25 @@ async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) ->
             w.cancel()
 
 
-async def _listen(source: AsyncTamsClient, url: str, ids: list[str], changed: set[str], wake: asyncio.Event) -> None:
-    """Mark the Flows the source's events name as changed. Each time the stream opens, all of
-    them: what happened before it opened was not seen."""
-    params: dict[str, Any] = {"events": FOLLOWED_EVENTS}
-    if len(ids) <= 100:  # (beyond, the query string grows too long: events are matched here)
-        params["flow_ids"] = ids
-    followed = set(ids)
+async def _listen(
+    source: AsyncTamsClient,
+    url: str,
+    followed: set[str],
+    changed: set[str],
+    wake: asyncio.Event,
+    made: asyncio.Event,
+    growing: bool,
+) -> None:
+    """Mark the Flows the source's events name as changed (``followed`` may grow as this runs).
+    Each time the stream opens, all of them: what happened before it opened was not seen. With
+    ``growing``, a Flow made on the source sets ``made``: it may belong to the selection."""
+    params: dict[str, Any] = {"events": [*FOLLOWED_EVENTS, "flows/created"] if growing else FOLLOWED_EVENTS}
+    if len(followed) <= 100 and not growing:  # (beyond, the query string grows too long: matched here)
+        params["flow_ids"] = sorted(followed)
 
     def everything() -> None:
-        changed.update(ids)
+        changed.update(followed)
+        made.set()
         wake.set()
 
     while True:
@@ -275,7 +324,10 @@ async def _listen(source: AsyncTamsClient, url: str, ids: list[str], changed: se
             async for event in source.events(url, opened=everything, **params):
                 subject = event.get("event") or {}
                 flow_id = subject.get("flow_id") or (subject.get("flow") or {}).get("id")
-                if flow_id in followed:
+                if event.get("event_type") == "flows/created":
+                    made.set()
+                    wake.set()
+                elif flow_id in followed:
                     changed.add(flow_id)
                     wake.set()
         except (httpx.HTTPError, TamsApiError):
