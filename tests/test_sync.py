@@ -178,6 +178,30 @@ def test_sync_copies_everything_once_and_again_changes_nothing(
     assert differs.stdout.strip() == f"Flow {video_id}: segment {first['timerange']}: its Object's bytes differ"
 
 
+def test_a_copy_keeps_its_own_retention(servers: tuple[LiveServer, LiveServer], media: Path) -> None:
+    """An archive of an edge store's loop recorder must not age out with it: the source's
+    retention tags are not copied (unless asked), and the copy's own survive every sync."""
+    a, b = servers
+    ids = json.loads(tamstore("ingest", str(media), "--server", a.url, "--json", "--name", "aged").stdout)
+    video = ids["flows"]["video"]
+    both = ["--from", a.url, "--to", b.url, "--flow-id", video]
+    with TamsClient(a.url) as source, TamsClient(b.url) as target:
+        source.request("PUT", f"/flows/{video}/tags/segment_retention_offset", json="3600:0")
+        source.request("PUT", f"/flows/{video}/tags/flow_retention_offset", json="7200:0")
+        source.request("PUT", f"/flows/{video}/tags/genre", json="news")
+        tamstore("sync", *both)
+        assert target.get_flow(video)["tags"] == {"genre": "news"}
+        target.request("PUT", f"/flows/{video}/tags/segment_retention_offset", json="31536000:0")  # a year
+        source.set_flow_property(video, "label", "relabelled")
+        tamstore("sync", *both)
+        copied = target.get_flow(video)
+        assert copied["label"] == "relabelled"
+        assert copied["tags"] == {"genre": "news", "segment_retention_offset": "31536000:0"}
+        assert "the two sides agree" in tamstore("sync", *both, "--verify").stdout
+        tamstore("sync", *both, "--copy-retention")
+        assert target.get_flow(video)["tags"] == source.get_flow(video)["tags"]
+
+
 def test_sync_refusals_are_one_line(servers: tuple[LiveServer, LiveServer]) -> None:
     a, b = servers
     for args in (

@@ -294,6 +294,12 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
     help="Register the source's lasting URLs of media Objects on the target instead of copying bytes.",
 )
 @click.option("--label", default="synced", show_default=True, help="The label of those URLs (--by-reference).")
+@click.option(
+    "--copy-retention",
+    is_flag=True,
+    help="Copy the source's retention tags too, so the copy ages out as the source does "
+    "(by default a copy keeps its own).",
+)
 def sync_command(
     flow_ids: tuple[str, ...],
     source_ids: tuple[str, ...],
@@ -308,6 +314,7 @@ def sync_command(
     interval: str,
     by_reference: bool,
     label: str,
+    copy_retention: bool,
     **values: Any,
 ) -> None:
     """Copy Flows, their Sources, segments and Objects from one TAMS server to another, with
@@ -339,6 +346,7 @@ def sync_command(
         by_reference=by_reference,
         label=label,
         compare_bytes=compare_bytes,
+        copy_retention=copy_retention,
     )
     reporter = _Reporter(quiet=False)
 

@@ -3,7 +3,8 @@ losing nothing, through the TAMS API alone (``tamstore.client``).
 
 - Flows and Sources keep their ids and every property (tags, labels, descriptions,
   collections, essence parameters, bit rates, container); a Flow's ``read_only`` is applied
-  after its segments. Mono-essence Flows are copied before the multi-essence Flows collecting
+  after its segments. Retention tags are the exception: a copy keeps its own (``copy_retention``
+  copies them too). Mono-essence Flows are copied before the multi-essence Flows collecting
   them.
 - Segments keep every field (``timerange``, ``ts_offset``, ``object_timerange``,
   ``last_duration``, ``sample_offset``, ``sample_count``, ``key_frame_count``, init Object), in
@@ -48,6 +49,7 @@ __all__ = ["SyncOptions", "SyncProgress", "select_flows", "sync", "verify"]
 
 BATCH = 100  # segments registered per POST
 FULL_LOOK = 60.0  # seconds between full looks at the source when its event stream says what changed
+RETENTION_TAGS = ("segment_retention_offset", "flow_retention_offset")  # AppNote 0019
 FOLLOWED_EVENTS = ["flows/updated", "flows/segments_added"]
 EXTENSIONS = {"video/mp2t": "ts", "video/mp4": "m4s", "audio/mp4": "m4s"}  # as tamstore's playback names them
 SEGMENT_FIELDS = (
@@ -85,6 +87,7 @@ class SyncOptions:
     by_reference: bool = False  # register the source's lasting URLs instead of copying bytes
     label: str = "synced"  # the label of those URLs on the target
     compare_bytes: bool = False  # verify: read every Object on both sides and compare digests
+    copy_retention: bool = False  # copy the source's retention tags too (the copy ages out with it)
 
 
 @dataclass
@@ -164,6 +167,21 @@ async def select_flows(
 
 def _flow_body(flow: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in flow.items() if k not in SERVER_MANAGED}
+
+
+def _copy_of(flow: dict[str, Any], existing: dict[str, Any] | None, options: SyncOptions) -> dict[str, Any]:
+    """What the target's copy of ``flow`` should be: the source's properties, except that the
+    copy keeps its own retention tags (``existing``'s) unless ``copy_retention``. A copy is
+    usually made to outlive the source's (an archive of an edge store's loop recorder), and
+    retention copied with it would delete on the target what the source ages out."""
+    body = _flow_body(flow)
+    if options.copy_retention:
+        return body
+    tags = {k: v for k, v in (body.get("tags") or {}).items() if k not in RETENTION_TAGS}
+    tags |= {k: v for k, v in ((existing or {}).get("tags") or {}).items() if k in RETENTION_TAGS}
+    if tags or "tags" in body:
+        body["tags"] = tags
+    return body
 
 
 @dataclass
@@ -359,7 +377,7 @@ async def _sync_flow(run: _Run, flow: dict[str, Any], options: SyncOptions) -> i
     seen on the source ends."""
     target = run.target
     existing = await target.get_flow(flow["id"])
-    body = _flow_body(flow)
+    body = _copy_of(flow, existing, options)
     if not options.dry_run and (existing is None or _flow_body(existing) != body):
         if existing is not None and existing.get("read_only"):
             await target.set_flow_property(flow["id"], "read_only", False)
@@ -550,7 +568,7 @@ async def verify(
         if theirs is None:
             out.append(f"Flow {flow_id}: missing on the target")
             continue
-        for name, value in _flow_body(flow).items():
+        for name, value in _copy_of(flow, theirs, options).items():
             if theirs.get(name) != value:
                 out.append(f"Flow {flow_id}: {name} differs")
         a = [s async for s in source.segments(flow_id, options.timerange, **urls)]
