@@ -921,6 +921,46 @@ def test_follow_a_growing_mpegts_file_then_ctrl_c(server: LiveServer, tmp_path: 
     assert len(_contiguous(server, json.loads(out)["flows"]["video"])) == 7
 
 
+def test_a_live_ingest_waits_out_its_server_and_loses_nothing(settings: Settings, tmp_path: Path) -> None:
+    """A live recording whose server goes away for a while (a restart, a failover) reads on,
+    holding what it cuts, and registers it all once the server is back. Before, the ingest gave
+    up after about 7 s of refused connections, and the rest of the recording was lost."""
+    from tests.media import make_hls
+
+    make_hls(tmp_path / "hls", seconds=8)
+    pieces = [(tmp_path / "hls" / f"seg{i:03d}.ts").read_bytes() for i in range(8)]
+    growing = tmp_path / "recording.ts"
+    growing.write_bytes(b"".join(pieces[:2]))
+    live = LiveServer.serving(settings)
+    try:
+        proc = _follow(live, growing)
+        with TamsClient(live.url) as tams:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any(tams.flows(label="recording.ts (video)")):
+                time.sleep(0.1)
+        live.kill()
+        with growing.open("ab") as f:
+            for piece in pieces[2:]:  # the recording goes on while the server is away
+                f.write(piece)
+                f.flush()
+                time.sleep(1.5)
+        live.start()
+        with TamsClient(live.url) as tams:
+            [video] = [f["id"] for f in tams.flows(label="recording.ts (video)")]
+            deadline = time.monotonic() + 90
+            while time.monotonic() < deadline and len(list(tams.segments(video))) < 7:
+                time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 0, err
+        ids = json.loads(out)
+        clip = tmp_path / "whole.mp4"
+        tamstore("export", "--server", live.url, "--flow-id", ids["flow_id"], "-o", str(clip))
+        assert decoded(clip)[0] == list(range(7 * 25))  # the 8th segment waits for a key frame after it
+    finally:
+        live.stop()
+
+
 @pytest.mark.parametrize("kind", ["mp4", "ts"])
 def test_cmaf_round_trip(server: LiveServer, media: Path, tmp_path: Path, schemas: SpecSchemas, kind: str) -> None:
     """``--container cmaf``: fragmented MP4 segments after one init Object per Flow (AppNote

@@ -1,8 +1,9 @@
 """A client for any TAMS 8.2 server: ``AsyncTamsClient``, and ``TamsClient`` for synchronous code.
 
 Every call goes through one ``httpx.AsyncClient`` whose transport retries what may be retried
-(``httpx-retries``): connections that could not be made, and 503 and 429 answers, honouring
-``Retry-After``, with exponential backoff. Other 4xx and 5xx answers raise ``TamsApiError``
+(``httpx-retries``): connections that could not be made, requests the server dropped unanswered
+where sending them again is harmless (GET, HEAD, PUT, DELETE), and 503 and 429 answers,
+honouring ``Retry-After``, with exponential backoff. Other 4xx and 5xx answers raise ``TamsApiError``
 carrying the server's error document. Listings are followed page by page through their ``Link``
 headers. Only the TAMS API is used, except ``events``: a Server-Sent Events stream a server
 advertises in its ``/service`` (tamstore's ``x-tamstore-server-sent-events``).
@@ -27,9 +28,39 @@ from tamstore.outbound import CheckedTransport
 
 __all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
 
-# Only failures that happen before a request reaches the server are retried as exceptions: a
-# POST that was sent may have been carried out.
-_RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+
+class Resendable(httpx.TransportError):
+    """The server dropped a request without answering it (it went away mid-request, or closed a
+    kept connection as the request went out), and the request is one that may be sent again
+    whether or not it was carried out: GET, HEAD, PUT, DELETE."""
+
+
+_RESENDABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+
+
+class _MarkResendable(httpx.AsyncBaseTransport):
+    """Turns a dropped request of a method that may be sent again into :class:`Resendable`,
+    which the retries take; a dropped POST stays what it was (it may have been carried out)."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self.inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        try:
+            return await self.inner.handle_async_request(request)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+            if request.method in _RESENDABLE_METHODS:
+                raise Resendable(f"{type(exc).__name__}: {exc}", request=request) from exc
+            raise
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+# Failures before a request reached the server are retried, whatever the method; a request the
+# server dropped unanswered only where sending it again is harmless (Resendable): a POST that
+# was sent may have been carried out.
+_RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, Resendable)
 
 
 def _retry(total: int) -> Retry:
@@ -80,7 +111,7 @@ class AsyncTamsClient:
     ) -> None:
         self.server = server.rstrip("/")
         self.max_download = max_download
-        wrapped = RetryTransport(transport or httpx.AsyncHTTPTransport(), retry=_retry(retries))
+        wrapped = RetryTransport(_MarkResendable(transport or httpx.AsyncHTTPTransport()), retry=_retry(retries))
         self.http = httpx.AsyncClient(base_url=self.server, auth=auth, timeout=timeout, transport=wrapped)
         # Media URLs (presigned, possibly on another host) carry their own authorisation.
         # A lasting URL may redirect to a presigned one (tamstore's /x-tamstore/objects/).
@@ -91,7 +122,7 @@ class AsyncTamsClient:
         )
         self.media = httpx.AsyncClient(
             timeout=timeout,
-            transport=RetryTransport(media, retry=_retry(retries)),
+            transport=RetryTransport(_MarkResendable(media), retry=_retry(retries)),
             follow_redirects=True,
         )
 

@@ -47,12 +47,17 @@ def client_options(fn: Any) -> Any:
     return fn
 
 
-def _client(values: dict[str, Any], prefix: str = "") -> Any:
+# A live input does not wait: its ingest waits out a server that is away (restarting, failing
+# over) for about ten minutes (backoff 0.5 s doubling to 30 s), reading on meanwhile.
+LIVE_RETRIES = 25
+
+
+def _client(values: dict[str, Any], prefix: str = "", retries: int = 4) -> Any:
     from tamstore.client import AsyncTamsClient, AuthOptions, auth_from
 
     names = ("username", "password", "token", "oauth2_url", "client_id", "client_secret")
     auth = auth_from(AuthOptions(**{n: values.pop(prefix + n) for n in names}))
-    return AsyncTamsClient(values.pop(prefix + "server"), auth=auth)
+    return AsyncTamsClient(values.pop(prefix + "server"), auth=auth, retries=retries)
 
 
 def side_options(side: str) -> Callable[[Any], Any]:
@@ -195,7 +200,7 @@ def ingest_command(
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with _client(values) as client:
+        async with _client(values, retries=LIVE_RETRIES if follow else 4) as client:
             return await ingest(client, source, options, reporter, stop)
 
     result = _run(job)

@@ -19,10 +19,12 @@ import contextlib
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+import httpx
 
 from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.timerange import TimeRange, format_timestamp
@@ -30,7 +32,12 @@ from tamstore.media.segmenter import CONTAINERS, NS, SHIFT_STEP, CutSegment, Ess
 
 __all__ = ["IngestOptions", "IngestResult", "Progress", "SegmentsRefused", "ingest", "ingest_ids"]
 
+T = TypeVar("T")
 REGISTER_BATCH = 20  # segments registered per POST
+READ_AHEAD = 64 * 2**20  # bytes of cut segments read ahead of the uploads (a file)
+# ... and of a live input, read on while its server is away (a restart, a failover): lost
+# otherwise, as a stream does not wait (3.5 minutes at 10 Mbit/s)
+LIVE_BUFFER = 256 * 2**20
 ALLOCATE_BATCH = 16  # Objects allocated per request
 
 
@@ -201,7 +208,8 @@ async def _ingest(
     uploader = _Uploader(client, options.jobs, progress, report, 1 if options.follow else REGISTER_BATCH)
     # aclosing: on any failure the reader is stopped and waited for here, before the caller
     # closes the input it reads from.
-    async with contextlib.aclosing(_cuts(segmenter, stop)) as cuts, uploader:
+    ahead = LIVE_BUFFER if options.follow else READ_AHEAD
+    async with contextlib.aclosing(_cuts(segmenter, stop, ahead)) as cuts, uploader:
         async for cut in cuts:
             if offset is None:  # the first packets have been read: the input's start is known
                 offset = _placement(options, segmenter, held_until) - segmenter.first_ns()
@@ -234,6 +242,24 @@ def _placement(options: IngestOptions, segmenter: Segmenter, held_until: int | N
         now = segmenter.first_read_tai // SHIFT_STEP * SHIFT_STEP
         return now if held_until is None else max(now, held_until)
     return segmenter.first_ns() if options.start_ns is None else options.start_ns
+
+
+RESENDS = 3  # a POST the server dropped unanswered is sent again this many times
+
+
+async def _resent(call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    """``call()``'s result, and whether it was sent more than once: a POST the server dropped
+    without answering (it went away mid-request) is sent again, the client's retries waiting for
+    the server to be back. What it may already have done, the caller reconciles."""
+    attempt = 0
+    while True:
+        try:
+            return await call(), attempt > 0
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            if attempt == RESENDS:
+                raise
+        await asyncio.sleep(0.5 * 2**attempt)
+        attempt += 1
 
 
 class SegmentsRefused(Exception):
@@ -285,18 +311,21 @@ async def _ranges(segments: AsyncIterator[dict[str, Any]]) -> AsyncIterator[Time
         yield TimeRange.from_str(segment["timerange"])
 
 
-async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> AsyncGenerator[CutSegment, None]:
-    """The segmenter's output, produced in a thread and handed to the loop through a bounded
-    queue (so reading the input never runs far ahead of the uploads). When ``stop`` is set, the
+async def _cuts(segmenter: Segmenter, stop: asyncio.Event, ahead: int) -> AsyncGenerator[CutSegment, None]:
+    """The segmenter's output, produced in a thread and handed to the loop through a queue that
+    holds at most ``ahead`` bytes of segments (so reading never runs further ahead of the
+    uploads; a live input is read on while its server is away, up to that). When ``stop`` is set, the
     segments already cut are still handed over and then the input ends there: the reading
     thread (a daemon: a live input may hold it in FFmpeg until the next playlist reload) is told
     to stop and not waited for."""
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[CutSegment | BaseException | None] = asyncio.Queue(maxsize=8)
+    queue: asyncio.Queue[CutSegment | BaseException | None] = asyncio.Queue()
+    room = _Room(ahead)
 
     def produce() -> None:
         try:
             for cut in segmenter.segments():
+                room.take(len(cut.data))
                 asyncio.run_coroutine_threadsafe(queue.put(cut), loop).result()
             asyncio.run_coroutine_threadsafe(queue.put(None), loop).result()
         except BaseException as exc:  # handed to the loop, raised there
@@ -321,14 +350,39 @@ async def _cuts(segmenter: Segmenter, stop: asyncio.Event) -> AsyncGenerator[Cut
                 break
             if isinstance(item, BaseException):
                 raise item
+            room.give(len(item.data))
             yield item
     finally:
         stopping.cancel()
         segmenter.stopped.set()
-        while not queue.empty():  # unblock a reader waiting to hand over one more
-            queue.get_nowait()
+        room.close()  # unblock a reader waiting to hand over one more
         if not stop.is_set():
             await asyncio.to_thread(reader.join)
+
+
+class _Room:
+    """Bytes of cut segments the reading thread has handed over and the loop not yet taken up,
+    bounded: past ``limit`` the reader waits (one segment always goes through, however large)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.used, self.closed = limit, 0, False
+        self.changed = threading.Condition()
+
+    def take(self, size: int) -> None:
+        with self.changed:
+            while self.used and self.used + size > self.limit and not self.closed:
+                self.changed.wait()
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self.changed:
+            self.used -= size
+            self.changed.notify_all()
+
+    def close(self) -> None:
+        with self.changed:
+            self.closed = True
+            self.changed.notify_all()
 
 
 class _Uploader:
@@ -367,11 +421,13 @@ class _Uploader:
 
     async def _object(self, flow_id: str) -> dict[str, Any]:
         """An allocated Object of the Flow, ``ALLOCATE_BATCH`` asked for at a time (any left over
-        at the end are collected by the server as never used)."""
+        at the end are collected by the server as never used, as are those of an allocation
+        asked for again after the server dropped it unanswered)."""
         async with self.allocating.setdefault(flow_id, asyncio.Lock()):
             pool = self.allocated.setdefault(flow_id, [])
             if not pool:
-                pool.extend(await self.client.allocate(flow_id, ALLOCATE_BATCH))
+                objects, _ = await _resent(lambda: self.client.allocate(flow_id, ALLOCATE_BATCH))
+                pool.extend(objects)
             return pool.pop(0)
 
     async def _init_object(self, flow_id: str, init: bytes) -> str:
@@ -420,11 +476,20 @@ class _Uploader:
             self.report(self.progress)
 
     async def _register(self, flow_id: str, batch: list[dict[str, Any]]) -> None:
-        failed = await self.client.post_segments(flow_id, batch)
+        failed, again = await _resent(lambda: self.client.post_segments(flow_id, batch))
+        if failed and again:  # the dropped POST may have registered them: not refused then
+            failed = [f for f in failed if not await self._registered(flow_id, f)]
         if failed:
             first = failed[0]
             summary = first.get("error", {}).get("summary", "refused")
             raise SegmentsRefused(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
+
+    async def _registered(self, flow_id: str, segment: dict[str, Any]) -> bool:
+        """The Flow holds ``segment`` as it is (the same range and Object)."""
+        async for held in self.client.segments(flow_id, segment["timerange"], accept_get_urls=""):
+            if held["timerange"] == segment["timerange"] and held["object_id"] == segment["object_id"]:
+                return True
+        return False
 
     async def __aenter__(self) -> _Uploader:
         return self
