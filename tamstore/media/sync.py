@@ -292,6 +292,10 @@ async def _follow(
                 await _copy_flows(run, joined, run.options, ends)
                 ids += [f["id"] for f in joined]
                 followed.update(f["id"] for f in joined)
+                # Their events until now went unheeded (they were not followed): look once more.
+                changed.update(f["id"] for f in joined)
+                if joined:
+                    wake.set()
             if wake.is_set():  # (events arriving during this pass set it again for the next)
                 wake.clear()
                 looking = set(changed)
