@@ -324,6 +324,22 @@ def test_start_now_records_on_the_wall_clock(server: LiveServer, media: Path, tm
     assert decoded(clip)[0] == list(range(75, 200))
 
 
+def test_a_range_may_be_given_in_utc() -> None:
+    """For a wall-clock recording, as the Web UI shows it: UTC date-times become TAI (37 leap
+    seconds since 2017), in any zone, to the microsecond, and integer all the way."""
+    from tamstore.media.commands import _timerange
+
+    assert _timerange(None) is None
+    assert _timerange("[0:0_10:0)") == TimeRange(0, 10 * 10**9)
+    new_year = (1483228800 + 37) * 10**9  # 2017-01-01T00:00:00Z in TAI
+    assert _timerange("[2017-01-01T00:00:00Z_2017-01-01T01:00:00.000001+01:00]") == TimeRange.from_bounds(
+        new_year, new_year + 1000, end_inclusive=True
+    )
+    # the second before the last leap second (23:59:60) is two TAI seconds before the new year
+    last = TimeRange.from_bounds(new_year - 2 * 10**9, None, start_inclusive=False)
+    assert _timerange("(2016-12-31T23:59:59Z_)") == last
+
+
 def test_running_again_skips_and_a_killed_ingest_completes(server: LiveServer, media: Path, tmp_path: Path) -> None:
     again = ingest(server, media)
     assert again["segments"] == 20
@@ -883,7 +899,12 @@ def test_export_of_junk_or_a_bad_range_is_one_line(server: LiveServer, tmp_path:
         [obj] = tams.allocate(flow_id, 1)
         tams.upload(obj["put_url"], os.urandom(4096))
         assert tams.post_segments(flow_id, [{"object_id": obj["object_id"], "timerange": "[0:0_2:0)"}]) == []
-    for extra, says in (([], "segment [0:0_2:0) of Flow"), (["--timerange", "[nonsense)"], "--timerange")):
+    for extra, says in (
+        ([], "segment [0:0_2:0) of Flow"),
+        (["--timerange", "[nonsense)"], "--timerange"),
+        (["--timerange", "[2026-12-07T10:00:00_)"], "needs its zone"),  # a date-time, but whose?
+        (["--timerange", "[2026-13-07T10:00:00Z_)"], "month must be in 1..12"),
+    ):
         done = tamstore(
             "export", "--server", server.url, "--flow-id", flow_id, *extra, "-o", str(tmp_path / "x.mp4"), check=False
         )

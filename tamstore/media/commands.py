@@ -60,6 +60,33 @@ def _client(values: dict[str, Any], prefix: str = "", retries: int = 4) -> Any:
     return AsyncTamsClient(values.pop(prefix + "server"), auth=auth, retries=retries)
 
 
+def _timerange(text: str | None) -> Any:
+    """``--timerange``: a TAMS timerange, whose bounds may also be UTC date-times with their zone
+    (``[2026-12-07T10:00:00Z_2026-12-07T10:30:00Z)``), taken to the TAI of a wall-clock
+    recording (``ingest --start now``), as the Web UI shows such a timeline."""
+    import datetime as dt
+    import re
+
+    from tamstore.domain.tai import utc_to_tai
+    from tamstore.domain.timerange import InvalidTimeRange, TimeRange, format_timestamp
+
+    if text is None:
+        return None
+
+    def tai(match: re.Match[str]) -> str:
+        when = dt.datetime.fromisoformat(match.group(0))
+        if when.tzinfo is None:
+            _fail(f"--timerange: {match.group(0)} needs its zone (Z for UTC, or +01:00 ...)")
+        since = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # whole days, seconds and microseconds
+        ns = (since.days * 86_400 + since.seconds) * 1_000_000_000 + since.microseconds * 1000
+        return format_timestamp(utc_to_tai(ns))
+
+    try:
+        return TimeRange.from_str(re.sub(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?", tai, text))
+    except (InvalidTimeRange, ValueError) as exc:
+        _fail(f"--timerange: {exc}")
+
+
 def side_options(side: str) -> Callable[[Any], Any]:
     """``client_options`` for one side of a copy: ``--from``/``--to`` and ``--from-token`` ...,
     also from the environment (``TAMSTORE_FROM_TOKEN`` ...)."""
@@ -243,7 +270,11 @@ def ingest_command(
 @click.command("export")
 @client_options
 @click.option("--flow-id", required=True, help="The Flow to export (mono-essence, or multi-essence with its members).")
-@click.option("--timerange", help="The range to export (TAMS timerange); default: all of it.")
+@click.option(
+    "--timerange",
+    help="The range to export (TAMS timerange; its bounds may be UTC date-times such as "
+    "2026-12-07T10:00:00Z); default: all of it.",
+)
 @click.option("-o", "--output", type=click.Path(path_type=Path, dir_okay=False), required=True)
 @click.option(
     "--exact",
@@ -254,13 +285,9 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
     """Export a Flow's media, or a time range of it, to OUTPUT (.ts, .mp4, .mkv, .mov),
     remuxed without re-encoding and cut at segment boundaries (or, with --exact, at the
     range, re-encoding only the video around each cut)."""
-    from tamstore.domain.timerange import InvalidTimeRange, TimeRange
     from tamstore.media.export import export
 
-    try:
-        tr = None if timerange is None else TimeRange.from_str(timerange)
-    except InvalidTimeRange as exc:
-        _fail(f"--timerange: {exc}")
+    tr = _timerange(timerange)
 
     async def job() -> Any:
         async with _client(values) as client:
@@ -278,7 +305,7 @@ def export_command(flow_id: str, timerange: str | None, output: Path, exact: boo
 @click.option("--flow-id", "flow_ids", multiple=True, help="A Flow to copy (and the Flows it collects); repeatable.")
 @click.option("--source-id", "source_ids", multiple=True, help="A Source whose Flows to copy; repeatable.")
 @click.option("--all", "everything", is_flag=True, help="Every Flow of the source server.")
-@click.option("--timerange", help="Only segments in this range (TAMS timerange).")
+@click.option("--timerange", help="Only segments in this range (TAMS timerange; its bounds may be UTC date-times).")
 @click.option("--jobs", default=4, show_default=True, help="Objects copied at the same time.")
 @click.option("--state", type=click.Path(path_type=Path, dir_okay=False), help="State file (resume, id mapping).")
 @click.option("--dry-run", is_flag=True, help="Say what would be copied; change nothing.")
@@ -324,17 +351,13 @@ def sync_command(
 ) -> None:
     """Copy Flows, their Sources, segments and Objects from one TAMS server to another, with
     every property and ids kept. Running it again copies only what is missing."""
-    from tamstore.domain.timerange import InvalidTimeRange, TimeRange
     from tamstore.media.sync import SyncOptions, select_flows, sync, verify
 
     if not (flow_ids or source_ids or everything):
         _fail("say what to copy: --flow-id, --source-id or --all")
     if jobs < 1:
         _fail("--jobs must be a positive number")
-    try:
-        tr = None if timerange is None else TimeRange.from_str(timerange)
-    except InvalidTimeRange as exc:
-        _fail(f"--timerange: {exc}")
+    tr = _timerange(timerange)
     try:
         seconds = float(Fraction(interval))
     except (ValueError, ZeroDivisionError):
