@@ -8,8 +8,9 @@ are uploaded ``jobs`` at a time and registered in batches per Flow.
 Ids are derived from the input's name (uuid5), so running the same ingest again addresses the
 same Flows: media already registered there is skipped, and an ingest stopped halfway ends
 complete, with nothing twice, when it is run again, also where its segments fall otherwise than
-the run before (a live input followed again from another point). An Object uploaded but never registered (the
-ingest was killed between the two) is left to the server's collection of unused allocations.
+the run before (a live input followed again from another point). An Object uploaded but never
+registered (the ingest was killed between the two) is left to the server's collection of unused
+allocations.
 """
 
 from __future__ import annotations
