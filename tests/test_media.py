@@ -398,6 +398,32 @@ def test_timestamps_that_go_back_continue_later_on_the_timeline(server: LiveServ
     assert again["segments"] == 0 and again["skipped"] == 8  # the same placement: nothing twice
 
 
+def test_a_wall_clock_recording_goes_on_where_the_clock_is_after_a_break(server: LiveServer, tmp_path: Path) -> None:
+    """A live encoder restarted, recorded with ``--start now``: what follows its break is placed
+    where the wall clock is, not a second after the media before it, which would put the rest
+    of the recording behind the clock by however long the encoder was away."""
+    from tamstore.domain.tai import now_tai
+
+    part = make_media(tmp_path / "part.ts", seconds=3)
+    growing = tmp_path / "restarted.ts"
+    growing.write_bytes(part.read_bytes())
+    proc = _follow(server, growing, "--start", "now")
+    time.sleep(6)  # the encoder is away
+    restarted = now_tai()
+    with growing.open("ab") as f:
+        f.write(part.read_bytes())  # back, its timestamps from zero again
+    time.sleep(4)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    ids = json.loads(out)
+    assert len(ids["rejoined"]) == 2
+    with TamsClient(server.url) as tams:
+        ranges = [TimeRange.from_str(s["timerange"]) for s in tams.segments(ids["flows"]["video"])]
+    [after] = [b for a, b in zip(ranges, ranges[1:], strict=False) if a.end != b.start]
+    assert after.start is not None and after.start >= restarted - 10**8  # on the clock, not 2 s behind it
+
+
 def test_bad_input_and_refusals_are_one_line(server: LiveServer, tmp_path: Path, media: Path) -> None:
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(b"not media at all" * 100)
@@ -559,8 +585,8 @@ def test_readmes_media_commands_work_as_written(server: LiveServer, media: Path,
     assert decoded(tmp_path / "exact.mp4")[0] == list(range(248, 498))
 
 
-def _follow(server: LiveServer, playlist: Path) -> subprocess.Popen[str]:
-    args = ["ingest", str(playlist), "--server", server.url, "--follow", "--json", "--segment-duration", "1"]
+def _follow(server: LiveServer, playlist: Path, *extra: str) -> subprocess.Popen[str]:
+    args = ["ingest", str(playlist), "--server", server.url, "--follow", "--json", "--segment-duration", "1", *extra]
     return subprocess.Popen(
         [sys.executable, "-m", "tamstore", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import threading
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import Any, TypeVar
 import httpx
 
 from tamstore.client.api import AsyncTamsClient
+from tamstore.domain.tai import now_tai
 from tamstore.domain.timerange import TimeRange, format_timestamp
 from tamstore.media.segmenter import CONTAINERS, NS, SHIFT_STEP, CutSegment, Essence, Segmenter
 
@@ -214,6 +216,8 @@ async def _ingest(
         async for cut in cuts:
             if offset is None:  # the first packets have been read: the input's start is known
                 offset = _placement(options, segmenter, held_until) - segmenter.first_ns()
+                if options.start_now:
+                    segmenter.clock = functools.partial(_clock_less, offset)
             flow_id = flow_ids[roles[cut.stream]]
             progress.done_ns = max(progress.done_ns, cut.end_ns - segmenter.first_ns())
             pieces = await registered[cut.stream].uncovered(cut.start_ns + offset, cut.end_ns + offset)
@@ -243,6 +247,11 @@ def _placement(options: IngestOptions, segmenter: Segmenter, held_until: int | N
         now = segmenter.first_read_tai // SHIFT_STEP * SHIFT_STEP
         return now if held_until is None else max(now, held_until)
     return segmenter.first_ns() if options.start_ns is None else options.start_ns
+
+
+def _clock_less(offset: int) -> int:
+    """The current TAI time less ``offset``: the wall clock on an input's own timeline."""
+    return now_tai() - offset
 
 
 RESENDS = 3  # a POST the server dropped unanswered is sent again this many times

@@ -18,7 +18,7 @@ This is CPU work: callers run it in a thread (``ingest`` does), never on an even
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -152,13 +152,13 @@ class _Rejoin:
             if packet.dts is not None:
                 packet.dts += ticks
 
-    def went_back(self, stream: int, latest_ns: int, at_ns: int) -> int:
+    def went_back(self, stream: int, resume_ns: int, at_ns: int) -> int:
         """How far (ns) to move ``stream``, whose decode time ``at_ns`` went back below the
-        ``latest_ns`` of any stream: a new break's, a whole number of ``SHIFT_STEP``s that puts
-        it ``REJOIN_GAP`` after the latest; or the break the other streams have already made.
+        latest media of any stream: a new break's, a whole number of ``SHIFT_STEP``s that puts
+        it at ``resume_ns`` or just after; or the break the other streams have already made.
         The stream then waits for a key frame (``awaiting_key``)."""
         if not self.reached or stream in self.reached:
-            self.ns = -((at_ns - latest_ns - REJOIN_GAP) // SHIFT_STEP) * SHIFT_STEP
+            self.ns = -((at_ns - resume_ns) // SHIFT_STEP) * SHIFT_STEP
             self.reached = set()
         self.reached.add(stream)
         self.awaiting_key.add(stream)
@@ -200,6 +200,9 @@ class Segmenter:
         self.shift_ns = 0  # known once reading starts (segments())
         self._first_ns = 0
         self.first_read_tai = 0  # when the input's first packets were read (TAI ns), likewise
+        # The current time on the input's own timeline, for a recording on the wall clock (the
+        # ingest sets it once the input is placed): what follows a break is placed no earlier.
+        self.clock: Callable[[], int] | None = None
         self.essences = [e for e in (self._describe(s) for s in self.container.streams) if e is not None]
         described = {e.index for e in self.essences}
         # What the input holds that no Flow will: said, so that a track is never lost unseen.
@@ -250,8 +253,9 @@ class Segmenter:
 
         Where a stream's decode times go back (two recordings joined, an encoder restarted in a
         live input), its segments so far are finished, and what follows is placed on the Flows'
-        timeline ``REJOIN_GAP`` after the latest media before it (``_Rejoin``): every stream by
-        the same amount, so they stay in step. Video resumes at its next key frame."""
+        timeline ``REJOIN_GAP`` after the latest media before it, or where ``clock`` says the
+        wall clock is if later (``_Rejoin``): every stream by the same amount, so they stay in
+        step. Video resumes at its next key frame."""
         pending = {i: _Pending() for i in self._streams}
         closing: dict[int, _Pending] = {}  # cut, its end the next segment's start once settled
         essences = {e.index: e for e in self.essences}
@@ -300,7 +304,10 @@ class Segmenter:
         """Move ``packet``, whose decode time went back from ``was_ns``, and the rest of its
         stream after the latest media before it (``_Rejoin``), and say so."""
         at_ns = to_ns(packet.dts, essence.time_base)
-        ns = rejoin.went_back(essence.index, latest_ns, at_ns)
+        resume_ns = latest_ns + REJOIN_GAP
+        if self.clock is not None:  # a recording on the wall clock goes on where the clock is
+            resume_ns = max(resume_ns, self.clock())
+        ns = rejoin.went_back(essence.index, resume_ns, at_ns)
         ticks = self._ticks(self._streams[essence.index], ns)
         rejoin.by[essence.index] = rejoin.by.get(essence.index, 0) + ticks
         rejoin.move(packet, ticks)
