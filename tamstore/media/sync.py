@@ -197,6 +197,10 @@ class _Run:
     source_is_tamstore: bool = False  # its Objects have lasting URLs at /x-tamstore/objects/
 
 
+# The Flows a selection holds now, less those given (the Flows chosen so far).
+Reselect = Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]]
+
+
 async def sync(
     source: AsyncTamsClient,
     target: AsyncTamsClient,
@@ -204,7 +208,7 @@ async def sync(
     options: SyncOptions,
     report: Callable[[SyncProgress], None] | None = None,
     stop: asyncio.Event | None = None,
-    reselect: Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]] | None = None,
+    reselect: Reselect | None = None,
 ) -> SyncProgress:
     """Copy ``flows``; with ``options.follow``, then keep copying new segments and changed
     properties (from where each Flow's copy ended) until ``stop`` is set. ``reselect`` gives the
@@ -255,51 +259,43 @@ def _length(span: TimeRange, timerange: TimeRange | None) -> int:
     return span.end - span.start
 
 
+@dataclass
+class _Watch:
+    """What the follow loop and the listener to the source's event stream share: the Flows
+    followed (which grow as Flows join the selection), those events named since the last pass,
+    and the two signals (something changed; a Flow was made)."""
+
+    followed: set[str]
+    changed: set[str] = field(default_factory=set)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    made: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 async def _follow(
-    run: _Run,
-    flows: list[dict[str, Any]],
-    ends: dict[str, int | None],
-    stop: asyncio.Event,
-    reselect: Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]] | None,
+    run: _Run, flows: list[dict[str, Any]], ends: dict[str, int | None], stop: asyncio.Event, reselect: Reselect | None
 ) -> None:
     """Copy what changes on the source until ``stop``: the Flows its event stream names, as
     they change, or all of them every ``interval`` seconds where it has no stream. Flows that
     join the selection are looked for when the stream says a Flow was made, and at every full
     look (at most every ``FULL_LOOK`` seconds)."""
-    changed: set[str] = set()
-    wake, made = asyncio.Event(), asyncio.Event()
     ids = [f["id"] for f in flows]
-    followed = set(ids)
+    watch = _Watch(set(ids))
     url = await run.source.event_stream_url()
-    listener = None
-    if url is not None:
-        listener = asyncio.ensure_future(_listen(run.source, url, followed, changed, wake, made, reselect is not None))
+    listener = None if url is None else asyncio.ensure_future(_listen(run.source, url, watch, reselect is not None))
     looked = time.monotonic()
     try:
         while not stop.is_set():
-            await _first_of(stop, wake, FULL_LOOK if listener is not None else run.options.interval)
+            await _first_of(stop, watch.wake, FULL_LOOK if listener is not None else run.options.interval)
             if stop.is_set():
                 break
-            if reselect is not None and (made.is_set() or time.monotonic() - looked >= FULL_LOOK):
-                made.clear()
+            if reselect is not None and (watch.made.is_set() or time.monotonic() - looked >= FULL_LOOK):
+                watch.made.clear()
                 looked = time.monotonic()
-                try:
-                    joined = await reselect(frozenset(followed))
-                except (TamsApiError, ValueError, httpx.HTTPError) as exc:
-                    joined = []
-                    run.progress.failures.append(f"looking for new Flows: {exc}")
-                run.progress.flows_total += len(joined)
-                await _copy_flows(run, joined, run.options, ends)
-                ids += [f["id"] for f in joined]
-                followed.update(f["id"] for f in joined)
-                # Their events until now went unheeded (they were not followed): look once more.
-                changed.update(f["id"] for f in joined)
-                if joined:
-                    wake.set()
-            if wake.is_set():  # (events arriving during this pass set it again for the next)
-                wake.clear()
-                looking = set(changed)
-                changed.clear()
+                ids += await _join(run, reselect, watch, ends)
+            if watch.wake.is_set():  # (events arriving during this pass set it again for the next)
+                watch.wake.clear()
+                looking = set(watch.changed)
+                watch.changed.clear()
             else:
                 looking = set(ids)
             for flow_id in ids:
@@ -311,6 +307,25 @@ async def _follow(
             listener.cancel()
 
 
+async def _join(run: _Run, reselect: Reselect, watch: _Watch, ends: dict[str, int | None]) -> list[str]:
+    """Copy the Flows that have joined the selection since it was last looked at, and follow
+    them from now on; returns their ids."""
+    try:
+        joined = await reselect(frozenset(watch.followed))
+    except (TamsApiError, ValueError, httpx.HTTPError) as exc:
+        run.progress.failures.append(f"looking for new Flows: {exc}")
+        return []
+    run.progress.flows_total += len(joined)
+    await _copy_flows(run, joined, run.options, ends)
+    ids = [f["id"] for f in joined]
+    watch.followed.update(ids)
+    # Their events until now went unheeded (they were not followed): look once more.
+    watch.changed.update(ids)
+    if ids:
+        watch.wake.set()
+    return ids
+
+
 async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
     waits = [asyncio.ensure_future(e.wait()) for e in (stop, wake)]
     try:
@@ -320,26 +335,18 @@ async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) ->
             w.cancel()
 
 
-async def _listen(
-    source: AsyncTamsClient,
-    url: str,
-    followed: set[str],
-    changed: set[str],
-    wake: asyncio.Event,
-    made: asyncio.Event,
-    growing: bool,
-) -> None:
-    """Mark the Flows the source's events name as changed (``followed`` may grow as this runs).
-    Each time the stream opens, all of them: what happened before it opened was not seen. With
-    ``growing``, a Flow made on the source sets ``made``: it may belong to the selection."""
+async def _listen(source: AsyncTamsClient, url: str, watch: _Watch, growing: bool) -> None:
+    """Mark the Flows the source's events name as changed. Each time the stream opens, all of
+    them: what happened before it opened was not seen. With ``growing``, a Flow made on the
+    source sets ``made``: it may belong to the selection."""
     params: dict[str, Any] = {"events": [*FOLLOWED_EVENTS, "flows/created"] if growing else FOLLOWED_EVENTS}
-    if len(followed) <= 100 and not growing:  # (beyond, the query string grows too long: matched here)
-        params["flow_ids"] = sorted(followed)
+    if len(watch.followed) <= 100 and not growing:  # (beyond, the query string grows too long: matched here)
+        params["flow_ids"] = sorted(watch.followed)
 
     def everything() -> None:
-        changed.update(followed)
-        made.set()
-        wake.set()
+        watch.changed.update(watch.followed)
+        watch.made.set()
+        watch.wake.set()
 
     while True:
         try:
@@ -347,11 +354,11 @@ async def _listen(
                 subject = event.get("event") or {}
                 flow_id = subject.get("flow_id") or (subject.get("flow") or {}).get("id")
                 if event.get("event_type") == "flows/created":
-                    made.set()
-                    wake.set()
-                elif flow_id in followed:
-                    changed.add(flow_id)
-                    wake.set()
+                    watch.made.set()
+                    watch.wake.set()
+                elif flow_id in watch.followed:
+                    watch.changed.add(flow_id)
+                    watch.wake.set()
         except (httpx.HTTPError, TamsApiError):
             pass
         await asyncio.sleep(1.0)  # the stream ended or failed: open it again
