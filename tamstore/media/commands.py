@@ -391,7 +391,8 @@ def sync_command(
             async def reselect(known: frozenset[str]) -> list[dict[str, Any]]:
                 return await select_flows(source, list(flow_ids), list(source_ids), everything, known)
 
-            return await sync(source, target, flows, options, reporter, stop, reselect)
+            grows = everything or bool(source_ids)  # (a --flow-id selection is what it was)
+            return await sync(source, target, flows, options, reporter, stop, reselect if grows else None)
 
     result = _run(job)
     if check:
