@@ -530,6 +530,85 @@ def test_client_retries_503_honouring_retry_after() -> None:
         http.shutdown()
 
 
+class _DroppingProxy:
+    """A real TCP proxy in front of a server that, for the first request of each listed kind,
+    lets the server carry it out and then closes the client's connection instead of passing
+    the answer on: a server going away mid-request, as the client sees it."""
+
+    def __init__(self, upstream_port: int, drop: list[bytes]) -> None:
+        import socket
+        import threading
+
+        self.upstream, self.drop, self.dropped = upstream_port, list(drop), []
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            server = socket.create_connection(("127.0.0.1", self.upstream))
+            threading.Thread(target=self._pipe, args=(client, server), daemon=True).start()
+
+    def _pipe(self, client: Any, server: Any) -> None:
+        import select
+
+        dropping = False
+        try:
+            while True:
+                ready, _, _ = select.select([client, server], [], [], 30)
+                if not ready:
+                    return
+                for sock in ready:
+                    data = sock.recv(65536)
+                    if not data:
+                        return
+                    if sock is client:
+                        kind = next((k for k in self.drop if data.startswith(k)), None)
+                        if kind is not None:  # the first of its kind: its answer goes nowhere
+                            self.drop.remove(kind)
+                            self.dropped.append(kind)
+                            dropping = True
+                        server.sendall(data)
+                    elif dropping:  # the server has answered: it carried the request out
+                        return
+                    else:
+                        client.sendall(data)
+        finally:
+            client.close()
+            server.close()
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+def test_client_requests_the_server_dropped_unanswered(server: LiveServer, media: Path) -> None:
+    """A GET whose answer was lost is sent again; so is a segment POST that the server carried
+    out before the connection dropped, and the overlap its second sending meets is the first's
+    own registration, not a refusal. Before, both ended the command (a live ingest, a sync)."""
+    ids = ingest(server, media, "--name", "dropped")
+    video = ids["flows"]["video"]
+    proxy = _DroppingProxy(server.port, [b"GET /flows/", b"POST /flows/" + video.encode() + b"/segments"])
+    try:
+        with TamsClient(server.url) as direct, TamsClient(f"http://127.0.0.1:{proxy.port}") as tams:
+            last = list(direct.segments(video))[-1]
+            end = TimeRange.from_str(last["timerange"]).end
+            assert end is not None
+            assert tams.get_flow(video)["id"] == video  # its first answer dropped
+            more = placed_at([last], end)
+            assert tams.post_segments(video, more) == []  # carried out, its answer dropped, sent again
+            assert len(proxy.dropped) == 2
+            assert [s["timerange"] for s in direct.segments(video)][-1] == more[0]["timerange"]
+    finally:
+        proxy.close()
+
+
 def test_client_oauth2_fetches_and_renews_its_token(settings: Settings, tmp_path: Path) -> None:
     from tamstore.auth import hash_secret
     from tamstore.client import ClientCredentials

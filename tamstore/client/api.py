@@ -15,8 +15,8 @@ import asyncio
 import inspect
 import json
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import httpx
 from httpx_retries import Retry, RetryTransport
@@ -28,6 +28,8 @@ from tamstore.outbound import CheckedTransport
 
 __all__ = ["AsyncTamsClient", "TamsClient", "best_url"]
 
+T = TypeVar("T")
+
 
 class Resendable(httpx.TransportError):
     """The server dropped a request without answering it (it went away mid-request, or closed a
@@ -36,6 +38,9 @@ class Resendable(httpx.TransportError):
 
 
 _RESENDABLE_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE"})
+# What httpx raises for a request the server dropped without answering.
+_DROPPED = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+RESENDS = 3  # a POST the server dropped unanswered is sent again this many times
 
 
 class _MarkResendable(httpx.AsyncBaseTransport):
@@ -48,7 +53,7 @@ class _MarkResendable(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         try:
             return await self.inner.handle_async_request(request)
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as exc:
+        except _DROPPED as exc:
             if request.method in _RESENDABLE_METHODS:
                 raise Resendable(f"{type(exc).__name__}: {exc}", request=request) from exc
             raise
@@ -61,6 +66,21 @@ class _MarkResendable(httpx.AsyncBaseTransport):
 # server dropped unanswered only where sending it again is harmless (Resendable): a POST that
 # was sent may have been carried out.
 _RETRY_EXCEPTIONS = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, Resendable)
+
+
+async def _resent(call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
+    """``call()``'s result, and whether it was sent more than once: a POST the server dropped
+    without answering is sent again (the retries waiting for the server to be back). What the
+    first may already have done, the caller reconciles."""
+    attempt = 0
+    while True:
+        try:
+            return await call(), attempt > 0
+        except _DROPPED:
+            if attempt == RESENDS:
+                raise
+        await asyncio.sleep(0.5 * 2**attempt)
+        attempt += 1
 
 
 def _retry(total: int) -> Retry:
@@ -253,17 +273,35 @@ class AsyncTamsClient:
             yield item
 
     async def post_segments(self, flow_id: str, segments: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Register segments; returns the ones the server refused (its ``failed_segments``)."""
-        response = await self.request("POST", f"/flows/{flow_id}/segments", json=segments)
-        if response.status_code == 200:
-            return list(response.json().get("failed_segments", []))
-        return []
+        """Register segments; returns the ones the server refused (its ``failed_segments``).
+
+        A POST the server dropped without answering (it went away mid-request) is sent again
+        once it is back; segments the second one is refused because the first had registered
+        them (the Flow holds them as they are) are not refusals."""
+        path = f"/flows/{flow_id}/segments"
+        response, again = await _resent(lambda: self.request("POST", path, json=segments))
+        failed = list(response.json().get("failed_segments", [])) if response.status_code == 200 else []
+        if failed and again:
+            failed = [f for f in failed if not await self._holds(flow_id, f)]
+        return failed
+
+    async def _holds(self, flow_id: str, segment: dict[str, Any]) -> bool:
+        """The Flow holds ``segment`` as it is (the same range and Object)."""
+        async for held in self.segments(flow_id, segment["timerange"], accept_get_urls=""):
+            if held["timerange"] == segment["timerange"] and held["object_id"] == segment["object_id"]:
+                return True
+        return False
 
     async def allocate(self, flow_id: str, count: int, **extra: Any) -> list[dict[str, Any]]:
         """Object ids and upload URLs for ``count`` new Objects (``POST /flows/{id}/storage``);
-        ``object_ids=[...]`` asks for those ids instead (the spec allows one or the other)."""
-        request = dict(extra) if "object_ids" in extra else {"limit": count, **extra}
-        body = await self.request("POST", f"/flows/{flow_id}/storage", json=request)
+        ``object_ids=[...]`` asks for those ids instead (the spec allows one or the other). An
+        allocation of ``count`` the server dropped unanswered is asked for again (Objects it may
+        have allocated are collected as never used); one of given ids is not (they may be taken)."""
+        path = f"/flows/{flow_id}/storage"
+        if "object_ids" in extra:
+            body = await self.request("POST", path, json=dict(extra))
+        else:
+            body, _ = await _resent(lambda: self.request("POST", path, json={"limit": count, **extra}))
         return list(body.json()["media_objects"])
 
     async def upload(self, put_url: dict[str, Any], data: bytes) -> None:

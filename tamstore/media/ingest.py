@@ -21,12 +21,10 @@ import functools
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
-
-import httpx
+from typing import Any
 
 from tamstore.client.api import AsyncTamsClient
 from tamstore.domain.tai import now_tai
@@ -35,7 +33,6 @@ from tamstore.media.segmenter import CONTAINERS, NS, SHIFT_STEP, CutSegment, Ess
 
 __all__ = ["IngestOptions", "IngestResult", "Progress", "SegmentsRefused", "ingest", "ingest_ids"]
 
-T = TypeVar("T")
 REGISTER_BATCH = 20  # segments registered per POST
 READ_AHEAD = 64 * 2**20  # bytes of cut segments read ahead of the uploads (a file)
 # ... and of a live input, read on while its server is away (a restart, a failover): lost
@@ -254,24 +251,6 @@ def _clock_less(offset: int) -> int:
     return now_tai() - offset
 
 
-RESENDS = 3  # a POST the server dropped unanswered is sent again this many times
-
-
-async def _resent(call: Callable[[], Awaitable[T]]) -> tuple[T, bool]:
-    """``call()``'s result, and whether it was sent more than once: a POST the server dropped
-    without answering (it went away mid-request) is sent again, the client's retries waiting for
-    the server to be back. What it may already have done, the caller reconciles."""
-    attempt = 0
-    while True:
-        try:
-            return await call(), attempt > 0
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
-            if attempt == RESENDS:
-                raise
-        await asyncio.sleep(0.5 * 2**attempt)
-        attempt += 1
-
-
 class SegmentsRefused(Exception):
     """The server refused to register segments (they overlap what the Flow holds, say)."""
 
@@ -431,13 +410,11 @@ class _Uploader:
 
     async def _object(self, flow_id: str) -> dict[str, Any]:
         """An allocated Object of the Flow, ``ALLOCATE_BATCH`` asked for at a time (any left over
-        at the end are collected by the server as never used, as are those of an allocation
-        asked for again after the server dropped it unanswered)."""
+        at the end are collected by the server as never used)."""
         async with self.allocating.setdefault(flow_id, asyncio.Lock()):
             pool = self.allocated.setdefault(flow_id, [])
             if not pool:
-                objects, _ = await _resent(lambda: self.client.allocate(flow_id, ALLOCATE_BATCH))
-                pool.extend(objects)
+                pool.extend(await self.client.allocate(flow_id, ALLOCATE_BATCH))
             return pool.pop(0)
 
     async def _init_object(self, flow_id: str, init: bytes) -> str:
@@ -486,20 +463,11 @@ class _Uploader:
             self.report(self.progress)
 
     async def _register(self, flow_id: str, batch: list[dict[str, Any]]) -> None:
-        failed, again = await _resent(lambda: self.client.post_segments(flow_id, batch))
-        if failed and again:  # the dropped POST may have registered them: not refused then
-            failed = [f for f in failed if not await self._registered(flow_id, f)]
+        failed = await self.client.post_segments(flow_id, batch)
         if failed:
             first = failed[0]
             summary = first.get("error", {}).get("summary", "refused")
             raise SegmentsRefused(f"Flow {flow_id}: segment {first.get('timerange')} was refused: {summary}")
-
-    async def _registered(self, flow_id: str, segment: dict[str, Any]) -> bool:
-        """The Flow holds ``segment`` as it is (the same range and Object)."""
-        async for held in self.client.segments(flow_id, segment["timerange"], accept_get_urls=""):
-            if held["timerange"] == segment["timerange"] and held["object_id"] == segment["object_id"]:
-                return True
-        return False
 
     async def __aenter__(self) -> _Uploader:
         return self
