@@ -9,7 +9,7 @@ import bisect
 import datetime as dt
 import time
 
-__all__ = ["NS", "WALL_CLOCK_FROM", "is_wall_clock", "now_tai", "tai_to_utc", "utc_iso", "utc_to_tai"]
+__all__ = ["NS", "WALL_CLOCK_FROM", "iso_to_tai", "is_wall_clock", "now_tai", "tai_to_utc", "utc_iso", "utc_to_tai"]
 
 NS = 1_000_000_000
 
@@ -83,3 +83,14 @@ def utc_iso(tai_ns: int) -> str:
     seconds, rest = divmod(utc, NS)
     stamp = dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
     return f"{stamp}.{rest // 1_000_000:03d}Z"
+
+
+def iso_to_tai(text: str) -> int:
+    """An ISO 8601 date-time with its zone (``2026-12-07T10:00:00Z``, ``...+01:00``) as TAI
+    nanoseconds, to the microsecond, in integers: the inverse of :func:`utc_iso`. A date-time
+    without a zone names no instant (ValueError)."""
+    when = dt.datetime.fromisoformat(text)
+    if when.tzinfo is None:
+        raise ValueError(f"{text} needs its zone (Z for UTC, or +01:00 ...)")
+    since = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # whole days, seconds and microseconds
+    return utc_to_tai((since.days * 86_400 + since.seconds) * NS + since.microseconds * 1000)

@@ -64,25 +64,21 @@ def _timerange(text: str | None) -> Any:
     """``--timerange``: a TAMS timerange, whose bounds may also be UTC date-times with their zone
     (``[2026-12-07T10:00:00Z_2026-12-07T10:30:00Z)``), taken to the TAI of a wall-clock
     recording (``ingest --start now``), as the Web UI shows such a timeline."""
-    import datetime as dt
     import re
 
-    from tamstore.domain.tai import utc_to_tai
+    from tamstore.domain.tai import iso_to_tai
     from tamstore.domain.timerange import InvalidTimeRange, TimeRange, format_timestamp
 
     if text is None:
         return None
-
-    def tai(match: re.Match[str]) -> str:
-        when = dt.datetime.fromisoformat(match.group(0))
-        if when.tzinfo is None:
-            _fail(f"--timerange: {match.group(0)} needs its zone (Z for UTC, or +01:00 ...)")
-        since = when - dt.datetime(1970, 1, 1, tzinfo=dt.UTC)  # whole days, seconds and microseconds
-        ns = (since.days * 86_400 + since.seconds) * 1_000_000_000 + since.microseconds * 1000
-        return format_timestamp(utc_to_tai(ns))
-
     try:
-        return TimeRange.from_str(re.sub(r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?", tai, text))
+        return TimeRange.from_str(
+            re.sub(
+                r"\d{4}-\d{2}-\d{2}T[0-9:.]+(?:Z|[+-]\d{2}:?\d{2})?",
+                lambda m: format_timestamp(iso_to_tai(m.group(0))),
+                text,
+            )
+        )
     except (InvalidTimeRange, ValueError) as exc:
         _fail(f"--timerange: {exc}")
 
