@@ -1232,3 +1232,26 @@ def test_client_downloads_refuse_metadata_and_link_local_addresses(server: LiveS
             assert len(tams.download(segment["get_urls"][0]["url"])) > 1000
     finally:
         redirect.shutdown()
+
+
+def test_the_read_ahead_is_bounded_in_bytes() -> None:
+    """The reading thread hands over cut segments up to the byte bound (one always goes through,
+    however large) and waits past it until the loop takes some up, or the ingest ends."""
+    import threading
+
+    from tamstore.media.ingest import _Room
+
+    room = _Room(100)
+    room.take(500)  # nothing handed over yet: a segment past the bound goes through
+    room.give(500)
+    room.take(60)
+    done = threading.Event()
+    threading.Thread(target=lambda: (room.take(60), done.set()), daemon=True).start()
+    assert not done.wait(0.3)  # 60 + 60 is past 100: it waits
+    room.give(60)  # the loop takes the first up
+    assert done.wait(5)
+    blocked = threading.Event()
+    threading.Thread(target=lambda: (room.take(80), blocked.set()), daemon=True).start()
+    assert not blocked.wait(0.3)
+    room.close()  # the ingest ends: nobody is left waiting
+    assert blocked.wait(5)

@@ -179,10 +179,10 @@ async def _ingest(
     name = options.name or (str(Path(source).resolve()) if "://" not in source else source)
     flow_ids, source_ids = ingest_ids(name, list(roles.values()), options.container)
     label = options.label or Path(source.split("?")[0]).name
-    held_until: int | None = None  # the end of what the Flows hold (asked for --start now)
+    held_until: int | None = None  # the end of what the Flows hold (where --start now goes after)
     for e in segmenter.essences:
         role = roles[e.index]
-        flow = await client.get_flow(flow_ids[role], **({"include_timerange": "true"} if options.start_now else {}))
+        flow = await client.get_flow(flow_ids[role], include_timerange="true")
         if flow is None:
             await client.put_flow(
                 _flow_doc(e, flow_ids[role], source_ids[role], f"{label} ({role})", options.container)
