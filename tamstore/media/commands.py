@@ -384,8 +384,11 @@ def sync_command(
             if check:
                 return await verify(source, target, flows, options)
 
-            async def reselect(known: frozenset[str]) -> list[dict[str, Any]]:
-                return await select_flows(source, list(flow_ids), list(source_ids), everything, known)
+            async def reselect(known: frozenset[str], made: dict[str, str | None] | None) -> list[dict[str, Any]]:
+                if made is None:  # the whole selection again
+                    return await select_flows(source, list(flow_ids), list(source_ids), everything, known)
+                joining = [i for i, source_id in made.items() if everything or source_id in source_ids]
+                return await select_flows(source, joining, [], False, known)
 
             grows = everything or bool(source_ids)  # (a --flow-id selection is what it was)
             return await sync(source, target, flows, options, reporter, stop, reselect if grows else None)

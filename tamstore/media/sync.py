@@ -197,8 +197,9 @@ class _Run:
     source_is_tamstore: bool = False  # its Objects have lasting URLs at /x-tamstore/objects/
 
 
-# The Flows a selection holds now, less those given (the Flows chosen so far).
-Reselect = Callable[[frozenset[str]], Awaitable[list[dict[str, Any]]]]
+# The Flows a selection holds now, less those given (the Flows chosen so far): all of them, or
+# (given the Flows made since, with their Sources) only among those.
+Reselect = Callable[[frozenset[str], dict[str, str | None] | None], Awaitable[list[dict[str, Any]]]]
 
 
 async def sync(
@@ -263,12 +264,14 @@ def _length(span: TimeRange, timerange: TimeRange | None) -> int:
 class _Watch:
     """What the follow loop and the listener to the source's event stream share: the Flows
     followed (which grow as Flows join the selection), those events named since the last pass,
-    and the two signals (something changed; a Flow was made)."""
+    the Flows made since the last look for new ones (with their Sources), whether the selection
+    must be looked at whole (the stream opened: what it missed is unknown), and the wake-up."""
 
     followed: set[str]
     changed: set[str] = field(default_factory=set)
+    made: dict[str, str | None] = field(default_factory=dict)
+    rescan: bool = False
     wake: asyncio.Event = field(default_factory=asyncio.Event)
-    made: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def _follow(
@@ -288,10 +291,13 @@ async def _follow(
             await _first_of(stop, watch.wake, FULL_LOOK if listener is not None else run.options.interval)
             if stop.is_set():
                 break
-            if reselect is not None and (watch.made.is_set() or time.monotonic() - looked >= FULL_LOOK):
-                watch.made.clear()
+            if reselect is not None and (watch.rescan or time.monotonic() - looked >= FULL_LOOK):
+                watch.rescan, watch.made = False, {}
                 looked = time.monotonic()
-                ids += await _join(run, reselect, watch, ends)
+                ids += await _join(run, reselect(frozenset(watch.followed), None), watch, ends)
+            elif reselect is not None and watch.made:  # only among the Flows made: no listing
+                made, watch.made = watch.made, {}
+                ids += await _join(run, reselect(frozenset(watch.followed), made), watch, ends)
             if watch.wake.is_set():  # (events arriving during this pass set it again for the next)
                 watch.wake.clear()
                 looking = set(watch.changed)
@@ -307,11 +313,13 @@ async def _follow(
             listener.cancel()
 
 
-async def _join(run: _Run, reselect: Reselect, watch: _Watch, ends: dict[str, int | None]) -> list[str]:
-    """Copy the Flows that have joined the selection since it was last looked at, and follow
-    them from now on; returns their ids."""
+async def _join(
+    run: _Run, looking: Awaitable[list[dict[str, Any]]], watch: _Watch, ends: dict[str, int | None]
+) -> list[str]:
+    """Copy the Flows that have joined the selection (what ``looking`` finds), and follow them
+    from now on; returns their ids."""
     try:
-        joined = await reselect(frozenset(watch.followed))
+        joined = await looking
     except (TamsApiError, ValueError, httpx.HTTPError) as exc:
         run.progress.failures.append(f"looking for new Flows: {exc}")
         return []
@@ -338,14 +346,14 @@ async def _first_of(stop: asyncio.Event, wake: asyncio.Event, timeout: float) ->
 async def _listen(source: AsyncTamsClient, url: str, watch: _Watch, growing: bool) -> None:
     """Mark the Flows the source's events name as changed. Each time the stream opens, all of
     them: what happened before it opened was not seen. With ``growing``, a Flow made on the
-    source sets ``made``: it may belong to the selection."""
+    source is noted in ``made``: it may belong to the selection."""
     params: dict[str, Any] = {"events": [*FOLLOWED_EVENTS, "flows/created"] if growing else FOLLOWED_EVENTS}
     if len(watch.followed) <= 100 and not growing:  # (beyond, the query string grows too long: matched here)
         params["flow_ids"] = sorted(watch.followed)
 
     def everything() -> None:
         watch.changed.update(watch.followed)
-        watch.made.set()
+        watch.rescan = growing
         watch.wake.set()
 
     while True:
@@ -354,7 +362,8 @@ async def _listen(source: AsyncTamsClient, url: str, watch: _Watch, growing: boo
                 subject = event.get("event") or {}
                 flow_id = subject.get("flow_id") or (subject.get("flow") or {}).get("id")
                 if event.get("event_type") == "flows/created":
-                    watch.made.set()
+                    flow = subject.get("flow") or {}
+                    watch.made[str(flow.get("id"))] = flow.get("source_id")
                     watch.wake.set()
                 elif flow_id in watch.followed:
                     watch.changed.add(flow_id)
